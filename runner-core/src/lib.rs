@@ -1,0 +1,36 @@
+//! The contract every `runner` backend implements.
+//!
+//! A [`RunnerEnvironment`] is a place processes run (the host, a Docker container, a
+//! Nix dev shell); a [`Proc`] is one process in it. Callers program against these
+//! two traits and let a facade pick the backend.
+//!
+//! This crate also holds what every backend shares: [`ExitStatus`] and [`Signal`],
+//! [`ProcessState`] and [`TrackedProcess`], validated [`EnvironmentVariable`]s and
+//! the layering rules in [`EnvLayers`], output forwarding ([`forward`] and the
+//! [`OutputSink`]s), port helpers and [`check_for_runtimes`].
+#![deny(missing_docs)]
+
+mod env;
+mod error;
+mod output;
+mod port;
+mod runtimes;
+mod state;
+mod status;
+mod tracked;
+mod traits;
+
+pub use env::{host_env, EnvEdit, EnvLayers, EnvironmentVariable, JoinPosition};
+pub use error::{Error, Result};
+pub use output::{
+    forward, CaptureSink, FnSink, ForwardReport, NullSink, Output, OutputSink, StdioSink, Stream,
+    WriterSink, MAX_CHUNK,
+};
+pub use port::{find_free_port, is_free_port, wait_for_port_unbound};
+pub use runtimes::{check_for_runtimes, FoundRuntime, RuntimeReport, RuntimeRequirement};
+pub use state::ProcessState;
+pub use status::{ExitStatus, Signal};
+pub use tracked::{Event, TrackedProcess};
+pub use traits::{
+    Backend, Proc, ProcStdin, ProcStdout, RunnerEnvironment, DEFAULT_STOP_GRACE,
+};

@@ -1,0 +1,316 @@
+//! Output sinks and the forwarder that feeds them.
+//!
+//! [`forward`] reads a child's stream and hands the sink whole lines: every write is
+//! one or more complete lines, except the pieces of a line longer than
+//! [`MAX_CHUNK`] (passed on in chunks of at most that size, never dropped) and an
+//! unterminated last line at end of stream. Bytes out equal bytes in, UTF-8 or not.
+//! When the sink fails, the stream keeps being drained so the child never blocks on a
+//! full pipe.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The longest piece of a single line handed to a sink in one write (1 MiB).
+pub const MAX_CHUNK: usize = 1 << 20;
+const READ_SIZE: usize = 64 * 1024;
+
+/// Which of a process's output streams a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Receives a process's output, a few whole lines at a time.
+///
+/// Implementations are called from the forwarding task and should not block for
+/// long; an error stops delivery to this sink for that stream (the stream is still
+/// drained).
+pub trait OutputSink: Send + Sync + fmt::Debug {
+    /// Takes one chunk: complete lines, except as described in the module docs.
+    fn write(&self, stream: Stream, chunk: &[u8]) -> io::Result<()>;
+}
+
+/// A shared output sink, as `Proc::with_output` takes it.
+pub type Output = Arc<dyn OutputSink>;
+
+/// Writes the child's stdout to our stdout and its stderr to our stderr, flushing
+/// each chunk. The default sink.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdioSink;
+
+impl OutputSink for StdioSink {
+    fn write(&self, stream: Stream, chunk: &[u8]) -> io::Result<()> {
+        match stream {
+            Stream::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(chunk)?;
+                out.flush()
+            }
+            Stream::Stderr => {
+                let mut err = io::stderr().lock();
+                err.write_all(chunk)?;
+                err.flush()
+            }
+        }
+    }
+}
+
+/// Discards everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl OutputSink for NullSink {
+    fn write(&self, _: Stream, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps everything in memory, per stream. Handy in tests and for short commands.
+#[derive(Debug, Default)]
+pub struct CaptureSink {
+    stdout: Mutex<Vec<u8>>,
+    stderr: Mutex<Vec<u8>>,
+}
+
+impl CaptureSink {
+    /// An empty capture, ready to share.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Everything written to stdout so far.
+    pub fn stdout(&self) -> Vec<u8> {
+        lock(&self.stdout).clone()
+    }
+
+    /// Everything written to stderr so far.
+    pub fn stderr(&self) -> Vec<u8> {
+        lock(&self.stderr).clone()
+    }
+
+    /// Stdout as (lossy) UTF-8.
+    pub fn stdout_string(&self) -> String {
+        String::from_utf8_lossy(&self.stdout()).into_owned()
+    }
+
+    /// Stderr as (lossy) UTF-8.
+    pub fn stderr_string(&self) -> String {
+        String::from_utf8_lossy(&self.stderr()).into_owned()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl OutputSink for CaptureSink {
+    fn write(&self, stream: Stream, chunk: &[u8]) -> io::Result<()> {
+        let target = match stream {
+            Stream::Stdout => &self.stdout,
+            Stream::Stderr => &self.stderr,
+        };
+        lock(target).extend_from_slice(chunk);
+        Ok(())
+    }
+}
+
+/// Sends both streams to one `std::io::Write` (a file, a `Vec`, a socket).
+pub struct WriterSink<W> {
+    inner: Mutex<W>,
+}
+
+impl<W: Write + Send> WriterSink<W> {
+    /// Wraps a writer.
+    pub fn new(writer: W) -> Arc<Self> {
+        Arc::new(WriterSink {
+            inner: Mutex::new(writer),
+        })
+    }
+}
+
+impl<W> fmt::Debug for WriterSink<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriterSink").finish_non_exhaustive()
+    }
+}
+
+impl<W: Write + Send> OutputSink for WriterSink<W> {
+    fn write(&self, _: Stream, chunk: &[u8]) -> io::Result<()> {
+        let mut w = lock(&self.inner);
+        w.write_all(chunk)?;
+        w.flush()
+    }
+}
+
+/// Adapts a closure into a sink.
+///
+/// ```
+/// use runner_core::{FnSink, Stream};
+/// let sink = FnSink::new(|stream: Stream, chunk: &[u8]| {
+///     eprint!("[{stream:?}] {}", String::from_utf8_lossy(chunk));
+///     Ok(())
+/// });
+/// ```
+pub struct FnSink<F>(F);
+
+impl<F> FnSink<F>
+where
+    F: Fn(Stream, &[u8]) -> io::Result<()> + Send + Sync + 'static,
+{
+    /// Wraps a closure.
+    pub fn new(f: F) -> Arc<Self> {
+        Arc::new(FnSink(f))
+    }
+}
+
+impl<F> fmt::Debug for FnSink<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnSink")
+    }
+}
+
+impl<F> OutputSink for FnSink<F>
+where
+    F: Fn(Stream, &[u8]) -> io::Result<()> + Send + Sync,
+{
+    fn write(&self, stream: Stream, chunk: &[u8]) -> io::Result<()> {
+        (self.0)(stream, chunk)
+    }
+}
+
+/// What [`forward`] did.
+#[derive(Debug, Default)]
+pub struct ForwardReport {
+    /// Bytes read from the stream.
+    pub bytes: u64,
+    /// Bytes the sink accepted (equal to `bytes` unless the sink failed).
+    pub delivered: u64,
+    /// The sink's first error, after which the rest was drained and discarded.
+    pub sink_error: Option<io::Error>,
+}
+
+/// Copies `reader` into `sink` on line boundaries until end of stream.
+///
+/// Returns `Err` only when reading the stream fails; a failing sink is reported in
+/// [`ForwardReport::sink_error`] and the stream is drained to the end regardless.
+/// Memory use is bounded by [`MAX_CHUNK`], whatever the line length.
+pub async fn forward<R>(mut reader: R, sink: &dyn OutputSink, stream: Stream) -> io::Result<ForwardReport>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut report = ForwardReport::default();
+    let mut pending: Vec<u8> = Vec::with_capacity(READ_SIZE);
+    let deliver = |chunk: &[u8], report: &mut ForwardReport| {
+        if report.sink_error.is_none() {
+            match sink.write(stream, chunk) {
+                Ok(()) => report.delivered += chunk.len() as u64,
+                Err(e) => report.sink_error = Some(e),
+            }
+        }
+    };
+    loop {
+        // Never hold more than MAX_CHUNK bytes of one line.
+        let room = (MAX_CHUNK - pending.len()).min(READ_SIZE);
+        pending.reserve(room);
+        let before = pending.len();
+        let n = (&mut reader).take(room as u64).read_buf(&mut pending).await?;
+        if n == 0 {
+            if !pending.is_empty() {
+                deliver(&pending, &mut report);
+            }
+            return Ok(report);
+        }
+        report.bytes += n as u64;
+        // Only the new bytes can hold a newline: everything before was a partial line.
+        if let Some(i) = memchr::memrchr(b'\n', &pending[before..]) {
+            let end = before + i + 1;
+            deliver(&pending[..end], &mut report);
+            pending.drain(..end);
+        }
+        if pending.len() == MAX_CHUNK {
+            deliver(&pending, &mut report);
+            pending.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Chunks(Mutex<Vec<Vec<u8>>>);
+    impl OutputSink for Chunks {
+        fn write(&self, _: Stream, chunk: &[u8]) -> io::Result<()> {
+            self.0.lock().unwrap().push(chunk.to_vec());
+            Ok(())
+        }
+    }
+
+    #[derive(Debug)]
+    struct Failing;
+    impl OutputSink for Failing {
+        fn write(&self, _: Stream, _: &[u8]) -> io::Result<()> {
+            Err(io::Error::other("sink is broken"))
+        }
+    }
+
+    /// A reader that hands out its data in fixed-size pieces, to split lines.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let n = self.1.min(self.0.len()).min(buf.remaining());
+            buf.put_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn whole_lines_and_no_loss() {
+        let data = b"alpha\nbeta\ngam\xffma\nno newline at end";
+        let sink = Chunks::default();
+        let report = forward(Trickle(data, 3), &sink, Stream::Stdout).await.unwrap();
+        let chunks = sink.0.into_inner().unwrap();
+        assert_eq!(chunks.concat(), data);
+        assert_eq!(report.bytes, data.len() as u64);
+        assert_eq!(report.delivered, data.len() as u64);
+        // Every chunk but the last ends a line.
+        for c in &chunks[..chunks.len() - 1] {
+            assert_eq!(c.last(), Some(&b'\n'), "{c:?}");
+        }
+        assert_eq!(chunks.last().unwrap(), b"no newline at end");
+    }
+
+    #[tokio::test]
+    async fn long_line_is_chunked_not_dropped() {
+        let mut data = vec![b'x'; 3 * MAX_CHUNK + 17];
+        data.push(b'\n');
+        data.extend_from_slice(b"tail\n");
+        let sink = Chunks::default();
+        forward(&data[..], &sink, Stream::Stderr).await.unwrap();
+        let chunks = sink.0.into_inner().unwrap();
+        assert!(chunks.iter().all(|c| c.len() <= MAX_CHUNK));
+        assert!(chunks.len() >= 4);
+        assert_eq!(chunks.concat(), data);
+    }
+
+    #[tokio::test]
+    async fn failing_sink_still_drains() {
+        let data = vec![b'y'; 5 * READ_SIZE];
+        let report = forward(&data[..], &Failing, Stream::Stdout).await.unwrap();
+        assert_eq!(report.bytes, data.len() as u64);
+        assert_eq!(report.delivered, 0);
+        assert_eq!(report.sink_error.unwrap().to_string(), "sink is broken");
+    }
+}

@@ -1,0 +1,139 @@
+//! The two traits every backend implements.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::{EnvironmentVariable, ExitStatus, Output, Result, Signal};
+
+/// The default time `stop` waits after SIGTERM before it sends SIGKILL.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Which backend runs a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Directly on the host.
+    Native,
+    /// Inside a Docker container.
+    Docker,
+    /// Inside a Nix dev shell.
+    Nix,
+}
+
+impl Backend {
+    /// The lowercase name used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Native => "native",
+            Backend::Docker => "docker",
+            Backend::Nix => "nix",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "native" => Ok(Backend::Native),
+            "docker" => Ok(Backend::Docker),
+            "nix" => Ok(Backend::Nix),
+            other => Err(format!(
+                "unknown backend `{other}` (expected native, docker or nix)"
+            )),
+        }
+    }
+}
+
+/// The writing end of a process's stdin. Dropping it (or `shutdown()`) closes stdin.
+pub type ProcStdin = Box<dyn AsyncWrite + Send + Unpin>;
+/// The reading end of a process's stdout: raw bytes, unframed.
+pub type ProcStdout = Box<dyn AsyncRead + Send + Unpin>;
+
+/// One process, runnable or running, in some environment.
+///
+/// Configure it with the `with_*` methods (they take `&mut self`), then `start` or
+/// `run` it. After `start`, every method takes `&self`, so a process can be shared:
+/// `let p: Arc<dyn Proc> = Arc::from(boxed)` and call `wait` from many tasks and
+/// `stop` from another.
+#[async_trait]
+pub trait Proc: Send + Sync + fmt::Debug {
+    /// Runs the process in `dir` instead of the environment's directory.
+    fn with_dir(&mut self, dir: &Path);
+    /// Sends the process's stderr (and stdout, unless `stdout_pipe` was taken) to
+    /// `output`. The default writes to the host's stdout and stderr.
+    fn with_output(&mut self, output: Output);
+    /// Adds variables over the environment's (the process wins).
+    fn with_env_vars(&mut self, vars: Vec<EnvironmentVariable>);
+    /// Appends `var`'s value to the existing value with `sep` (`PATH`-style); sets it
+    /// when the variable is absent.
+    fn with_env_var_append(&mut self, var: EnvironmentVariable, sep: &str);
+    /// Prepends `var`'s value to the existing value with `sep`.
+    fn with_env_var_prepend(&mut self, var: EnvironmentVariable, sep: &str);
+    /// How long `stop` waits between SIGTERM and SIGKILL (default 5 s).
+    fn with_stop_grace(&mut self, grace: Duration);
+    /// Makes `run`/`wait` also wait for the process named `bin` in the process's group
+    /// (for launchers that start the real program and exit).
+    fn wait_on(&mut self, bin: &str);
+    /// A writer connected to the process's stdin. Call before `start`. Without it, the
+    /// process's stdin is empty (`/dev/null`).
+    fn stdin_pipe(&mut self) -> Result<ProcStdin>;
+    /// A reader of the process's raw stdout. Call before `start`. When taken, stdout no
+    /// longer goes to the output sink; stderr still does.
+    fn stdout_pipe(&mut self) -> Result<ProcStdout>;
+    /// Starts the process and returns once it runs.
+    async fn start(&mut self) -> Result<()>;
+    /// Starts the process and waits for it to exit.
+    async fn run(&mut self) -> Result<ExitStatus> {
+        self.start().await?;
+        self.wait().await
+    }
+    /// Waits for the process to exit. Idempotent and cancel-safe: any number of
+    /// callers, before or after the exit, get the same status.
+    async fn wait(&self) -> Result<ExitStatus>;
+    /// SIGTERM to the whole group, the grace period, then SIGKILL; returns once the
+    /// process is gone. A no-op on a process that already exited.
+    async fn stop(&self) -> Result<()>;
+    /// Delivers one signal to the process's group. A no-op once it exited.
+    async fn signal(&self, signal: Signal) -> Result<()>;
+    /// True between a successful `start` and the exit.
+    async fn is_running(&self) -> Result<bool>;
+    /// The process's exit status if it already exited, without waiting.
+    fn try_status(&self) -> Option<ExitStatus>;
+    /// The host pid of the process (group leader), when the backend has one.
+    fn pid(&self) -> Option<u32>;
+}
+
+/// A place processes run: the host, a container, a Nix dev shell.
+///
+/// Configuration methods take `&mut self` and are meant to be called before the
+/// environment is shared; everything else takes `&self`.
+#[async_trait]
+pub trait RunnerEnvironment: Send + Sync + fmt::Debug {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+    /// Prepares the environment (create a container, materialize a shell, ...).
+    async fn init(&self) -> Result<()>;
+    /// A new, not yet started process running `bin` with `args`.
+    async fn new_process(&self, bin: &str, args: &[&str]) -> Result<Box<dyn Proc>>;
+    /// Stops every process started here; the environment can still start new ones.
+    async fn stop(&self) -> Result<()>;
+    /// Stops everything and releases every resource. Idempotent; no new process
+    /// starts afterwards.
+    async fn shutdown(&self) -> Result<()>;
+    /// Errors unless `bin` can be run in this environment.
+    async fn with_binary(&self, bin: &str) -> Result<()>;
+    /// Adds variables every process of this environment gets (over the base env).
+    fn with_env_vars(&mut self, vars: Vec<EnvironmentVariable>);
+}
