@@ -200,7 +200,11 @@ pub struct ForwardReport {
 /// Returns `Err` only when reading the stream fails; a failing sink is reported in
 /// [`ForwardReport::sink_error`] and the stream is drained to the end regardless.
 /// Memory use is bounded by [`MAX_CHUNK`], whatever the line length.
-pub async fn forward<R>(mut reader: R, sink: &dyn OutputSink, stream: Stream) -> io::Result<ForwardReport>
+pub async fn forward<R>(
+    mut reader: R,
+    sink: &dyn OutputSink,
+    stream: Stream,
+) -> io::Result<ForwardReport>
 where
     R: AsyncRead + Unpin,
 {
@@ -219,7 +223,10 @@ where
         let room = (MAX_CHUNK - pending.len()).min(READ_SIZE);
         pending.reserve(room);
         let before = pending.len();
-        let n = (&mut reader).take(room as u64).read_buf(&mut pending).await?;
+        let n = (&mut reader)
+            .take(room as u64)
+            .read_buf(&mut pending)
+            .await?;
         if n == 0 {
             if !pending.is_empty() {
                 deliver(&pending, &mut report);
@@ -280,7 +287,9 @@ mod tests {
     async fn whole_lines_and_no_loss() {
         let data = b"alpha\nbeta\ngam\xffma\nno newline at end";
         let sink = Chunks::default();
-        let report = forward(Trickle(data, 3), &sink, Stream::Stdout).await.unwrap();
+        let report = forward(Trickle(data, 3), &sink, Stream::Stdout)
+            .await
+            .unwrap();
         let chunks = sink.0.into_inner().unwrap();
         assert_eq!(chunks.concat(), data);
         assert_eq!(report.bytes, data.len() as u64);

@@ -39,8 +39,7 @@ pub async fn wait_for_port_unbound(port: u16, timeout: Duration) -> Result<bool>
         if Instant::now() >= deadline {
             return Ok(false);
         }
-        tokio::time::sleep(PORT_POLL.min(deadline.saturating_duration_since(Instant::now())))
-            .await;
+        tokio::time::sleep(PORT_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
 }
 
@@ -54,12 +53,16 @@ mod tests {
         assert!(is_free_port(port));
         let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap();
         assert!(!is_free_port(port));
-        assert!(!wait_for_port_unbound(port, Duration::from_millis(60)).await.unwrap());
+        assert!(!wait_for_port_unbound(port, Duration::from_millis(60))
+            .await
+            .unwrap());
         let release = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             drop(held);
         });
-        assert!(wait_for_port_unbound(port, Duration::from_secs(5)).await.unwrap());
+        assert!(wait_for_port_unbound(port, Duration::from_secs(5))
+            .await
+            .unwrap());
         release.await.unwrap();
     }
 }

@@ -112,7 +112,10 @@ mod tests {
             .args(["-c", "while :; do :; done"])
             .spawn()
             .unwrap();
-        let mut idle = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut idle = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let b = TrackedProcess::new(busy.id());
         let i = TrackedProcess::new(idle.id());
         let busy_cpu = b.cpu(Duration::from_millis(300)).await.unwrap();

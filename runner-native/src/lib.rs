@@ -1,0 +1,16 @@
+//! The native backend: processes run directly on the host.
+//!
+//! Every process leads its own process group (signals reach its children too), is
+//! registered in the reaper's ledger before it runs its program, and is watched by a
+//! supervisor task that reaps it, ends what is left of its group, unregisters it and
+//! publishes its [`ExitStatus`](runner_core::ExitStatus) to any number of waiters.
+#![deny(missing_docs)]
+
+mod environment;
+mod process;
+mod resolve;
+mod spawn;
+mod supervisor;
+
+pub use environment::NativeEnvironment;
+pub use process::{BaseEnv, NativeProc, ProcSpec};

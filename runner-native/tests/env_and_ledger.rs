@@ -1,0 +1,126 @@
+//! Native backend: env and ledger behaviour, tested from the outside with real processes.
+mod common;
+
+use std::path::Path;
+
+use common::{within, Fixture};
+use runner_core::{EnvironmentVariable, Proc, RunnerEnvironment};
+use runner_reaper::Ledger;
+
+fn var(k: &str, v: &str) -> EnvironmentVariable {
+    EnvironmentVariable::new(k, v).unwrap()
+}
+
+#[tokio::test]
+async fn env_layers_host_then_environment_then_process() {
+    let mut fx = Fixture::new();
+    fx.env.with_env_vars(vec![
+        var("RUNNER_T_ENV", "env"),
+        var("RUNNER_T_BOTH", "env"),
+        var("HOME", "/env-home"),
+    ]);
+    let script = "printf '%s|%s|%s|%s|%s\\n' \"$RUNNER_T_ENV\" \"$RUNNER_T_BOTH\" \"$HOME\" \"$RUNNER_T_MULTI\" \"$PATH\"";
+    let (mut p, cap) = fx.sh(script).await;
+    p.with_env_vars(vec![
+        var("RUNNER_T_BOTH", "proc"),
+        var("RUNNER_T_MULTI", "line1\nline2=x"),
+    ]);
+    p.with_env_var_append(var("PATH", "/appended"), ":");
+    p.with_env_var_prepend(var("PATH", "/prepended"), ":");
+    assert!(p.run().await.unwrap().success());
+    let host_path = std::env::var("PATH").unwrap();
+    assert_eq!(
+        cap.stdout_string(),
+        format!("env|proc|/env-home|line1\nline2=x|/prepended:{host_path}:/appended\n")
+    );
+}
+
+#[tokio::test]
+async fn with_dir_is_relative_to_the_environment_dir() {
+    let fx = Fixture::new();
+    std::fs::create_dir(fx.work().join("sub")).unwrap();
+    let (mut p, cap) = fx.sh("pwd").await;
+    p.with_dir(Path::new("sub"));
+    p.run().await.unwrap();
+    assert_eq!(
+        cap.stdout_string().trim(),
+        fx.work().join("sub").to_str().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn the_group_is_registered_before_the_program_runs_and_removed_after() {
+    let fx = Fixture::new();
+    // The program itself checks that its record exists when it starts.
+    let script = format!(
+        "test -f {}/runs/$$.json && echo registered; test \"$(ps -o pgid= $$ 2>/dev/null | tr -d ' ')\" = \"$$\" || true",
+        fx.state().display()
+    );
+    let (mut p, cap) = fx.sh(&script).await;
+    p.start().await.unwrap();
+    let pid = p.pid().unwrap() as i32;
+    let record = Ledger::at(fx.state()).read_record(pid).unwrap();
+    // Either we caught it running (record present, describing it) or it already ended.
+    if let Some(r) = record {
+        assert_eq!((r.pgid, r.leader_pid), (pid, pid));
+        assert_eq!(r.owner_pid, std::process::id() as i32);
+        assert_eq!(r.argv[0], "sh");
+        assert_eq!(r.cwd, fx.work());
+    }
+    assert!(within(10, p.wait()).await.unwrap().success());
+    assert_eq!(cap.stdout_string(), "registered\n");
+    assert!(fx.records().is_empty(), "{:?}", fx.records());
+}
+
+#[tokio::test]
+async fn each_process_leads_its_own_group() {
+    let fx = Fixture::new();
+    let (mut p, cap) = fx.sh("cut -d' ' -f5 /proc/$$/stat; echo $$").await;
+    p.run().await.unwrap();
+    let out = cap.stdout_string();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], lines[1], "pgid differs from pid");
+    assert_ne!(lines[0].parse::<u32>().unwrap(), std::process::id());
+}
+
+#[tokio::test]
+async fn two_hundred_processes_at_once() {
+    let fx = Fixture::new();
+    let mut procs = Vec::new();
+    for i in 0..200 {
+        let (mut p, cap) = fx.sh(&format!("echo proc-{i}")).await;
+        p.start().await.unwrap();
+        procs.push((i, p, cap));
+    }
+    let results = futures_wait(procs).await;
+    for (i, ok, out) in results {
+        assert!(ok, "process {i} failed");
+        assert_eq!(out, format!("proc-{i}\n"));
+    }
+    assert!(
+        fx.records().is_empty(),
+        "{} records left",
+        fx.records().len()
+    );
+}
+
+async fn futures_wait(
+    procs: Vec<(
+        usize,
+        Box<dyn Proc>,
+        std::sync::Arc<runner_core::CaptureSink>,
+    )>,
+) -> Vec<(usize, bool, String)> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, p, cap) in procs {
+        set.spawn(async move {
+            let ok = p.wait().await.unwrap().success();
+            (i, ok, cap.stdout_string())
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out
+}

@@ -1,0 +1,334 @@
+//! The ledger: one JSON record per process group we started.
+//!
+//! Records live in `$RUNNER_STATE_DIR/runs` (default `$XDG_STATE_HOME/runner/runs`,
+//! else `~/.local/state/runner/runs`), a directory of mode 0700; each file is
+//! `<pgid>.json`, mode 0600, written atomically (a temporary file renamed into place).
+//! A record is written *before* the group's leader runs its program and removed when
+//! the group ends, so a crash of the owner at any moment leaves a record behind.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+/// The record format version written today.
+pub const RECORD_SCHEMA: u32 = 1;
+
+/// What can go wrong reading or writing the ledger.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// A file system operation failed.
+    #[error("failed to {action} `{}`: {source}", .path.display())]
+    Io {
+        /// The operation, as a "failed to ..." fragment.
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `/proc` entry could not be read (usually: the process is gone).
+    #[error("failed to read /proc for pid {pid}: {message}")]
+    Proc {
+        /// The pid.
+        pid: i32,
+        /// What procfs said.
+        message: String,
+    },
+    /// The runs directory is not ours or is too open.
+    #[error("refusing to use ledger directory `{}`: {reason}", .path.display())]
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A record could not be encoded.
+    #[error("failed to encode a ledger record: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// One process group we started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Format version ([`RECORD_SCHEMA`]).
+    pub schema: u32,
+    /// The process group id.
+    pub pgid: i32,
+    /// The group leader's pid.
+    pub leader_pid: i32,
+    /// The leader's start time (clock ticks since boot, `/proc/<pid>/stat` field 22).
+    pub leader_start_time: u64,
+    /// `/proc/sys/kernel/random/boot_id` when the record was written.
+    pub boot_id: String,
+    /// The pid of the process that started the group (the owner).
+    pub owner_pid: i32,
+    /// The owner's start time.
+    pub owner_start_time: u64,
+    /// The command line.
+    pub argv: Vec<String>,
+    /// The working directory.
+    pub cwd: PathBuf,
+}
+
+impl Record {
+    /// A record for a group led by `leader_pid` (whose pgid is its pid), owned by the
+    /// calling process. Reads both start times and the boot id from `/proc`.
+    pub fn for_group(
+        pgid: i32,
+        leader_pid: i32,
+        argv: Vec<String>,
+        cwd: PathBuf,
+    ) -> Result<Record, LedgerError> {
+        let owner = current_owner()?;
+        Ok(Record {
+            schema: RECORD_SCHEMA,
+            pgid,
+            leader_pid,
+            leader_start_time: start_time(leader_pid)?,
+            boot_id: boot_id()?.to_string(),
+            owner_pid: owner.0,
+            owner_start_time: owner.1,
+            argv,
+            cwd,
+        })
+    }
+}
+
+/// The start time of `pid` in clock ticks since boot.
+pub fn start_time(pid: i32) -> Result<u64, LedgerError> {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .map(|s| s.starttime)
+        .map_err(|e| LedgerError::Proc {
+            pid,
+            message: e.to_string(),
+        })
+}
+
+/// This boot's id.
+pub fn boot_id() -> Result<&'static str, LedgerError> {
+    static BOOT: OnceLock<String> = OnceLock::new();
+    if let Some(b) = BOOT.get() {
+        return Ok(b);
+    }
+    let path = Path::new("/proc/sys/kernel/random/boot_id");
+    let id = fs::read_to_string(path).map_err(|source| LedgerError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(BOOT.get_or_init(|| id.trim().to_string()))
+}
+
+fn current_owner() -> Result<(i32, u64), LedgerError> {
+    // The owner is this process; its pid and start time never change (a fork gets
+    // its own values, so recompute when the pid differs).
+    static OWNER: OnceLock<(i32, u64)> = OnceLock::new();
+    let pid = std::process::id() as i32;
+    if let Some(o) = OWNER.get().filter(|o| o.0 == pid) {
+        return Ok(*o);
+    }
+    let owner = (pid, start_time(pid)?);
+    let _ = OWNER.set(owner);
+    Ok(owner)
+}
+
+/// The state directory: `$RUNNER_STATE_DIR`, else `$XDG_STATE_HOME/runner`, else
+/// `~/.local/state/runner`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RUNNER_STATE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("runner");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/".into());
+    home.join(".local/state/runner")
+}
+
+/// A ledger rooted at one state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ledger {
+    runs: PathBuf,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger::at(default_state_dir())
+    }
+}
+
+impl Ledger {
+    /// A ledger whose records live in `state_dir/runs`.
+    pub fn at(state_dir: impl Into<PathBuf>) -> Self {
+        Ledger {
+            runs: state_dir.into().join("runs"),
+        }
+    }
+
+    /// The directory holding the records.
+    pub fn runs_dir(&self) -> &Path {
+        &self.runs
+    }
+
+    /// Where the record of `pgid` lives.
+    pub fn record_path(&self, pgid: i32) -> PathBuf {
+        self.runs.join(format!("{pgid}.json"))
+    }
+
+    /// Creates the runs directory (mode 0700) if needed and checks it is ours and
+    /// closed to others.
+    pub fn ensure_dir(&self) -> Result<(), LedgerError> {
+        let io = |action, source| LedgerError::Io {
+            action,
+            path: self.runs.clone(),
+            source,
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.runs)
+            .map_err(|e| io("create", e))?;
+        let meta = fs::symlink_metadata(&self.runs).map_err(|e| io("inspect", e))?;
+        let unsafe_dir = |reason: String| LedgerError::UnsafeDir {
+            path: self.runs.clone(),
+            reason,
+        };
+        if !meta.is_dir() {
+            return Err(unsafe_dir("it is not a directory".into()));
+        }
+        if meta.uid() != nix::unistd::geteuid().as_raw() {
+            return Err(unsafe_dir(format!("it is owned by uid {}", meta.uid())));
+        }
+        if meta.mode() & 0o077 != 0 {
+            fs::set_permissions(
+                &self.runs,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )
+            .map_err(|e| io("restrict the permissions of", e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes (or replaces) the record of `record.pgid` atomically.
+    pub fn write_record(&self, record: &Record) -> Result<PathBuf, LedgerError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        self.ensure_dir()?;
+        let body = serde_json::to_vec_pretty(record)?;
+        let target = self.record_path(record.pgid);
+        let tmp = self.runs.join(format!(
+            ".{}.{}.{}.tmp",
+            record.pgid,
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let io = |action, path: &Path, source| LedgerError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(|e| io("create", &tmp, e))?;
+        if let Err(e) = file.write_all(&body) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io("write", &tmp, e));
+        }
+        drop(file);
+        if let Err(e) = fs::rename(&tmp, &target) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io("rename into place", &target, e));
+        }
+        Ok(target)
+    }
+
+    /// Removes the record of `pgid`; a missing record is not an error.
+    pub fn remove_record(&self, pgid: i32) -> Result<(), LedgerError> {
+        let path = self.record_path(pgid);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LedgerError::Io {
+                action: "remove",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Reads the record of `pgid`, if there is one.
+    pub fn read_record(&self, pgid: i32) -> Result<Option<Record>, LedgerError> {
+        let path = self.record_path(pgid);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(LedgerError::Io {
+                action: "read",
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+/// Writes `record` into the default ledger (see [`default_state_dir`]). For spawners
+/// outside this workspace that start their own process groups and want them reaped
+/// if their owner dies.
+pub fn write_record(record: &Record) -> Result<PathBuf, LedgerError> {
+    Ledger::default().write_record(record)
+}
+
+/// Removes the record of `pgid` from the default ledger.
+pub fn remove_record(pgid: i32) -> Result<(), LedgerError> {
+    Ledger::default().remove_record(pgid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn write_read_remove_with_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::at(dir.path().join("state"));
+        let me = std::process::id() as i32;
+        let rec = Record::for_group(me, me, vec!["x".into()], "/".into()).unwrap();
+        assert_eq!(rec.owner_pid, me);
+        assert_eq!(rec.leader_start_time, rec.owner_start_time);
+        let path = ledger.write_record(&rec).unwrap();
+        assert_eq!(path, ledger.record_path(me));
+        let dir_mode = fs::metadata(ledger.runs_dir())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        let file_mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(file_mode & 0o777, 0o600);
+        assert_eq!(ledger.read_record(me).unwrap(), Some(rec.clone()));
+        // Only the record, no temporary file left behind.
+        assert_eq!(fs::read_dir(ledger.runs_dir()).unwrap().count(), 1);
+        ledger.remove_record(me).unwrap();
+        ledger.remove_record(me).unwrap();
+        assert_eq!(ledger.read_record(me).unwrap(), None);
+    }
+
+    #[test]
+    fn record_of_a_missing_process_is_an_error() {
+        let err = Record::for_group(i32::MAX - 1, i32::MAX - 1, vec![], "/".into()).unwrap_err();
+        assert!(matches!(err, LedgerError::Proc { .. }), "{err}");
+    }
+}

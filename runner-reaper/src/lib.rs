@@ -1,0 +1,11 @@
+//! What runner started, and the sweep that cleans up after an owner that died.
+//!
+//! The [`ledger`] holds one record per process group; backends write a record before
+//! the group's leader runs its program and remove it when the group ends.
+#![deny(missing_docs)]
+
+pub mod ledger;
+
+pub use ledger::{
+    default_state_dir, remove_record, write_record, Ledger, LedgerError, Record, RECORD_SCHEMA,
+};
