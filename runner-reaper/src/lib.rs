@@ -5,7 +5,9 @@
 #![deny(missing_docs)]
 
 pub mod ledger;
+pub mod sweep;
 
 pub use ledger::{
     default_state_dir, remove_record, write_record, Ledger, LedgerError, Record, RECORD_SCHEMA,
 };
+pub use sweep::{reap_stale_process_groups, ReapedGroup, SetAside, SweepReport, SWEEP_GRACE};

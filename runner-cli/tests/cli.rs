@@ -1,0 +1,192 @@
+//! The `runner` binary, driven the way a user drives it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+struct Cli {
+    tmp: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Self {
+        Cli {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_runner"));
+        c.args(args)
+            .env("RUNNER_STATE_DIR", self.tmp.path().join("state"))
+            .env("HOME", self.tmp.path())
+            .current_dir(self.tmp.path());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    fn records(&self) -> usize {
+        std::fs::read_dir(self.tmp.path().join("state/runs"))
+            .map(|rd| {
+                rd.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".json")
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+#[test]
+fn echo_hello_streams_and_exits_zero() {
+    let cli = Cli::new();
+    let out = cli.run(&["run", "--", "echo", "hello"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"hello\n");
+    assert_eq!(cli.records(), 0);
+}
+
+#[test]
+fn exit_codes_follow_the_child() {
+    let cli = Cli::new();
+    let out = cli.run(&["run", "--", "sh", "-c", "echo oops >&2; exit 42"]);
+    assert_eq!(out.status.code(), Some(42));
+    assert_eq!(out.stderr, b"oops\n");
+    let out = cli.run(&["run", "--", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(out.status.code(), Some(137));
+}
+
+#[test]
+fn missing_and_non_executable_commands() {
+    let cli = Cli::new();
+    let out = cli.run(&["run", "--", "no-such-command-xyz"]);
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-command-xyz") && err.contains("not found"),
+        "{err}"
+    );
+
+    std::fs::write(cli.tmp.path().join("plain"), "echo hi\n").unwrap();
+    let out = cli.run(&["run", "--", "./plain"]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not executable"));
+}
+
+#[test]
+fn bad_flags_and_missing_dir_exit_2() {
+    let cli = Cli::new();
+    let out = cli.run(&["run", "--nope", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
+    let out = cli.run(&["run", "--dir", "/definitely/missing", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let out = cli.run(&["run", "-e", "NOEQUALS", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = cli.run(&["run"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn env_and_dir_flags() {
+    let cli = Cli::new();
+    std::fs::create_dir(cli.tmp.path().join("sub")).unwrap();
+    let out = cli.run(&[
+        "run",
+        "--dir",
+        "sub",
+        "-e",
+        "A=1=2",
+        "-e",
+        "B=two",
+        "--",
+        "sh",
+        "-c",
+        "echo $A $B; pwd",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("1=2 two"));
+    assert!(lines.next().unwrap().ends_with("/sub"));
+}
+
+#[test]
+fn stdin_streams_to_the_child() {
+    let cli = Cli::new();
+    let mut child = cli
+        .cmd(&[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "while read l; do echo got:$l; done",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // Interactive: each line comes back before the next is sent.
+    for word in ["one", "two"] {
+        writeln!(stdin, "{word}").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, format!("got:{word}\n"));
+    }
+    drop(stdin);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+fn start_ready(
+    cli: &Cli,
+    script: &str,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut child = cli
+        .cmd(&["run", "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    (child, stdout)
+}
+
+#[test]
+fn sigterm_is_forwarded_to_the_group() {
+    let cli = Cli::new();
+    let (mut child, _out) = start_ready(&cli, "trap 'exit 42' TERM; sleep 30 & echo ready; wait");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(42));
+    assert_eq!(cli.records(), 0);
+}
+
+#[test]
+fn sigint_kills_a_default_child_and_exits_130() {
+    let cli = Cli::new();
+    let (mut child, _out) = start_ready(&cli, "echo ready; exec sleep 30");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+}
+
+#[test]
+fn reap_reports_an_empty_ledger() {
+    let cli = Cli::new();
+    let out = cli.run(&["reap"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 reaped"));
+}
