@@ -110,8 +110,11 @@ enum Verdict {
     Aside(String),
 }
 
+/// True when `pid` is alive (not a zombie) and started at `start`.
 fn process_is(pid: i32, start: u64) -> bool {
-    start_time(pid).is_ok_and(|t| t == start)
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .is_ok_and(|s| s.starttime == start && s.state != 'Z')
 }
 
 /// Members of `pgid` that have not exited.

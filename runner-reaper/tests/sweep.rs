@@ -1,0 +1,251 @@
+//! The sweep against real orphaned process groups and hostile records.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use runner_reaper::ledger::start_time;
+use runner_reaper::{Ledger, Record};
+
+fn alive(pid: i32) -> bool {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .is_ok_and(|s| s.state != 'Z')
+}
+
+/// A pid that belonged to a process that is gone now.
+fn dead_pid() -> i32 {
+    let mut c = Command::new("true").spawn().unwrap();
+    c.wait().unwrap();
+    c.id() as i32
+}
+
+/// `sh -c script` leading its own group, with a "ready" handshake.
+fn group(script: &str) -> Child {
+    let mut child = Command::new("sh")
+        .args(["-c", &format!("{script} & echo ready; wait")])
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    child
+}
+
+/// A record for `child`'s group whose owner is dead.
+fn orphan_record(child: &Child) -> Record {
+    let pid = child.id() as i32;
+    let mut r = Record::for_group(pid, pid, vec!["sh".into()], "/".into()).unwrap();
+    r.owner_pid = dead_pid();
+    r
+}
+
+fn records(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect()
+}
+
+fn finish(mut c: Child) -> std::process::ExitStatus {
+    c.wait().unwrap()
+}
+
+#[test]
+fn orphaned_groups_are_reaped_and_live_owners_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = Ledger::at(tmp.path());
+    let orphan = group("sleep 300");
+    ledger.write_record(&orphan_record(&orphan)).unwrap();
+    // Owned by us, alive: not touched.
+    let owned = group("sleep 300");
+    let pid = owned.id() as i32;
+    ledger
+        .write_record(&Record::for_group(pid, pid, vec![], "/".into()).unwrap())
+        .unwrap();
+
+    let report = ledger.reap_stale(Duration::from_secs(20), Duration::from_secs(5));
+    assert_eq!(report.reaped.len(), 1, "{report}");
+    assert_eq!(report.reaped[0].pgid, orphan.id() as i32);
+    assert!(!report.reaped[0].killed);
+    assert_eq!(report.live, 1);
+    assert!(report.errors.is_empty(), "{report}");
+    assert_eq!(finish(orphan).code(), None);
+    assert!(alive(pid));
+    assert_eq!(records(tmp.path()), vec![format!("{pid}.json")]);
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    finish(owned);
+}
+
+#[test]
+fn a_leader_that_ignores_sigterm_is_killed_after_the_grace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = Ledger::at(tmp.path());
+    let stubborn = group("trap '' TERM; while :; do sleep 1; done");
+    ledger.write_record(&orphan_record(&stubborn)).unwrap();
+    let report = ledger.reap_stale(Duration::from_secs(20), Duration::from_millis(300));
+    assert_eq!(report.reaped.len(), 1, "{report}");
+    assert!(report.reaped[0].killed);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(finish(stubborn).signal(), Some(9));
+    assert!(records(tmp.path()).is_empty());
+}
+
+#[test]
+fn pid_reuse_never_hits_an_innocent_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = Ledger::at(tmp.path());
+    // The leader's pid now belongs to a process with another start time.
+    let innocent = group("sleep 300");
+    let mut rec = orphan_record(&innocent);
+    rec.leader_start_time -= 1;
+    ledger.write_record(&rec).unwrap();
+    // The owner's pid was reused by a live process: the owner is dead, but the process
+    // now holding its pid is never signalled.
+    let reused_owner = group("sleep 300");
+    let orphan = group("sleep 300");
+    let mut rec2 = orphan_record(&orphan);
+    rec2.owner_pid = reused_owner.id() as i32;
+    rec2.owner_start_time = start_time(rec2.owner_pid).unwrap() + 1;
+    ledger.write_record(&rec2).unwrap();
+
+    let report = ledger.reap_stale(Duration::from_secs(20), Duration::from_secs(5));
+    assert_eq!(report.reaped.len(), 1, "{report}");
+    assert_eq!(report.reaped[0].pgid, orphan.id() as i32);
+    assert_eq!(report.removed, vec![innocent.id() as i32]);
+    assert!(alive(innocent.id() as i32));
+    assert!(alive(reused_owner.id() as i32));
+    assert!(records(tmp.path()).is_empty());
+    for c in [&innocent, &reused_owner] {
+        nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    finish(innocent);
+    finish(reused_owner);
+    finish(orphan);
+}
+
+#[test]
+fn dangerous_records_are_set_aside_and_nothing_is_signalled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = Ledger::at(tmp.path());
+    ledger.ensure_dir().unwrap();
+    let runs = ledger.runs_dir().to_path_buf();
+    let victim = group("sleep 300");
+    let victim_pid = victim.id() as i32;
+
+    // pid 1
+    let mut init = orphan_record(&victim);
+    init.pgid = 1;
+    init.leader_pid = 1;
+    std::fs::write(runs.join("1.json"), serde_json::to_vec(&init).unwrap()).unwrap();
+    // our own process group
+    let mine = nix::unistd::getpgrp().as_raw();
+    let mut own = orphan_record(&victim);
+    own.pgid = mine;
+    own.leader_pid = mine;
+    std::fs::write(
+        runs.join(format!("{mine}.json")),
+        serde_json::to_vec(&own).unwrap(),
+    )
+    .unwrap();
+    // a symlink to a valid record of a live orphan elsewhere
+    let elsewhere = tmp.path().join("elsewhere.json");
+    std::fs::write(
+        &elsewhere,
+        serde_json::to_vec(&orphan_record(&victim)).unwrap(),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&elsewhere, runs.join(format!("{victim_pid}.json"))).unwrap();
+    // garbage
+    std::fs::write(runs.join("77.json"), b"{not json").unwrap();
+
+    let report = ledger.reap_stale(Duration::from_secs(20), Duration::from_secs(5));
+    assert!(report.reaped.is_empty(), "{report}");
+    assert_eq!(report.set_aside.len(), 4, "{report}");
+    let reasons: Vec<&str> = report.set_aside.iter().map(|a| a.reason.as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("symlink")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("own process group")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("process group 1")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("unreadable")),
+        "{reasons:?}"
+    );
+    assert!(alive(victim_pid));
+    assert!(elsewhere.exists(), "the symlink's target was followed");
+    assert!(records(tmp.path()).is_empty());
+    assert_eq!(std::fs::read_dir(runs.join("aside")).unwrap().count(), 4);
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(victim_pid),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    finish(victim);
+}
+
+#[test]
+fn records_from_another_boot_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = Ledger::at(tmp.path());
+    let bystander = group("sleep 300");
+    let mut rec = orphan_record(&bystander);
+    rec.boot_id = "another-boot".into();
+    ledger.write_record(&rec).unwrap();
+    let report = ledger.reap_stale(Duration::from_secs(20), Duration::from_secs(5));
+    assert_eq!(report.removed, vec![bystander.id() as i32]);
+    assert!(alive(bystander.id() as i32));
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(bystander.id() as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    finish(bystander);
+}
+
+#[test]
+fn concurrent_sweeps_reap_each_group_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = Ledger::at(tmp.path());
+    let orphans: Vec<Child> = (0..6).map(|_| group("sleep 300")).collect();
+    for o in &orphans {
+        ledger.write_record(&orphan_record(o)).unwrap();
+    }
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| {
+                let l = ledger.clone();
+                s.spawn(move || l.reap_stale(Duration::from_secs(30), Duration::from_secs(5)))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut reaped: Vec<i32> = reports
+        .iter()
+        .flat_map(|r| r.reaped.iter().map(|g| g.pgid))
+        .collect();
+    reaped.sort();
+    let mut expected: Vec<i32> = orphans.iter().map(|c| c.id() as i32).collect();
+    expected.sort();
+    assert_eq!(reaped, expected);
+    assert!(reports
+        .iter()
+        .all(|r| r.errors.is_empty() && r.set_aside.is_empty()));
+    assert!(records(tmp.path()).is_empty());
+    for o in orphans {
+        finish(o);
+    }
+}

@@ -1,0 +1,1 @@
+//! Helpers for runner's cross-crate tests (see `tests/`).

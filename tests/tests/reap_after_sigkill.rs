@@ -1,0 +1,73 @@
+//! An owner is SIGKILLed with three process trees running, one of them a nested
+//! owner two levels deep: a single sweep leaves no process and no record.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use runner_reaper::Ledger;
+
+fn alive(pid: i32) -> bool {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .is_ok_and(|s| s.state != 'Z')
+}
+
+#[test]
+fn one_sweep_cleans_up_after_a_sigkilled_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let mut helper = Command::new(env!("CARGO_BIN_EXE_reap-helper"))
+        .args(["top", work.to_str().unwrap()])
+        .env("RUNNER_STATE_DIR", &state)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(helper.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let records_before = std::fs::read_dir(state.join("runs")).unwrap().count();
+    // top: plain + stubborn + nested(2); nested 2: plain + nested(1); nested 1: plain.
+    assert_eq!(records_before, 6);
+
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+
+    let pids: Vec<i32> = std::fs::read_to_string(work.join("pids"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let mut owners = Vec::new();
+    for level in ["nested-2", "nested-1"] {
+        owners.push(
+            std::fs::read_to_string(work.join(format!("owner-{level}")))
+                .unwrap()
+                .parse::<i32>()
+                .unwrap(),
+        );
+    }
+    assert_eq!(pids.len(), 8, "{pids:?}");
+    assert!(pids.iter().chain(&owners).all(|p| alive(*p)));
+
+    let report = Ledger::at(&state).reap_stale(Duration::from_secs(60), Duration::from_millis(500));
+    assert!(report.errors.is_empty(), "{report}");
+    assert_eq!(report.reaped.len(), 6, "{report}");
+    assert!(
+        report.reaped.iter().any(|g| g.killed),
+        "the stubborn tree needed SIGKILL"
+    );
+    for pid in pids.iter().chain(&owners) {
+        assert!(!alive(*pid), "process {pid} survived the sweep\n{report}");
+    }
+    let left: Vec<_> = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".json"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
