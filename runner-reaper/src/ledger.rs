@@ -222,7 +222,6 @@ impl Ledger {
     /// Writes (or replaces) the record of `record.pgid` atomically.
     pub fn write_record(&self, record: &Record) -> Result<PathBuf, LedgerError> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        self.ensure_dir()?;
         let body = serde_json::to_vec_pretty(record)?;
         let target = self.record_path(record.pgid);
         let tmp = self.runs.join(format!(
@@ -236,13 +235,23 @@ impl Ledger {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(|e| io("create", &tmp, e))?;
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&tmp)
+        };
+        // The directory is checked when it has to be created, not on every write.
+        let mut file = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.ensure_dir()?;
+                create()
+            }
+            other => other,
+        }
+        .map_err(|e| io("create", &tmp, e))?;
         if let Err(e) = file.write_all(&body) {
             let _ = fs::remove_file(&tmp);
             return Err(io("write", &tmp, e));

@@ -8,8 +8,10 @@
 //! process group are set aside into `runs/aside/`, never followed or signalled.
 //! Sweeps are serialized across processes with an exclusive lock on `runs/.lock`; a
 //! sweep repeats until a pass reaps nothing (owners can be reaped groups themselves)
-//! and stops at its deadline. Independent groups are reaped in parallel.
+//! and stops at its deadline. Independent groups are reaped in parallel: all are
+//! signalled at once and watched together through one `/proc` snapshot per look.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -21,7 +23,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::ledger::{boot_id, start_time, Ledger, Record};
+use crate::ledger::{boot_id, Ledger, Record};
 
 /// The default time a group gets between SIGTERM and SIGKILL during a sweep.
 pub const SWEEP_GRACE: Duration = Duration::from_secs(2);
@@ -103,29 +105,54 @@ pub fn reap_stale_process_groups(deadline: Duration) -> SweepReport {
     Ledger::default().reap_stale(deadline, SWEEP_GRACE)
 }
 
+/// One read of every process in `/proc`, shared by all decisions of a pass.
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// pid -> (start time, state letter)
+    procs: HashMap<i32, (u64, char)>,
+    /// pgid -> live (non-zombie) members as (pid, start time)
+    groups: HashMap<i32, Vec<(i32, u64)>>,
+}
+
+impl Snapshot {
+    fn take() -> Snapshot {
+        let mut snap = Snapshot::default();
+        let Ok(all) = procfs::process::all_processes() else {
+            return snap;
+        };
+        for stat in all.filter_map(|p| p.ok()?.stat().ok()) {
+            snap.procs.insert(stat.pid, (stat.starttime, stat.state));
+            if stat.state != 'Z' {
+                snap.groups
+                    .entry(stat.pgrp)
+                    .or_default()
+                    .push((stat.pid, stat.starttime));
+            }
+        }
+        snap
+    }
+
+    /// True when `pid` is alive (not a zombie) and started at `start`.
+    fn is(&self, pid: i32, start: u64) -> bool {
+        self.procs
+            .get(&pid)
+            .is_some_and(|(t, state)| *t == start && *state != 'Z')
+    }
+
+    fn exists(&self, pid: i32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
+    fn members(&self, pgid: i32) -> &[(i32, u64)] {
+        self.groups.get(&pgid).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
 enum Verdict {
     Live,
     Gone,
     Reap(Record),
     Aside(String),
-}
-
-/// True when `pid` is alive (not a zombie) and started at `start`.
-fn process_is(pid: i32, start: u64) -> bool {
-    procfs::process::Process::new(pid)
-        .and_then(|p| p.stat())
-        .is_ok_and(|s| s.starttime == start && s.state != 'Z')
-}
-
-/// Members of `pgid` that have not exited.
-fn members(pgid: i32) -> Vec<(i32, u64)> {
-    let Ok(all) = procfs::process::all_processes() else {
-        return Vec::new();
-    };
-    all.filter_map(|p| p.ok()?.stat().ok())
-        .filter(|s| s.pgrp == pgid && s.state != 'Z')
-        .map(|s| (s.pid, s.starttime))
-        .collect()
 }
 
 impl Ledger {
@@ -179,19 +206,9 @@ impl Ledger {
                 break;
             }
             let remaining = deadline.saturating_sub(started.elapsed());
-            let results: Vec<(PathBuf, Record, bool)> = std::thread::scope(|s| {
-                let handles: Vec<_> = to_reap
-                    .into_iter()
-                    .map(|(path, record)| {
-                        s.spawn(move || {
-                            let killed = end_group(record.pgid, grace.min(remaining), remaining);
-                            (path, record, killed)
-                        })
-                    })
-                    .collect();
-                handles.into_iter().filter_map(|h| h.join().ok()).collect()
-            });
-            for (path, record, killed) in results {
+            let pgids: Vec<i32> = to_reap.iter().map(|(_, r)| r.pgid).collect();
+            let killed = end_groups(&pgids, grace.min(remaining), remaining);
+            for ((path, record), killed) in to_reap.into_iter().zip(killed) {
                 if let Err(e) = fs::remove_file(&path) {
                     report
                         .errors
@@ -233,6 +250,7 @@ impl Ledger {
     }
 
     fn judge_all(&self, report: &mut SweepReport) -> Vec<(PathBuf, Verdict)> {
+        let snap = Snapshot::take();
         let entries = match fs::read_dir(self.runs_dir()) {
             Ok(rd) => rd,
             Err(e) => {
@@ -251,7 +269,7 @@ impl Ledger {
                     .is_some_and(|n| !n.starts_with('.') && n.ends_with(".json"))
             })
             .map(|p| {
-                let v = judge(&p);
+                let v = judge(&p, &snap);
                 (p, v)
             })
             .collect()
@@ -288,7 +306,7 @@ fn pgid_of(path: &Path) -> Option<i32> {
     path.file_stem()?.to_str()?.parse().ok()
 }
 
-fn judge(path: &Path) -> Verdict {
+fn judge(path: &Path, snap: &Snapshot) -> Verdict {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) => return Verdict::Aside(format!("cannot inspect: {e}")),
@@ -322,42 +340,51 @@ fn judge(path: &Path) -> Verdict {
         Ok(id) if id != record.boot_id => return Verdict::Gone,
         _ => {}
     }
-    if process_is(record.owner_pid, record.owner_start_time) {
+    if snap.is(record.owner_pid, record.owner_start_time) {
         return Verdict::Live;
     }
-    if process_is(record.leader_pid, record.leader_start_time) {
+    if snap.is(record.leader_pid, record.leader_start_time) {
         return Verdict::Reap(record);
     }
-    if start_time(record.leader_pid).is_ok() {
+    if snap.exists(record.leader_pid) {
         // The leader's pid now belongs to another process: not ours.
         return Verdict::Gone;
     }
     // The leader is gone. Members left in its group still hold the group id, so it
     // cannot have been reused: they are ours, if they started after the leader.
-    let left = members(record.pgid);
+    let left = snap.members(record.pgid);
     if !left.is_empty() && left.iter().all(|(_, t)| *t >= record.leader_start_time) {
         return Verdict::Reap(record);
     }
     Verdict::Gone
 }
 
-/// SIGTERM, up to `grace`, SIGKILL; returns whether SIGKILL was needed.
-fn end_group(pgid: i32, grace: Duration, limit: Duration) -> bool {
-    let pg = Pid::from_raw(pgid);
+/// Ends all `pgids` at once: SIGTERM to every group, up to `grace` for them to go,
+/// then SIGKILL to those left. Returns, per group, whether SIGKILL was needed.
+fn end_groups(pgids: &[i32], grace: Duration, limit: Duration) -> Vec<bool> {
     let started = Instant::now();
-    if killpg(pg, Signal::SIGTERM) == Err(Errno::ESRCH) {
-        return false;
-    }
-    let mut killed = false;
-    while !members(pgid).is_empty() {
-        if !killed && started.elapsed() >= grace {
-            let _ = killpg(pg, Signal::SIGKILL);
-            killed = true;
-        }
-        if started.elapsed() >= limit.max(grace) + Duration::from_secs(1) {
+    let mut killed = vec![false; pgids.len()];
+    let mut pending: Vec<usize> = (0..pgids.len())
+        .filter(|&i| killpg(Pid::from_raw(pgids[i]), Signal::SIGTERM) != Err(Errno::ESRCH))
+        .collect();
+    // No event tells us a group emptied; look again quickly at first, then less often.
+    let mut pause = Duration::from_millis(1);
+    while !pending.is_empty() {
+        let snap = Snapshot::take();
+        pending.retain(|&i| !snap.members(pgids[i]).is_empty());
+        if pending.is_empty() || started.elapsed() >= limit.max(grace) + Duration::from_secs(1) {
             break;
         }
-        std::thread::sleep(POLL);
+        if started.elapsed() >= grace {
+            for &i in &pending {
+                if !killed[i] {
+                    let _ = killpg(Pid::from_raw(pgids[i]), Signal::SIGKILL);
+                    killed[i] = true;
+                }
+            }
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(POLL);
     }
     killed
 }

@@ -1,0 +1,341 @@
+//! `cargo xtask bench`: our layer measured against a baseline in the same run.
+//!
+//! Every row is a ratio: ours and the baseline run interleaved in the same process,
+//! so machine noise hits both. Results go to `$RUNNER_BENCH_OUT/results.json`
+//! (default `target/bench`) and are printed as a table. `--quick` shrinks every row.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runner_core::{OutputSink, RunnerEnvironment, Stream};
+use runner_native::NativeEnvironment;
+use runner_reaper::{Ledger, Record};
+use tokio::io::AsyncReadExt;
+
+struct Row {
+    name: &'static str,
+    ours: f64,
+    baseline: f64,
+    baseline_desc: &'static str,
+    target: f64,
+}
+
+#[derive(Debug, Default)]
+struct Counting(AtomicU64);
+impl OutputSink for Counting {
+    fn write(&self, _: Stream, chunk: &[u8]) -> std::io::Result<()> {
+        self.0.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn env_in(state: &std::path::Path) -> NativeEnvironment {
+    let mut env = NativeEnvironment::new("/").expect("env");
+    env.with_state_dir(state);
+    if std::env::var_os("BENCH_NO_LEDGER").is_some() {
+        env.without_ledger();
+    }
+    env
+}
+
+async fn native_spawn_wait(n: usize, state: &std::path::Path) -> Row {
+    let env = env_in(state);
+    let sink = Arc::new(Counting::default());
+    let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+    let batch = 25;
+    for _ in 0..n / batch {
+        let t = Instant::now();
+        for _ in 0..batch {
+            let mut p = env.new_process("true", &[]).await.expect("proc");
+            p.with_output(sink.clone());
+            assert!(p.run().await.expect("run").success());
+        }
+        ours += t.elapsed();
+        let t = Instant::now();
+        for _ in 0..batch {
+            let s = tokio::process::Command::new("true")
+                .stdin(Stdio::null())
+                .status()
+                .await
+                .expect("status");
+            assert!(s.success());
+        }
+        base += t.elapsed();
+    }
+    Row {
+        name: "native_spawn_wait",
+        ours: ours.as_secs_f64(),
+        baseline: base.as_secs_f64(),
+        baseline_desc: "tokio::process::Command::status()",
+        target: 1.15,
+    }
+}
+
+fn yes_script(bytes: u64) -> String {
+    format!("yes 'a line of build output, like a compiler would print it' | head -c {bytes}")
+}
+
+async fn forward_throughput(bytes: u64, rounds: usize, state: &std::path::Path) -> Row {
+    let env = env_in(state);
+    let script = yes_script(bytes);
+    let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        let sink = Arc::new(Counting::default());
+        let t = Instant::now();
+        let mut p = env.new_process("sh", &["-c", &script]).await.expect("proc");
+        p.with_output(sink.clone());
+        assert!(p.run().await.expect("run").success());
+        ours += t.elapsed();
+        assert_eq!(sink.0.load(Ordering::Relaxed), bytes);
+
+        let t = Instant::now();
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = out.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        child.wait().await.expect("wait");
+        base += t.elapsed();
+        assert_eq!(total, bytes);
+    }
+    Row {
+        name: "forward_throughput",
+        ours: ours.as_secs_f64(),
+        baseline: base.as_secs_f64(),
+        baseline_desc: "raw 64 KiB reads of the same pipe",
+        target: 1.3,
+    }
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs in a fresh process: peak RSS growth while forwarding one 100 MiB line.
+async fn memory_probe(state: PathBuf) {
+    let env = env_in(&state);
+    let sink = Arc::new(Counting::default());
+    let mut p = env
+        .new_process("sh", &["-c", "head -c 104857600 /dev/zero | tr '\\0' x"])
+        .await
+        .expect("proc");
+    p.with_output(sink.clone());
+    // Reset the peak, then measure from here.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = status_kib("VmRSS:");
+    assert!(p.run().await.expect("run").success());
+    let peak = status_kib("VmHWM:");
+    assert_eq!(sink.0.load(Ordering::Relaxed), 100 * 1024 * 1024);
+    println!("{}", peak.saturating_sub(before));
+}
+
+fn forward_long_line_memory(state: &std::path::Path) -> Row {
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .arg("--memory-probe")
+        .arg(state)
+        .output()
+        .expect("probe");
+    let kib: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN);
+    let mib = kib / 1024.0;
+    Row {
+        name: "forward_long_line_memory",
+        ours: mib,
+        baseline: 8.0,
+        baseline_desc: "budget: 8 MiB peak RSS growth (ours_s is MiB)",
+        target: 1.0,
+    }
+}
+
+fn orphan_group() -> std::process::Child {
+    let mut c = std::process::Command::new("sh")
+        .args(["-c", "sleep 300 & echo ready; wait"])
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(c.stdout.as_mut().expect("stdout"), &mut buf).expect("ready");
+    c
+}
+
+fn orphan_record(pid: i32, dead_owner: i32) -> Record {
+    let mut r = Record::for_group(pid, pid, vec!["sh".into()], "/".into()).expect("record");
+    r.owner_pid = dead_owner;
+    r
+}
+
+fn dead_pid() -> i32 {
+    let mut c = std::process::Command::new("true").spawn().expect("spawn");
+    c.wait().expect("wait");
+    c.id() as i32
+}
+
+fn reap_dead_records(n: usize, rounds: usize) -> Row {
+    let me = std::process::id() as i32;
+    let template = Record::for_group(me, me, vec!["x".into()], "/".into()).expect("record");
+    let owner = dead_pid();
+    let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let ledger = Ledger::at(tmp.path());
+        let mut dead = Vec::new();
+        for _ in 0..n {
+            let pid = dead_pid();
+            let mut r = template.clone();
+            r.pgid = pid;
+            r.leader_pid = pid;
+            r.owner_pid = owner;
+            ledger.write_record(&r).expect("write");
+            dead.push(pid);
+        }
+        let t = Instant::now();
+        let mut read = 0usize;
+        for e in std::fs::read_dir(ledger.runs_dir())
+            .expect("list")
+            .flatten()
+        {
+            let bytes = std::fs::read(e.path()).expect("read");
+            let _: Record = serde_json::from_slice(&bytes).expect("parse");
+            read += 1;
+        }
+        base += t.elapsed();
+        assert_eq!(read, n);
+        let t = Instant::now();
+        let report = ledger.reap_stale(Duration::from_secs(60), Duration::from_secs(2));
+        ours += t.elapsed();
+        assert_eq!(report.removed.len(), n, "{report}");
+    }
+    Row {
+        name: "reap_1000_dead_records",
+        ours: ours.as_secs_f64(),
+        baseline: base.as_secs_f64(),
+        baseline_desc: "listing and parsing the same records",
+        target: 3.0,
+    }
+}
+
+fn reap_live_groups(n: usize) -> Row {
+    let owner = dead_pid();
+    let one = {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let ledger = Ledger::at(tmp.path());
+        let mut c = orphan_group();
+        ledger
+            .write_record(&orphan_record(c.id() as i32, owner))
+            .expect("write");
+        let t = Instant::now();
+        let report = ledger.reap_stale(Duration::from_secs(60), Duration::from_secs(5));
+        let d = t.elapsed();
+        assert_eq!(report.reaped.len(), 1);
+        c.wait().expect("wait");
+        d
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ledger = Ledger::at(tmp.path());
+    let mut kids: Vec<_> = (0..n).map(|_| orphan_group()).collect();
+    for c in &kids {
+        ledger
+            .write_record(&orphan_record(c.id() as i32, owner))
+            .expect("write");
+    }
+    let t = Instant::now();
+    let report = ledger.reap_stale(Duration::from_secs(60), Duration::from_secs(5));
+    let many = t.elapsed();
+    assert_eq!(report.reaped.len(), n, "{report}");
+    for c in &mut kids {
+        c.wait().expect("wait");
+    }
+    Row {
+        name: "reap_50_live_groups",
+        ours: many.as_secs_f64(),
+        baseline: one.as_secs_f64(),
+        baseline_desc: "sweeping a single live group",
+        target: 2.0,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    if args.first().map(String::as_str) == Some("--memory-probe") {
+        rt.block_on(memory_probe(PathBuf::from(&args[1])));
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let state = tempfile::tempdir().expect("state dir");
+    let state_path = state.path().to_path_buf();
+    let mut rows = Vec::new();
+    let (spawns, bytes, rounds) = if quick {
+        (200, 256 << 20, 2)
+    } else {
+        (1000, 1 << 30, 3)
+    };
+    rows.push(rt.block_on(native_spawn_wait(spawns, &state_path)));
+    rows.push(rt.block_on(forward_throughput(bytes, rounds, &state_path)));
+    rows.push(forward_long_line_memory(&state_path));
+    rows.push(reap_dead_records(
+        if quick { 300 } else { 1000 },
+        if quick { 1 } else { 3 },
+    ));
+    rows.push(reap_live_groups(50));
+
+    let out_dir = std::env::var_os("RUNNER_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/bench"));
+    std::fs::create_dir_all(&out_dir).expect("bench dir");
+    let json: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "ours_s": r.ours,
+                "baseline_s": r.baseline,
+                "ratio": r.ours / r.baseline,
+                "baseline": r.baseline_desc,
+            })
+        })
+        .collect();
+    let path = out_dir.join("results.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&json).expect("json")).expect("write results");
+
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{:<26} {:>10} {:>11} {:>7} {:>7}  baseline",
+        "name", "ours_s", "baseline_s", "ratio", "target"
+    );
+    for r in &rows {
+        let ratio = r.ours / r.baseline;
+        let verdict = if ratio <= r.target { "ok" } else { "MISSED" };
+        let _ = writeln!(
+            out,
+            "{:<26} {:>10.4} {:>11.4} {:>7.3} {:>5}{:>2}  {} {}",
+            r.name, r.ours, r.baseline, ratio, "<=", r.target, r.baseline_desc, verdict
+        );
+    }
+    let _ = writeln!(out, "results: {}", path.display());
+}
