@@ -112,10 +112,13 @@ impl NativeEnvironment {
 
     /// Where `bin` resolves with this environment's `PATH`.
     pub fn which(&self, bin: &str) -> Result<PathBuf> {
-        let mut env = match &self.base {
-            BaseEnv::Host => runner_core::host_env().into_iter().collect(),
-            BaseEnv::Fixed(vars) => (**vars).clone(),
-        };
+        self.which_with_base(bin, &self.base)
+    }
+
+    /// Where `bin` resolves with the `PATH` of `base` under this environment's
+    /// variables.
+    pub fn which_with_base(&self, bin: &str, base: &BaseEnv) -> Result<PathBuf> {
+        let mut env = base.resolve();
         self.env.apply_to(&mut env);
         resolve_binary(bin, env.get("PATH").map(String::as_str), &self.dir)
     }

@@ -32,7 +32,8 @@ pub enum BaseEnv {
 }
 
 impl BaseEnv {
-    fn resolve(&self) -> BTreeMap<String, String> {
+    /// The variables, read now.
+    pub fn resolve(&self) -> BTreeMap<String, String> {
         match self {
             BaseEnv::Host => runner_core::host_env().into_iter().collect(),
             BaseEnv::Fixed(vars) => (**vars).clone(),

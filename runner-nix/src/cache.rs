@@ -1,0 +1,190 @@
+//! The on-disk cache of materialized dev shells.
+//!
+//! One file per flake directory (`<cache dir>/<hash of the dir>.json`) holds the last
+//! good [`ShellEnv`] and the fingerprint it was made under: `flake.nix`, `flake.lock`,
+//! every other `*.nix` file under the directory, the nix binary (path, size, mtime,
+//! standing in for its version), the system and the nix options. A matching
+//! fingerprint is a hit; a stale entry is still the fallback when evaluation fails.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::shell::ShellEnv;
+
+/// The cache format written today; files of another schema are ignored.
+pub const CACHE_SCHEMA: u32 = 1;
+
+/// One cache file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// [`CACHE_SCHEMA`].
+    pub schema: u32,
+    /// The fingerprint the env was materialized under.
+    pub fingerprint: String,
+    /// The flake directory.
+    pub dir: PathBuf,
+    /// What the shell adds to the host environment.
+    pub shell: ShellEnv,
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where the cache entry of `dir` lives.
+pub fn entry_path(cache_dir: &Path, dir: &Path) -> PathBuf {
+    let digest = Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    cache_dir.join(format!("{}.json", &hex(&digest)[..32]))
+}
+
+fn nix_files(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
+            let skip = name.starts_with('.') || name == "target" || name == "node_modules";
+            if !skip && depth < 8 {
+                nix_files(&path, out, depth + 1);
+            }
+        } else if name.ends_with(".nix") || (depth == 0 && name == "flake.lock") {
+            out.push(path);
+        }
+    }
+}
+
+/// The fingerprint of a flake directory under a nix binary and options.
+pub fn fingerprint(dir: &Path, nix: &Path, options: &[(String, String)]) -> String {
+    let mut h = Sha256::new();
+    h.update(CACHE_SCHEMA.to_le_bytes());
+    let mut files = Vec::new();
+    nix_files(dir, &mut files, 0);
+    files.sort();
+    for f in &files {
+        h.update(
+            f.strip_prefix(dir)
+                .unwrap_or(f)
+                .as_os_str()
+                .as_encoded_bytes(),
+        );
+        h.update([0]);
+        match fs::read(f) {
+            Ok(bytes) => {
+                h.update((bytes.len() as u64).to_le_bytes());
+                h.update(&bytes);
+            }
+            Err(_) => h.update(b"unreadable"),
+        }
+    }
+    let nix = fs::canonicalize(nix).unwrap_or_else(|_| nix.to_path_buf());
+    h.update(nix.as_os_str().as_encoded_bytes());
+    if let Ok(m) = fs::metadata(&nix) {
+        h.update(m.size().to_le_bytes());
+        h.update(m.mtime().to_le_bytes());
+        h.update(m.mtime_nsec().to_le_bytes());
+    }
+    h.update(std::env::consts::ARCH.as_bytes());
+    h.update(std::env::consts::OS.as_bytes());
+    for (k, v) in options {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    hex(&h.finalize())
+}
+
+/// Why a cache file was not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheMiss {
+    /// There is none.
+    Absent,
+    /// It could not be read or parsed (truncated, corrupted).
+    Unreadable(String),
+    /// It was written by another cache schema.
+    OtherSchema(u32),
+}
+
+/// Reads the entry at `path`.
+pub fn read(path: &Path) -> Result<CacheEntry, CacheMiss> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CacheMiss::Absent),
+        Err(e) => return Err(CacheMiss::Unreadable(e.to_string())),
+    };
+    #[derive(Deserialize)]
+    struct Schema {
+        schema: u32,
+    }
+    match serde_json::from_slice::<Schema>(&bytes) {
+        Ok(s) if s.schema != CACHE_SCHEMA => return Err(CacheMiss::OtherSchema(s.schema)),
+        Ok(_) => {}
+        Err(e) => return Err(CacheMiss::Unreadable(e.to_string())),
+    }
+    serde_json::from_slice(&bytes).map_err(|e| CacheMiss::Unreadable(e.to_string()))
+}
+
+/// Writes `entry` to `path` atomically (a temporary file renamed into place).
+pub fn write(path: &Path, entry: &CacheEntry) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(&serde_json::to_vec(entry).map_err(std::io::Error::other)?)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_follows_nix_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("flake.nix"), "{}").unwrap();
+        let nix = Path::new("/bin/sh");
+        let a = fingerprint(d, nix, &[]);
+        fs::write(d.join("README"), "not nix").unwrap();
+        assert_eq!(a, fingerprint(d, nix, &[]));
+        fs::create_dir(d.join("nix")).unwrap();
+        fs::write(d.join("nix/shell.nix"), "{ }").unwrap();
+        let b = fingerprint(d, nix, &[]);
+        assert_ne!(a, b);
+        fs::write(d.join("flake.lock"), "{}").unwrap();
+        let c = fingerprint(d, nix, &[]);
+        assert_ne!(b, c);
+        assert_ne!(
+            c,
+            fingerprint(d, nix, &[("sandbox".into(), "false".into())])
+        );
+    }
+
+    #[test]
+    fn round_trip_and_misses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = entry_path(dir.path(), Path::new("/some/flake"));
+        assert_eq!(read(&path), Err(CacheMiss::Absent));
+        let entry = CacheEntry {
+            schema: CACHE_SCHEMA,
+            fingerprint: "f".into(),
+            dir: "/some/flake".into(),
+            shell: ShellEnv::default(),
+        };
+        write(&path, &entry).unwrap();
+        assert_eq!(read(&path).unwrap(), entry);
+        fs::write(&path, br#"{"schema":99,"whatever":1}"#).unwrap();
+        assert_eq!(read(&path), Err(CacheMiss::OtherSchema(99)));
+        fs::write(&path, br#"{"schema":1,"fingerpr"#).unwrap();
+        assert!(matches!(read(&path), Err(CacheMiss::Unreadable(_))));
+    }
+}

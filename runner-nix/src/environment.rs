@@ -1,0 +1,385 @@
+//! `NixEnvironment`: processes inside a flake's dev shell.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use runner_core::{
+    Backend, CaptureSink, EnvironmentVariable, Error, NullSink, Proc, Result, RunnerEnvironment,
+};
+use runner_native::{BaseEnv, NativeEnvironment, NativeProc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::cache::{self, CacheEntry, CacheMiss, CACHE_SCHEMA};
+use crate::install::{nix_binary, nix_install_command};
+use crate::shell::{parse_nul_env, DevShell, ShellEnv};
+use crate::NixError;
+
+/// Where the environment's variables came from at `init`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvSource {
+    /// Evaluated with `nix print-dev-env` just now.
+    Evaluated,
+    /// Read from a cache entry whose fingerprint matched.
+    Cache,
+    /// Evaluation failed; the last good cached env is in use. The string is nix's
+    /// error.
+    StaleCache(String),
+}
+
+/// What `init` did, for callers that want to know (and say so).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Materialization {
+    /// Where the env came from.
+    pub source: EnvSource,
+    /// A cache problem that did not stop `init` (unreadable entry, failed write).
+    pub cache_warning: Option<String>,
+}
+
+impl Materialization {
+    /// True when a failed evaluation fell back on a stale cache entry.
+    pub fn is_stale(&self) -> bool {
+        matches!(self.source, EnvSource::StaleCache(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Materialized {
+    base: BaseEnv,
+    info: Materialization,
+}
+
+/// Runs processes in the dev shell of `dir/flake.nix`.
+///
+/// Before [`init`](RunnerEnvironment::init) every process is wrapped:
+/// `nix develop path:<dir> --command BIN ARGS` (the flake is evaluated per process).
+/// `init` materializes the shell once (`nix print-dev-env --json`, then its shellHook
+/// run once in bash) and from then on processes are exec'd directly with the shell's
+/// variables over the host's, the shell's `PATH` first. With
+/// [`with_cache_dir`](Self::with_cache_dir) the materialized env is cached on disk.
+///
+/// Processes are [`NativeProc`]s: the same process machinery (groups, ledger, stop,
+/// pipes) as the native backend.
+#[derive(Debug)]
+pub struct NixEnvironment {
+    dir: PathBuf,
+    nix: PathBuf,
+    options: Vec<(String, String)>,
+    cache_dir: Option<PathBuf>,
+    native: NativeEnvironment,
+    init_lock: tokio::sync::Mutex<()>,
+    materialized: RwLock<Option<Materialized>>,
+}
+
+impl NixEnvironment {
+    /// An environment for the flake in `dir`. Errors when nix is missing or `dir` has
+    /// no `flake.nix`.
+    pub fn new(dir: impl AsRef<Path>) -> Result<Self> {
+        let nix = nix_binary().ok_or(NixError::NotInstalled {
+            install: nix_install_command(),
+        })?;
+        let mut native = NativeEnvironment::new(dir.as_ref())?;
+        native.with_backend(Backend::Nix);
+        let dir = native.dir().to_path_buf();
+        if !dir.join("flake.nix").is_file() {
+            return Err(NixError::NoFlake(dir).into());
+        }
+        Ok(NixEnvironment {
+            dir,
+            nix,
+            options: Vec::new(),
+            cache_dir: None,
+            native,
+            init_lock: tokio::sync::Mutex::new(()),
+            materialized: RwLock::new(None),
+        })
+    }
+
+    /// Persists the materialized env under `dir` (see the `cache` module).
+    pub fn with_cache_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Passes `--option name value` to every nix invocation (e.g. `substituters ""`
+    /// offline). Options are part of the cache fingerprint.
+    pub fn with_nix_option(&mut self, name: &str, value: &str) -> &mut Self {
+        self.options.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Registers process groups in the ledger under `state_dir` (see
+    /// [`NativeEnvironment::with_state_dir`]).
+    pub fn with_state_dir(&mut self, state_dir: impl Into<PathBuf>) -> &mut Self {
+        self.native.with_state_dir(state_dir);
+        self
+    }
+
+    /// The flake directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What `init` did, once it has run.
+    pub fn materialization(&self) -> Option<Materialization> {
+        self.current().map(|m| m.info)
+    }
+
+    /// True once `init` materialized the shell.
+    pub fn is_materialized(&self) -> bool {
+        self.current().is_some()
+    }
+
+    fn current(&self) -> Option<Materialized> {
+        self.materialized
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn nix_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--extra-experimental-features".to_string(),
+            "nix-command flakes".to_string(),
+        ];
+        for (k, v) in &self.options {
+            args.extend(["--option".to_string(), k.clone(), v.clone()]);
+        }
+        args
+    }
+
+    fn flake_ref(&self) -> String {
+        format!("path:{}", self.dir.display())
+    }
+
+    fn wrapped(&self, bin: &str, args: &[&str]) -> Result<NativeProc> {
+        let mut nix_args = self.nix_args();
+        nix_args.extend([
+            "develop".to_string(),
+            self.flake_ref(),
+            "--command".to_string(),
+        ]);
+        nix_args.push(bin.to_string());
+        nix_args.extend(args.iter().map(|a| a.to_string()));
+        let nix_args: Vec<&str> = nix_args.iter().map(String::as_str).collect();
+        let nix = self.nix.to_string_lossy();
+        self.native
+            .process_from_spec(self.native.spec(&nix, &nix_args))
+    }
+
+    fn direct(&self, base: &BaseEnv, bin: &str, args: &[&str]) -> Result<NativeProc> {
+        let mut spec = self.native.spec(bin, args);
+        spec.base = base.clone();
+        self.native.process_from_spec(spec)
+    }
+
+    /// Runs a helper command (nix itself, the probe) to completion, feeding `stdin`,
+    /// and returns its status, stdout and stderr.
+    async fn capture(
+        &self,
+        mut proc: NativeProc,
+        stdin: Option<String>,
+    ) -> Result<(runner_core::ExitStatus, Vec<u8>, String)> {
+        let errors = CaptureSink::new();
+        proc.with_output(errors.clone());
+        let mut input = match stdin {
+            Some(_) => Some(proc.stdin_pipe()?),
+            None => None,
+        };
+        let mut out = proc.stdout_pipe()?;
+        proc.start().await?;
+        if let (Some(pipe), Some(text)) = (input.as_mut(), stdin) {
+            // The probe reads its whole script before it runs it.
+            let _ = pipe.write_all(text.as_bytes()).await;
+            let _ = pipe.shutdown().await;
+        }
+        drop(input);
+        let mut bytes = Vec::new();
+        out.read_to_end(&mut bytes)
+            .await
+            .map_err(|e| Error::io("read the output of nix", e))?;
+        let status = proc.wait().await?;
+        Ok((status, bytes, errors.stderr_string()))
+    }
+
+    /// Evaluates the dev shell and captures what its hook exports.
+    async fn evaluate(&self) -> Result<ShellEnv> {
+        let mut args = self.nix_args();
+        args.extend([
+            "print-dev-env".to_string(),
+            "--json".to_string(),
+            self.flake_ref(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let nix = self.nix.to_string_lossy();
+        let proc = self
+            .native
+            .process_from_spec(self.native.spec(&nix, &args))?;
+        let (status, json, stderr) = self.capture(proc, None).await?;
+        if !status.success() {
+            return Err(NixError::Evaluation {
+                dir: self.dir.clone(),
+                status: status.to_string(),
+                stderr: stderr.trim().to_string(),
+            }
+            .into());
+        }
+        let dev = DevShell::parse(&json)?;
+        let host: BTreeMap<String, String> = runner_core::host_env().into_iter().collect();
+        let probe_env = Arc::new(dev.probe_env(&host));
+        let mut probe = self.direct(
+            &BaseEnv::Fixed(probe_env),
+            "bash",
+            &["--noprofile", "--norc", "-s"],
+        )?;
+        probe.with_output(Arc::new(NullSink));
+        let (status, captured, stderr) = self.capture(probe, Some(dev.probe_script())).await?;
+        if !status.success() {
+            return Err(NixError::ShellHook(format!(
+                "bash exited with {status}: {}",
+                stderr.trim()
+            ))
+            .into());
+        }
+        Ok(ShellEnv::from_capture(&host, &parse_nul_env(&captured)))
+    }
+
+    fn set(&self, shell: &ShellEnv, info: Materialization) {
+        let host: BTreeMap<String, String> = runner_core::host_env().into_iter().collect();
+        let base = BaseEnv::Fixed(Arc::new(shell.over(&host)));
+        *self.materialized.write().unwrap_or_else(|p| p.into_inner()) =
+            Some(Materialized { base, info });
+    }
+}
+
+#[async_trait]
+impl RunnerEnvironment for NixEnvironment {
+    fn backend(&self) -> Backend {
+        Backend::Nix
+    }
+
+    /// Materializes the dev shell (from the cache when its fingerprint matches).
+    async fn init(&self) -> Result<()> {
+        let _serial = self.init_lock.lock().await;
+        if self.is_materialized() {
+            return Ok(());
+        }
+        let fingerprint = cache::fingerprint(&self.dir, &self.nix, &self.options);
+        let entry_path = self
+            .cache_dir
+            .as_ref()
+            .map(|d| cache::entry_path(d, &self.dir));
+        let mut cache_warning = None;
+        let cached = match &entry_path {
+            Some(p) => match cache::read(p) {
+                Ok(entry) => Some(entry),
+                Err(CacheMiss::Absent) => None,
+                Err(CacheMiss::Unreadable(e)) => {
+                    cache_warning = Some(format!(
+                        "ignored unreadable cache entry {}: {e}",
+                        p.display()
+                    ));
+                    None
+                }
+                Err(CacheMiss::OtherSchema(s)) => {
+                    cache_warning = Some(format!(
+                        "ignored cache entry {} of schema {s} (expected {CACHE_SCHEMA})",
+                        p.display()
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(entry) = cached.as_ref().filter(|e| e.fingerprint == fingerprint) {
+            self.set(
+                &entry.shell,
+                Materialization {
+                    source: EnvSource::Cache,
+                    cache_warning,
+                },
+            );
+            return Ok(());
+        }
+        match self.evaluate().await {
+            Ok(shell) => {
+                if let Some(path) = &entry_path {
+                    let entry = CacheEntry {
+                        schema: CACHE_SCHEMA,
+                        fingerprint,
+                        dir: self.dir.clone(),
+                        shell: shell.clone(),
+                    };
+                    if let Err(e) = cache::write(path, &entry) {
+                        tracing::warn!(path = %path.display(), error = %e, "failed to write the nix env cache");
+                        cache_warning = Some(format!(
+                            "failed to write cache entry {}: {e}",
+                            path.display()
+                        ));
+                    }
+                }
+                self.set(
+                    &shell,
+                    Materialization {
+                        source: EnvSource::Evaluated,
+                        cache_warning,
+                    },
+                );
+                Ok(())
+            }
+            Err(e) => match cached {
+                Some(entry) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e,
+                        "dev shell evaluation failed; using the last good cached env");
+                    self.set(
+                        &entry.shell,
+                        Materialization {
+                            source: EnvSource::StaleCache(e.to_string()),
+                            cache_warning,
+                        },
+                    );
+                    Ok(())
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    async fn new_process(&self, bin: &str, args: &[&str]) -> Result<Box<dyn Proc>> {
+        Ok(Box::new(match self.current() {
+            Some(m) => self.direct(&m.base, bin, args)?,
+            None => self.wrapped(bin, args)?,
+        }))
+    }
+
+    async fn stop(&self) -> Result<()> {
+        self.native.stop().await
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        self.native.shutdown().await
+    }
+
+    /// Materialized: `bin` must resolve on the shell's `PATH` (then the host's).
+    /// Wrapped: asks the shell (`type -P`).
+    async fn with_binary(&self, bin: &str) -> Result<()> {
+        if let Some(m) = self.current() {
+            return self.native.which_with_base(bin, &m.base).map(|_| ());
+        }
+        let mut proc = self.wrapped("bash", &["-c", "type -P \"$0\"", bin])?;
+        proc.with_output(Arc::new(NullSink));
+        if proc.run().await?.success() {
+            Ok(())
+        } else {
+            Err(Error::NotFound {
+                bin: bin.to_string(),
+                searched: Some(format!("the dev shell of {}", self.dir.display())),
+            })
+        }
+    }
+
+    fn with_env_vars(&mut self, vars: Vec<EnvironmentVariable>) {
+        self.native.with_env_vars(vars);
+    }
+}

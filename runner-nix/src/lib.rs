@@ -1,0 +1,21 @@
+//! The Nix backend: processes in a flake's dev shell.
+//!
+//! [`NixEnvironment`] wraps processes in `nix develop` until `init` materializes the
+//! shell; then processes run directly with the shell's variables (its exported
+//! scalars and whatever its shellHook exports) over the host's, cached on disk under
+//! a fingerprint of the flake. Processes are the native backend's
+//! [`NativeProc`](runner_native::NativeProc): same groups, ledger, stop and pipes.
+#![deny(missing_docs)]
+
+pub mod cache;
+mod environment;
+mod error;
+mod install;
+pub mod shell;
+
+pub use environment::{EnvSource, Materialization, NixEnvironment};
+pub use error::NixError;
+pub use install::{check_nix_installed, is_nix_supported, nix_binary, nix_install_command};
+
+/// The `NixProc` of the contract: the native process machinery in the shell's env.
+pub type NixProc = runner_native::NativeProc;

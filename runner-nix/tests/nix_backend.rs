@@ -1,0 +1,375 @@
+//! The Nix backend against a real `nix`, offline, with input-less test flakes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use runner_core::{CaptureSink, Error, ExitStatus, Proc, RunnerEnvironment};
+use runner_nix::{check_nix_installed, EnvSource, NixEnvironment, NixError};
+
+/// Skips (loudly) when nix is missing, unless engines are required.
+fn nix_available() -> bool {
+    if check_nix_installed() {
+        return true;
+    }
+    if std::env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1") {
+        panic!("nix is required (RUNNER_REQUIRE_ENGINES=1) but not installed");
+    }
+    eprintln!("SKIPPED: nix is not installed; run `cargo xtask test` as root to provision it");
+    false
+}
+
+struct Flake {
+    tmp: tempfile::TempDir,
+}
+
+const SHELL: &str = r#"builtins.derivation {
+      name = "test-shell";
+      system = "SYSTEM";
+      builder = "/bin/bash";
+      outputs = [ "out" ];
+      PATH = "TOOLS";
+      GREETING = "GREETING_VALUE";
+      MULTI = "line1\nline2=x";
+      shellHook = "export HOOKED=yes; export HOOK_PATH_SEEN=$PATH";
+    }"#;
+
+impl Flake {
+    fn new(greeting: &str) -> Flake {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = Flake { tmp };
+        std::fs::create_dir_all(f.dir()).unwrap();
+        std::fs::create_dir_all(f.tools()).unwrap();
+        std::fs::create_dir_all(f.tmp.path().join("state")).unwrap();
+        for (name, body) in [
+            ("mytool", "#!/bin/sh\necho shell-tool \"$@\"\n"),
+            // Also on the host as /usr/bin/uname: the shell's must win.
+            ("uname", "#!/bin/sh\necho shell-uname\n"),
+        ] {
+            let p = f.tools().join(name);
+            std::fs::write(&p, body).unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        std::fs::write(
+            f.tmp.path().join("registry.json"),
+            r#"{"flakes":[],"version":2}"#,
+        )
+        .unwrap();
+        f.write_shell(&SHELL.replace("GREETING_VALUE", greeting));
+        f
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("flake")
+    }
+
+    fn tools(&self) -> PathBuf {
+        self.tmp.path().join("tools")
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.tmp.path().join("cache")
+    }
+
+    fn write_shell(&self, shell: &str) {
+        let system = format!("{}-linux", std::env::consts::ARCH);
+        let shell = shell
+            .replace("SYSTEM", &system)
+            .replace("TOOLS", self.tools().to_str().unwrap());
+        let flake = format!(
+            "{{\n  outputs = {{ self }}: {{\n    devShells.{system}.default = {shell};\n  }};\n}}\n"
+        );
+        std::fs::write(self.dir().join("flake.nix"), flake).unwrap();
+    }
+
+    fn env(&self) -> NixEnvironment {
+        let mut env = NixEnvironment::new(self.dir()).unwrap();
+        env.with_nix_option("substituters", "")
+            .with_nix_option(
+                "flake-registry",
+                self.tmp.path().join("registry.json").to_str().unwrap(),
+            )
+            .with_nix_option("sandbox", "false")
+            .with_state_dir(self.tmp.path().join("state"));
+        env
+    }
+
+    fn cached_env(&self) -> NixEnvironment {
+        let mut env = self.env();
+        env.with_cache_dir(self.cache());
+        env
+    }
+
+    fn records(&self) -> usize {
+        std::fs::read_dir(self.tmp.path().join("state/runs"))
+            .map(|rd| {
+                rd.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".json")
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+async fn output(env: &NixEnvironment, bin: &str, args: &[&str]) -> (ExitStatus, String) {
+    let mut p = env.new_process(bin, args).await.unwrap();
+    let cap = CaptureSink::new();
+    p.with_output(cap.clone());
+    let status = p.run().await.unwrap();
+    (status, cap.stdout_string())
+}
+
+const PROBE: &str = "printf '%s|%s|%s|' \"$GREETING\" \"$HOOKED\" \"$MULTI\"; uname; mytool a";
+
+fn nix_error(e: &Error) -> &NixError {
+    match e {
+        Error::Backend { source, .. } => source.downcast_ref::<NixError>().expect("a NixError"),
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn wrapped_and_materialized_modes_see_the_same_shell() {
+    if !nix_available() {
+        return;
+    }
+    let flake = Flake::new("hello from nix");
+    let env = flake.env();
+    let expected = "hello from nix|yes|line1\nline2=x|shell-uname\nshell-tool a\n";
+
+    // Wrapped: nix develop per process.
+    assert!(!env.is_materialized());
+    let (status, out) = output(&env, "sh", &["-c", PROBE]).await;
+    assert!(status.success());
+    assert_eq!(out, expected);
+    let (status, out) = output(&env, "uname", &[]).await;
+    assert_eq!((status.success(), out.as_str()), (true, "shell-uname\n"));
+    env.with_binary("mytool").await.unwrap();
+    assert!(matches!(
+        env.with_binary("not-in-any-shell").await,
+        Err(Error::NotFound { .. })
+    ));
+
+    // Materialized: exec'd directly with the captured env.
+    env.init().await.unwrap();
+    assert_eq!(env.materialization().unwrap().source, EnvSource::Evaluated);
+    let (status, out) = output(&env, "sh", &["-c", PROBE]).await;
+    assert!(status.success());
+    assert_eq!(out, expected);
+    // The shell's binary is resolved on the shell's PATH, not the host's.
+    let (_, out) = output(&env, "uname", &[]).await;
+    assert_eq!(out, "shell-uname\n");
+    // Host variables are underneath; nix's own ignore list is not applied.
+    let (_, out) = output(
+        &env,
+        "sh",
+        &["-c", "echo $HOME; echo ${NIX_BUILD_TOP:-unset}"],
+    )
+    .await;
+    assert_eq!(out, format!("{}\nunset\n", std::env::var("HOME").unwrap()));
+    env.with_binary("mytool").await.unwrap();
+    let mut missing = env.new_process("not-in-any-shell", &[]).await.unwrap();
+    assert!(matches!(missing.run().await, Err(Error::NotFound { .. })));
+    env.shutdown().await.unwrap();
+    assert_eq!(flake.records(), 0);
+}
+
+#[tokio::test]
+async fn nix_procs_meet_the_proc_contract_in_both_modes() {
+    if !nix_available() {
+        return;
+    }
+    let flake = Flake::new("x");
+    let env = flake.env();
+    for materialized in [false, true] {
+        if materialized {
+            env.init().await.unwrap();
+        }
+        let (status, _) = output(&env, "sh", &["-c", "exit 3"]).await;
+        assert_eq!(status, ExitStatus::Exited(3), "materialized={materialized}");
+
+        let mut p = env
+            .new_process("sh", &["-c", "read l; echo got:$l"])
+            .await
+            .unwrap();
+        let mut stdin = p.stdin_pipe().unwrap();
+        let mut stdout = p.stdout_pipe().unwrap();
+        p.start().await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stdin.write_all(b"ping\n").await.unwrap();
+        drop(stdin);
+        let mut got = String::new();
+        stdout.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "got:ping\n");
+        assert!(p.wait().await.unwrap().success());
+
+        let mut p = env.new_process("sleep", &["30"]).await.unwrap();
+        p.start().await.unwrap();
+        let p: Arc<dyn Proc> = Arc::from(p);
+        let waiter = {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move { p.wait().await.unwrap() })
+        };
+        p.stop().await.unwrap();
+        let status = waiter.await.unwrap();
+        assert!(!status.success(), "materialized={materialized}: {status}");
+        assert!(!p.is_running().await.unwrap());
+    }
+    assert_eq!(flake.records(), 0);
+}
+
+#[tokio::test]
+async fn cache_hits_invalidates_and_falls_back_loudly() {
+    if !nix_available() {
+        return;
+    }
+    let flake = Flake::new("first");
+    let env = flake.cached_env();
+    env.init().await.unwrap();
+    assert_eq!(env.materialization().unwrap().source, EnvSource::Evaluated);
+
+    let env = flake.cached_env();
+    env.init().await.unwrap();
+    let info = env.materialization().unwrap();
+    assert_eq!((info.source, info.cache_warning), (EnvSource::Cache, None));
+    assert_eq!(
+        output(&env, "sh", &["-c", "echo $GREETING"]).await.1,
+        "first\n"
+    );
+
+    // A changed flake.nix invalidates the entry.
+    flake.write_shell(&SHELL.replace("GREETING_VALUE", "second"));
+    let env = flake.cached_env();
+    env.init().await.unwrap();
+    assert_eq!(env.materialization().unwrap().source, EnvSource::Evaluated);
+    assert_eq!(
+        output(&env, "sh", &["-c", "echo $GREETING"]).await.1,
+        "second\n"
+    );
+
+    // So does a new imported .nix file, and a broken one falls back to the last good env.
+    std::fs::write(flake.dir().join("extra.nix"), "{ broken = ; }").unwrap();
+    std::fs::write(
+        flake.dir().join("flake.nix"),
+        "{ outputs = { self }: { devShells = import ./extra.nix; }; }",
+    )
+    .unwrap();
+    let env = flake.cached_env();
+    env.init().await.unwrap();
+    let info = env.materialization().unwrap();
+    assert!(info.is_stale());
+    match &info.source {
+        EnvSource::StaleCache(msg) => assert!(msg.contains("syntax error"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        output(&env, "sh", &["-c", "echo $GREETING"]).await.1,
+        "second\n"
+    );
+    assert_eq!(flake.records(), 0);
+}
+
+#[tokio::test]
+async fn damaged_or_unwritable_caches_are_reported_not_fatal() {
+    if !nix_available() {
+        return;
+    }
+    let flake = Flake::new("v");
+    let env = flake.cached_env();
+    env.init().await.unwrap();
+    let entry = std::fs::read_dir(flake.cache())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+
+    let full = std::fs::read(&entry).unwrap();
+    std::fs::write(&entry, &full[..full.len() / 2]).unwrap();
+    let env = flake.cached_env();
+    env.init().await.unwrap();
+    let info = env.materialization().unwrap();
+    assert_eq!(info.source, EnvSource::Evaluated);
+    assert!(info.cache_warning.unwrap().contains("unreadable"));
+    // It was rewritten whole.
+    assert_eq!(std::fs::read(&entry).unwrap().len(), full.len());
+
+    std::fs::write(&entry, br#"{"schema": 99, "env": {}}"#).unwrap();
+    let env = flake.cached_env();
+    env.init().await.unwrap();
+    let info = env.materialization().unwrap();
+    assert_eq!(info.source, EnvSource::Evaluated);
+    assert!(info.cache_warning.unwrap().contains("schema 99"));
+
+    let blocked = flake.tmp.path().join("not-a-dir");
+    std::fs::write(&blocked, "").unwrap();
+    let mut env = flake.env();
+    env.with_cache_dir(blocked.join("cache"));
+    env.init().await.unwrap();
+    let info = env.materialization().unwrap();
+    assert_eq!(info.source, EnvSource::Evaluated);
+    assert!(info.cache_warning.unwrap().contains("failed to write"));
+    assert_eq!(output(&env, "sh", &["-c", "echo $GREETING"]).await.1, "v\n");
+}
+
+#[tokio::test]
+async fn broken_flakes_are_typed_errors_with_nix_stderr() {
+    if !nix_available() {
+        return;
+    }
+    let flake = Flake::new("v");
+    std::fs::write(flake.dir().join("flake.nix"), "{ outputs = { self }: { ").unwrap();
+    let err = flake.env().init().await.unwrap_err();
+    match nix_error(&err) {
+        NixError::Evaluation { stderr, .. } => assert!(stderr.contains("syntax error"), "{stderr}"),
+        other => panic!("{other:?}"),
+    }
+
+    flake.write_shell("throw \"this shell is broken\"");
+    let err = flake.env().init().await.unwrap_err();
+    match nix_error(&err) {
+        NixError::Evaluation { stderr, .. } => {
+            assert!(stderr.contains("this shell is broken"), "{stderr}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = NixEnvironment::new(empty.path()).unwrap_err();
+    assert!(matches!(nix_error(&err), NixError::NoFlake(p) if p == empty.path()));
+    assert!(err.to_string().contains("no flake.nix"), "{err}");
+}
+
+#[tokio::test]
+async fn new_process_is_safe_while_init_runs() {
+    if !nix_available() {
+        return;
+    }
+    let flake = Flake::new("concurrent");
+    let env = Arc::new(flake.env());
+    let init = {
+        let env = Arc::clone(&env);
+        tokio::spawn(async move { env.init().await })
+    };
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        let env = Arc::clone(&env);
+        runs.push(tokio::spawn(async move {
+            output(&env, "sh", &["-c", "echo $GREETING"]).await
+        }));
+    }
+    init.await.unwrap().unwrap();
+    for r in runs {
+        let (status, out) = r.await.unwrap();
+        assert!(status.success());
+        assert_eq!(out, "concurrent\n");
+    }
+    // Concurrent inits are serialized, and a second one is a no-op.
+    env.init().await.unwrap();
+    assert_eq!(flake.records(), 0);
+}
