@@ -1,6 +1,6 @@
 //! `runner`: run a developer tool and leave nothing behind.
 //!
-//! `runner run [--dir DIR] [-e K=V]... -- CMD ARGS...` streams the command's stdin,
+//! `runner run [--backend auto|native|nix] [--dir DIR] [-e K=V]... -- CMD ARGS...` streams the command's stdin,
 //! stdout and stderr, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to its process group and
 //! exits with its exit code (128 + signal when it was killed). A missing command
 //! exits 127, one that cannot be executed 126, bad flags or a missing directory 2,
@@ -13,6 +13,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use runner_core::{EnvironmentVariable, Error, Proc, RunnerEnvironment, Signal};
 use runner_native::NativeEnvironment;
+use runner_nix::NixEnvironment;
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -41,9 +42,24 @@ enum Command {
     Reap,
 }
 
+/// Where the command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendArg {
+    /// Nix when nix is installed and DIR has a flake.nix, else native.
+    Auto,
+    /// Directly on the host.
+    Native,
+    /// In the dev shell of DIR/flake.nix (materialized once, cached).
+    Nix,
+}
+
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Working directory of the command (default: the current directory).
+    /// Backend to run the command with.
+    #[arg(long, value_enum, default_value_t = BackendArg::Native)]
+    backend: BackendArg,
+    /// Working directory of the command (default: the current directory); for the
+    /// nix backend, the directory holding flake.nix.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Set an environment variable for the command (repeatable).
@@ -106,19 +122,67 @@ async fn run(args: RunArgs) -> i32 {
     }
 
     let dir = args.dir.unwrap_or_else(|| PathBuf::from("."));
-    let mut env = match NativeEnvironment::new(&dir) {
+    if let Err(e) = check_dir(&dir) {
+        return fail(&e, i32::from(EXIT_USAGE));
+    }
+    let mut env = match make_env(args.backend, &dir) {
         Ok(env) => env,
-        Err(e) => return fail(&e, i32::from(EXIT_USAGE)),
+        Err(e) => return fail(&e, i32::from(EXIT_INTERNAL)),
     };
     env.with_env_vars(args.env);
+    if let Err(e) = env.init().await {
+        return fail(&e, i32::from(EXIT_INTERNAL));
+    }
     let (bin, rest) = match args.command.split_first() {
         Some(split) => split,
         None => return i32::from(EXIT_USAGE),
     };
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    match env.new_process(bin, &rest).await {
+    let code = match env.new_process(bin, &rest).await {
         Ok(proc) => run_proc(proc).await,
         Err(e) => fail(&e, i32::from(EXIT_INTERNAL)),
+    };
+    let _ = env.shutdown().await;
+    code
+}
+
+fn check_dir(dir: &std::path::Path) -> Result<(), Error> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::NotADirectory(dir.to_path_buf())),
+        Err(_) => Err(Error::DirNotFound(dir.to_path_buf())),
+    }
+}
+
+/// The user's cache directory for materialized Nix shells.
+fn nix_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/"))
+                .join(".cache")
+        });
+    base.join("runner/nix")
+}
+
+fn make_env(
+    backend: BackendArg,
+    dir: &std::path::Path,
+) -> Result<Box<dyn RunnerEnvironment>, Error> {
+    let use_nix = match backend {
+        BackendArg::Native => false,
+        BackendArg::Nix => true,
+        BackendArg::Auto => runner_nix::check_nix_installed() && dir.join("flake.nix").is_file(),
+    };
+    if use_nix {
+        let mut env = NixEnvironment::new(dir)?;
+        env.with_cache_dir(nix_cache_dir());
+        Ok(Box::new(env))
+    } else {
+        Ok(Box::new(NativeEnvironment::new(dir)?))
     }
 }
 

@@ -190,3 +190,131 @@ fn reap_reports_an_empty_ledger() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 reaped"));
 }
+
+fn nix_available() -> bool {
+    if which_nix() {
+        return true;
+    }
+    if std::env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1") {
+        panic!("nix is required (RUNNER_REQUIRE_ENGINES=1) but not installed");
+    }
+    eprintln!("SKIPPED: nix is not installed");
+    false
+}
+
+fn which_nix() -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("nix").is_file()))
+        .unwrap_or(false)
+}
+
+#[test]
+fn nix_backend_runs_in_the_dev_shell_with_the_same_exit_rules() {
+    if !nix_available() {
+        return;
+    }
+    let cli = Cli::new();
+    let flake = cli.tmp.path().join("flake");
+    let tools = cli.tmp.path().join("tools");
+    std::fs::create_dir_all(&flake).unwrap();
+    std::fs::create_dir_all(&tools).unwrap();
+    let tool = tools.join("uname");
+    std::fs::write(&tool, "#!/bin/sh\necho shell-uname\n").unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let system = format!("{}-linux", std::env::consts::ARCH);
+    std::fs::write(
+        flake.join("flake.nix"),
+        format!(
+            r#"{{ outputs = {{ self }}: {{ devShells.{system}.default = builtins.derivation {{
+                name = "cli-shell"; system = "{system}"; builder = "/bin/bash";
+                outputs = [ "out" ]; PATH = "{}"; GREETING = "hi";
+                shellHook = "export HOOKED=yes"; }}; }}; }}"#,
+            tools.display()
+        ),
+    )
+    .unwrap();
+    let registry = cli.tmp.path().join("registry.json");
+    std::fs::write(&registry, r#"{"flakes":[],"version":2}"#).unwrap();
+    let nix_config = format!(
+        "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false\nflake-registry = {}\n",
+        registry.display()
+    );
+    let run = |args: &[&str]| {
+        cli.cmd(args)
+            .env("NIX_CONFIG", &nix_config)
+            .env("XDG_CACHE_HOME", cli.tmp.path().join("cache"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let dir = flake.to_str().unwrap();
+    let out = run(&[
+        "run",
+        "--backend",
+        "nix",
+        "--dir",
+        dir,
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING $HOOKED; uname",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"hi yes\nshell-uname\n");
+    // The materialized shell was cached in the user's cache directory.
+    assert_eq!(
+        std::fs::read_dir(cli.tmp.path().join("cache/runner/nix"))
+            .unwrap()
+            .count(),
+        1
+    );
+    let out = run(&[
+        "run",
+        "--backend",
+        "nix",
+        "--dir",
+        dir,
+        "--",
+        "sh",
+        "-c",
+        "exit 9",
+    ]);
+    assert_eq!(out.status.code(), Some(9));
+    let out = run(&[
+        "run",
+        "--backend",
+        "nix",
+        "--dir",
+        dir,
+        "--",
+        "not-in-the-shell",
+    ]);
+    assert_eq!(out.status.code(), Some(127));
+    // auto picks nix for a flake directory.
+    let out = run(&["run", "--backend", "auto", "--dir", dir, "--", "uname"]);
+    assert_eq!(out.stdout, b"shell-uname\n");
+    assert_eq!(cli.records(), 0);
+}
+
+#[test]
+fn nix_backend_errors_name_the_reason() {
+    let cli = Cli::new();
+    // No flake.nix (checked whether or not nix is installed).
+    let out = cli
+        .cmd(&["run", "--backend", "nix", "--", "true"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nix is not installed"));
+    if which_nix() {
+        let out = cli.run(&["run", "--backend", "nix", "--", "true"]);
+        assert_eq!(out.status.code(), Some(125));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no flake.nix"));
+    }
+}

@@ -200,14 +200,14 @@ impl Proc for NativeProc {
             .chain(self.spec.args.iter().cloned())
             .collect();
         let (mut child, registration) =
-            spawn_group(cmd, self.spec.ledger.clone(), argv, self.spec.dir.clone())
-                .await
-                .map_err(|e| match e {
+            spawn_group(cmd, self.spec.ledger.clone(), argv, self.spec.dir.clone()).map_err(
+                |e| match e {
                     SpawnError::Ledger(msg) => Error::Ledger(msg),
                     SpawnError::Spawn(source) => {
                         classify_spawn_error(&self.spec.bin, &program, source)
                     }
-                })?;
+                },
+            )?;
         // Our copies of the child's pipe ends are closed now (moved into `cmd`, which
         // is dropped), so EOF on them means the child side closed.
 

@@ -278,6 +278,149 @@ fn reap_live_groups(n: usize) -> Row {
     }
 }
 
+/// A throwaway input-less flake and the offline options to use it.
+struct BenchFlake {
+    tmp: tempfile::TempDir,
+}
+
+impl BenchFlake {
+    fn new() -> BenchFlake {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let system = format!("{}-linux", std::env::consts::ARCH);
+        std::fs::write(
+            tmp.path().join("registry.json"),
+            r#"{"flakes":[],"version":2}"#,
+        )
+        .expect("registry");
+        std::fs::write(
+            tmp.path().join("flake.nix"),
+            format!(
+                r#"{{ outputs = {{ self }}: {{ devShells.{system}.default = builtins.derivation {{
+                    name = "bench-shell"; system = "{system}"; builder = "/bin/bash";
+                    outputs = [ "out" ]; PATH = "/usr/bin:/bin"; GREETING = "hi"; }}; }}; }}"#
+            ),
+        )
+        .expect("flake");
+        BenchFlake { tmp }
+    }
+
+    fn options(&self) -> Vec<(String, String)> {
+        vec![
+            ("substituters".into(), String::new()),
+            (
+                "flake-registry".into(),
+                self.tmp
+                    .path()
+                    .join("registry.json")
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+            ("sandbox".into(), "false".into()),
+        ]
+    }
+
+    fn env(
+        &self,
+        state: &std::path::Path,
+        cache: Option<&std::path::Path>,
+    ) -> runner_nix::NixEnvironment {
+        let mut env = runner_nix::NixEnvironment::new(self.tmp.path()).expect("nix env");
+        for (k, v) in self.options() {
+            env.with_nix_option(&k, &v);
+        }
+        env.with_state_dir(state);
+        if let Some(c) = cache {
+            env.with_cache_dir(c);
+        }
+        env
+    }
+}
+
+async fn run_true(env: &dyn RunnerEnvironment, n: usize) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut p = env.new_process("true", &[]).await.expect("proc");
+        p.with_output(Arc::new(runner_core::NullSink));
+        assert!(p.run().await.expect("run").success());
+    }
+    t.elapsed()
+}
+
+async fn nix_rows(quick: bool, state: &std::path::Path) -> Vec<Row> {
+    let flake = BenchFlake::new();
+    let cache = flake.tmp.path().join("cache");
+    let materialized = flake.env(state, Some(&cache));
+    materialized.init().await.expect("init");
+    let wrapped = flake.env(state, None);
+    let native = env_in(state);
+
+    let (n, batch) = if quick { (100, 25) } else { (500, 25) };
+    let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..n / batch {
+        ours += run_true(&materialized, batch).await;
+        base += run_true(&native, batch).await;
+    }
+    let mut rows = vec![Row {
+        name: "nix_materialized_run",
+        ours: ours.as_secs_f64(),
+        baseline: base.as_secs_f64(),
+        baseline_desc: "NativeEnvironment running the same `true`",
+        target: 1.2,
+    }];
+
+    let rounds = if quick { 5 } else { 20 };
+    let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        ours += run_true(&materialized, 1).await;
+        base += run_true(&wrapped, 1).await;
+    }
+    rows.push(Row {
+        name: "nix_wrapped_vs_materialized",
+        ours: ours.as_secs_f64(),
+        baseline: base.as_secs_f64(),
+        baseline_desc: "the same `true` wrapped in `nix develop --command`",
+        target: 0.05,
+    });
+
+    let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+    let mut opts: Vec<String> = vec![
+        "--extra-experimental-features".into(),
+        "nix-command flakes".into(),
+    ];
+    for (k, v) in flake.options() {
+        opts.extend(["--option".into(), k, v]);
+    }
+    for _ in 0..rounds {
+        let env = flake.env(state, Some(&cache));
+        let t = Instant::now();
+        env.init().await.expect("cached init");
+        ours += t.elapsed();
+        assert_eq!(
+            env.materialization().expect("info").source,
+            runner_nix::EnvSource::Cache
+        );
+        let t = Instant::now();
+        let out = tokio::process::Command::new("nix")
+            .args(&opts)
+            .args(["print-dev-env", "--json"])
+            .arg(format!("path:{}", flake.tmp.path().display()))
+            .stderr(Stdio::null())
+            .output()
+            .await
+            .expect("nix");
+        base += t.elapsed();
+        assert!(out.status.success());
+    }
+    rows.push(Row {
+        name: "nix_cached_init",
+        ours: ours.as_secs_f64(),
+        baseline: base.as_secs_f64(),
+        baseline_desc: "`nix print-dev-env --json` (eval cache warm)",
+        target: 0.1,
+    });
+    rows
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -302,6 +445,11 @@ fn main() {
         if quick { 1 } else { 3 },
     ));
     rows.push(reap_live_groups(50));
+    if runner_nix::check_nix_installed() {
+        rows.extend(rt.block_on(nix_rows(quick, &state_path)));
+    } else {
+        eprintln!("nix rows SKIPPED: nix is not installed");
+    }
 
     let out_dir = std::env::var_os("RUNNER_BENCH_OUT")
         .map(PathBuf::from)
