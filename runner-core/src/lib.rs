@@ -23,8 +23,8 @@ mod traits;
 pub use env::{host_env, EnvEdit, EnvLayers, EnvironmentVariable, JoinPosition};
 pub use error::{Error, Result};
 pub use output::{
-    forward, CaptureSink, FnSink, ForwardReport, NullSink, Output, OutputSink, StdioSink, Stream,
-    WriterSink, MAX_CHUNK,
+    forward, CaptureSink, FnSink, ForwardReport, LineBuffer, NullSink, Output, OutputSink,
+    StdioSink, Stream, WriterSink, MAX_CHUNK,
 };
 pub use port::{find_free_port, is_free_port, wait_for_port_unbound};
 pub use runtimes::{check_for_runtimes, FoundRuntime, RuntimeReport, RuntimeRequirement};

@@ -195,11 +195,70 @@ pub struct ForwardReport {
     pub sink_error: Option<io::Error>,
 }
 
+/// The line framing of [`forward`] for output that arrives as pushed chunks (a Docker
+/// exec's multiplexed stream, say): same guarantees, same bounded memory.
+#[derive(Debug)]
+pub struct LineBuffer {
+    stream: Stream,
+    pending: Vec<u8>,
+    report: ForwardReport,
+}
+
+impl LineBuffer {
+    /// An empty buffer for `stream`.
+    pub fn new(stream: Stream) -> Self {
+        LineBuffer {
+            stream,
+            pending: Vec::new(),
+            report: ForwardReport::default(),
+        }
+    }
+
+    fn deliver(&mut self, sink: &dyn OutputSink, end: usize) {
+        if self.report.sink_error.is_none() {
+            match sink.write(self.stream, &self.pending[..end]) {
+                Ok(()) => self.report.delivered += end as u64,
+                Err(e) => self.report.sink_error = Some(e),
+            }
+        }
+        self.pending.drain(..end);
+    }
+
+    /// Takes `bytes` and hands `sink` every complete line (and every full
+    /// [`MAX_CHUNK`] of an overlong one).
+    pub fn push(&mut self, mut bytes: &[u8], sink: &dyn OutputSink) {
+        self.report.bytes += bytes.len() as u64;
+        while !bytes.is_empty() {
+            // Never hold more than MAX_CHUNK bytes of one line.
+            let take = bytes.len().min(MAX_CHUNK - self.pending.len());
+            let before = self.pending.len();
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            // Only the new bytes can hold a newline: the rest was a partial line.
+            if let Some(i) = memchr::memrchr(b'\n', &self.pending[before..]) {
+                self.deliver(sink, before + i + 1);
+            }
+            if self.pending.len() == MAX_CHUNK {
+                self.deliver(sink, MAX_CHUNK);
+            }
+        }
+    }
+
+    /// Delivers an unterminated last line and reports.
+    pub fn finish(mut self, sink: &dyn OutputSink) -> ForwardReport {
+        if !self.pending.is_empty() {
+            let end = self.pending.len();
+            self.deliver(sink, end);
+        }
+        self.report
+    }
+}
+
 /// Copies `reader` into `sink` on line boundaries until end of stream.
 ///
 /// Returns `Err` only when reading the stream fails; a failing sink is reported in
 /// [`ForwardReport::sink_error`] and the stream is drained to the end regardless.
-/// Memory use is bounded by [`MAX_CHUNK`], whatever the line length.
+/// Memory use is bounded by [`MAX_CHUNK`] plus one read, whatever the line length.
 pub async fn forward<R>(
     mut reader: R,
     sink: &dyn OutputSink,
@@ -208,42 +267,14 @@ pub async fn forward<R>(
 where
     R: AsyncRead + Unpin,
 {
-    let mut report = ForwardReport::default();
-    let mut pending: Vec<u8> = Vec::with_capacity(READ_SIZE);
-    let deliver = |chunk: &[u8], report: &mut ForwardReport| {
-        if report.sink_error.is_none() {
-            match sink.write(stream, chunk) {
-                Ok(()) => report.delivered += chunk.len() as u64,
-                Err(e) => report.sink_error = Some(e),
-            }
-        }
-    };
+    let mut lines = LineBuffer::new(stream);
+    let mut buf = vec![0u8; READ_SIZE];
     loop {
-        // Never hold more than MAX_CHUNK bytes of one line.
-        let room = (MAX_CHUNK - pending.len()).min(READ_SIZE);
-        pending.reserve(room);
-        let before = pending.len();
-        let n = (&mut reader)
-            .take(room as u64)
-            .read_buf(&mut pending)
-            .await?;
+        let n = reader.read(&mut buf).await?;
         if n == 0 {
-            if !pending.is_empty() {
-                deliver(&pending, &mut report);
-            }
-            return Ok(report);
+            return Ok(lines.finish(sink));
         }
-        report.bytes += n as u64;
-        // Only the new bytes can hold a newline: everything before was a partial line.
-        if let Some(i) = memchr::memrchr(b'\n', &pending[before..]) {
-            let end = before + i + 1;
-            deliver(&pending[..end], &mut report);
-            pending.drain(..end);
-        }
-        if pending.len() == MAX_CHUNK {
-            deliver(&pending, &mut report);
-            pending.clear();
-        }
+        lines.push(&buf[..n], sink);
     }
 }
 
