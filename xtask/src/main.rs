@@ -85,7 +85,9 @@ fn test(extra: &[String]) -> Result {
         ]),
     )?;
 
+    apt_install_missing();
     provision_nix()?;
+    let dockerd = provision_docker()?;
 
     let scratch = root().join("target/xtask-test");
     let _ = std::fs::remove_dir_all(&scratch);
@@ -103,7 +105,19 @@ fn test(extra: &[String]) -> Result {
     cmd.env("HOME", &home)
         .env("XDG_STATE_HOME", home.join(".local/state"))
         .env("RUNNER_STATE_DIR", &state);
-    run("cargo test --workspace", &mut cmd)?;
+    let tested = run("cargo test --workspace", &mut cmd);
+    let leftovers = docker_leftovers();
+    if let Some(mut d) = dockerd {
+        eprintln!("xtask: stopping the dockerd we started");
+        let _ = Command::new("kill").arg(d.id().to_string()).status();
+        let _ = d.wait();
+    }
+    tested?;
+    if let Some(left) = leftovers {
+        return Err(format!(
+            "tests left containers labelled runner.owner behind: {left}"
+        ));
+    }
 
     let runs = state.join("runs");
     let left: Vec<String> = std::fs::read_dir(&runs)
@@ -143,6 +157,145 @@ fn is_root() -> bool {
 
 fn engines_required() -> bool {
     env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1")
+}
+
+/// One apt-get run for every engine package that is missing (as root only).
+fn apt_install_missing() {
+    let mut wanted = Vec::new();
+    if !on_path("nix") {
+        wanted.push("nix-bin");
+    }
+    if !on_path("dockerd") {
+        wanted.push("docker.io");
+    }
+    if !Path::new("/bin/busybox").exists() && !Path::new("/usr/bin/busybox").exists() {
+        wanted.push("busybox-static");
+    }
+    if wanted.is_empty() || !is_root() || !on_path("apt-get") {
+        return;
+    }
+    eprintln!("xtask: installing {}", wanted.join(" "));
+    let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&wanted)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status();
+}
+
+fn docker_answers() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The image the Docker suites use: busybox and its applets, imported from a
+/// root filesystem (no registry is reachable).
+const TEST_IMAGE: &str = "runner-test/busybox:latest";
+
+fn build_test_image() -> Result {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .ok_or("busybox is not installed (package busybox-static)")?;
+    let root = root().join("target/xtask-test-image");
+    let _ = std::fs::remove_dir_all(&root);
+    for d in ["bin", "tmp", "proc", "etc", "dev", "sys"] {
+        std::fs::create_dir_all(root.join(d))
+            .map_err(|e| format!("failed to create the image root: {e}"))?;
+    }
+    std::fs::copy(busybox, root.join("bin/busybox"))
+        .map_err(|e| format!("failed to copy busybox: {e}"))?;
+    let list = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .map_err(|e| format!("failed to list busybox applets: {e}"))?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+    }
+    let script = format!(
+        "tar -C '{}' -c . | docker import --change 'ENV PATH=/bin' - {TEST_IMAGE} >/dev/null",
+        root.display()
+    );
+    run(
+        "docker import of the busybox test image",
+        Command::new("sh").args(["-c", &script]),
+    )
+}
+
+/// Makes sure an engine answers and the test image exists. Returns the dockerd we
+/// started, to stop it afterwards.
+fn provision_docker() -> Result<Option<std::process::Child>> {
+    let mut started = None;
+    let why = if docker_answers() {
+        None
+    } else if !on_path("dockerd") {
+        Some("dockerd is not installed (package docker.io)".to_string())
+    } else if !is_root() {
+        Some("no Docker engine answers and xtask is not root, so it cannot start one".to_string())
+    } else {
+        eprintln!("xtask: starting dockerd");
+        let log = root().join("target/dockerd.log");
+        let _ = std::fs::create_dir_all(root().join("target"));
+        let out = std::fs::File::create(&log)
+            .map_err(|e| format!("failed to create {}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new("dockerd")
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("failed to start dockerd: {e}"))?;
+        started = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while !docker_answers() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        if docker_answers() {
+            None
+        } else {
+            Some(format!(
+                "dockerd did not answer within 90 s (see {})",
+                log.display()
+            ))
+        }
+    };
+    if let Some(why) = why {
+        if let Some(mut d) = started {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        if engines_required() {
+            return Err(format!("RUNNER_REQUIRE_ENGINES=1 but {why}"));
+        }
+        eprintln!("xtask: WARNING: the Docker suites will be SKIPPED: {why}");
+        return Ok(None);
+    }
+    build_test_image()?;
+    eprintln!("xtask: Docker engine ready, test image {TEST_IMAGE} built");
+    Ok(started)
+}
+
+/// Containers labelled runner.owner still on the engine, if any.
+fn docker_leftovers() -> Option<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=runner.owner",
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()
+        .ok()?;
+    let names = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!names.is_empty()).then_some(names)
 }
 
 /// Installs Debian's nix-bin when nix is missing and we are root. Without nix the

@@ -1,0 +1,520 @@
+//! `DockerEnvironment`: one labelled container per environment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
+use bollard::Docker;
+use runner_core::{
+    Backend, EnvLayers, EnvironmentVariable, Error, Proc, Result, RunnerEnvironment,
+};
+use sha2::{Digest, Sha256};
+
+use crate::exec::{DockerProc, ExecShared};
+use crate::names::*;
+use crate::{client, image, DockerError};
+
+/// A host port published to a container port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct DockerPortMapping {
+    /// The host address (127.0.0.1 unless asked otherwise).
+    pub host_ip: String,
+    /// The host port.
+    pub host_port: u16,
+    /// The container port.
+    pub container_port: u16,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Config {
+    image: String,
+    mounts: Vec<(PathBuf, PathBuf)>,
+    ports: Vec<DockerPortMapping>,
+    env: Vec<String>,
+    command: Option<Vec<String>>,
+    work_dir: Option<PathBuf>,
+    user: Option<String>,
+    pause: bool,
+    ephemeral: bool,
+}
+
+impl Config {
+    fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(&json)
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// The container an environment runs in, once `init` made it.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    pub(crate) id: String,
+    /// The container's own environment (image `ENV` plus ours), the base of every exec.
+    pub(crate) env: BTreeMap<String, String>,
+}
+
+/// State shared by the environment and its processes.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) docker: Docker,
+    pub(crate) running: Mutex<Option<Running>>,
+    pub(crate) procs: Mutex<Vec<Arc<ExecShared>>>,
+}
+
+impl Inner {
+    pub(crate) fn running(&self) -> Option<Running> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Runs processes as `exec`s in one container.
+///
+/// The container is created by [`init`](RunnerEnvironment::init) with the labels
+/// `runner.owner`, `runner.session`, `runner.name`, `runner.host`, `runner.config`
+/// (and `runner.ephemeral` when asked); an existing container of the same name is
+/// reused only when its configuration hash matches, otherwise it is replaced. If
+/// anything after creation fails, the container is removed again.
+#[derive(Debug)]
+pub struct DockerEnvironment {
+    inner: Arc<Inner>,
+    name: String,
+    container_name: String,
+    config: Config,
+    layers: EnvLayers,
+    dir: Option<PathBuf>,
+    shut_down: std::sync::atomic::AtomicBool,
+}
+
+impl DockerEnvironment {
+    /// An environment for `image` with `dir` mounted at the same path and used as the
+    /// working directory. Connects to the engine (negotiating the API version) and
+    /// checks that the image is present or can be pulled.
+    pub async fn new(image: &str, dir: impl AsRef<Path>, name: &str) -> Result<Self> {
+        let dir =
+            std::path::absolute(dir.as_ref()).map_err(|e| Error::io("resolve the directory", e))?;
+        if !dir.is_dir() {
+            return Err(Error::DirNotFound(dir));
+        }
+        let mut env = Self::new_headless(image, name).await?;
+        env.config.mounts.push((dir.clone(), dir.clone()));
+        env.config.work_dir = Some(dir.clone());
+        env.dir = Some(dir);
+        Ok(env)
+    }
+
+    /// An environment for `image` without a mounted directory.
+    pub async fn new_headless(image: &str, name: &str) -> Result<Self> {
+        let docker = client::connect().await?;
+        image::get_image_if_not_present(&docker, image, |_| {}).await?;
+        Ok(DockerEnvironment {
+            inner: Arc::new(Inner {
+                docker,
+                running: Mutex::new(None),
+                procs: Mutex::new(Vec::new()),
+            }),
+            name: name.to_string(),
+            container_name: container_name(name),
+            config: Config {
+                image: image.to_string(),
+                mounts: Vec::new(),
+                ports: Vec::new(),
+                env: Vec::new(),
+                command: None,
+                work_dir: None,
+                user: None,
+                pause: false,
+                ephemeral: false,
+            },
+            layers: EnvLayers::new(),
+            dir: None,
+            shut_down: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Bind-mounts `host` at `target` in the container.
+    pub fn with_mount(
+        &mut self,
+        host: impl Into<PathBuf>,
+        target: impl Into<PathBuf>,
+    ) -> &mut Self {
+        self.config.mounts.push((host.into(), target.into()));
+        self
+    }
+
+    /// Publishes container port `container` on 127.0.0.1:`host`.
+    pub fn with_port_mapping(&mut self, host: u16, container: u16) -> &mut Self {
+        self.config.ports.push(DockerPortMapping {
+            host_ip: "127.0.0.1".into(),
+            host_port: host,
+            container_port: container,
+        });
+        self
+    }
+
+    /// Publishes `port` on 127.0.0.1 under the same number.
+    pub fn with_port(&mut self, port: u16) -> &mut Self {
+        self.with_port_mapping(port, port)
+    }
+
+    /// The working directory of processes (default: the mounted dir, else the image's).
+    pub fn with_work_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.config.work_dir = Some(dir.into());
+        self
+    }
+
+    /// The container's command.
+    pub fn with_command(&mut self, cmd: Vec<String>) -> &mut Self {
+        self.config.command = Some(cmd);
+        self
+    }
+
+    /// Keeps the container alive with `sleep infinity` so processes can be exec'd.
+    pub fn with_pause(&mut self) -> &mut Self {
+        self.config.pause = true;
+        self
+    }
+
+    /// Marks the container ephemeral: the sweep may remove it as soon as it stops.
+    pub fn with_ephemeral(&mut self) -> &mut Self {
+        self.config.ephemeral = true;
+        self
+    }
+
+    /// Runs the container (and its execs) as `user` (`name`, `uid` or `uid:gid`).
+    pub fn with_user(&mut self, user: &str) -> &mut Self {
+        self.config.user = Some(user.to_string());
+        self
+    }
+
+    /// The Docker name of the container.
+    pub fn container_name(&self) -> &str {
+        &self.container_name
+    }
+
+    /// The container's id, once `init` ran.
+    pub fn container_id(&self) -> Option<String> {
+        self.inner.running().map(|r| r.id)
+    }
+
+    /// The port mappings asked for.
+    pub fn port_mappings(&self) -> &[DockerPortMapping] {
+        &self.config.ports
+    }
+
+    /// The engine client.
+    pub fn docker(&self) -> &Docker {
+        &self.inner.docker
+    }
+
+    /// True when a container by this environment's name exists.
+    pub async fn is_container_present(&self) -> Result<bool> {
+        match self
+            .inner
+            .docker
+            .inspect_container(&self.container_name, None)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(DockerError::op("inspect the container")(e).into()),
+        }
+    }
+
+    /// True when the container `init` made is gone (removed here or from outside).
+    pub async fn container_deleted(&self) -> Result<bool> {
+        let Some(id) = self.container_id() else {
+            return Ok(true);
+        };
+        match self.inner.docker.inspect_container(&id, None).await {
+            Ok(_) => Ok(false),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(true),
+            Err(e) => Err(DockerError::op("inspect the container")(e).into()),
+        }
+    }
+
+    fn labels(&self, hash: &str) -> HashMap<String, String> {
+        let me = std::process::id();
+        let start = std::fs::read_to_string(format!("/proc/{me}/stat"))
+            .ok()
+            .and_then(|s| {
+                let after = s.rsplit_once(')')?.1.to_string();
+                after.split_whitespace().nth(19).map(str::to_string)
+            })
+            .unwrap_or_default();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let mut labels = HashMap::from([
+            (LABEL_OWNER.to_string(), "true".to_string()),
+            (LABEL_SESSION.to_string(), format!("{me}-{start}")),
+            (LABEL_NAME.to_string(), self.name.clone()),
+            (LABEL_HOST.to_string(), host),
+            (LABEL_CONFIG.to_string(), hash.to_string()),
+        ]);
+        if self.config.ephemeral {
+            labels.insert(LABEL_EPHEMERAL.to_string(), "true".to_string());
+        }
+        labels
+    }
+
+    fn create_body(&self, hash: &str) -> ContainerCreateBody {
+        let binds = self
+            .config
+            .mounts
+            .iter()
+            .map(|(h, t)| format!("{}:{}", h.display(), t.display()))
+            .collect();
+        let port_bindings = self
+            .config
+            .ports
+            .iter()
+            .map(|p| {
+                (
+                    format!("{}/tcp", p.container_port),
+                    Some(vec![PortBinding {
+                        host_ip: Some(p.host_ip.clone()),
+                        host_port: Some(p.host_port.to_string()),
+                    }]),
+                )
+            })
+            .collect();
+        let cmd = if self.config.pause {
+            Some(vec!["sleep".to_string(), "infinity".to_string()])
+        } else {
+            self.config.command.clone()
+        };
+        ContainerCreateBody {
+            image: Some(self.config.image.clone()),
+            cmd,
+            env: Some(self.config.env.clone()),
+            labels: Some(self.labels(hash)),
+            working_dir: self
+                .config
+                .work_dir
+                .as_ref()
+                .map(|d| d.display().to_string()),
+            user: self.config.user.clone(),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                port_bindings: Some(port_bindings),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn remove(&self, id: &str) -> std::result::Result<(), DockerError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.inner.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            // Already being removed by someone else.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(DockerError::op("remove the container")(e)),
+        }
+    }
+
+    async fn create_and_start(&self, hash: &str) -> std::result::Result<String, DockerError> {
+        let docker = &self.inner.docker;
+        let options = CreateContainerOptions {
+            name: Some(self.container_name.clone()),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(Some(options), self.create_body(hash))
+            .await
+            .map_err(DockerError::op("create the container"))?;
+        // From here on, anything that fails removes what we created.
+        if let Err(e) = docker.start_container(&created.id, None).await {
+            let _ = self.remove(&created.id).await;
+            return Err(DockerError::op("start the container")(e));
+        }
+        Ok(created.id)
+    }
+
+    async fn stop_execs(&self) -> Result<()> {
+        let live: Vec<Arc<ExecShared>> = {
+            let mut procs = self.inner.procs.lock().unwrap_or_else(|p| p.into_inner());
+            procs.retain(|p| !p.is_finished());
+            procs.clone()
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for p in live {
+            set.spawn(async move { p.stop().await });
+        }
+        let mut first = None;
+        while let Some(r) = set.join_next().await {
+            if let Ok(Err(e)) = r {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+#[async_trait]
+impl RunnerEnvironment for DockerEnvironment {
+    fn backend(&self) -> Backend {
+        Backend::Docker
+    }
+
+    async fn init(&self) -> Result<()> {
+        if self.shut_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::ShutDown);
+        }
+        let docker = &self.inner.docker;
+        let hash = self.config.hash();
+        let existing = match docker.inspect_container(&self.container_name, None).await {
+            Ok(c) => Some(c),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => None,
+            Err(e) => return Err(DockerError::op("inspect the container")(e).into()),
+        };
+        let id = match existing {
+            Some(c) => {
+                let same = c
+                    .config
+                    .as_ref()
+                    .and_then(|cfg| cfg.labels.as_ref())
+                    .and_then(|l| l.get(LABEL_CONFIG))
+                    .is_some_and(|h| *h == hash);
+                let id = c.id.clone().unwrap_or_default();
+                if same {
+                    let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+                    if !running {
+                        docker
+                            .start_container(&id, None)
+                            .await
+                            .map_err(DockerError::op("start the container"))?;
+                    }
+                    id
+                } else {
+                    tracing::info!(container = %self.container_name, "configuration changed; recreating");
+                    self.remove(&id).await?;
+                    self.create_and_start(&hash).await?
+                }
+            }
+            None => self.create_and_start(&hash).await?,
+        };
+        let inspected = match docker.inspect_container(&id, None).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.remove(&id).await;
+                return Err(DockerError::op("inspect the started container")(e).into());
+            }
+        };
+        if !inspected
+            .state
+            .as_ref()
+            .and_then(|s| s.running)
+            .unwrap_or(false)
+        {
+            let _ = self.remove(&id).await;
+            return Err(DockerError::Operation {
+                action: "keep the container running",
+                message:
+                    "it exited right after start (give it a long-running command or use with_pause)"
+                        .into(),
+            }
+            .into());
+        }
+        let env = inspected
+            .config
+            .and_then(|c| c.env)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running { id, env });
+        Ok(())
+    }
+
+    async fn new_process(&self, bin: &str, args: &[&str]) -> Result<Box<dyn Proc>> {
+        if self.shut_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::ShutDown);
+        }
+        let mut cmd = vec![bin.to_string()];
+        cmd.extend(args.iter().map(|a| a.to_string()));
+        Ok(Box::new(DockerProc::new(
+            Arc::clone(&self.inner),
+            cmd,
+            self.layers.clone(),
+            self.config.work_dir.clone(),
+            self.config.user.clone(),
+        )))
+    }
+
+    /// Stops every exec and the container (it can be started again by `init`).
+    async fn stop(&self) -> Result<()> {
+        self.stop_execs().await?;
+        if let Some(r) = self.inner.running() {
+            let _ = self.inner.docker.stop_container(&r.id, None).await;
+        }
+        *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+
+    /// Stops every exec and removes the container. Idempotent.
+    async fn shutdown(&self) -> Result<()> {
+        self.shut_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let stopped = self.stop_execs().await;
+        let running = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(r) = running {
+            self.remove(&r.id).await?;
+        }
+        stopped
+    }
+
+    /// Checks `bin` inside the container (`command -v`).
+    async fn with_binary(&self, bin: &str) -> Result<()> {
+        let mut p = self
+            .new_process("sh", &["-c", "command -v \"$0\"", bin])
+            .await?;
+        p.with_output(Arc::new(runner_core::NullSink));
+        if p.run().await?.success() {
+            Ok(())
+        } else {
+            Err(Error::NotFound {
+                bin: bin.to_string(),
+                searched: Some(format!("container {}", self.container_name)),
+            })
+        }
+    }
+
+    fn with_env_vars(&mut self, vars: Vec<EnvironmentVariable>) {
+        self.config.env.extend(vars.iter().map(|v| v.to_string()));
+        self.layers.set_all(vars);
+    }
+}

@@ -1,0 +1,44 @@
+//! Errors of the Docker backend, one variant per engine operation.
+
+/// What can go wrong talking to the Docker engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DockerError {
+    /// No engine answered (not running, wrong `DOCKER_HOST`, no permission).
+    #[error("the Docker engine is not reachable: {0}")]
+    EngineDown(String),
+    /// The image is not present and could not be pulled.
+    #[error("image `{image}` is not available: {message}")]
+    ImageUnavailable {
+        /// The image reference.
+        image: String,
+        /// Why (the pull stream's error, or the engine's).
+        message: String,
+    },
+    /// An engine operation failed.
+    #[error("failed to {action}: {message}")]
+    Operation {
+        /// The operation, as a "failed to ..." fragment.
+        action: &'static str,
+        /// The engine's message.
+        message: String,
+    },
+    /// The environment has no container (not initialized, or removed from outside).
+    #[error("the container `{0}` does not exist")]
+    NoContainer(String),
+}
+
+impl DockerError {
+    pub(crate) fn op(action: &'static str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+        move |e| DockerError::Operation {
+            action,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<DockerError> for runner_core::Error {
+    fn from(e: DockerError) -> Self {
+        runner_core::Error::backend(runner_core::Backend::Docker, e)
+    }
+}

@@ -1,0 +1,475 @@
+//! `DockerProc`: a process as an `exec` in the environment's container.
+//!
+//! Output is attached; stdout and stderr go through the same line framing as native
+//! processes ([`LineBuffer`]). The exit code is read with `inspect_exec` as soon as the
+//! output stream ends (retried quickly while the engine still says "running"), never
+//! by polling on a timer. `stop` signals the exec's process inside the container by its
+//! pid in the container's namespace.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use futures_util::StreamExt;
+use runner_core::{
+    EnvLayers, EnvironmentVariable, Error, ExitStatus, JoinPosition, LineBuffer, Output, Proc,
+    ProcStdin, ProcStdout, Result, Signal, StdioSink, Stream, DEFAULT_STOP_GRACE,
+};
+use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::sync::watch;
+
+use crate::environment::Inner;
+use crate::DockerError;
+
+const PIPE_SIZE: usize = 64 * 1024;
+/// The engine's message when the program does not exist in the container.
+const NOT_FOUND_MARKERS: [&str; 2] = ["executable file not found", "no such file or directory"];
+
+type Outcome = Option<std::result::Result<ExitStatus, String>>;
+
+/// State shared by a running exec, its waiters and its environment.
+#[derive(Debug)]
+pub(crate) struct ExecShared {
+    inner: Arc<Inner>,
+    exec_id: String,
+    bin: String,
+    grace: Duration,
+    status: watch::Receiver<Outcome>,
+    /// The last signal we sent, to tell `128 + n` from a plain exit code.
+    sent: Mutex<Option<i32>>,
+}
+
+impl ExecShared {
+    pub(crate) fn is_finished(&self) -> bool {
+        self.status.borrow().is_some()
+    }
+
+    fn try_status(&self) -> Option<ExitStatus> {
+        match &*self.status.borrow() {
+            Some(Ok(s)) => Some(*s),
+            _ => None,
+        }
+    }
+
+    async fn wait(&self) -> Result<ExitStatus> {
+        let mut rx = self.status.clone();
+        let outcome = rx
+            .wait_for(|s| s.is_some())
+            .await
+            .map_err(|_| {
+                Error::io(
+                    "observe the exec",
+                    std::io::Error::other("supervisor ended"),
+                )
+            })?
+            .clone();
+        match outcome {
+            Some(Ok(s)) => Ok(s),
+            Some(Err(msg)) if msg == "not found" => Err(Error::NotFound {
+                bin: self.bin.clone(),
+                searched: Some("the container's PATH".into()),
+            }),
+            Some(Err(msg)) => Err(DockerError::Operation {
+                action: "observe the exec",
+                message: msg,
+            }
+            .into()),
+            None => unreachable!("wait_for returned an unset status"),
+        }
+    }
+
+    /// The exec's pid inside the container (from its host pid's `NSpid`), or `None`
+    /// once it has ended. Right after `start_exec` the engine may not report the
+    /// process yet; it is asked again shortly until it does.
+    async fn container_pid(&self) -> Result<Option<i64>> {
+        let mut pause = Duration::from_millis(1);
+        let host_pid = loop {
+            if self.is_finished() {
+                return Ok(None);
+            }
+            let info = self
+                .inner
+                .docker
+                .inspect_exec(&self.exec_id)
+                .await
+                .map_err(DockerError::op("inspect the exec"))?;
+            match (info.running, info.pid.filter(|p| *p > 0)) {
+                (Some(true), Some(pid)) => break pid,
+                (_, _) if info.exit_code.is_some() => return Ok(None),
+                _ => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        };
+        let status = std::fs::read_to_string(format!("/proc/{host_pid}/status"))
+            .map_err(|e| Error::io("find the exec's pid (the engine must run on this host)", e))?;
+        Ok(status
+            .lines()
+            .find(|l| l.starts_with("NSpid:"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|p| p.parse().ok()))
+    }
+
+    async fn signal(&self, signal: Signal) -> Result<()> {
+        if self.is_finished() {
+            return Ok(());
+        }
+        let Some(pid) = self.container_pid().await? else {
+            return Ok(());
+        };
+        let Some(container) = self.inner.running().map(|r| r.id) else {
+            return Ok(());
+        };
+        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(signal.number());
+        let cmd = vec![
+            "kill".to_string(),
+            "-s".to_string(),
+            signal.name().trim_start_matches("SIG").to_string(),
+            pid.to_string(),
+        ];
+        let docker = &self.inner.docker;
+        let exec = docker
+            .create_exec(
+                &container,
+                ExecConfig {
+                    cmd: Some(cmd),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(DockerError::op("create the kill exec"))?;
+        if let Ok(StartExecResults::Attached { mut output, .. }) =
+            docker.start_exec(&exec.id, None).await
+        {
+            while output.next().await.is_some() {}
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn stop(&self) -> Result<()> {
+        if self.is_finished() {
+            return Ok(());
+        }
+        self.signal(Signal::Terminate).await?;
+        if tokio::time::timeout(self.grace, self.wait()).await.is_err() {
+            self.signal(Signal::Kill).await?;
+        }
+        match self.wait().await {
+            Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A process run as an exec in a Docker container.
+#[derive(Debug)]
+pub struct DockerProc {
+    inner: Arc<Inner>,
+    cmd: Vec<String>,
+    env_layers: EnvLayers,
+    own_env: EnvLayers,
+    work_dir: Option<PathBuf>,
+    user: Option<String>,
+    output: Output,
+    grace: Duration,
+    stdin: Option<DuplexStream>,
+    stdout: Option<DuplexStream>,
+    stdin_taken: bool,
+    stdout_taken: bool,
+    shared: Option<Arc<ExecShared>>,
+}
+
+impl DockerProc {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        cmd: Vec<String>,
+        env_layers: EnvLayers,
+        work_dir: Option<PathBuf>,
+        user: Option<String>,
+    ) -> Self {
+        DockerProc {
+            inner,
+            cmd,
+            env_layers,
+            own_env: EnvLayers::new(),
+            work_dir,
+            user,
+            output: Arc::new(StdioSink),
+            grace: DEFAULT_STOP_GRACE,
+            stdin: None,
+            stdout: None,
+            stdin_taken: false,
+            stdout_taken: false,
+            shared: None,
+        }
+    }
+
+    /// The exec's id, once started.
+    pub fn exec_id(&self) -> Option<&str> {
+        self.shared.as_ref().map(|s| s.exec_id.as_str())
+    }
+}
+
+#[async_trait]
+impl Proc for DockerProc {
+    fn with_dir(&mut self, dir: &Path) {
+        self.work_dir = Some(match &self.work_dir {
+            Some(base) => base.join(dir),
+            None => dir.to_path_buf(),
+        });
+    }
+
+    fn with_output(&mut self, output: Output) {
+        self.output = output;
+    }
+
+    fn with_env_vars(&mut self, vars: Vec<EnvironmentVariable>) {
+        self.own_env.set_all(vars);
+    }
+
+    fn with_env_var_append(&mut self, var: EnvironmentVariable, sep: &str) {
+        self.own_env.join(var, sep, JoinPosition::Append);
+    }
+
+    fn with_env_var_prepend(&mut self, var: EnvironmentVariable, sep: &str) {
+        self.own_env.join(var, sep, JoinPosition::Prepend);
+    }
+
+    fn with_stop_grace(&mut self, grace: Duration) {
+        self.grace = grace;
+    }
+
+    /// Not supported by the Docker backend yet: the exec's own exit ends the run.
+    fn wait_on(&mut self, _bin: &str) {}
+
+    fn stdin_pipe(&mut self) -> Result<ProcStdin> {
+        if self.stdin_taken || self.shared.is_some() {
+            return Err(Error::PipeUnavailable("stdin"));
+        }
+        let (user, ours) = tokio::io::duplex(PIPE_SIZE);
+        self.stdin = Some(ours);
+        self.stdin_taken = true;
+        Ok(Box::new(user))
+    }
+
+    fn stdout_pipe(&mut self) -> Result<ProcStdout> {
+        if self.stdout_taken || self.shared.is_some() {
+            return Err(Error::PipeUnavailable("stdout"));
+        }
+        let (user, ours) = tokio::io::duplex(PIPE_SIZE);
+        self.stdout = Some(ours);
+        self.stdout_taken = true;
+        Ok(Box::new(user))
+    }
+
+    async fn start(&mut self) -> Result<()> {
+        if self.shared.is_some() {
+            return Err(Error::AlreadyStarted);
+        }
+        let running = self.inner.running().ok_or_else(|| {
+            DockerError::NoContainer("the environment has no running container; call init".into())
+        })?;
+        let mut env = running.env.clone();
+        self.env_layers.apply_to(&mut env);
+        self.own_env.apply_to(&mut env);
+        let docker = &self.inner.docker;
+        let exec = docker
+            .create_exec(
+                &running.id,
+                ExecConfig {
+                    cmd: Some(self.cmd.clone()),
+                    env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                    working_dir: self.work_dir.as_ref().map(|d| d.display().to_string()),
+                    user: self.user.clone(),
+                    attach_stdin: Some(self.stdin.is_some()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(DockerError::op("create the exec"))?;
+        let started = docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(DockerError::op("start the exec"))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(DockerError::Operation {
+                action: "attach to the exec",
+                message: "the engine detached it".into(),
+            }
+            .into());
+        };
+        if let Some(mut from_user) = self.stdin.take() {
+            let mut input = input;
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_user, &mut input).await;
+                // Half-close: the process sees end of file, its output keeps coming.
+                let _ = input.shutdown().await;
+            });
+        }
+        let (status_tx, status_rx) = watch::channel(None);
+        let shared = Arc::new(ExecShared {
+            inner: Arc::clone(&self.inner),
+            exec_id: exec.id.clone(),
+            bin: self.cmd[0].clone(),
+            grace: self.grace,
+            status: status_rx,
+            sent: Mutex::new(None),
+        });
+        tokio::spawn(supervise(
+            Arc::clone(&shared),
+            output,
+            self.stdout.take(),
+            Arc::clone(&self.output),
+            status_tx,
+        ));
+        {
+            let mut procs = self.inner.procs.lock().unwrap_or_else(|p| p.into_inner());
+            procs.retain(|p| !p.is_finished());
+            procs.push(Arc::clone(&shared));
+        }
+        self.shared = Some(shared);
+        Ok(())
+    }
+
+    async fn wait(&self) -> Result<ExitStatus> {
+        self.shared.as_ref().ok_or(Error::NotStarted)?.wait().await
+    }
+
+    async fn stop(&self) -> Result<()> {
+        match &self.shared {
+            Some(s) => s.stop().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn signal(&self, signal: Signal) -> Result<()> {
+        self.shared
+            .as_ref()
+            .ok_or(Error::NotStarted)?
+            .signal(signal)
+            .await
+    }
+
+    async fn is_running(&self) -> Result<bool> {
+        Ok(self.shared.as_ref().is_some_and(|s| !s.is_finished()))
+    }
+
+    fn try_status(&self) -> Option<ExitStatus> {
+        self.shared.as_ref().and_then(|s| s.try_status())
+    }
+
+    /// Execs have no host pid we own.
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+}
+
+type OutputStream = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = std::result::Result<bollard::container::LogOutput, bollard::errors::Error>,
+            > + Send,
+    >,
+>;
+
+async fn supervise(
+    shared: Arc<ExecShared>,
+    mut output: OutputStream,
+    mut raw_stdout: Option<DuplexStream>,
+    sink: Output,
+    status_tx: watch::Sender<Outcome>,
+) {
+    use bollard::container::LogOutput;
+    let mut out_lines = LineBuffer::new(Stream::Stdout);
+    let mut err_lines = LineBuffer::new(Stream::Stderr);
+    // The engine reports a missing program as output; hold the first bytes until we
+    // know whether that is what they are.
+    let mut first: Option<Vec<u8>> = Some(Vec::new());
+    while let Some(item) = output.next().await {
+        let Ok(item) = item else { break };
+        let (stream, bytes) = match item {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                (Stream::Stdout, message)
+            }
+            LogOutput::StdErr { message } => (Stream::Stderr, message),
+            LogOutput::StdIn { .. } => continue,
+        };
+        if let Some(held) = first.as_mut() {
+            if held.len() < 512 {
+                held.extend_from_slice(&bytes);
+            }
+            if held.starts_with(b"OCI runtime exec failed") && held.len() < 512 {
+                continue;
+            }
+            first = None;
+        }
+        match (stream, raw_stdout.as_mut()) {
+            (Stream::Stdout, Some(raw)) => {
+                if raw.write_all(&bytes).await.is_err() {
+                    raw_stdout = None;
+                }
+            }
+            (Stream::Stdout, None) => out_lines.push(&bytes, &*sink),
+            (Stream::Stderr, _) => err_lines.push(&bytes, &*sink),
+        }
+    }
+    out_lines.finish(&*sink);
+    err_lines.finish(&*sink);
+    drop(raw_stdout);
+
+    let outcome = exit_status(&shared).await.map(|code| {
+        let sent = *shared.sent.lock().unwrap_or_else(|p| p.into_inner());
+        match sent {
+            Some(sig) if code == 128 + i64::from(sig) => ExitStatus::Signaled(sig),
+            _ => ExitStatus::Exited(code as i32),
+        }
+    });
+    let engine_says_missing = first.as_ref().is_some_and(|held| {
+        let text = String::from_utf8_lossy(held);
+        text.starts_with("OCI runtime exec failed")
+            && NOT_FOUND_MARKERS.iter().any(|m| text.contains(m))
+    });
+    let outcome = match outcome {
+        Ok(ExitStatus::Exited(126 | 127)) if engine_says_missing => Err("not found".to_string()),
+        other => other,
+    };
+    let _ = status_tx.send(Some(outcome));
+}
+
+/// Reads the exit code once the output ended; the engine may need a moment to notice
+/// the exit, so retry quickly while it still says "running".
+async fn exit_status(shared: &ExecShared) -> std::result::Result<i64, String> {
+    let mut pause = Duration::from_millis(1);
+    for _ in 0..200 {
+        match shared.inner.docker.inspect_exec(&shared.exec_id).await {
+            Ok(info) if info.running == Some(true) => {}
+            Ok(info) => {
+                return info
+                    .exit_code
+                    .ok_or_else(|| "the engine reported no exit code".into())
+            }
+            Err(e) => {
+                return Err(format!(
+                    "the exec could not be inspected (was the container removed?): {e}"
+                ))
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    Err("the engine still reports the exec as running after its output ended".into())
+}

@@ -1,0 +1,23 @@
+//! The Docker backend: one labelled container per environment, processes as `exec`s.
+//!
+//! Talks to the engine with bollard (`DOCKER_HOST` for unix and tcp sockets is
+//! honoured, the API version is negotiated so Docker 20.10 works). See
+//! [`DockerEnvironment`] and [`DockerProc`].
+#![deny(missing_docs)]
+
+mod client;
+mod environment;
+mod error;
+mod exec;
+mod image;
+mod names;
+
+pub use client::{connect, docker_engine_running};
+pub use environment::{DockerEnvironment, DockerPortMapping};
+pub use error::DockerError;
+pub use exec::DockerProc;
+pub use image::{get_image_if_not_present, image_exists, image_id, PullProgress};
+pub use names::{
+    container_name, LABEL_CONFIG, LABEL_EPHEMERAL, LABEL_HOST, LABEL_NAME, LABEL_OWNER,
+    LABEL_SESSION,
+};

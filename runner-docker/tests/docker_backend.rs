@@ -1,0 +1,308 @@
+//! The Docker backend against a real dockerd and a locally built busybox image.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runner_core::{CaptureSink, EnvironmentVariable, Error, ExitStatus, Proc, RunnerEnvironment};
+use runner_docker::{docker_engine_running, DockerEnvironment, DockerError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn image() -> String {
+    std::env::var("RUNNER_TEST_IMAGE").unwrap_or_else(|_| "runner-test/busybox:latest".into())
+}
+
+/// Skips (loudly) without an engine, unless engines are required.
+async fn engine() -> bool {
+    if docker_engine_running(Duration::from_secs(3)).await {
+        return true;
+    }
+    if std::env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1") {
+        panic!("a Docker engine is required (RUNNER_REQUIRE_ENGINES=1) but none answers");
+    }
+    eprintln!("SKIPPED: no Docker engine; run `cargo xtask test` as root to provision one");
+    false
+}
+
+/// Removes the container even when a test fails half-way.
+struct Cleanup(String);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+fn unique(name: &str) -> String {
+    format!("test-{name}-{}", std::process::id())
+}
+
+async fn paused(name: &str, dir: &std::path::Path) -> (DockerEnvironment, Cleanup) {
+    let mut env = DockerEnvironment::new(&image(), dir, &unique(name))
+        .await
+        .unwrap();
+    env.with_pause();
+    let guard = Cleanup(env.container_name().to_string());
+    env.init().await.unwrap();
+    (env, guard)
+}
+
+async fn output(env: &DockerEnvironment, script: &str) -> (ExitStatus, String, String) {
+    let mut p = env.new_process("sh", &["-c", script]).await.unwrap();
+    let cap = CaptureSink::new();
+    p.with_output(cap.clone());
+    let status = p.run().await.unwrap();
+    (status, cap.stdout_string(), cap.stderr_string())
+}
+
+fn containers_named(name: &str) -> usize {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("name={name}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[tokio::test]
+async fn execs_follow_the_proc_contract() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "from the host\n").unwrap();
+    let (env, _guard) = paused("contract", dir.path()).await;
+
+    let (status, out, err) = output(&env, "cat hello.txt; echo oops >&2; exit 3").await;
+    assert_eq!(status, ExitStatus::Exited(3));
+    assert_eq!(out, "from the host\n");
+    assert_eq!(err, "oops\n");
+
+    // Environment layering and append, as natively.
+    let mut p = env
+        .new_process("sh", &["-c", "echo $A:$B; echo $PATH"])
+        .await
+        .unwrap();
+    p.with_env_vars(vec![EnvironmentVariable::new("A", "proc").unwrap()]);
+    p.with_env_var_append(EnvironmentVariable::new("PATH", "/extra").unwrap(), ":");
+    let cap = CaptureSink::new();
+    p.with_output(cap.clone());
+    assert!(p.run().await.unwrap().success());
+    assert_eq!(cap.stdout_string(), "proc:\n/bin:/extra\n");
+
+    // Binary stdin, half-closed on drop, and raw stdout.
+    let mut p = env.new_process("cat", &[]).await.unwrap();
+    let mut stdin = p.stdin_pipe().unwrap();
+    let mut stdout = p.stdout_pipe().unwrap();
+    p.start().await.unwrap();
+    let payload: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
+    let expected = payload.clone();
+    let writer = tokio::spawn(async move {
+        stdin.write_all(&payload).await.unwrap();
+        drop(stdin);
+    });
+    let mut got = Vec::new();
+    stdout.read_to_end(&mut got).await.unwrap();
+    writer.await.unwrap();
+    assert!(
+        got == expected,
+        "{} bytes back of {}",
+        got.len(),
+        expected.len()
+    );
+    assert!(p.wait().await.unwrap().success());
+
+    // A missing binary is a typed error.
+    let mut p = env.new_process("no-such-binary", &[]).await.unwrap();
+    let r = p.run().await;
+    assert!(
+        matches!(r, Err(Error::NotFound { .. })),
+        "missing binary: {r:?}"
+    );
+    assert!(matches!(
+        env.with_binary("no-such-binary").await,
+        Err(Error::NotFound { .. })
+    ));
+    env.with_binary("sh").await.unwrap();
+
+    env.shutdown().await.unwrap();
+    env.shutdown().await.unwrap();
+    assert!(env.container_deleted().await.unwrap());
+}
+
+#[tokio::test]
+async fn stop_and_wait_from_many_tasks() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _guard) = paused("stop", dir.path()).await;
+    let mut p = env.new_process("sleep", &["30"]).await.unwrap();
+    p.with_output(Arc::new(runner_core::NullSink));
+    p.start().await.unwrap();
+    let p: Arc<dyn Proc> = Arc::from(p);
+    let waiters: Vec<_> = (0..5)
+        .map(|_| {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move { p.wait().await.unwrap() })
+        })
+        .collect();
+    assert!(p.is_running().await.unwrap());
+    tokio::time::timeout(Duration::from_secs(20), p.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    for w in waiters {
+        assert_eq!(w.await.unwrap(), ExitStatus::Signaled(15));
+    }
+    assert!(!p.is_running().await.unwrap());
+    p.stop().await.unwrap();
+
+    // A process that ignores SIGTERM is killed after the grace.
+    let mut p = env
+        .new_process(
+            "sh",
+            &[
+                "-c",
+                "trap '' TERM; echo ready; while :; do sleep 0.1; done",
+            ],
+        )
+        .await
+        .unwrap();
+    p.with_stop_grace(Duration::from_millis(300));
+    let mut out = p.stdout_pipe().unwrap();
+    p.start().await.unwrap();
+    let mut buf = [0u8; 6];
+    out.read_exact(&mut buf).await.unwrap();
+    tokio::spawn(async move {
+        let mut sink = Vec::new();
+        let _ = out.read_to_end(&mut sink).await;
+    });
+    tokio::time::timeout(Duration::from_secs(20), p.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.try_status(), Some(ExitStatus::Signaled(9)));
+    env.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn containers_are_reused_only_when_the_configuration_matches() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("reuse");
+    let _guard = Cleanup(runner_docker::container_name(&name));
+    let make = |extra: Option<&'static str>| {
+        let name = name.clone();
+        let dir = dir.path().to_path_buf();
+        async move {
+            let mut env = DockerEnvironment::new(&image(), &dir, &name).await.unwrap();
+            env.with_pause();
+            if let Some(v) = extra {
+                env.with_env_vars(vec![EnvironmentVariable::new("EXTRA", v).unwrap()]);
+            }
+            env.init().await.unwrap();
+            env
+        }
+    };
+    let first = make(None).await;
+    let second = make(None).await;
+    assert_eq!(first.container_id(), second.container_id());
+    let changed = make(Some("x")).await;
+    assert_ne!(first.container_id(), changed.container_id());
+    assert!(first.container_deleted().await.unwrap());
+    let (_, out, _) = output(&changed, "echo $EXTRA").await;
+    assert_eq!(out, "x\n");
+    changed.shutdown().await.unwrap();
+    assert!(!changed.is_container_present().await.unwrap());
+}
+
+#[tokio::test]
+async fn bad_input_is_typed() {
+    if !engine().await {
+        return;
+    }
+    // An image that is not here cannot be pulled offline.
+    let err = DockerEnvironment::new_headless("runner-test/does-not-exist:1", "x")
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Backend { source, .. } => assert!(
+            matches!(
+                source.downcast_ref::<DockerError>(),
+                Some(DockerError::ImageUnavailable { .. })
+            ),
+            "{err}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // A name Docker would reject is made valid.
+    let mut env = DockerEnvironment::new_headless(&image(), &unique("we ird/name:ü"))
+        .await
+        .unwrap();
+    env.with_pause();
+    let _guard = Cleanup(env.container_name().to_string());
+    env.init().await.unwrap();
+    // A missing directory.
+    assert!(matches!(
+        DockerEnvironment::new(&image(), "/definitely/missing", "x").await,
+        Err(Error::DirNotFound(_))
+    ));
+    // A container that exits at once is removed, not leaked.
+    let mut quick = DockerEnvironment::new_headless(&image(), &unique("quick"))
+        .await
+        .unwrap();
+    quick.with_command(vec!["true".into()]);
+    let _g2 = Cleanup(quick.container_name().to_string());
+    assert!(quick.init().await.is_err());
+    assert!(!quick.is_container_present().await.unwrap());
+    env.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn container_removed_from_outside_ends_the_wait() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _guard) = paused("removed", dir.path()).await;
+    let mut p = env.new_process("sleep", &["60"]).await.unwrap();
+    p.start().await.unwrap();
+    let id = env.container_id().unwrap();
+    std::process::Command::new("docker")
+        .args(["rm", "-f", &id])
+        .output()
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(30), p.wait())
+        .await
+        .unwrap();
+    assert!(r.as_ref().map_or(true, |s| !s.success()), "{r:?}");
+    assert!(!p.is_running().await.unwrap());
+    env.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn twenty_concurrent_execs_and_a_long_line() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _guard) = paused("concurrent", dir.path()).await;
+    let env = Arc::new(env);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let env = Arc::clone(&env);
+        set.spawn(async move { (i, output(&env, &format!("echo exec-{i}")).await) });
+    }
+    while let Some(r) = set.join_next().await {
+        let (i, (status, out, _)) = r.unwrap();
+        assert!(status.success());
+        assert_eq!(out, format!("exec-{i}\n"));
+    }
+    let (status, out, _) = output(&env, "head -c 10485760 /dev/zero | tr '\\0' a; echo").await;
+    assert!(status.success());
+    assert_eq!(out.len(), 10 * 1024 * 1024 + 1);
+    env.shutdown().await.unwrap();
+    assert_eq!(containers_named(env.container_name()), 0);
+}
