@@ -4,9 +4,13 @@
 //! the group's leader runs its program and remove it when the group ends.
 #![deny(missing_docs)]
 
+#[cfg(feature = "docker")]
+pub mod containers;
 pub mod ledger;
 pub mod sweep;
 
+#[cfg(feature = "docker")]
+pub use containers::{reap_stale_containers, ContainerSweepReport};
 pub use ledger::{
     default_state_dir, remove_record, write_record, Ledger, LedgerError, Record, RECORD_SCHEMA,
 };

@@ -1,5 +1,6 @@
 //! An owner is SIGKILLed with three process trees running, one of them a nested
-//! owner two levels deep: a single sweep leaves no process and no record.
+//! owner two levels deep, and two containers: a single sweep leaves no process, no
+//! record and no container.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -19,7 +20,12 @@ fn one_sweep_cleans_up_after_a_sigkilled_owner() {
     let state = tmp.path().join("state");
     let work = tmp.path().join("work");
     std::fs::create_dir(&work).unwrap();
-    let mut helper = Command::new(env!("CARGO_BIN_EXE_reap-helper"))
+    let docker = docker_available();
+    let mut helper = Command::new(env!("CARGO_BIN_EXE_reap-helper"));
+    if docker {
+        helper.env("HELPER_DOCKER_IMAGE", "runner-test/busybox:latest");
+    }
+    let mut helper = helper
         .args(["top", work.to_str().unwrap()])
         .env("RUNNER_STATE_DIR", &state)
         .stdout(Stdio::piped())
@@ -34,6 +40,10 @@ fn one_sweep_cleans_up_after_a_sigkilled_owner() {
     // top: plain + stubborn + nested(2); nested 2: plain + nested(1); nested 1: plain.
     assert_eq!(records_before, 6);
 
+    let prefix = format!("runner-reap-helper-{}-", helper.id());
+    if docker {
+        assert_eq!(containers_named(&prefix), 2);
+    }
     helper.kill().unwrap();
     helper.wait().unwrap();
 
@@ -70,4 +80,50 @@ fn one_sweep_cleans_up_after_a_sigkilled_owner() {
         .filter(|n| n.to_string_lossy().ends_with(".json"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+
+    if docker {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let swept = rt.block_on(runner_reaper::reap_stale_containers(Duration::from_secs(
+            60,
+        )));
+        assert!(
+            swept.errors.is_empty() && swept.engine_unavailable.is_none(),
+            "{swept}"
+        );
+        assert_eq!(containers_named(&prefix), 0, "{swept}");
+        assert!(
+            swept
+                .removed
+                .iter()
+                .filter(|n| n.starts_with(&prefix))
+                .count()
+                == 2,
+            "{swept}"
+        );
+    }
+}
+
+fn docker_available() -> bool {
+    let up = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !up {
+        if std::env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1") {
+            panic!("a Docker engine is required (RUNNER_REQUIRE_ENGINES=1) but none answers");
+        }
+        eprintln!("SKIPPED (containers part): no Docker engine");
+    }
+    up
+}
+
+fn containers_named(prefix: &str) -> usize {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|n| n.starts_with(prefix))
+        .count()
 }

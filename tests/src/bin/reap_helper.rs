@@ -3,7 +3,8 @@
 //!
 //! `reap-helper top DIR`: a plain tree, a tree that ignores SIGTERM and a nested owner
 //! (`reap-helper nested 2 DIR`), which itself starts a tree and `nested 1`.
-//! Every process of every tree appends its pid to `DIR/pids`.
+//! Every process of every tree appends its pid to `DIR/pids`. With
+//! `HELPER_DOCKER_IMAGE` set, `top` also starts two paused containers.
 
 use runner_core::{Proc, RunnerEnvironment};
 use runner_native::NativeEnvironment;
@@ -56,6 +57,21 @@ async fn main() {
         let next = if mode == "top" { level } else { level - 1 };
         let next = next.to_string();
         keep.push(start_ready(&env, me, &["nested", &next, &dir]).await);
+    }
+    // With an image, the top owner also runs two paused containers.
+    let mut containers = Vec::new();
+    if mode == "top" {
+        if let Ok(image) = std::env::var("HELPER_DOCKER_IMAGE") {
+            for i in 0..2 {
+                let name = format!("reap-helper-{}-{i}", std::process::id());
+                let mut env = runner_docker::DockerEnvironment::new_headless(&image, &name)
+                    .await
+                    .expect("docker env");
+                env.with_pause();
+                env.init().await.expect("container");
+                containers.push(env);
+            }
+        }
     }
     println!("ready");
     // Killed by the test (top) or by the sweep (nested).

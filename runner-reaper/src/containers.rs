@@ -1,0 +1,190 @@
+//! The container sweep: containers whose owner died, found by label only.
+//!
+//! Only containers labelled `runner.owner` are looked at. One is removed when it was
+//! created on this host (`runner.host`) by an owner that is dead (`runner.session` is
+//! `<pid>-<start time>`: the pid is gone, a zombie, or alive with another start
+//! time), or when it is ephemeral (`runner.ephemeral=true`) and not running. A
+//! container of another host, or without the labels, is never touched. An engine
+//! that does not answer is reported, not an error.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use runner_docker::{LABEL_EPHEMERAL, LABEL_HOST, LABEL_OWNER, LABEL_SESSION};
+
+/// What a container sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ContainerSweepReport {
+    /// Names of the containers removed.
+    pub removed: Vec<String>,
+    /// Labelled containers left alone (live owner, or another host).
+    pub kept: usize,
+    /// Why the engine could not be swept, when it could not.
+    pub engine_unavailable: Option<String>,
+    /// Removals that failed.
+    pub errors: Vec<String>,
+}
+
+impl fmt::Display for ContainerSweepReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(why) = &self.engine_unavailable {
+            return writeln!(f, "containers not swept: {why}");
+        }
+        for name in &self.removed {
+            writeln!(f, "removed container {name}")?;
+        }
+        for e in &self.errors {
+            writeln!(f, "error: {e}")?;
+        }
+        writeln!(
+            f,
+            "{} containers removed, {} kept",
+            self.removed.len(),
+            self.kept
+        )
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// True when `session` (`<pid>-<start time>`) names a live process.
+fn owner_alive(session: &str) -> bool {
+    let Some((pid, start)) = session.split_once('-') else {
+        return false;
+    };
+    let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else {
+        return false;
+    };
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .is_ok_and(|s| s.starttime == start && s.state != 'Z')
+}
+
+/// Why a labelled container should go, or `None` to keep it.
+fn verdict(labels: &HashMap<String, String>, running: bool, host: &str) -> Option<&'static str> {
+    if labels.get(LABEL_HOST).map(String::as_str) != Some(host) {
+        return None;
+    }
+    if labels.get(LABEL_EPHEMERAL).map(String::as_str) == Some("true") && !running {
+        return Some("ephemeral and stopped");
+    }
+    match labels.get(LABEL_SESSION) {
+        Some(session) if !owner_alive(session) => Some("owner is dead"),
+        _ => None,
+    }
+}
+
+/// Sweeps the engine `DOCKER_HOST` (or the local socket) points at.
+pub async fn reap_stale_containers(deadline: Duration) -> ContainerSweepReport {
+    let mut report = ContainerSweepReport::default();
+    let sweep = async {
+        let docker = match runner_docker::connect().await {
+            Ok(d) => d,
+            Err(e) => {
+                report.engine_unavailable = Some(e.to_string());
+                return;
+            }
+        };
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![LABEL_OWNER.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let list = match docker.list_containers(Some(options)).await {
+            Ok(l) => l,
+            Err(e) => {
+                report.engine_unavailable = Some(e.to_string());
+                return;
+            }
+        };
+        let host = hostname();
+        for c in list {
+            let labels = c.labels.clone().unwrap_or_default();
+            let running = c.state.as_ref().map(|s| s.to_string()) == Some("running".into());
+            let name = c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .or(c.id.clone())
+                .unwrap_or_default();
+            let Some(_why) = verdict(&labels, running, &host) else {
+                report.kept += 1;
+                continue;
+            };
+            let Some(id) = c.id else { continue };
+            let force = RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            };
+            match docker.remove_container(&id, Some(force)).await {
+                Ok(()) => report.removed.push(name),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => report
+                    .errors
+                    .push(format!("failed to remove container {name}: {e}")),
+            }
+        }
+    };
+    if tokio::time::timeout(deadline, sweep).await.is_err() {
+        report
+            .errors
+            .push("the container sweep stopped at its deadline".into());
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn verdicts() {
+        let me = std::process::id();
+        let start = procfs::process::Process::myself()
+            .unwrap()
+            .stat()
+            .unwrap()
+            .starttime;
+        let live = format!("{me}-{start}");
+        let reused = format!("{me}-{}", start + 1);
+        let host = "h1";
+        let base = |session: &str| labels(&[(LABEL_HOST, host), (LABEL_SESSION, session)]);
+        assert_eq!(verdict(&base(&live), true, host), None);
+        assert_eq!(verdict(&base(&reused), true, host), Some("owner is dead"));
+        assert_eq!(
+            verdict(&base("999999999-1"), true, host),
+            Some("owner is dead")
+        );
+        assert_eq!(verdict(&base("garbage"), true, host), Some("owner is dead"));
+        // Another host, or no host label: never touched.
+        assert_eq!(verdict(&base(&reused), true, "h2"), None);
+        assert_eq!(
+            verdict(&labels(&[(LABEL_SESSION, "1-1")]), false, host),
+            None
+        );
+        let mut eph = base(&live);
+        eph.insert(LABEL_EPHEMERAL.into(), "true".into());
+        assert_eq!(verdict(&eph, false, host), Some("ephemeral and stopped"));
+        assert_eq!(verdict(&eph, true, host), None);
+    }
+}
