@@ -1,6 +1,7 @@
 //! `runner`: run a developer tool and leave nothing behind.
 //!
-//! `runner run [--backend auto|native|nix] [--dir DIR] [-e K=V]... -- CMD ARGS...` streams the command's stdin,
+//! `runner run [--backend auto|native|nix|docker] [--image IMG] [--dir DIR] [-e K=V]...
+//! [-p HOST:CONTAINER]... -- CMD ARGS...` streams the command's stdin,
 //! stdout and stderr, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to its process group and
 //! exits with its exit code (128 + signal when it was killed). A missing command
 //! exits 127, one that cannot be executed 126, bad flags or a missing directory 2,
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use runner_core::{EnvironmentVariable, Error, Proc, RunnerEnvironment, Signal};
+use runner_docker::DockerEnvironment;
 use runner_native::NativeEnvironment;
 use runner_nix::NixEnvironment;
 use tokio::io::AsyncWriteExt;
@@ -45,12 +47,15 @@ enum Command {
 /// Where the command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum BackendArg {
-    /// Nix when nix is installed and DIR has a flake.nix, else native.
+    /// Docker when --image is given and an engine answers, else nix when nix is
+    /// installed and DIR has a flake.nix, else native.
     Auto,
     /// Directly on the host.
     Native,
     /// In the dev shell of DIR/flake.nix (materialized once, cached).
     Nix,
+    /// In a container of --image, with DIR mounted at the same path (removed on exit).
+    Docker,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,12 +67,29 @@ struct RunArgs {
     /// nix backend, the directory holding flake.nix.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Image for the docker backend.
+    #[arg(long, value_name = "IMG")]
+    image: Option<String>,
+    /// Publish a container port on 127.0.0.1 (docker backend; repeatable).
+    #[arg(short = 'p', long = "publish", value_name = "HOST:CONTAINER", value_parser = parse_port)]
+    ports: Vec<(u16, u16)>,
     /// Set an environment variable for the command (repeatable).
     #[arg(short = 'e', long = "env", value_name = "K=V", value_parser = parse_env)]
     env: Vec<EnvironmentVariable>,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "CMD ARGS")]
     command: Vec<String>,
+}
+
+fn parse_port(s: &str) -> Result<(u16, u16), String> {
+    let (h, c) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected HOST:CONTAINER, got `{s}`"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("`{p}` is not a port number"))
+    };
+    Ok((port(h)?, port(c)?))
 }
 
 fn parse_env(s: &str) -> Result<EnvironmentVariable, String> {
@@ -90,17 +112,23 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
-            Command::Reap => reap(),
+            Command::Reap => reap().await,
         }
     });
     // Do not wait for the thread blocked on our stdin.
     std::process::exit(code);
 }
 
-fn reap() -> i32 {
-    let report = runner_reaper::reap_stale_process_groups(std::time::Duration::from_secs(30));
-    print!("{report}");
-    if report.errors.is_empty() {
+async fn reap() -> i32 {
+    let groups = tokio::task::spawn_blocking(|| {
+        runner_reaper::reap_stale_process_groups(std::time::Duration::from_secs(30))
+    })
+    .await
+    .unwrap_or_default();
+    print!("{groups}");
+    let containers = runner_reaper::reap_stale_containers(std::time::Duration::from_secs(30)).await;
+    print!("{containers}");
+    if groups.errors.is_empty() && containers.errors.is_empty() {
         0
     } else {
         1
@@ -121,15 +149,15 @@ async fn run(args: RunArgs) -> i32 {
         );
     }
 
-    let dir = args.dir.unwrap_or_else(|| PathBuf::from("."));
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     if let Err(e) = check_dir(&dir) {
         return fail(&e, i32::from(EXIT_USAGE));
     }
-    let mut env = match make_env(args.backend, &dir) {
+    let mut env = match make_env(&args, &dir).await {
         Ok(env) => env,
         Err(e) => return fail(&e, i32::from(EXIT_INTERNAL)),
     };
-    env.with_env_vars(args.env);
+    env.with_env_vars(args.env.clone());
     if let Err(e) = env.init().await {
         return fail(&e, i32::from(EXIT_INTERNAL));
     }
@@ -168,21 +196,48 @@ fn nix_cache_dir() -> PathBuf {
     base.join("runner/nix")
 }
 
-fn make_env(
-    backend: BackendArg,
+async fn make_env(
+    args: &RunArgs,
     dir: &std::path::Path,
 ) -> Result<Box<dyn RunnerEnvironment>, Error> {
-    let use_nix = match backend {
-        BackendArg::Native => false,
-        BackendArg::Nix => true,
-        BackendArg::Auto => runner_nix::check_nix_installed() && dir.join("flake.nix").is_file(),
+    let backend = match args.backend {
+        BackendArg::Auto
+            if args.image.is_some()
+                && runner_docker::docker_engine_running(std::time::Duration::from_secs(1))
+                    .await =>
+        {
+            BackendArg::Docker
+        }
+        BackendArg::Auto
+            if runner_nix::check_nix_installed() && dir.join("flake.nix").is_file() =>
+        {
+            BackendArg::Nix
+        }
+        BackendArg::Auto => BackendArg::Native,
+        other => other,
     };
-    if use_nix {
-        let mut env = NixEnvironment::new(dir)?;
-        env.with_cache_dir(nix_cache_dir());
-        Ok(Box::new(env))
-    } else {
-        Ok(Box::new(NativeEnvironment::new(dir)?))
+    match backend {
+        BackendArg::Docker => {
+            let image = args.image.as_deref().ok_or_else(|| {
+                Error::backend(
+                    runner_core::Backend::Docker,
+                    "--image is required with --backend docker",
+                )
+            })?;
+            let name = format!("run-{}", std::process::id());
+            let mut env = DockerEnvironment::new(image, dir, &name).await?;
+            env.with_pause().with_ephemeral();
+            for (host, container) in &args.ports {
+                env.with_port_mapping(*host, *container);
+            }
+            Ok(Box::new(env))
+        }
+        BackendArg::Nix => {
+            let mut env = NixEnvironment::new(dir)?;
+            env.with_cache_dir(nix_cache_dir());
+            Ok(Box::new(env))
+        }
+        BackendArg::Native | BackendArg::Auto => Ok(Box::new(NativeEnvironment::new(dir)?)),
     }
 }
 

@@ -318,3 +318,139 @@ fn nix_backend_errors_name_the_reason() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("no flake.nix"));
     }
 }
+
+fn docker_available() -> bool {
+    let up = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !up {
+        if std::env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1") {
+            panic!("a Docker engine is required (RUNNER_REQUIRE_ENGINES=1) but none answers");
+        }
+        eprintln!("SKIPPED: no Docker engine");
+    }
+    up
+}
+
+const IMAGE: &str = "runner-test/busybox:latest";
+
+fn runner_containers(pid: u32) -> usize {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name=runner-run-{pid}"),
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn docker_backend_runs_in_a_container_and_removes_it() {
+    if !docker_available() {
+        return;
+    }
+    let cli = Cli::new();
+    std::fs::write(cli.tmp.path().join("marker"), "on the host\n").unwrap();
+    let dir = cli.tmp.path().to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let mut child = cli
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"from stdin\n")
+            .unwrap();
+        (child.wait_with_output().unwrap(), pid)
+    };
+    let (out, pid) = run(&[
+        "run",
+        "--backend",
+        "docker",
+        "--image",
+        IMAGE,
+        "--dir",
+        &dir,
+        "-e",
+        "K=v",
+        "--",
+        "sh",
+        "-c",
+        "cat marker; echo $K; cat; exit 5",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"on the host\nv\nfrom stdin\n");
+    assert_eq!(runner_containers(pid), 0);
+    let (out, _) = run(&[
+        "run",
+        "--backend",
+        "docker",
+        "--image",
+        IMAGE,
+        "--",
+        "no-such-binary",
+    ]);
+    assert_eq!(out.status.code(), Some(127));
+    let (out, _) = run(&["run", "--backend", "docker", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--image is required"));
+    let (out, _) = run(&[
+        "run",
+        "--backend",
+        "docker",
+        "--image",
+        "runner-test/nope:1",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not available"));
+}
+
+#[test]
+fn docker_backend_forwards_sigterm() {
+    if !docker_available() {
+        return;
+    }
+    let cli = Cli::new();
+    let mut child = cli
+        .cmd(&[
+            "run",
+            "--backend",
+            "docker",
+            "--image",
+            IMAGE,
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(42));
+    assert_eq!(runner_containers(child.id()), 0);
+}
