@@ -421,6 +421,111 @@ async fn nix_rows(quick: bool, state: &std::path::Path) -> Vec<Row> {
     rows
 }
 
+async fn docker_rows(quick: bool) -> Vec<Row> {
+    use futures_util::StreamExt;
+    let image = "runner-test/busybox:latest";
+    let mut env = runner_docker::DockerEnvironment::new_headless(image, "bench-exec")
+        .await
+        .expect("docker env");
+    env.with_pause();
+    env.init().await.expect("init");
+    let id = env.container_id().expect("id");
+    let n = if quick { 40 } else { 200 };
+    let (mut ours, mut cli, mut raw) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut p = env.new_process("echo", &["hi"]).await.expect("proc");
+        p.with_output(Arc::new(runner_core::NullSink));
+        assert!(p.run().await.expect("run").success());
+        ours += t.elapsed();
+
+        let t = Instant::now();
+        let out = std::process::Command::new("docker")
+            .args(["exec", &id, "echo", "hi"])
+            .output()
+            .expect("docker exec");
+        cli += t.elapsed();
+        assert!(out.status.success());
+
+        let t = Instant::now();
+        let docker = env.docker();
+        let exec = docker
+            .create_exec(
+                &id,
+                bollard::models::ExecConfig {
+                    cmd: Some(vec!["echo".into(), "hi".into()]),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("create exec");
+        if let Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) =
+            docker.start_exec(&exec.id, None).await
+        {
+            while output.next().await.is_some() {}
+        }
+        loop {
+            let info = docker.inspect_exec(&exec.id).await.expect("inspect");
+            if info.running != Some(true) {
+                break;
+            }
+        }
+        raw += t.elapsed();
+    }
+    env.shutdown().await.expect("shutdown");
+    let mut rows = vec![
+        Row {
+            name: "docker_exec_run",
+            ours: ours.as_secs_f64(),
+            baseline: cli.as_secs_f64(),
+            baseline_desc: "the `docker exec` CLI",
+            target: 0.75,
+        },
+        Row {
+            name: "docker_exec_overhead",
+            ours: ours.as_secs_f64(),
+            baseline: raw.as_secs_f64(),
+            baseline_desc: "raw bollard create_exec + start_exec + inspect_exec",
+            target: 1.1,
+        },
+    ];
+    let m = if quick { 5 } else { 20 };
+    let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..m {
+        let t = Instant::now();
+        let mut env =
+            runner_docker::DockerEnvironment::new_headless(image, &format!("bench-init-{i}"))
+                .await
+                .expect("env");
+        env.with_pause();
+        env.init().await.expect("init");
+        env.shutdown().await.expect("shutdown");
+        ours += t.elapsed();
+        let t = Instant::now();
+        let name = format!("runner-bench-cli-{i}");
+        let up = std::process::Command::new("docker")
+            .args(["run", "-d", "--name", &name, image, "sleep", "infinity"])
+            .output()
+            .expect("docker run");
+        let rm = std::process::Command::new("docker")
+            .args(["rm", "-f", &name])
+            .output()
+            .expect("docker rm");
+        base += t.elapsed();
+        assert!(up.status.success() && rm.status.success());
+    }
+    rows.push(Row {
+        name: "docker_init",
+        ours: ours.as_secs_f64(),
+        baseline: base.as_secs_f64(),
+        baseline_desc: "`docker run -d` + `docker rm -f`",
+        target: 0.9,
+    });
+    rows
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -445,6 +550,11 @@ fn main() {
         if quick { 1 } else { 3 },
     ));
     rows.push(reap_live_groups(50));
+    if rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2))) {
+        rows.extend(rt.block_on(docker_rows(quick)));
+    } else {
+        eprintln!("docker rows SKIPPED: no Docker engine answers");
+    }
     if runner_nix::check_nix_installed() {
         rows.extend(rt.block_on(nix_rows(quick, &state_path)));
     } else {
