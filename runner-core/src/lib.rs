@@ -12,6 +12,7 @@
 
 mod env;
 mod error;
+mod exit;
 mod output;
 mod port;
 mod runtimes;
@@ -22,6 +23,7 @@ mod traits;
 
 pub use env::{host_env, EnvEdit, EnvLayers, EnvironmentVariable, JoinPosition};
 pub use error::{Error, Result};
+pub use exit::{exit_channel, join_all_first_error, ExitPublisher, ExitWatch};
 pub use output::{
     forward, CaptureSink, FnSink, ForwardReport, LineBuffer, NullSink, Output, OutputSink,
     StdioSink, Stream, WriterSink, MAX_CHUNK,

@@ -360,17 +360,8 @@ impl DockerEnvironment {
             procs.retain(|p| !p.is_finished());
             procs.clone()
         };
-        let mut set = tokio::task::JoinSet::new();
-        for p in live {
-            set.spawn(async move { p.stop().await });
-        }
-        let mut first = None;
-        while let Some(r) = set.join_next().await {
-            if let Ok(Err(e)) = r {
-                first.get_or_insert(e);
-            }
-        }
-        first.map_or(Ok(()), Err)
+        runner_core::join_all_first_error(live.into_iter().map(|p| async move { p.stop().await }))
+            .await
     }
 }
 

@@ -15,11 +15,11 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use futures_util::StreamExt;
 use runner_core::{
-    EnvLayers, EnvironmentVariable, Error, ExitStatus, JoinPosition, LineBuffer, Output, Proc,
-    ProcStdin, ProcStdout, Result, Signal, StdioSink, Stream, DEFAULT_STOP_GRACE,
+    exit_channel, EnvLayers, EnvironmentVariable, Error, ExitPublisher, ExitStatus, ExitWatch,
+    JoinPosition, LineBuffer, Output, Proc, ProcStdin, ProcStdout, Result, Signal, StdioSink,
+    Stream, DEFAULT_STOP_GRACE,
 };
 use tokio::io::{AsyncWriteExt, DuplexStream};
-use tokio::sync::watch;
 
 use crate::environment::Inner;
 use crate::DockerError;
@@ -28,8 +28,6 @@ const PIPE_SIZE: usize = 64 * 1024;
 /// The engine's message when the program does not exist in the container.
 const NOT_FOUND_MARKERS: [&str; 2] = ["executable file not found", "no such file or directory"];
 
-type Outcome = Option<std::result::Result<ExitStatus, String>>;
-
 /// State shared by a running exec, its waiters and its environment.
 #[derive(Debug)]
 pub(crate) struct ExecShared {
@@ -37,47 +35,32 @@ pub(crate) struct ExecShared {
     exec_id: String,
     bin: String,
     grace: Duration,
-    status: watch::Receiver<Outcome>,
+    status: ExitWatch,
     /// The last signal we sent, to tell `128 + n` from a plain exit code.
     sent: Mutex<Option<i32>>,
 }
 
 impl ExecShared {
     pub(crate) fn is_finished(&self) -> bool {
-        self.status.borrow().is_some()
+        self.status.is_finished()
     }
 
     fn try_status(&self) -> Option<ExitStatus> {
-        match &*self.status.borrow() {
-            Some(Ok(s)) => Some(*s),
-            _ => None,
-        }
+        self.status.try_status()
     }
 
     async fn wait(&self) -> Result<ExitStatus> {
-        let mut rx = self.status.clone();
-        let outcome = rx
-            .wait_for(|s| s.is_some())
-            .await
-            .map_err(|_| {
-                Error::io(
-                    "observe the exec",
-                    std::io::Error::other("supervisor ended"),
-                )
-            })?
-            .clone();
-        match outcome {
-            Some(Ok(s)) => Ok(s),
-            Some(Err(msg)) if msg == "not found" => Err(Error::NotFound {
+        match self.status.wait().await? {
+            Ok(s) => Ok(s),
+            Err(msg) if msg == "not found" => Err(Error::NotFound {
                 bin: self.bin.clone(),
                 searched: Some("the container's PATH".into()),
             }),
-            Some(Err(msg)) => Err(DockerError::Operation {
+            Err(msg) => Err(DockerError::Operation {
                 action: "observe the exec",
                 message: msg,
             }
             .into()),
-            None => unreachable!("wait_for returned an unset status"),
         }
     }
 
@@ -320,7 +303,7 @@ impl Proc for DockerProc {
                 let _ = input.shutdown().await;
             });
         }
-        let (status_tx, status_rx) = watch::channel(None);
+        let (status_tx, status_rx) = exit_channel();
         let shared = Arc::new(ExecShared {
             inner: Arc::clone(&self.inner),
             exec_id: exec.id.clone(),
@@ -391,7 +374,7 @@ async fn supervise(
     mut output: OutputStream,
     mut raw_stdout: Option<DuplexStream>,
     sink: Output,
-    status_tx: watch::Sender<Outcome>,
+    status_tx: ExitPublisher,
 ) {
     use bollard::container::LogOutput;
     let mut out_lines = LineBuffer::new(Stream::Stdout);
@@ -447,7 +430,7 @@ async fn supervise(
         Ok(ExitStatus::Exited(126 | 127)) if engine_says_missing => Err("not found".to_string()),
         other => other,
     };
-    let _ = status_tx.send(Some(outcome));
+    status_tx.publish(outcome);
 }
 
 /// Reads the exit code once the output ended; the engine may need a moment to notice

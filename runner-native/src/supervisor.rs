@@ -11,9 +11,9 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal as NixSignal};
 use nix::unistd::Pid;
-use runner_core::{Error, ExitStatus, Result, Signal};
+use runner_core::{exit_channel, Error, ExitPublisher, ExitStatus, ExitWatch, Result, Signal};
 use tokio::process::Child;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::spawn::Registration;
@@ -26,15 +26,13 @@ pub(crate) const PIPE_DRAIN_TIMEOUT: Duration = Duration::from_millis(250);
 /// that unless we were the subreaper).
 const GROUP_POLL: Duration = Duration::from_millis(10);
 
-type Outcome = Option<std::result::Result<ExitStatus, String>>;
-
 /// State shared by a process handle, its waiters and its environment.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pid: u32,
     grace: Duration,
     signals: mpsc::UnboundedSender<i32>,
-    status: watch::Receiver<Outcome>,
+    status: ExitWatch,
 }
 
 impl Shared {
@@ -43,36 +41,18 @@ impl Shared {
     }
 
     pub(crate) fn try_status(&self) -> Option<ExitStatus> {
-        match &*self.status.borrow() {
-            Some(Ok(s)) => Some(*s),
-            _ => None,
-        }
+        self.status.try_status()
     }
 
     pub(crate) fn is_finished(&self) -> bool {
-        self.status.borrow().is_some()
+        self.status.is_finished()
     }
 
     pub(crate) async fn wait(&self) -> Result<ExitStatus> {
-        let mut rx = self.status.clone();
-        let outcome = rx
-            .wait_for(|s| s.is_some())
-            .await
-            .map_err(|_| {
-                Error::io(
-                    "observe the process",
-                    std::io::Error::other("supervisor ended"),
-                )
-            })?
-            .clone();
-        match outcome {
-            Some(Ok(s)) => Ok(s),
-            Some(Err(msg)) => Err(Error::io(
-                "wait for the process",
-                std::io::Error::other(msg),
-            )),
-            None => unreachable!("wait_for returned an unset status"),
-        }
+        self.status
+            .wait()
+            .await?
+            .map_err(|msg| Error::io("wait for the process", std::io::Error::other(msg)))
     }
 
     pub(crate) fn signal(&self, signal: Signal) {
@@ -106,7 +86,7 @@ pub(crate) struct Supervised {
 pub(crate) fn supervise(s: Supervised) -> Arc<Shared> {
     let pid = s.child.id().unwrap_or(0);
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
-    let (status_tx, status_rx) = watch::channel(None);
+    let (status_tx, status_rx) = exit_channel();
     let grace = s.grace;
     tokio::spawn(run(s, pid as i32, sig_rx, status_tx));
     Arc::new(Shared {
@@ -121,7 +101,7 @@ async fn run(
     mut s: Supervised,
     pgid: i32,
     mut signals: mpsc::UnboundedReceiver<i32>,
-    status_tx: watch::Sender<Outcome>,
+    status_tx: ExitPublisher,
 ) {
     let outcome = loop {
         tokio::select! {
@@ -156,7 +136,7 @@ async fn run(
              the group holds them; not waiting for it"
         );
     }
-    let _ = status_tx.send(Some(outcome));
+    status_tx.publish(outcome);
 }
 
 async fn futures_join(handles: Vec<JoinHandle<()>>) {
@@ -248,16 +228,7 @@ impl Registry {
             procs.retain(|s| !s.is_finished());
             procs.clone()
         };
-        let mut set = tokio::task::JoinSet::new();
-        for p in live {
-            set.spawn(async move { p.stop().await });
-        }
-        let mut first_err = None;
-        while let Some(r) = set.join_next().await {
-            if let Ok(Err(e)) = r {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        runner_core::join_all_first_error(live.into_iter().map(|p| async move { p.stop().await }))
+            .await
     }
 }
