@@ -1,0 +1,352 @@
+//! One contract, the best backend available.
+//!
+//! [`new_companion_runner`] picks Docker (when an image is given and an engine answers
+//! a ping within [`DOCKER_DETECT_TIMEOUT`]), then Nix (nix installed and a `flake.nix`
+//! in the source dir), then native. A preferred backend that is unavailable is an
+//! error naming why, never a silent fallback. Backends are cargo features (`native`,
+//! `docker`, `nix`): a crate that needs only Docker builds without the Nix code.
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use runner_core::{Backend, Error, Proc, Result, RunnerEnvironment};
+
+/// How long auto-detection waits for a Docker engine to answer.
+pub const DOCKER_DETECT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Why a backend cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompanionError {
+    /// The preferred backend is not available here.
+    #[error("the {backend} backend is unavailable: {reason}")]
+    Unavailable {
+        /// The backend asked for.
+        backend: Backend,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// No backend was compiled in that could run this companion.
+    #[error("no usable backend: {0}")]
+    NoBackend(String),
+}
+
+impl From<CompanionError> for Error {
+    fn from(e: CompanionError) -> Self {
+        let backend = match &e {
+            CompanionError::Unavailable { backend, .. } => *backend,
+            CompanionError::NoBackend(_) => Backend::Native,
+        };
+        Error::backend(backend, e)
+    }
+}
+
+/// What a companion is and where it works.
+#[derive(Debug, Clone, Default)]
+pub struct CompanionOpts {
+    /// A short name (the Docker container is `runner-<name>`).
+    pub name: String,
+    /// The host directory the companion works in (mounted at the same path in Docker).
+    pub source_dir: PathBuf,
+    /// The Docker image (needed for the Docker backend, ignored by the others).
+    pub image: Option<String>,
+    /// Forces a backend; `None` auto-detects.
+    pub preferred_backend: Option<Backend>,
+}
+
+/// A companion process host (a language server, a code generator, ...) that works the
+/// same on every backend.
+#[async_trait]
+pub trait CompanionRunner: Send + Sync + std::fmt::Debug {
+    /// Makes a host directory visible at `target` (Docker: a bind mount; elsewhere the
+    /// host path is already visible and this does nothing).
+    fn with_mount(&mut self, host: &Path, target: &Path);
+    /// Publishes companion port `companion` on 127.0.0.1:`host` (Docker only; the
+    /// other backends share the host's network).
+    fn with_port_mapping(&mut self, host: u16, companion: u16);
+    /// The working directory of every process: the same host path on every backend
+    /// (in Docker the source dir is mounted at its own path).
+    fn with_work_dir(&mut self, dir: &Path);
+    /// Keeps the environment alive between processes (Docker: `sleep infinity`).
+    fn with_pause(&mut self);
+    /// Starts the environment (creates the container, materializes the shell).
+    async fn init(&self) -> Result<()>;
+    /// A new process in the companion.
+    async fn new_process(&self, bin: &str, args: &[&str]) -> Result<Box<dyn Proc>>;
+    /// Stops and removes everything. Idempotent.
+    async fn shutdown(&self) -> Result<()>;
+    /// The underlying environment, for `with_env_vars`, `with_binary`, ...
+    fn runner_env(&self) -> &dyn RunnerEnvironment;
+    /// The underlying environment, mutably.
+    fn runner_env_mut(&mut self) -> &mut dyn RunnerEnvironment;
+    /// Which backend runs it.
+    fn backend(&self) -> Backend;
+}
+
+#[derive(Debug)]
+enum Env {
+    // Also the fallback machinery; constructed only with the `native` feature.
+    #[cfg_attr(not(feature = "native"), allow(dead_code))]
+    Native(runner_native::NativeEnvironment),
+    #[cfg(feature = "nix")]
+    Nix(runner_nix::NixEnvironment),
+    #[cfg(feature = "docker")]
+    Docker(runner_docker::DockerEnvironment),
+}
+
+/// The [`CompanionRunner`] every backend is wrapped in.
+#[derive(Debug)]
+pub struct Companion {
+    env: Env,
+    work_dir: Option<PathBuf>,
+}
+
+impl Companion {
+    /// Wraps a native environment the caller configured.
+    pub fn from_native(env: runner_native::NativeEnvironment) -> Self {
+        Companion {
+            env: Env::Native(env),
+            work_dir: None,
+        }
+    }
+
+    /// Wraps a Nix environment the caller configured (nix options, cache dir, ...).
+    #[cfg(feature = "nix")]
+    pub fn from_nix(env: runner_nix::NixEnvironment) -> Self {
+        Companion {
+            env: Env::Nix(env),
+            work_dir: None,
+        }
+    }
+
+    /// Wraps a Docker environment the caller configured.
+    #[cfg(feature = "docker")]
+    pub fn from_docker(env: runner_docker::DockerEnvironment) -> Self {
+        Companion {
+            env: Env::Docker(env),
+            work_dir: None,
+        }
+    }
+
+    fn env(&self) -> &dyn RunnerEnvironment {
+        match &self.env {
+            Env::Native(e) => e,
+            #[cfg(feature = "nix")]
+            Env::Nix(e) => e,
+            #[cfg(feature = "docker")]
+            Env::Docker(e) => e,
+        }
+    }
+}
+
+#[async_trait]
+impl CompanionRunner for Companion {
+    fn with_mount(&mut self, host: &Path, target: &Path) {
+        #[cfg(feature = "docker")]
+        if let Env::Docker(d) = &mut self.env {
+            d.with_mount(host, target);
+        }
+        let _ = (host, target);
+    }
+
+    fn with_port_mapping(&mut self, host: u16, companion: u16) {
+        #[cfg(feature = "docker")]
+        if let Env::Docker(d) = &mut self.env {
+            d.with_port_mapping(host, companion);
+        }
+        let _ = (host, companion);
+    }
+
+    fn with_work_dir(&mut self, dir: &Path) {
+        #[cfg(feature = "docker")]
+        if let Env::Docker(d) = &mut self.env {
+            d.with_work_dir(dir);
+        }
+        self.work_dir = Some(dir.to_path_buf());
+    }
+
+    fn with_pause(&mut self) {
+        #[cfg(feature = "docker")]
+        if let Env::Docker(d) = &mut self.env {
+            d.with_pause();
+        }
+    }
+
+    async fn init(&self) -> Result<()> {
+        self.env().init().await
+    }
+
+    async fn new_process(&self, bin: &str, args: &[&str]) -> Result<Box<dyn Proc>> {
+        let mut p = self.env().new_process(bin, args).await?;
+        if let Some(dir) = &self.work_dir {
+            p.with_dir(dir);
+        }
+        Ok(p)
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        self.env().shutdown().await
+    }
+
+    fn runner_env(&self) -> &dyn RunnerEnvironment {
+        self.env()
+    }
+
+    fn runner_env_mut(&mut self) -> &mut dyn RunnerEnvironment {
+        match &mut self.env {
+            Env::Native(e) => e,
+            #[cfg(feature = "nix")]
+            Env::Nix(e) => e,
+            #[cfg(feature = "docker")]
+            Env::Docker(e) => e,
+        }
+    }
+
+    fn backend(&self) -> Backend {
+        self.env().backend()
+    }
+}
+
+fn unavailable(backend: Backend, reason: impl Into<String>) -> Error {
+    CompanionError::Unavailable {
+        backend,
+        reason: reason.into(),
+    }
+    .into()
+}
+
+#[cfg(feature = "docker")]
+async fn docker(opts: &CompanionOpts, preferred: bool) -> Result<Option<Companion>> {
+    let Some(image) = &opts.image else {
+        return if preferred {
+            Err(unavailable(Backend::Docker, "no image was given"))
+        } else {
+            Ok(None)
+        };
+    };
+    if !runner_docker::docker_engine_running(DOCKER_DETECT_TIMEOUT).await {
+        return if preferred {
+            Err(unavailable(
+                Backend::Docker,
+                format!("no Docker engine answered within {DOCKER_DETECT_TIMEOUT:?}"),
+            ))
+        } else {
+            Ok(None)
+        };
+    }
+    let env = runner_docker::DockerEnvironment::new(image, &opts.source_dir, &opts.name).await?;
+    Ok(Some(Companion {
+        env: Env::Docker(env),
+        work_dir: None,
+    }))
+}
+
+#[cfg(feature = "nix")]
+fn nix(opts: &CompanionOpts, preferred: bool) -> Result<Option<Companion>> {
+    let reason = if !runner_nix::check_nix_installed() {
+        Some("nix is not installed".to_string())
+    } else if !opts.source_dir.join("flake.nix").is_file() {
+        Some(format!("no flake.nix in {}", opts.source_dir.display()))
+    } else {
+        None
+    };
+    match reason {
+        Some(r) if preferred => Err(unavailable(Backend::Nix, r)),
+        Some(_) => Ok(None),
+        None => Ok(Some(Companion {
+            env: Env::Nix(runner_nix::NixEnvironment::new(&opts.source_dir)?),
+            work_dir: None,
+        })),
+    }
+}
+
+#[cfg_attr(not(feature = "native"), allow(dead_code))]
+fn native(opts: &CompanionOpts) -> Result<Companion> {
+    Ok(Companion {
+        env: Env::Native(runner_native::NativeEnvironment::new(&opts.source_dir)?),
+        work_dir: None,
+    })
+}
+
+/// A companion on the best available backend (see the crate docs for the order), or on
+/// `opts.preferred_backend`, which must then be available.
+pub async fn new_companion_runner(opts: CompanionOpts) -> Result<Companion> {
+    match opts.preferred_backend {
+        Some(Backend::Docker) => {
+            #[cfg(feature = "docker")]
+            return docker(&opts, true)
+                .await?
+                .ok_or_else(|| unavailable(Backend::Docker, "unavailable"));
+            #[cfg(not(feature = "docker"))]
+            return Err(unavailable(
+                Backend::Docker,
+                "built without the `docker` feature",
+            ));
+        }
+        Some(Backend::Nix) => {
+            #[cfg(feature = "nix")]
+            return nix(&opts, true)?.ok_or_else(|| unavailable(Backend::Nix, "unavailable"));
+            #[cfg(not(feature = "nix"))]
+            return Err(unavailable(Backend::Nix, "built without the `nix` feature"));
+        }
+        Some(Backend::Native) => {
+            #[cfg(feature = "native")]
+            return native(&opts);
+            #[cfg(not(feature = "native"))]
+            return Err(unavailable(
+                Backend::Native,
+                "built without the `native` feature",
+            ));
+        }
+        None => {}
+    }
+    #[cfg(feature = "docker")]
+    if let Some(c) = docker(&opts, false).await? {
+        return Ok(c);
+    }
+    #[cfg(feature = "nix")]
+    if let Some(c) = nix(&opts, false)? {
+        return Ok(c);
+    }
+    #[cfg(feature = "native")]
+    return native(&opts);
+    #[cfg(not(feature = "native"))]
+    Err(CompanionError::NoBackend(
+        "docker and nix are unavailable and the `native` feature is off".into(),
+    )
+    .into())
+}
+
+/// How a plugin asked to be run, for [`resolve_standalone_environment`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// On the host.
+    Native,
+    /// In the Nix dev shell of the dir.
+    Nix,
+    /// In a container (no image is known here: see the function's docs).
+    Container,
+}
+
+/// An environment for callers that are not wired to a companion: Nix when asked for
+/// and available (feature, nix installed, `flake.nix` in `dir`); for `Container`, the
+/// native backend (no image is known at this layer; formatters and AST tools work on
+/// host files and behave the same); native otherwise. Errors only for a bad `dir`.
+pub fn resolve_standalone_environment(
+    dir: &Path,
+    kind: RuntimeKind,
+) -> Result<Box<dyn RunnerEnvironment>> {
+    #[cfg(feature = "nix")]
+    if kind == RuntimeKind::Nix
+        && runner_nix::check_nix_installed()
+        && dir.join("flake.nix").is_file()
+    {
+        if let Ok(env) = runner_nix::NixEnvironment::new(dir) {
+            return Ok(Box::new(env));
+        }
+    }
+    let _ = kind;
+    Ok(Box::new(runner_native::NativeEnvironment::new(dir)?))
+}
