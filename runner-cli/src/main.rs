@@ -40,8 +40,12 @@ enum Command {
     /// Run a command and exit with its exit code (128 + signal if it was killed).
     #[command(arg_required_else_help = true)]
     Run(RunArgs),
-    /// Clean up process groups left behind by runner processes that died.
+    /// Clean up process groups and containers left behind by runner processes that
+    /// died, and print what was removed and what was set aside.
     Reap,
+    /// Show which backends work here (and why not), engine versions and the runtimes
+    /// found on PATH.
+    Doctor,
 }
 
 /// Where the command runs.
@@ -113,10 +117,95 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Reap => reap().await,
+            Command::Doctor => doctor().await,
         }
     });
     // Do not wait for the thread blocked on our stdin.
     std::process::exit(code);
+}
+
+/// Writes to stdout; a closed pipe (`runner doctor | head`) is not an error.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+async fn doctor() -> i32 {
+    let mut rows: Vec<(&str, &str, String)> = vec![(
+        "native",
+        "yes",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|v| format!("Linux {}", v.trim()))
+            .unwrap_or_else(|_| "host processes".into()),
+    )];
+    let docker = match runner_docker::connect().await {
+        Ok(d) => match tokio::time::timeout(std::time::Duration::from_secs(2), d.version()).await {
+            Ok(Ok(v)) => (
+                "yes",
+                format!(
+                    "Docker Engine {} (API {})",
+                    v.version.unwrap_or_default(),
+                    v.api_version.unwrap_or_default()
+                ),
+            ),
+            Ok(Err(e)) => ("no", format!("the engine did not answer: {e}")),
+            Err(_) => ("no", "the engine did not answer within 2 s".to_string()),
+        },
+        Err(e) => ("no", e.to_string()),
+    };
+    rows.push(("docker", docker.0, docker.1));
+    let nix = match runner_nix::nix_binary() {
+        Some(path) => {
+            let version = tokio::process::Command::new(&path)
+                .arg("--version")
+                .output()
+                .await
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            ("yes", format!("{version} (needs a flake.nix in --dir)"))
+        }
+        None => (
+            "no",
+            format!(
+                "nix is not installed (install: {})",
+                runner_nix::nix_install_command()
+            ),
+        ),
+    };
+    rows.push(("nix", nix.0, nix.1));
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let _ = writeln!(text, "{:<8} {:<10} detail", "backend", "available");
+    for (name, ok, detail) in &rows {
+        let _ = writeln!(text, "{name:<8} {ok:<10} {detail}");
+    }
+    let runtimes: Vec<runner_core::RuntimeRequirement> = [
+        ("Rust", "cargo"),
+        ("Go", "go"),
+        ("Node.js", "node"),
+        ("Python", "python3"),
+        ("Java", "java"),
+        ("GCC", "gcc"),
+    ]
+    .into_iter()
+    .map(|(n, b)| runner_core::RuntimeRequirement::new(n, b))
+    .collect();
+    let report = runner_core::check_for_runtimes(&runtimes).await;
+    let _ = writeln!(text, "\n{:<8} {:<10} version", "runtime", "found");
+    for f in &report.found {
+        let _ = writeln!(
+            text,
+            "{:<8} {:<10} {}",
+            f.name,
+            "yes",
+            f.version.as_deref().unwrap_or("?")
+        );
+    }
+    for m in &report.missing {
+        let _ = writeln!(text, "{m:<8} no");
+    }
+    print_out(&text);
+    0
 }
 
 async fn reap() -> i32 {
@@ -125,9 +214,9 @@ async fn reap() -> i32 {
     })
     .await
     .unwrap_or_default();
-    print!("{groups}");
+    print_out(&groups.to_string());
     let containers = runner_reaper::reap_stale_containers(std::time::Duration::from_secs(30)).await;
-    print!("{containers}");
+    print_out(&containers.to_string());
     if groups.errors.is_empty() && containers.errors.is_empty() {
         0
     } else {

@@ -454,3 +454,30 @@ fn docker_backend_forwards_sigterm() {
     assert_eq!(child.wait().unwrap().code(), Some(42));
     assert_eq!(runner_containers(child.id()), 0);
 }
+
+#[test]
+fn doctor_reports_every_backend() {
+    let cli = Cli::new();
+    let out = cli.run(&["doctor"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for backend in ["native", "docker", "nix"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(backend)),
+            "{backend} missing from:\n{text}"
+        );
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with("native   yes")),
+        "{text}"
+    );
+    // Without an engine at DOCKER_HOST, docker says why.
+    let out = cli
+        .cmd(&["doctor"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let docker = text.lines().find(|l| l.starts_with("docker")).unwrap();
+    assert!(docker.contains(" no "), "{docker}");
+}

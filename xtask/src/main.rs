@@ -1,4 +1,5 @@
-//! Workspace automation: `cargo xtask test` and `cargo xtask bench [--quick]`.
+//! Workspace automation: `cargo xtask test`, `cargo xtask test-docker` and
+//! `cargo xtask bench [--quick]`.
 //!
 //! `test` checks formatting and clippy, provisions what the engine suites need when
 //! it can, runs every test with `HOME` and the ledger pointed at a scratch directory
@@ -15,6 +16,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("test-docker") => test_docker(),
         _ => {
             eprintln!(
                 "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick]"
@@ -85,6 +87,7 @@ fn test(extra: &[String]) -> Result {
         ]),
     )?;
 
+    check_feature_combinations()?;
     apt_install_missing();
     provision_nix()?;
     let dockerd = provision_docker()?;
@@ -136,6 +139,90 @@ fn test(extra: &[String]) -> Result {
     }
     eprintln!("xtask: all tests passed; no ledger record left behind");
     Ok(())
+}
+
+/// Each backend feature of the facade builds alone, and a docker-only build carries
+/// no Nix code (and the reverse).
+fn check_feature_combinations() -> Result {
+    let combos: [(&str, &[&str]); 4] = [
+        ("native", &["runner-nix", "runner-docker", "bollard"]),
+        ("docker", &["runner-nix"]),
+        ("nix", &["runner-docker", "bollard"]),
+        ("native,docker,nix", &[]),
+    ];
+    for (features, absent) in combos {
+        let flags = [
+            "-p",
+            "runner-companion",
+            "--no-default-features",
+            "--features",
+            features,
+        ];
+        run(
+            &format!("cargo check runner-companion --features {features}"),
+            cargo().arg("check").arg("--quiet").args(flags),
+        )?;
+        let tree = cargo()
+            .args(["tree", "--quiet", "-e", "normal"])
+            .args(flags)
+            .output()
+            .map_err(|e| format!("failed to run cargo tree: {e}"))?;
+        let tree = String::from_utf8_lossy(&tree.stdout);
+        for crate_name in absent {
+            if tree.lines().any(|l| l.contains(&format!("{crate_name} v"))) {
+                return Err(format!(
+                    "runner-companion with only `{features}` depends on {crate_name}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The Docker suites alone, with the engine provisioned.
+fn test_docker() -> Result {
+    apt_install_missing();
+    let dockerd = provision_docker()?;
+    let scratch = root().join("target/xtask-test");
+    let home = scratch.join("home");
+    std::fs::create_dir_all(&home)
+        .map_err(|e| format!("failed to create {}: {e}", home.display()))?;
+    let mut result = Ok(());
+    for (what, args) in [
+        ("runner-docker", vec!["-p", "runner-docker"]),
+        (
+            "docker conformance",
+            vec!["-p", "runner-tests", "--test", "conformance", "docker"],
+        ),
+        (
+            "docker CLI",
+            vec!["-p", "runner-cli", "--test", "cli", "docker"],
+        ),
+    ] {
+        let mut cmd = cargo();
+        cmd.arg("test").args(&args);
+        for (k, v) in toolchain_homes() {
+            cmd.env(k, v);
+        }
+        cmd.env("HOME", &home)
+            .env("RUNNER_STATE_DIR", scratch.join("state"));
+        if let Err(e) = run(what, &mut cmd) {
+            result = Err(e);
+            break;
+        }
+    }
+    let leftovers = docker_leftovers();
+    if let Some(mut d) = dockerd {
+        let _ = Command::new("kill").arg(d.id().to_string()).status();
+        let _ = d.wait();
+    }
+    result?;
+    match leftovers {
+        Some(left) => Err(format!(
+            "tests left containers labelled runner.owner behind: {left}"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn on_path(bin: &str) -> bool {
