@@ -226,17 +226,26 @@ async fn docker(opts: &CompanionOpts, preferred: bool) -> Result<Option<Companio
             Ok(None)
         };
     };
-    if !runner_docker::docker_engine_running(DOCKER_DETECT_TIMEOUT).await {
-        return if preferred {
-            Err(unavailable(
+    // Connecting negotiates the API version: that request is the probe, and the client
+    // is reused by the environment.
+    let client = match tokio::time::timeout(DOCKER_DETECT_TIMEOUT, runner_docker::connect()).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) if preferred => return Err(unavailable(Backend::Docker, e.to_string())),
+        Err(_) if preferred => {
+            return Err(unavailable(
                 Backend::Docker,
                 format!("no Docker engine answered within {DOCKER_DETECT_TIMEOUT:?}"),
             ))
-        } else {
-            Ok(None)
-        };
-    }
-    let env = runner_docker::DockerEnvironment::new(image, &opts.source_dir, &opts.name).await?;
+        }
+        _ => return Ok(None),
+    };
+    let env = runner_docker::DockerEnvironment::with_client(
+        client,
+        image,
+        Some(&opts.source_dir),
+        &opts.name,
+    )
+    .await?;
     Ok(Some(Companion {
         env: Env::Docker(env),
         work_dir: None,

@@ -100,21 +100,33 @@ impl DockerEnvironment {
     /// working directory. Connects to the engine (negotiating the API version) and
     /// checks that the image is present or can be pulled.
     pub async fn new(image: &str, dir: impl AsRef<Path>, name: &str) -> Result<Self> {
-        let dir =
-            std::path::absolute(dir.as_ref()).map_err(|e| Error::io("resolve the directory", e))?;
-        if !dir.is_dir() {
-            return Err(Error::DirNotFound(dir));
-        }
-        let mut env = Self::new_headless(image, name).await?;
-        env.config.mounts.push((dir.clone(), dir.clone()));
-        env.config.work_dir = Some(dir.clone());
-        env.dir = Some(dir);
-        Ok(env)
+        Self::with_client(client::connect().await?, image, Some(dir.as_ref()), name).await
     }
 
     /// An environment for `image` without a mounted directory.
     pub async fn new_headless(image: &str, name: &str) -> Result<Self> {
-        let docker = client::connect().await?;
+        Self::with_client(client::connect().await?, image, None, name).await
+    }
+
+    /// Like [`new`](Self::new) / [`new_headless`](Self::new_headless) on a client the
+    /// caller already connected (and negotiated, see [`crate::connect`]).
+    pub async fn with_client(
+        docker: Docker,
+        image: &str,
+        dir: Option<&Path>,
+        name: &str,
+    ) -> Result<Self> {
+        let dir = match dir {
+            Some(d) => {
+                let d =
+                    std::path::absolute(d).map_err(|e| Error::io("resolve the directory", e))?;
+                if !d.is_dir() {
+                    return Err(Error::DirNotFound(d));
+                }
+                Some(d)
+            }
+            None => None,
+        };
         image::get_image_if_not_present(&docker, image, |_| {}).await?;
         Ok(DockerEnvironment {
             inner: Arc::new(Inner {
@@ -138,7 +150,17 @@ impl DockerEnvironment {
             layers: EnvLayers::new(),
             dir: None,
             shut_down: std::sync::atomic::AtomicBool::new(false),
-        })
+        }
+        .mounting(dir))
+    }
+
+    fn mounting(mut self, dir: Option<PathBuf>) -> Self {
+        if let Some(dir) = dir {
+            self.config.mounts.push((dir.clone(), dir.clone()));
+            self.config.work_dir = Some(dir.clone());
+            self.dir = Some(dir);
+        }
+        self
     }
 
     /// Bind-mounts `host` at `target` in the container.

@@ -526,9 +526,95 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
     rows
 }
 
+async fn companion_rows(quick: bool) -> Vec<Row> {
+    let dir = tempfile::tempdir().expect("tmp");
+    let opts = runner_companion::CompanionOpts {
+        name: "bench-detect".into(),
+        source_dir: dir.path().to_path_buf(),
+        image: Some("runner-test/busybox:latest".into()),
+        preferred_backend: None,
+    };
+    let n = if quick { 10 } else { 50 };
+    let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..n {
+        let t = Instant::now();
+        let c = runner_companion::new_companion_runner(opts.clone())
+            .await
+            .expect("companion");
+        ours += t.elapsed();
+        assert_eq!(
+            runner_companion::CompanionRunner::backend(&c),
+            runner_core::Backend::Docker
+        );
+        let t = Instant::now();
+        let _env = runner_docker::DockerEnvironment::new(
+            "runner-test/busybox:latest",
+            dir.path(),
+            "bench-detect",
+        )
+        .await
+        .expect("docker env");
+        base += t.elapsed();
+    }
+    vec![Row {
+        name: "companion_detect",
+        ours: ours.as_secs_f64(),
+        baseline: base.as_secs_f64(),
+        baseline_desc: "constructing DockerEnvironment directly",
+        target: 1.1,
+    }]
+}
+
+/// Runs in a fresh process whose DOCKER_HOST points at a closed socket.
+async fn detect_probe() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let t = Instant::now();
+    let c = runner_companion::new_companion_runner(runner_companion::CompanionOpts {
+        name: "probe".into(),
+        source_dir: dir.path().to_path_buf(),
+        image: Some("runner-test/busybox:latest".into()),
+        preferred_backend: None,
+    })
+    .await
+    .expect("companion");
+    let elapsed = t.elapsed().as_secs_f64();
+    assert_eq!(
+        runner_companion::CompanionRunner::backend(&c),
+        runner_core::Backend::Native
+    );
+    println!("{elapsed}");
+}
+
+fn companion_engine_down() -> Row {
+    // A socket that exists and never answers: the slow case for detection.
+    let dir = tempfile::tempdir().expect("tmp");
+    let sock = dir.path().join("docker.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .arg("--detect-probe")
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .output()
+        .expect("probe");
+    let secs: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN);
+    Row {
+        name: "companion_detect_engine_down",
+        ours: secs,
+        baseline: 0.3,
+        baseline_desc: "budget: 300 ms to fall back to native (engine not answering)",
+        target: 1.0,
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    if args.first().map(String::as_str) == Some("--detect-probe") {
+        rt.block_on(detect_probe());
+        return;
+    }
     if args.first().map(String::as_str) == Some("--memory-probe") {
         rt.block_on(memory_probe(PathBuf::from(&args[1])));
         return;
@@ -552,9 +638,11 @@ fn main() {
     rows.push(reap_live_groups(50));
     if rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2))) {
         rows.extend(rt.block_on(docker_rows(quick)));
+        rows.extend(rt.block_on(companion_rows(quick)));
     } else {
         eprintln!("docker rows SKIPPED: no Docker engine answers");
     }
+    rows.push(companion_engine_down());
     if runner_nix::check_nix_installed() {
         rows.extend(rt.block_on(nix_rows(quick, &state_path)));
     } else {
