@@ -249,14 +249,15 @@ async fn bad_input_is_typed() {
         DockerEnvironment::new(&image(), "/definitely/missing", "x").await,
         Err(Error::DirNotFound(_))
     ));
-    // A container that exits at once is removed, not leaked.
-    let mut quick = DockerEnvironment::new_headless(&image(), &unique("quick"))
+    // A container created but failing to start is removed, not leaked.
+    let mut broken = DockerEnvironment::new_headless(&image(), &unique("broken"))
         .await
         .unwrap();
-    quick.with_command(vec!["true".into()]);
-    let _g2 = Cleanup(quick.container_name().to_string());
-    assert!(quick.init().await.is_err());
-    assert!(!quick.is_container_present().await.unwrap());
+    broken.with_command(vec!["/no/such/program".into()]);
+    let _g2 = Cleanup(broken.container_name().to_string());
+    let err = broken.init().await.unwrap_err();
+    assert!(err.to_string().contains("failed to start the container"), "{err}");
+    assert!(!broken.is_container_present().await.unwrap());
     env.shutdown().await.unwrap();
 }
 
