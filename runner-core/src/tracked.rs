@@ -120,8 +120,9 @@ mod tests {
         let i = TrackedProcess::new(idle.id());
         let busy_cpu = b.cpu(Duration::from_millis(300)).await.unwrap();
         let idle_cpu = i.cpu(Duration::from_millis(300)).await.unwrap();
-        assert!(busy_cpu > 30.0, "busy loop used {busy_cpu}%");
-        assert!(idle_cpu < 5.0, "sleep used {idle_cpu}%");
+        // Loose bounds: CI runs other tests on the same two cores.
+        assert!(busy_cpu > 10.0, "busy loop used {busy_cpu}%");
+        assert!(idle_cpu < 3.0, "sleep used {idle_cpu}%");
         assert!(b.memory().unwrap() > 0);
         assert_eq!(b.state(), ProcessState::Running);
         assert_eq!(i.state(), ProcessState::InterruptibleSleep);
