@@ -359,3 +359,8 @@ pub fn resolve_standalone_environment(
     let _ = kind;
     Ok(Box::new(runner_native::NativeEnvironment::new(dir)?))
 }
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(all(doctest, feature = "docker", feature = "nix"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

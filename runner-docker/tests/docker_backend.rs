@@ -256,7 +256,10 @@ async fn bad_input_is_typed() {
     broken.with_command(vec!["/no/such/program".into()]);
     let _g2 = Cleanup(broken.container_name().to_string());
     let err = broken.init().await.unwrap_err();
-    assert!(err.to_string().contains("failed to start the container"), "{err}");
+    assert!(
+        err.to_string().contains("failed to start the container"),
+        "{err}"
+    );
     assert!(!broken.is_container_present().await.unwrap());
     env.shutdown().await.unwrap();
 }
