@@ -71,6 +71,10 @@ struct RunArgs {
     /// nix backend, the directory holding flake.nix.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Print nothing of runner's own (no sweep notes, no pull progress); errors still go
+    /// to stderr.
+    #[arg(short, long)]
+    quiet: bool,
     /// Image for the docker backend.
     #[arg(long, value_name = "IMG")]
     image: Option<String>,
@@ -231,7 +235,7 @@ async fn run(args: RunArgs) -> i32 {
     })
     .await
     .unwrap_or_default();
-    if !swept.reaped.is_empty() {
+    if !swept.reaped.is_empty() && !args.quiet {
         eprintln!(
             "runner: reaped {} stale process group(s)",
             swept.reaped.len()
@@ -269,6 +273,41 @@ fn check_dir(dir: &std::path::Path) -> Result<(), Error> {
         Ok(_) => Err(Error::NotADirectory(dir.to_path_buf())),
         Err(_) => Err(Error::DirNotFound(dir.to_path_buf())),
     }
+}
+
+/// Pulls `image` unless present, with a progress bar on stderr (unless quiet).
+async fn pull_with_progress(
+    client: &runner_docker::Docker,
+    image: &str,
+    quiet: bool,
+) -> Result<(), Error> {
+    if runner_docker::image_exists(client, image).await? {
+        return Ok(());
+    }
+    let bar = (!quiet).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "pulling {prefix} {msg:<12} [{bar:30}] {bytes}/{total_bytes} ({percent}%)",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(image.to_string());
+        bar
+    });
+    let pulled = runner_docker::get_image_if_not_present(client, image, |p| {
+        if let Some(bar) = &bar {
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+            bar.set_message(p.status.clone());
+        }
+    })
+    .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(pulled?)
 }
 
 /// The user's cache directory for materialized Nix shells.
@@ -314,7 +353,9 @@ async fn make_env(
                 )
             })?;
             let name = format!("run-{}", std::process::id());
-            let mut env = DockerEnvironment::new(image, dir, &name).await?;
+            let client = runner_docker::connect().await?;
+            pull_with_progress(&client, image, args.quiet).await?;
+            let mut env = DockerEnvironment::with_client(client, image, Some(dir), &name).await?;
             env.with_pause().with_ephemeral();
             for (host, container) in &args.ports {
                 env.with_port_mapping(*host, *container);

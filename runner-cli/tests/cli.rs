@@ -481,3 +481,12 @@ fn doctor_reports_every_backend() {
     let docker = text.lines().find(|l| l.starts_with("docker")).unwrap();
     assert!(docker.contains(" no "), "{docker}");
 }
+
+#[test]
+fn quiet_runs_print_only_the_command_output() {
+    let cli = Cli::new();
+    let out = cli.run(&["run", "--quiet", "--", "sh", "-c", "echo out; echo err >&2"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(out.stderr, b"err\n");
+}

@@ -279,9 +279,39 @@ fn native(opts: &CompanionOpts) -> Result<Companion> {
     })
 }
 
+/// Sweeps what crashed owners left behind, once per process: process groups always,
+/// containers with the `docker` feature. Problems are logged, never fatal.
+async fn sweep_once() {
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT
+        .get_or_init(|| async {
+            let groups = tokio::task::spawn_blocking(|| {
+                runner_reaper::reap_stale_process_groups(Duration::from_secs(5))
+            })
+            .await
+            .unwrap_or_default();
+            if !groups.reaped.is_empty() || !groups.errors.is_empty() {
+                tracing::info!(%groups, "swept stale process groups");
+            }
+            // In the background: an engine that does not answer must not slow
+            // detection down.
+            #[cfg(feature = "docker")]
+            tokio::spawn(async {
+                let containers =
+                    runner_reaper::reap_stale_containers(Duration::from_secs(30)).await;
+                if !containers.removed.is_empty() {
+                    tracing::info!(%containers, "swept stale containers");
+                }
+            });
+        })
+        .await;
+}
+
 /// A companion on the best available backend (see the crate docs for the order), or on
-/// `opts.preferred_backend`, which must then be available.
+/// `opts.preferred_backend`, which must then be available. The first call in a process
+/// also sweeps what crashed owners left behind.
 pub async fn new_companion_runner(opts: CompanionOpts) -> Result<Companion> {
+    sweep_once().await;
     match opts.preferred_backend {
         Some(Backend::Docker) => {
             #[cfg(feature = "docker")]

@@ -12,6 +12,7 @@ mod exec;
 mod image;
 mod names;
 
+pub use bollard::Docker;
 pub use client::{connect, docker_engine_running};
 pub use environment::{DockerEnvironment, DockerPortMapping};
 pub use error::DockerError;

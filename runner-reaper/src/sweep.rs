@@ -307,22 +307,33 @@ fn pgid_of(path: &Path) -> Option<i32> {
 }
 
 fn judge(path: &Path, snap: &Snapshot) -> Verdict {
-    let meta = match fs::symlink_metadata(path) {
+    // One open that refuses symlinks (and never blocks on a FIFO), then fstat: what we
+    // check is what we read.
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Verdict::Aside("it is a symlink".into())
+        }
+        Err(e) => return Verdict::Aside(format!("cannot open: {e}")),
+    };
+    let meta = match file.metadata() {
         Ok(m) => m,
         Err(e) => return Verdict::Aside(format!("cannot inspect: {e}")),
     };
-    if meta.file_type().is_symlink() {
-        return Verdict::Aside("it is a symlink".into());
-    }
     if !meta.is_file() {
         return Verdict::Aside("it is not a regular file".into());
     }
     if meta.uid() != nix::unistd::geteuid().as_raw() {
         return Verdict::Aside(format!("it is owned by uid {}", meta.uid()));
     }
-    let record: Record = match fs::read(path)
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let record: Record = match std::io::Read::read_to_end(&mut file, &mut bytes)
         .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .and_then(|_| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
     {
         Ok(r) => r,
         Err(e) => return Verdict::Aside(format!("unreadable record: {e}")),
