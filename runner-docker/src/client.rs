@@ -1,20 +1,93 @@
 //! Connecting to the engine: `DOCKER_HOST` (unix or tcp) or the local socket, with
 //! the API version negotiated (bollard defaults to a version Docker 20.10 rejects).
+//!
+//! The negotiated version is remembered per host for the life of the process, so
+//! every environment after the first connects without a round trip. A connection
+//! is never shared across calls: each caller gets its own client (and so its own
+//! connection pool, bound to the caller's runtime).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use bollard::Docker;
+use bollard::{ClientVersion, Docker};
 
 use crate::DockerError;
 
-/// Connects and negotiates the API version with the engine.
+/// Where the engine listens when `DOCKER_HOST` is unset.
+const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Request timeout of clients made with a remembered version (bollard's default).
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// The API version negotiated with each host, by `DOCKER_HOST` value.
+static NEGOTIATED: Mutex<Option<HashMap<String, ClientVersion>>> = Mutex::new(None);
+
+fn remembered(host: &str) -> Option<ClientVersion> {
+    NEGOTIATED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(host).copied())
+}
+
+fn remember(host: &str, version: ClientVersion) {
+    NEGOTIATED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(host.to_string(), version);
+}
+
+/// Forgets the version negotiated with the current `DOCKER_HOST`, so the next
+/// [`connect`] asks the engine again (after an engine was replaced, say).
+pub fn forget_negotiated_version() {
+    if let Some(m) = NEGOTIATED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+    {
+        m.remove(&current_host());
+    }
+}
+
+fn current_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_string())
+}
+
+/// Connects to `DOCKER_HOST` (or the local socket) and negotiates the API version
+/// with the engine; later calls for the same host reuse the negotiated version
+/// without asking again.
 pub async fn connect() -> Result<Docker, DockerError> {
-    let docker =
-        Docker::connect_with_defaults().map_err(|e| DockerError::EngineDown(e.to_string()))?;
-    docker
+    let host = current_host();
+    let down = |e: bollard::errors::Error| DockerError::EngineDown(e.to_string());
+    if let Some(version) = remembered(&host) {
+        let known = if host.starts_with("unix://") {
+            Some(Docker::connect_with_unix(
+                &host,
+                REQUEST_TIMEOUT_SECS,
+                &version,
+            ))
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            Some(Docker::connect_with_http(
+                &host,
+                REQUEST_TIMEOUT_SECS,
+                &version,
+            ))
+        } else {
+            None
+        };
+        if let Some(docker) = known {
+            return docker.map_err(down);
+        }
+    }
+    let docker = Docker::connect_with_host(&host)
+        .map_err(down)?
         .negotiate_version()
         .await
-        .map_err(|e| DockerError::EngineDown(e.to_string()))
+        .map_err(down)?;
+    remember(&host, docker.client_version());
+    Ok(docker)
 }
 
 /// True when an engine answers a ping within `timeout`.

@@ -52,6 +52,14 @@ impl Config {
     }
 }
 
+/// Why creating the container failed.
+enum CreateError {
+    /// A container by that name exists.
+    NameTaken,
+    /// Anything else.
+    Docker(DockerError),
+}
+
 /// The container an environment runs in, once `init` made it.
 #[derive(Debug, Clone)]
 pub(crate) struct Running {
@@ -91,6 +99,8 @@ pub struct DockerEnvironment {
     container_name: String,
     config: Config,
     layers: EnvLayers,
+    /// The image's `ENV`, the base of the container's environment.
+    image_env: Vec<String>,
     dir: Option<PathBuf>,
     shut_down: std::sync::atomic::AtomicBool,
 }
@@ -127,7 +137,7 @@ impl DockerEnvironment {
             }
             None => None,
         };
-        image::get_image_if_not_present(&docker, image, |_| {}).await?;
+        let image_env = image::ensure_image_env(&docker, image).await?;
         Ok(DockerEnvironment {
             inner: Arc::new(Inner {
                 docker,
@@ -148,6 +158,7 @@ impl DockerEnvironment {
                 ephemeral: false,
             },
             layers: EnvLayers::new(),
+            image_env,
             dir: None,
             shut_down: std::sync::atomic::AtomicBool::new(false),
         }
@@ -358,22 +369,75 @@ impl DockerEnvironment {
         }
     }
 
-    async fn create_and_start(&self, hash: &str) -> std::result::Result<String, DockerError> {
+    async fn create_and_start(&self, hash: &str) -> std::result::Result<String, CreateError> {
         let docker = &self.inner.docker;
         let options = CreateContainerOptions {
             name: Some(self.container_name.clone()),
             ..Default::default()
         };
-        let created = docker
+        let created = match docker
             .create_container(Some(options), self.create_body(hash))
             .await
-            .map_err(DockerError::op("create the container"))?;
+        {
+            Ok(c) => c,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => return Err(CreateError::NameTaken),
+            Err(e) => {
+                return Err(CreateError::Docker(
+                    DockerError::op("create the container")(e),
+                ))
+            }
+        };
         // From here on, anything that fails removes what we created.
         if let Err(e) = docker.start_container(&created.id, None).await {
             let _ = self.remove(&created.id).await;
-            return Err(DockerError::op("start the container")(e));
+            return Err(CreateError::Docker(DockerError::op("start the container")(
+                e,
+            )));
         }
         Ok(created.id)
+    }
+
+    /// A container by our name exists: reuse it when its configuration hash matches
+    /// (starting it if stopped), else replace it.
+    async fn reuse_or_replace(&self, hash: &str) -> std::result::Result<String, DockerError> {
+        let docker = &self.inner.docker;
+        let existing = docker
+            .inspect_container(&self.container_name, None)
+            .await
+            .map_err(DockerError::op("inspect the existing container"))?;
+        let id = existing.id.clone().unwrap_or_default();
+        let same = existing
+            .config
+            .as_ref()
+            .and_then(|cfg| cfg.labels.as_ref())
+            .and_then(|l| l.get(LABEL_CONFIG))
+            .is_some_and(|h| h == hash);
+        if same {
+            let running = existing
+                .state
+                .as_ref()
+                .and_then(|s| s.running)
+                .unwrap_or(false);
+            if !running {
+                docker
+                    .start_container(&id, None)
+                    .await
+                    .map_err(DockerError::op("start the container"))?;
+            }
+            return Ok(id);
+        }
+        tracing::info!(container = %self.container_name, "configuration changed; recreating");
+        self.remove(&id).await?;
+        match self.create_and_start(hash).await {
+            Ok(id) => Ok(id),
+            Err(CreateError::NameTaken) => Err(DockerError::Operation {
+                action: "create the container",
+                message: "another process created one by the same name meanwhile".into(),
+            }),
+            Err(CreateError::Docker(e)) => Err(e),
+        }
     }
 
     async fn stop_execs(&self) -> Result<()> {
@@ -397,68 +461,19 @@ impl RunnerEnvironment for DockerEnvironment {
         if self.shut_down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::ShutDown);
         }
-        let docker = &self.inner.docker;
         let hash = self.config.hash();
-        let existing = match docker.inspect_container(&self.container_name, None).await {
-            Ok(c) => Some(c),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => None,
-            Err(e) => return Err(DockerError::op("inspect the container")(e).into()),
+        // The common case costs one create and one start; only a name conflict makes us
+        // look at the existing container.
+        let id = match self.create_and_start(&hash).await {
+            Ok(id) => id,
+            Err(CreateError::NameTaken) => self.reuse_or_replace(&hash).await?,
+            Err(CreateError::Docker(e)) => return Err(e.into()),
         };
-        let id = match existing {
-            Some(c) => {
-                let same = c
-                    .config
-                    .as_ref()
-                    .and_then(|cfg| cfg.labels.as_ref())
-                    .and_then(|l| l.get(LABEL_CONFIG))
-                    .is_some_and(|h| *h == hash);
-                let id = c.id.clone().unwrap_or_default();
-                if same {
-                    let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-                    if !running {
-                        docker
-                            .start_container(&id, None)
-                            .await
-                            .map_err(DockerError::op("start the container"))?;
-                    }
-                    id
-                } else {
-                    tracing::info!(container = %self.container_name, "configuration changed; recreating");
-                    self.remove(&id).await?;
-                    self.create_and_start(&hash).await?
-                }
-            }
-            None => self.create_and_start(&hash).await?,
-        };
-        let inspected = match docker.inspect_container(&id, None).await {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = self.remove(&id).await;
-                return Err(DockerError::op("inspect the started container")(e).into());
-            }
-        };
-        if !inspected
-            .state
-            .as_ref()
-            .and_then(|s| s.running)
-            .unwrap_or(false)
-        {
-            let _ = self.remove(&id).await;
-            return Err(DockerError::Operation {
-                action: "keep the container running",
-                message:
-                    "it exited right after start (give it a long-running command or use with_pause)"
-                        .into(),
-            }
-            .into());
-        }
-        let env = inspected
-            .config
-            .and_then(|c| c.env)
-            .unwrap_or_default()
-            .into_iter()
+        // The container's environment: the image's, then ours (as the engine builds it).
+        let env = self
+            .image_env
+            .iter()
+            .chain(&self.config.env)
             .filter_map(|kv| {
                 kv.split_once('=')
                     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -56,6 +56,30 @@ pub async fn image_id(docker: &Docker, image: &str) -> Result<String, DockerErro
     })
 }
 
+/// Makes sure `image` is present (pulling it if needed) and returns its `ENV`.
+pub(crate) async fn ensure_image_env(
+    docker: &Docker,
+    image: &str,
+) -> Result<Vec<String>, DockerError> {
+    let inspected = match docker.inspect_image(image).await {
+        Ok(i) => i,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
+            get_image_if_not_present(docker, image, |_| {}).await?;
+            docker
+                .inspect_image(image)
+                .await
+                .map_err(|e| DockerError::ImageUnavailable {
+                    image: image.to_string(),
+                    message: e.to_string(),
+                })?
+        }
+        Err(e) => return Err(DockerError::op("inspect an image")(e)),
+    };
+    Ok(inspected.config.and_then(|c| c.env).unwrap_or_default())
+}
+
 /// Pulls `image` unless it is present, calling `progress` for every message. An
 /// error in the pull stream is returned, never swallowed.
 pub async fn get_image_if_not_present(

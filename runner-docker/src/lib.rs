@@ -13,7 +13,7 @@ mod image;
 mod names;
 
 pub use bollard::Docker;
-pub use client::{connect, docker_engine_running};
+pub use client::{connect, docker_engine_running, forget_negotiated_version};
 pub use environment::{DockerEnvironment, DockerPortMapping};
 pub use error::DockerError;
 pub use exec::DockerProc;

@@ -1,5 +1,5 @@
 //! Workspace automation: `cargo xtask test`, `cargo xtask test-docker` and
-//! `cargo xtask bench [--quick]`.
+//! `cargo xtask bench [--quick] [ROW-NAME-PART...]`.
 //!
 //! `test` checks formatting and clippy, provisions what the engine suites need when
 //! it can, runs every test with `HOME` and the ledger pointed at a scratch directory
@@ -19,7 +19,7 @@ fn main() {
         Some("test-docker") => test_docker(),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick]"
+                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick] [ROW-NAME-PART...]\n       cargo xtask test-docker"
             );
             exit(2);
         }

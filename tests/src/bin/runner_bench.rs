@@ -492,8 +492,40 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
         },
     ];
     let m = if quick { 5 } else { 20 };
-    let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+    let docker = runner_docker::connect().await.expect("connect");
+    let (mut ours, mut base, mut raw) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for i in 0..m {
+        let t = Instant::now();
+        let name = format!("runner-bench-raw-{i}");
+        let created = docker
+            .create_container(
+                Some(bollard::query_parameters::CreateContainerOptions {
+                    name: Some(name),
+                    ..Default::default()
+                }),
+                bollard::models::ContainerCreateBody {
+                    image: Some(image.to_string()),
+                    cmd: Some(vec!["sleep".into(), "infinity".into()]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("raw create");
+        docker
+            .start_container(&created.id, None)
+            .await
+            .expect("raw start");
+        docker
+            .remove_container(
+                &created.id,
+                Some(bollard::query_parameters::RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("raw remove");
+        raw += t.elapsed();
         let t = Instant::now();
         let mut env =
             runner_docker::DockerEnvironment::new_headless(image, &format!("bench-init-{i}"))
@@ -522,6 +554,13 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
         baseline: base.as_secs_f64(),
         baseline_desc: "`docker run -d` + `docker rm -f`",
         target: 0.9,
+    });
+    rows.push(Row {
+        name: "docker_init_overhead",
+        ours: ours.as_secs_f64(),
+        baseline: raw.as_secs_f64(),
+        baseline_desc: "raw bollard create + start + remove (force)",
+        target: 1.05,
     });
     rows
 }
@@ -620,6 +659,13 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    // Any other argument selects the row groups whose names contain it.
+    let filters: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    let want = |group: &str| filters.is_empty() || filters.iter().any(|f| group.contains(f));
     let state = tempfile::tempdir().expect("state dir");
     let state_path = state.path().to_path_buf();
     let mut rows = Vec::new();
@@ -628,25 +674,45 @@ fn main() {
     } else {
         (1000, 1 << 30, 3)
     };
-    rows.push(rt.block_on(native_spawn_wait(spawns, &state_path)));
-    rows.push(rt.block_on(forward_throughput(bytes, rounds, &state_path)));
-    rows.push(forward_long_line_memory(&state_path));
-    rows.push(reap_dead_records(
-        if quick { 300 } else { 1000 },
-        if quick { 1 } else { 3 },
-    ));
-    rows.push(reap_live_groups(50));
-    if rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2))) {
-        rows.extend(rt.block_on(docker_rows(quick)));
-        rows.extend(rt.block_on(companion_rows(quick)));
-    } else {
-        eprintln!("docker rows SKIPPED: no Docker engine answers");
+    if want("native_spawn_wait") {
+        rows.push(rt.block_on(native_spawn_wait(spawns, &state_path)));
     }
-    rows.push(companion_engine_down());
-    if runner_nix::check_nix_installed() {
-        rows.extend(rt.block_on(nix_rows(quick, &state_path)));
-    } else {
-        eprintln!("nix rows SKIPPED: nix is not installed");
+    if want("forward_throughput") {
+        rows.push(rt.block_on(forward_throughput(bytes, rounds, &state_path)));
+    }
+    if want("forward_long_line_memory") {
+        rows.push(forward_long_line_memory(&state_path));
+    }
+    if want("reap_1000_dead_records") {
+        rows.push(reap_dead_records(
+            if quick { 300 } else { 1000 },
+            if quick { 1 } else { 3 },
+        ));
+    }
+    if want("reap_50_live_groups") {
+        rows.push(reap_live_groups(50));
+    }
+    if want("docker_exec_run docker_exec_overhead docker_init companion_detect") {
+        if rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2))) {
+            if want("docker_exec_run docker_exec_overhead docker_init") {
+                rows.extend(rt.block_on(docker_rows(quick)));
+            }
+            if want("companion_detect") {
+                rows.extend(rt.block_on(companion_rows(quick)));
+            }
+        } else {
+            eprintln!("docker rows SKIPPED: no Docker engine answers");
+        }
+    }
+    if want("companion_detect_engine_down") {
+        rows.push(companion_engine_down());
+    }
+    if want("nix_materialized_run nix_wrapped_vs_materialized nix_cached_init") {
+        if runner_nix::check_nix_installed() {
+            rows.extend(rt.block_on(nix_rows(quick, &state_path)));
+        } else {
+            eprintln!("nix rows SKIPPED: nix is not installed");
+        }
     }
 
     let out_dir = std::env::var_os("RUNNER_BENCH_OUT")
