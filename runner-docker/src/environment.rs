@@ -174,13 +174,18 @@ impl DockerEnvironment {
         self
     }
 
-    /// Bind-mounts `host` at `target` in the container.
+    /// Bind-mounts `host` at `target` in the container. A relative `host` is taken
+    /// from the current directory; `init` fails with
+    /// [`DockerError::MountSourceMissing`] when it does not exist.
     pub fn with_mount(
         &mut self,
         host: impl Into<PathBuf>,
         target: impl Into<PathBuf>,
     ) -> &mut Self {
-        self.config.mounts.push((host.into(), target.into()));
+        // A relative host path would be taken for a named volume: make it absolute.
+        let host = host.into();
+        let host = std::path::absolute(&host).unwrap_or(host);
+        self.config.mounts.push((host, target.into()));
         self
     }
 
@@ -330,8 +335,16 @@ impl DockerEnvironment {
         } else {
             self.config.command.clone()
         };
+        // Docker 20.10 ignores a binding for a port the container does not expose.
+        let exposed_ports = self
+            .config
+            .ports
+            .iter()
+            .map(|p| format!("{}/tcp", p.container_port))
+            .collect();
         ContainerCreateBody {
             image: Some(self.config.image.clone()),
+            exposed_ports: Some(exposed_ports),
             cmd,
             env: Some(self.config.env.clone()),
             labels: Some(self.labels(hash)),
@@ -392,11 +405,42 @@ impl DockerEnvironment {
         // From here on, anything that fails removes what we created.
         if let Err(e) = docker.start_container(&created.id, None).await {
             let _ = self.remove(&created.id).await;
-            return Err(CreateError::Docker(DockerError::op("start the container")(
-                e,
-            )));
+            return Err(CreateError::Docker(self.start_error(e)));
         }
         Ok(created.id)
+    }
+
+    /// A start failure, typed: a published port that is taken becomes `PortInUse`.
+    fn start_error(&self, e: bollard::errors::Error) -> DockerError {
+        let message = e.to_string();
+        let port_taken = message.contains("address already in use")
+            || message.contains("port is already allocated");
+        if port_taken {
+            // The engine names the port in its message; fall back to the first one.
+            let port = self
+                .config
+                .ports
+                .iter()
+                .find(|p| message.contains(&format!(":{}", p.host_port)))
+                .or(self.config.ports.first());
+            if let Some(p) = port {
+                return DockerError::PortInUse {
+                    host_ip: p.host_ip.clone(),
+                    host_port: p.host_port,
+                    message,
+                };
+            }
+        }
+        DockerError::op("start the container")(e)
+    }
+
+    /// Every mount's host path must exist: Docker would otherwise create an empty
+    /// root-owned directory in its place.
+    fn check_mounts(&self) -> std::result::Result<(), DockerError> {
+        match self.config.mounts.iter().find(|(h, _)| !h.exists()) {
+            Some((h, _)) => Err(DockerError::MountSourceMissing(h.clone())),
+            None => Ok(()),
+        }
     }
 
     /// A container by our name exists: reuse it when its configuration hash matches
@@ -424,7 +468,7 @@ impl DockerEnvironment {
                 docker
                     .start_container(&id, None)
                     .await
-                    .map_err(DockerError::op("start the container"))?;
+                    .map_err(|e| self.start_error(e))?;
             }
             return Ok(id);
         }
@@ -461,6 +505,7 @@ impl RunnerEnvironment for DockerEnvironment {
         if self.shut_down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::ShutDown);
         }
+        self.check_mounts()?;
         let hash = self.config.hash();
         // The common case costs one create and one start; only a name conflict makes us
         // look at the existing container.

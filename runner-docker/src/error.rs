@@ -26,6 +26,26 @@ pub enum DockerError {
     /// The environment has no container (not initialized, or removed from outside).
     #[error("the container `{0}` does not exist")]
     NoContainer(String),
+    /// The container exists but is not running (its command exited).
+    #[error(
+        "the container `{0}` is not running (its command exited; give it a long-running \
+         command or use with_pause)"
+    )]
+    NotRunning(String),
+    /// A mount's host path does not exist (Docker would create an empty root-owned
+    /// directory in its place).
+    #[error("the host path `{}` of a mount does not exist", .0.display())]
+    MountSourceMissing(std::path::PathBuf),
+    /// A published host port is taken by another process or container.
+    #[error("host port {host_ip}:{host_port} is already in use: {message}")]
+    PortInUse {
+        /// The host address.
+        host_ip: String,
+        /// The host port.
+        host_port: u16,
+        /// The engine's message.
+        message: String,
+    },
 }
 
 impl DockerError {

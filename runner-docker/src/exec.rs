@@ -276,7 +276,15 @@ impl Proc for DockerProc {
                 },
             )
             .await
-            .map_err(DockerError::op("create the exec"))?;
+            .map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                } => DockerError::NotRunning(running.id.clone()),
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                } => DockerError::NoContainer(running.id.clone()),
+                e => DockerError::op("create the exec")(e),
+            })?;
         let started = docker
             .start_exec(
                 &exec.id,

@@ -310,3 +310,139 @@ async fn twenty_concurrent_execs_and_a_long_line() {
     env.shutdown().await.unwrap();
     assert_eq!(containers_named(env.container_name()), 0);
 }
+
+fn docker_error(err: &Error) -> &DockerError {
+    match err {
+        Error::Backend { source, .. } => source
+            .downcast_ref::<DockerError>()
+            .unwrap_or_else(|| panic!("not a DockerError: {err:?}")),
+        other => panic!("not a backend error: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn init_errors_are_typed_and_leave_nothing() {
+    if !engine().await {
+        return;
+    }
+    // A mount of a missing host path: refused before anything is created.
+    let mut env = DockerEnvironment::new_headless(&image(), &unique("mount"))
+        .await
+        .unwrap();
+    env.with_pause()
+        .with_mount("/definitely/missing/src", "/src");
+    let _g1 = Cleanup(env.container_name().to_string());
+    let err = env.init().await.unwrap_err();
+    assert!(
+        matches!(docker_error(&err), DockerError::MountSourceMissing(p) if p == std::path::Path::new("/definitely/missing/src")),
+        "{err}"
+    );
+    assert!(!env.is_container_present().await.unwrap());
+    assert!(!std::path::Path::new("/definitely/missing/src").exists());
+
+    // A host port that is taken: typed, and the created container is removed.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut env = DockerEnvironment::new_headless(&image(), &unique("port"))
+        .await
+        .unwrap();
+    env.with_pause().with_port_mapping(port, 8080);
+    let _g2 = Cleanup(env.container_name().to_string());
+    let err = env.init().await.unwrap_err();
+    assert!(
+        matches!(docker_error(&err), DockerError::PortInUse { host_port, host_ip, .. } if *host_port == port && host_ip == "127.0.0.1"),
+        "{err}"
+    );
+    assert!(!env.is_container_present().await.unwrap());
+    drop(taken);
+
+    // A container whose command exited: an exec says so instead of a bare 409.
+    let mut env = DockerEnvironment::new_headless(&image(), &unique("exited"))
+        .await
+        .unwrap();
+    env.with_command(vec!["true".into()]);
+    let _g3 = Cleanup(env.container_name().to_string());
+    env.init().await.unwrap();
+    let id = env.container_id().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Running}}", &id])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() == "false" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut p = env.new_process("echo", &["hi"]).await.unwrap();
+    let err = p.run().await.unwrap_err();
+    assert!(
+        matches!(docker_error(&err), DockerError::NotRunning(c) if *c == id),
+        "{err}"
+    );
+    env.shutdown().await.unwrap();
+    assert!(!env.is_container_present().await.unwrap());
+}
+
+#[tokio::test]
+async fn published_ports_reach_the_container_on_loopback_only() {
+    if !engine().await {
+        return;
+    }
+    let port = runner_core::find_free_port().unwrap();
+    let mut env = DockerEnvironment::new_headless(&image(), &unique("ports"))
+        .await
+        .unwrap();
+    env.with_pause().with_port_mapping(port, 8080);
+    let _g = Cleanup(env.container_name().to_string());
+    env.init().await.unwrap();
+    assert_eq!(env.port_mappings().len(), 1);
+    let mut server = env
+        .new_process(
+            "sh",
+            &[
+                "-c",
+                "echo served-from-container > /tmp/index.html && exec httpd -f -p 8080 -h /tmp",
+            ],
+        )
+        .await
+        .unwrap();
+    server.start().await.unwrap();
+    // The server takes a moment to listen; the published port answers once it does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let _ = s
+                .write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+                .await;
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf).await;
+            if buf.contains("served-from-container") {
+                break buf;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the published port never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200"),
+        "{body}"
+    );
+    // Bound on 127.0.0.1, not on every interface.
+    let out = std::process::Command::new("docker")
+        .args(["port", env.container_name(), "8080/tcp"])
+        .output()
+        .unwrap();
+    let bound = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(bound, format!("127.0.0.1:{port}"));
+    server.stop().await.unwrap();
+    env.shutdown().await.unwrap();
+}
