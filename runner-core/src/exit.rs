@@ -5,30 +5,31 @@ use tokio::sync::watch;
 
 use crate::{Error, ExitStatus, Result};
 
-type Outcome = Option<std::result::Result<ExitStatus, String>>;
+type Outcome<E> = Option<std::result::Result<ExitStatus, E>>;
 
-/// The sending half: a backend's supervisor publishes the outcome once.
+/// The sending half: a backend's supervisor publishes the outcome once. `E` says why
+/// an end could not be observed (a backend's own failure type; a message by default).
 #[derive(Debug)]
-pub struct ExitPublisher(watch::Sender<Outcome>);
+pub struct ExitPublisher<E = String>(watch::Sender<Outcome<E>>);
 
 /// The receiving half: clone it freely; every clone sees the same outcome.
 #[derive(Debug, Clone)]
-pub struct ExitWatch(watch::Receiver<Outcome>);
+pub struct ExitWatch<E = String>(watch::Receiver<Outcome<E>>);
 
 /// A new publisher/watch pair.
-pub fn exit_channel() -> (ExitPublisher, ExitWatch) {
+pub fn exit_channel<E>() -> (ExitPublisher<E>, ExitWatch<E>) {
     let (tx, rx) = watch::channel(None);
     (ExitPublisher(tx), ExitWatch(rx))
 }
 
-impl ExitPublisher {
+impl<E> ExitPublisher<E> {
     /// Publishes how the process ended, or why we could not observe it.
-    pub fn publish(self, outcome: std::result::Result<ExitStatus, String>) {
+    pub fn publish(self, outcome: std::result::Result<ExitStatus, E>) {
         let _ = self.0.send(Some(outcome));
     }
 }
 
-impl ExitWatch {
+impl<E: Clone> ExitWatch<E> {
     /// True once an outcome was published.
     pub fn is_finished(&self) -> bool {
         self.0.borrow().is_some()
@@ -44,16 +45,17 @@ impl ExitWatch {
 
     /// Waits for the outcome. Any number of callers, before or after the end, get the
     /// same answer; dropping the future changes nothing. An unobservable end is an
-    /// `Err(message)`.
-    pub async fn wait(&self) -> Result<std::result::Result<ExitStatus, String>> {
+    /// `Err(why)`.
+    pub async fn wait(&self) -> Result<std::result::Result<ExitStatus, E>> {
         let mut rx = self.0.clone();
-        let outcome = rx.wait_for(|s| s.is_some()).await.map_err(|_| {
+        let gone = || {
             Error::io(
                 "observe the process",
                 std::io::Error::other("its supervisor ended without a status"),
             )
-        })?;
-        Ok(outcome.clone().unwrap_or_else(|| Err("no status".into())))
+        };
+        let outcome = rx.wait_for(|s| s.is_some()).await.map_err(|_| gone())?;
+        outcome.clone().ok_or_else(gone)
     }
 }
 
@@ -82,7 +84,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_waiters_one_answer() {
-        let (tx, rx) = exit_channel();
+        let (tx, rx) = exit_channel::<String>();
         assert!(!rx.is_finished());
         let waiters: Vec<_> = (0..4)
             .map(|_| {
@@ -100,7 +102,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_publisher_is_an_error_not_a_hang() {
-        let (tx, rx) = exit_channel();
+        let (tx, rx) = exit_channel::<String>();
         drop(tx);
         assert!(rx.wait().await.is_err());
     }

@@ -1,7 +1,7 @@
 //! Errors of the Docker backend, one variant per engine operation.
 
 /// What can go wrong talking to the Docker engine.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DockerError {
     /// No engine answered (not running, wrong `DOCKER_HOST`, no permission).
@@ -49,10 +49,20 @@ pub enum DockerError {
 }
 
 impl DockerError {
+    /// The error of a failed engine operation: `EngineDown` when the engine could not
+    /// be reached at all (refused, reset, timed out), `Operation` when it answered.
     pub(crate) fn op(action: &'static str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
-        move |e| DockerError::Operation {
-            action,
-            message: e.to_string(),
+        use bollard::errors::Error as E;
+        move |e| match e {
+            E::IOError { .. }
+            | E::HyperResponseError { .. }
+            | E::HyperLegacyError { .. }
+            | E::RequestTimeoutError
+            | E::SocketNotFoundError(_) => DockerError::EngineDown(format!("{action}: {e}")),
+            e => DockerError::Operation {
+                action,
+                message: e.to_string(),
+            },
         }
     }
 }

@@ -35,7 +35,7 @@ pub(crate) struct ExecShared {
     exec_id: String,
     bin: String,
     grace: Duration,
-    status: ExitWatch,
+    status: ExitWatch<ExecFailure>,
     /// The last signal we sent, to tell `128 + n` from a plain exit code.
     sent: Mutex<Option<i32>>,
 }
@@ -52,15 +52,11 @@ impl ExecShared {
     async fn wait(&self) -> Result<ExitStatus> {
         match self.status.wait().await? {
             Ok(s) => Ok(s),
-            Err(msg) if msg == "not found" => Err(Error::NotFound {
+            Err(ExecFailure::NotFound) => Err(Error::NotFound {
                 bin: self.bin.clone(),
                 searched: Some("the container's PATH".into()),
             }),
-            Err(msg) => Err(DockerError::Operation {
-                action: "observe the exec",
-                message: msg,
-            }
-            .into()),
+            Err(ExecFailure::Docker(e)) => Err(e.into()),
         }
     }
 
@@ -382,7 +378,7 @@ async fn supervise(
     mut output: OutputStream,
     mut raw_stdout: Option<DuplexStream>,
     sink: Output,
-    status_tx: ExitPublisher,
+    status_tx: ExitPublisher<ExecFailure>,
 ) {
     use bollard::container::LogOutput;
     let mut out_lines = LineBuffer::new(Stream::Stdout);
@@ -390,8 +386,15 @@ async fn supervise(
     // The engine reports a missing program as output; hold the first bytes until we
     // know whether that is what they are.
     let mut first: Option<Vec<u8>> = Some(Vec::new());
+    let mut stream_error = None;
     while let Some(item) = output.next().await {
-        let Ok(item) = item else { break };
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => {
+                stream_error = Some(e);
+                break;
+            }
+        };
         let (stream, bytes) = match item {
             LogOutput::StdOut { message } | LogOutput::Console { message } => {
                 (Stream::Stdout, message)
@@ -422,7 +425,7 @@ async fn supervise(
     err_lines.finish(&*sink);
     drop(raw_stdout);
 
-    let outcome = exit_status(&shared).await.map(|code| {
+    let outcome = exit_status(&shared, stream_error).await.map(|code| {
         let sent = *shared.sent.lock().unwrap_or_else(|p| p.into_inner());
         match sent {
             Some(sig) if code == 128 + i64::from(sig) => ExitStatus::Signaled(sig),
@@ -435,32 +438,60 @@ async fn supervise(
             && NOT_FOUND_MARKERS.iter().any(|m| text.contains(m))
     });
     let outcome = match outcome {
-        Ok(ExitStatus::Exited(126 | 127)) if engine_says_missing => Err("not found".to_string()),
+        Ok(ExitStatus::Exited(126 | 127)) if engine_says_missing => Err(ExecFailure::NotFound),
         other => other,
     };
     status_tx.publish(outcome);
 }
 
+/// Why an exec's end could not be observed.
+#[derive(Debug, Clone)]
+pub(crate) enum ExecFailure {
+    /// The program does not exist in the container.
+    NotFound,
+    /// The engine failed (or went away) while we watched.
+    Docker(DockerError),
+}
+
 /// Reads the exit code once the output ended; the engine may need a moment to notice
-/// the exit, so retry quickly while it still says "running".
-async fn exit_status(shared: &ExecShared) -> std::result::Result<i64, String> {
+/// the exit, so retry quickly while it still says "running". A broken output stream
+/// (`stream_error`) explains a failed inspect: the engine went away mid-exec.
+async fn exit_status(
+    shared: &ExecShared,
+    stream_error: Option<bollard::errors::Error>,
+) -> std::result::Result<i64, ExecFailure> {
     let mut pause = Duration::from_millis(1);
     for _ in 0..200 {
         match shared.inner.docker.inspect_exec(&shared.exec_id).await {
             Ok(info) if info.running == Some(true) => {}
             Ok(info) => {
-                return info
-                    .exit_code
-                    .ok_or_else(|| "the engine reported no exit code".into())
+                return info.exit_code.ok_or_else(|| {
+                    ExecFailure::Docker(DockerError::Operation {
+                        action: "observe the exec",
+                        message: "the engine reported no exit code".into(),
+                    })
+                })
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                let container = shared
+                    .inner
+                    .running()
+                    .map(|r| r.id)
+                    .unwrap_or_else(|| "?".into());
+                return Err(ExecFailure::Docker(DockerError::NoContainer(container)));
             }
             Err(e) => {
-                return Err(format!(
-                    "the exec could not be inspected (was the container removed?): {e}"
-                ))
+                let e = stream_error.unwrap_or(e);
+                return Err(ExecFailure::Docker(DockerError::op("observe the exec")(e)));
             }
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
-    Err("the engine still reports the exec as running after its output ended".into())
+    Err(ExecFailure::Docker(DockerError::Operation {
+        action: "observe the exec",
+        message: "the engine still reports the exec as running after its output ended".into(),
+    }))
 }
