@@ -8,8 +8,10 @@ use async_trait::async_trait;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use bollard::Docker;
+use futures_util::StreamExt;
 use runner_core::{
-    Backend, EnvLayers, EnvironmentVariable, Error, Proc, Result, RunnerEnvironment,
+    Backend, EnvLayers, EnvironmentVariable, Error, LineBuffer, Output, Proc, Result,
+    RunnerEnvironment, Stream,
 };
 use sha2::{Digest, Sha256};
 
@@ -103,6 +105,37 @@ pub struct DockerEnvironment {
     image_env: Vec<String>,
     dir: Option<PathBuf>,
     shut_down: std::sync::atomic::AtomicBool,
+    /// Where the container's own output goes (`with_output`).
+    output: Option<Output>,
+    /// Forwards the container's output from the current start.
+    log_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The container's attached output.
+type LogStream = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = std::result::Result<bollard::container::LogOutput, bollard::errors::Error>,
+            > + Send,
+    >,
+>;
+
+/// Forwards the container's output, line-framed, until the container stops.
+async fn forward_logs(mut logs: LogStream, sink: Output) {
+    use bollard::container::LogOutput;
+    let mut out = LineBuffer::new(Stream::Stdout);
+    let mut err = LineBuffer::new(Stream::Stderr);
+    while let Some(Ok(item)) = logs.next().await {
+        match item {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                out.push(&message, &*sink)
+            }
+            LogOutput::StdErr { message } => err.push(&message, &*sink),
+            LogOutput::StdIn { .. } => {}
+        }
+    }
+    out.finish(&*sink);
+    err.finish(&*sink);
 }
 
 impl DockerEnvironment {
@@ -161,6 +194,8 @@ impl DockerEnvironment {
             image_env,
             dir: None,
             shut_down: std::sync::atomic::AtomicBool::new(false),
+            output: None,
+            log_task: Mutex::new(None),
         }
         .mounting(dir))
     }
@@ -231,6 +266,14 @@ impl DockerEnvironment {
     /// Runs the container (and its execs) as `user` (`name`, `uid` or `uid:gid`).
     pub fn with_user(&mut self, user: &str) -> &mut Self {
         self.config.user = Some(user.to_string());
+        self
+    }
+
+    /// Sends the container's own output (its command's stdout and stderr, line by
+    /// line) to `sink`, from the start `init` makes onwards: earlier runs of a reused
+    /// container are not replayed. Attached before the start, so nothing is lost.
+    pub fn with_output(&mut self, sink: Output) -> &mut Self {
+        self.output = Some(sink);
         self
     }
 
@@ -403,11 +446,73 @@ impl DockerEnvironment {
             }
         };
         // From here on, anything that fails removes what we created.
+        let logs = match self.attach(&created.id).await {
+            Ok(logs) => logs,
+            Err(e) => {
+                let _ = self.remove(&created.id).await;
+                return Err(CreateError::Docker(e));
+            }
+        };
         if let Err(e) = docker.start_container(&created.id, None).await {
             let _ = self.remove(&created.id).await;
             return Err(CreateError::Docker(self.start_error(e)));
         }
+        self.follow(logs);
         Ok(created.id)
+    }
+
+    /// Attaches to the container's output when `with_output` asked for it (before the
+    /// start, so the first line is not missed).
+    async fn attach(&self, id: &str) -> std::result::Result<Option<LogStream>, DockerError> {
+        if self.output.is_none() {
+            return Ok(None);
+        }
+        let options = bollard::query_parameters::AttachContainerOptions {
+            stream: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let attached = self
+            .inner
+            .docker
+            .attach_container(id, Some(options))
+            .await
+            .map_err(DockerError::op("attach to the container's output"))?;
+        Ok(Some(attached.output))
+    }
+
+    /// Forwards attached output to the sink in the background.
+    fn follow(&self, logs: Option<LogStream>) {
+        if let (Some(logs), Some(sink)) = (logs, self.output.clone()) {
+            let task = tokio::spawn(forward_logs(logs, sink));
+            if let Some(old) = self
+                .log_task
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .replace(task)
+            {
+                old.abort();
+            }
+        }
+    }
+
+    /// Lets the output forwarder deliver the container's last lines (it ends with the
+    /// container), then stops it.
+    async fn finish_logs(&self) {
+        let task = self
+            .log_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut task) = task {
+            if tokio::time::timeout(std::time::Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
     }
 
     /// A start failure, typed: a published port that is taken becomes `PortInUse`.
@@ -464,12 +569,14 @@ impl DockerEnvironment {
                 .as_ref()
                 .and_then(|s| s.running)
                 .unwrap_or(false);
+            let logs = self.attach(&id).await?;
             if !running {
                 docker
                     .start_container(&id, None)
                     .await
                     .map_err(|e| self.start_error(e))?;
             }
+            self.follow(logs);
             return Ok(id);
         }
         tracing::info!(container = %self.container_name, "configuration changed; recreating");
@@ -549,6 +656,7 @@ impl RunnerEnvironment for DockerEnvironment {
         if let Some(r) = self.inner.running() {
             let _ = self.inner.docker.stop_container(&r.id, None).await;
         }
+        self.finish_logs().await;
         *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
     }
@@ -567,6 +675,7 @@ impl RunnerEnvironment for DockerEnvironment {
         if let Some(r) = running {
             self.remove(&r.id).await?;
         }
+        self.finish_logs().await;
         stopped
     }
 

@@ -446,3 +446,58 @@ async fn published_ports_reach_the_container_on_loopback_only() {
     server.stop().await.unwrap();
     env.shutdown().await.unwrap();
 }
+
+/// Waits until `cond` holds for the captured output.
+async fn eventually(cap: &CaptureSink, cond: impl Fn(&str, &str) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cond(&cap.stdout_string(), &cap.stderr_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "output never arrived: {:?} / {:?}",
+            cap.stdout_string(),
+            cap.stderr_string()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn container_output_is_followed_from_this_start_only() {
+    if !engine().await {
+        return;
+    }
+    let name = unique("logs");
+    let script =
+        "trap 'exit 0' TERM; echo started; echo oops >&2; printf no-newline; sleep infinity & wait";
+    let make = || async {
+        let mut env = DockerEnvironment::new_headless(&image(), &name)
+            .await
+            .unwrap();
+        env.with_command(vec!["sh".into(), "-c".into(), script.into()]);
+        env
+    };
+    let first = CaptureSink::new();
+    let mut env = make().await;
+    env.with_output(first.clone());
+    let _g = Cleanup(env.container_name().to_string());
+    env.init().await.unwrap();
+    eventually(&first, |out, err| {
+        out.contains("started") && err == "oops\n"
+    })
+    .await;
+    env.stop().await.unwrap();
+    // The unterminated last line is delivered once the container stops.
+    assert_eq!(first.stdout_string(), "started\nno-newline");
+
+    // The same configuration reuses the stopped container and starts it again: the
+    // new sink sees this start's output only, not the first run's.
+    let second = CaptureSink::new();
+    let mut env = make().await;
+    env.with_output(second.clone());
+    env.init().await.unwrap();
+    eventually(&second, |out, _| out.contains("started")).await;
+    env.shutdown().await.unwrap();
+    assert_eq!(second.stdout_string(), "started\nno-newline");
+    assert_eq!(second.stderr_string(), "oops\n");
+    assert!(!env.is_container_present().await.unwrap());
+}
