@@ -461,6 +461,23 @@ impl DockerEnvironment {
         Ok(created.id)
     }
 
+    /// Like [`RunnerEnvironment::new_process`], as the concrete [`DockerProc`] (for its
+    /// Docker-only methods such as [`DockerProc::find_pid`]).
+    pub fn docker_process(&self, bin: &str, args: &[&str]) -> Result<DockerProc> {
+        if self.shut_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::ShutDown);
+        }
+        let mut cmd = vec![bin.to_string()];
+        cmd.extend(args.iter().map(|a| a.to_string()));
+        Ok(DockerProc::new(
+            Arc::clone(&self.inner),
+            cmd,
+            self.layers.clone(),
+            self.config.work_dir.clone(),
+            self.config.user.clone(),
+        ))
+    }
+
     /// Attaches to the container's output when `with_output` asked for it (before the
     /// start, so the first line is not missed).
     async fn attach(&self, id: &str) -> std::result::Result<Option<LogStream>, DockerError> {
@@ -636,18 +653,7 @@ impl RunnerEnvironment for DockerEnvironment {
     }
 
     async fn new_process(&self, bin: &str, args: &[&str]) -> Result<Box<dyn Proc>> {
-        if self.shut_down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(Error::ShutDown);
-        }
-        let mut cmd = vec![bin.to_string()];
-        cmd.extend(args.iter().map(|a| a.to_string()));
-        Ok(Box::new(DockerProc::new(
-            Arc::clone(&self.inner),
-            cmd,
-            self.layers.clone(),
-            self.config.work_dir.clone(),
-            self.config.user.clone(),
-        )))
+        Ok(Box::new(self.docker_process(bin, args)?))
     }
 
     /// Stops every exec and the container (it can be started again by `init`).

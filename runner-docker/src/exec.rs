@@ -34,6 +34,8 @@ pub(crate) struct ExecShared {
     inner: Arc<Inner>,
     exec_id: String,
     bin: String,
+    /// The exact argv, to find the process by in the container's /proc.
+    cmd: Vec<String>,
     grace: Duration,
     status: ExitWatch<ExecFailure>,
     /// The last signal we sent, to tell `128 + n` from a plain exit code.
@@ -83,32 +85,27 @@ impl ExecShared {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));
         };
-        let status = std::fs::read_to_string(format!("/proc/{host_pid}/status"))
-            .map_err(|e| Error::io("find the exec's pid (the engine must run on this host)", e))?;
-        Ok(status
-            .lines()
-            .find(|l| l.starts_with("NSpid:"))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|p| p.parse().ok()))
+        // An engine on this host: the host pid's NSpid is exact. Otherwise (a remote
+        // engine, another pid namespace) scan the container's /proc.
+        match std::fs::read_to_string(format!("/proc/{host_pid}/status")) {
+            Ok(status) => Ok(status
+                .lines()
+                .find(|l| l.starts_with("NSpid:"))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|p| p.parse().ok())),
+            Err(_) => self.find_pid().await.map(|p| p.map(i64::from)),
+        }
     }
 
-    async fn signal(&self, signal: Signal) -> Result<()> {
-        if self.is_finished() {
-            return Ok(());
-        }
-        let Some(pid) = self.container_pid().await? else {
-            return Ok(());
-        };
+    /// Runs `cmd` in the container (not as a tracked process) and returns its stdout.
+    async fn run_helper(&self, action: &'static str, cmd: Vec<String>) -> Result<Vec<u8>> {
+        use bollard::container::LogOutput;
         let Some(container) = self.inner.running().map(|r| r.id) else {
-            return Ok(());
+            return Err(DockerError::NoContainer(
+                "the environment has no running container".into(),
+            )
+            .into());
         };
-        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(signal.number());
-        let cmd = vec![
-            "kill".to_string(),
-            "-s".to_string(),
-            signal.name().trim_start_matches("SIG").to_string(),
-            pid.to_string(),
-        ];
         let docker = &self.inner.docker;
         let exec = docker
             .create_exec(
@@ -121,12 +118,68 @@ impl ExecShared {
                 },
             )
             .await
-            .map_err(DockerError::op("create the kill exec"))?;
-        if let Ok(StartExecResults::Attached { mut output, .. }) =
-            docker.start_exec(&exec.id, None).await
+            .map_err(DockerError::op(action))?;
+        let mut stdout = Vec::new();
+        if let StartExecResults::Attached { mut output, .. } = docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(DockerError::op(action))?
         {
-            while output.next().await.is_some() {}
+            while let Some(item) = output.next().await {
+                if let Ok(LogOutput::StdOut { message }) = item {
+                    stdout.extend_from_slice(&message);
+                }
+            }
         }
+        Ok(stdout)
+    }
+
+    /// The pid, inside the container, of the one process whose argv is exactly this
+    /// exec's, found by scanning the container's /proc (no `ps` needed).
+    async fn find_pid(&self) -> Result<Option<u32>> {
+        if self.is_finished() {
+            return Ok(None);
+        }
+        let listing = self
+            .run_helper(
+                "scan the container's /proc",
+                vec!["sh".into(), "-c".into(), PROC_SCAN.into()],
+            )
+            .await?;
+        let matches = matching_pids(&listing, &self.cmd);
+        match matches.as_slice() {
+            [] => Ok(None),
+            [pid] => Ok(Some(*pid)),
+            many => Err(DockerError::Operation {
+                action: "find the exec's pid",
+                message: format!(
+                    "{} processes in the container run exactly {:?}; refusing to guess",
+                    many.len(),
+                    self.cmd
+                ),
+            }
+            .into()),
+        }
+    }
+
+    async fn signal(&self, signal: Signal) -> Result<()> {
+        if self.is_finished() {
+            return Ok(());
+        }
+        if self.inner.running().is_none() {
+            return Ok(());
+        }
+        let Some(pid) = self.container_pid().await? else {
+            return Ok(());
+        };
+        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(signal.number());
+        let cmd = vec![
+            "kill".to_string(),
+            "-s".to_string(),
+            signal.name().trim_start_matches("SIG").to_string(),
+            pid.to_string(),
+        ];
+        self.run_helper("signal the exec", cmd).await?;
         Ok(())
     }
 
@@ -191,6 +244,17 @@ impl DockerProc {
     /// The exec's id, once started.
     pub fn exec_id(&self) -> Option<&str> {
         self.shared.as_ref().map(|s| s.exec_id.as_str())
+    }
+
+    /// The pid of this process inside the container, found by scanning the
+    /// container's /proc for the process whose argv is exactly this one's (works with
+    /// a remote engine too). `None` once it ended; an error when several processes
+    /// run the very same argv.
+    pub async fn find_pid(&self) -> Result<Option<u32>> {
+        match &self.shared {
+            Some(s) => s.find_pid().await,
+            None => Err(Error::NotStarted),
+        }
     }
 }
 
@@ -312,6 +376,7 @@ impl Proc for DockerProc {
             inner: Arc::clone(&self.inner),
             exec_id: exec.id.clone(),
             bin: self.cmd[0].clone(),
+            cmd: self.cmd.clone(),
             grace: self.grace,
             status: status_rx,
             sent: Mutex::new(None),
@@ -444,6 +509,27 @@ async fn supervise(
     status_tx.publish(outcome);
 }
 
+/// Lists every process of the container as `<pid>\t<argv, NUL-separated>\n`, with
+/// nothing but the shell, `cat` and /proc (images without `ps` are common).
+const PROC_SCAN: &str = r#"for d in /proc/[0-9]*; do printf '%s\t' "${d#/proc/}"; cat "$d/cmdline" 2>/dev/null; printf '\n'; done"#;
+
+/// The pids in a [`PROC_SCAN`] listing whose argv is exactly `cmd`.
+fn matching_pids(listing: &[u8], cmd: &[String]) -> Vec<u32> {
+    listing
+        .split(|b| *b == b'\n')
+        .filter_map(|line| {
+            let tab = line.iter().position(|b| *b == b'\t')?;
+            let pid: u32 = std::str::from_utf8(&line[..tab]).ok()?.parse().ok()?;
+            let argv = line[tab + 1..].strip_suffix(b"\0")?;
+            let same = argv
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a))
+                .eq(cmd.iter().map(|c| std::borrow::Cow::Borrowed(c.as_str())));
+            same.then_some(pid)
+        })
+        .collect()
+}
+
 /// Why an exec's end could not be observed.
 #[derive(Debug, Clone)]
 pub(crate) enum ExecFailure {
@@ -494,4 +580,21 @@ async fn exit_status(
         action: "observe the exec",
         message: "the engine still reports the exec as running after its output ended".into(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_matches_the_exact_argv_only() {
+        let listing = b"1\tsleep\0infinity\0\n42\tsleep\x0060\0\n43\tsleep\x00600\0\n44\t\n\
+                        45\tsh\0-c\0sleep 60\0\n";
+        let cmd = vec!["sleep".to_string(), "60".to_string()];
+        assert_eq!(matching_pids(listing, &cmd), vec![42]);
+        assert_eq!(
+            matching_pids(listing, &["sleep".to_string()]),
+            Vec::<u32>::new()
+        );
+    }
 }

@@ -501,3 +501,30 @@ async fn container_output_is_followed_from_this_start_only() {
     assert_eq!(second.stderr_string(), "oops\n");
     assert!(!env.is_container_present().await.unwrap());
 }
+
+#[tokio::test]
+async fn find_pid_scans_the_containers_proc_for_the_exact_argv() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _guard) = paused("findpid", dir.path()).await;
+    // A near-miss with a longer argument must not match.
+    let mut decoy = env.new_process("sleep", &["610"]).await.unwrap();
+    decoy.start().await.unwrap();
+    let mut p = env.docker_process("sleep", &["61"]).unwrap();
+    assert!(matches!(p.find_pid().await, Err(Error::NotStarted)));
+    p.start().await.unwrap();
+    let pid = p.find_pid().await.unwrap().expect("a pid");
+    let (_, cmdline, _) = output(&env, &format!("tr '\\0' ' ' < /proc/{pid}/cmdline")).await;
+    assert_eq!(cmdline, "sleep 61 ");
+    // Two execs of the very same argv: no guessing.
+    let mut twin = env.new_process("sleep", &["61"]).await.unwrap();
+    twin.start().await.unwrap();
+    assert!(p.find_pid().await.is_err());
+    twin.stop().await.unwrap();
+    p.stop().await.unwrap();
+    assert_eq!(p.find_pid().await.unwrap(), None);
+    decoy.stop().await.unwrap();
+    env.shutdown().await.unwrap();
+}
