@@ -478,6 +478,34 @@ impl DockerEnvironment {
         ))
     }
 
+    /// The container's CPU and memory use now (CPU over the engine's ~1 s sampling
+    /// window), from the stats API.
+    pub async fn stats(&self) -> Result<crate::ContainerStats> {
+        let id = self
+            .inner
+            .running()
+            .map(|r| r.id)
+            .ok_or_else(|| DockerError::NoContainer(self.container_name.clone()))?;
+        let options = bollard::query_parameters::StatsOptions {
+            stream: false,
+            one_shot: false,
+        };
+        let mut stream = self.inner.docker.stats(&id, Some(options));
+        match stream.next().await {
+            Some(Ok(r)) => Ok(crate::ContainerStats::from_response(&r)),
+            Some(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            })) => Err(DockerError::NoContainer(id).into()),
+            Some(Err(e)) => Err(DockerError::op("read the container's stats")(e).into()),
+            None => Err(DockerError::Operation {
+                action: "read the container's stats",
+                message: "the engine sent none".into(),
+            }
+            .into()),
+        }
+    }
+
     /// Attaches to the container's output when `with_output` asked for it (before the
     /// start, so the first line is not missed).
     async fn attach(&self, id: &str) -> std::result::Result<Option<LogStream>, DockerError> {

@@ -11,6 +11,7 @@ mod error;
 mod exec;
 mod image;
 mod names;
+mod stats;
 
 pub use bollard::Docker;
 pub use client::{connect, docker_engine_running, forget_negotiated_version};
@@ -22,3 +23,4 @@ pub use names::{
     container_name, LABEL_CONFIG, LABEL_EPHEMERAL, LABEL_HOST, LABEL_NAME, LABEL_OWNER,
     LABEL_SESSION,
 };
+pub use stats::ContainerStats;

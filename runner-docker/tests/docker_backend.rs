@@ -528,3 +528,30 @@ async fn find_pid_scans_the_containers_proc_for_the_exact_argv() {
     decoy.stop().await.unwrap();
     env.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn stats_show_a_busy_container() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _guard) = paused("stats", dir.path()).await;
+    let mut busy = env
+        .new_process("sh", &["-c", "while :; do :; done"])
+        .await
+        .unwrap();
+    busy.start().await.unwrap();
+    let stats = env.stats().await.unwrap();
+    // A spinning shell uses most of a CPU; anything near zero would mean the figures
+    // are wrong (a loaded CI machine still gives it a good share).
+    assert!(stats.cpu_percent > 10.0, "{stats:?}");
+    assert!(stats.memory_bytes > 0, "{stats:?}");
+    assert!(stats.pids.unwrap_or(0) >= 2, "{stats:?}");
+    busy.stop().await.unwrap();
+    env.shutdown().await.unwrap();
+    let err = env.stats().await.unwrap_err();
+    assert!(
+        matches!(docker_error(&err), DockerError::NoContainer(_)),
+        "{err}"
+    );
+}
