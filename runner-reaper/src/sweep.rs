@@ -250,7 +250,6 @@ impl Ledger {
     }
 
     fn judge_all(&self, report: &mut SweepReport) -> Vec<(PathBuf, Verdict)> {
-        let snap = Snapshot::take();
         let entries = match fs::read_dir(self.runs_dir()) {
             Ok(rd) => rd,
             Err(e) => {
@@ -260,7 +259,7 @@ impl Ledger {
                 return Vec::new();
             }
         };
-        entries
+        let paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| {
@@ -268,6 +267,14 @@ impl Ledger {
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| !n.starts_with('.') && n.ends_with(".json"))
             })
+            .collect();
+        if paths.is_empty() {
+            // Nothing to judge (the common last pass): no need to read /proc.
+            return Vec::new();
+        }
+        let snap = Snapshot::take();
+        paths
+            .into_iter()
             .map(|p| {
                 let v = judge(&p, &snap);
                 (p, v)

@@ -239,11 +239,51 @@ fn reap_dead_records(n: usize, rounds: usize) -> Row {
 }
 
 fn reap_live_groups(n: usize) -> Row {
+    reap_groups(
+        n,
+        orphan_group,
+        "reap_50_live_groups",
+        "sweeping a single live group",
+    )
+}
+
+/// Like `reap_live_groups`, with groups that take 50 ms to clean up after SIGTERM (as
+/// compilers and language servers do): shows the groups are ended in parallel.
+fn reap_slow_exit_groups(n: usize) -> Row {
+    reap_groups(
+        n,
+        slow_exit_group,
+        "reap_50_slow_exit_groups",
+        "sweeping a single group that takes 50 ms to exit on SIGTERM",
+    )
+}
+
+fn slow_exit_group() -> std::process::Child {
+    let mut c = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "trap 'sleep 0.05; exit 0' TERM; sleep 300 & echo ready; wait",
+        ])
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(c.stdout.as_mut().expect("stdout"), &mut buf).expect("ready");
+    c
+}
+
+fn reap_groups(
+    n: usize,
+    spawn: fn() -> std::process::Child,
+    name: &'static str,
+    baseline_desc: &'static str,
+) -> Row {
     let owner = dead_pid();
     let one = {
         let tmp = tempfile::tempdir().expect("tmp");
         let ledger = Ledger::at(tmp.path());
-        let mut c = orphan_group();
+        let mut c = spawn();
         ledger
             .write_record(&orphan_record(c.id() as i32, owner))
             .expect("write");
@@ -256,7 +296,7 @@ fn reap_live_groups(n: usize) -> Row {
     };
     let tmp = tempfile::tempdir().expect("tmp");
     let ledger = Ledger::at(tmp.path());
-    let mut kids: Vec<_> = (0..n).map(|_| orphan_group()).collect();
+    let mut kids: Vec<_> = (0..n).map(|_| spawn()).collect();
     for c in &kids {
         ledger
             .write_record(&orphan_record(c.id() as i32, owner))
@@ -270,10 +310,10 @@ fn reap_live_groups(n: usize) -> Row {
         c.wait().expect("wait");
     }
     Row {
-        name: "reap_50_live_groups",
+        name,
         ours: many.as_secs_f64(),
         baseline: one.as_secs_f64(),
-        baseline_desc: "sweeping a single live group",
+        baseline_desc,
         target: 2.0,
     }
 }
@@ -691,6 +731,9 @@ fn main() {
     }
     if want("reap_50_live_groups") {
         rows.push(reap_live_groups(50));
+    }
+    if want("reap_50_slow_exit_groups") {
+        rows.push(reap_slow_exit_groups(50));
     }
     if want("docker_exec_run docker_exec_overhead docker_init companion_detect") {
         if rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2))) {
