@@ -1,15 +1,14 @@
 //! The Docker backend against a real dockerd and a locally built busybox image.
 
+mod common;
+use common::{docker_error, image, Cleanup};
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use runner_core::{CaptureSink, EnvironmentVariable, Error, ExitStatus, Proc, RunnerEnvironment};
 use runner_docker::{docker_engine_running, DockerEnvironment, DockerError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn image() -> String {
-    std::env::var("RUNNER_TEST_IMAGE").unwrap_or_else(|_| "runner-test/busybox:latest".into())
-}
 
 /// Skips (loudly) without an engine, unless engines are required.
 async fn engine() -> bool {
@@ -21,16 +20,6 @@ async fn engine() -> bool {
     }
     eprintln!("SKIPPED: no Docker engine; run `cargo xtask test` as root to provision one");
     false
-}
-
-/// Removes the container even when a test fails half-way.
-struct Cleanup(String);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", &self.0])
-            .output();
-    }
 }
 
 fn unique(name: &str) -> String {
@@ -309,15 +298,6 @@ async fn twenty_concurrent_execs_and_a_long_line() {
     assert_eq!(out.len(), 10 * 1024 * 1024 + 1);
     env.shutdown().await.unwrap();
     assert_eq!(containers_named(env.container_name()), 0);
-}
-
-fn docker_error(err: &Error) -> &DockerError {
-    match err {
-        Error::Backend { source, .. } => source
-            .downcast_ref::<DockerError>()
-            .unwrap_or_else(|| panic!("not a DockerError: {err:?}")),
-        other => panic!("not a backend error: {other:?}"),
-    }
 }
 
 #[tokio::test]

@@ -7,19 +7,18 @@
 //! engine vanish mid-exec by closing that listener and every connection through it.
 //! This file is its own test binary because it sets `DOCKER_HOST` for the process.
 
+mod common;
+use common::{docker_error, image, Cleanup};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runner_core::{CaptureSink, Error, RunnerEnvironment};
+use runner_core::{CaptureSink, RunnerEnvironment};
 use runner_docker::{docker_engine_running, DockerEnvironment, DockerError};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::task::JoinHandle;
 
 const ENGINE_SOCKET: &str = "/var/run/docker.sock";
-
-fn image() -> String {
-    std::env::var("RUNNER_TEST_IMAGE").unwrap_or_else(|_| "runner-test/busybox:latest".into())
-}
 
 /// A tcp listener forwarding every connection to the engine's unix socket.
 struct TcpEngine {
@@ -56,26 +55,6 @@ impl TcpEngine {
         for t in tasks {
             let _ = t.await;
         }
-    }
-}
-
-/// Removes the container through the real socket, whatever `DOCKER_HOST` says.
-struct Cleanup(String);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .env_remove("DOCKER_HOST")
-            .args(["rm", "-f", &self.0])
-            .output();
-    }
-}
-
-fn docker_error(err: &Error) -> &DockerError {
-    match err {
-        Error::Backend { source, .. } => source
-            .downcast_ref::<DockerError>()
-            .unwrap_or_else(|| panic!("not a DockerError: {err:?}")),
-        other => panic!("not a backend error: {other:?}"),
     }
 }
 

@@ -171,8 +171,13 @@ fn forward_long_line_memory(state: &std::path::Path) -> Row {
 }
 
 fn orphan_group() -> std::process::Child {
+    ready_group("sleep 300 & echo ready; wait")
+}
+
+/// A shell leading its own group that runs `script` and says `ready` first.
+fn ready_group(script: &str) -> std::process::Child {
     let mut c = std::process::Command::new("sh")
-        .args(["-c", "sleep 300 & echo ready; wait"])
+        .args(["-c", script])
         .process_group(0)
         .stdout(Stdio::piped())
         .spawn()
@@ -259,18 +264,7 @@ fn reap_slow_exit_groups(n: usize) -> Row {
 }
 
 fn slow_exit_group() -> std::process::Child {
-    let mut c = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "trap 'sleep 0.05; exit 0' TERM; sleep 300 & echo ready; wait",
-        ])
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut buf = [0u8; 6];
-    std::io::Read::read_exact(c.stdout.as_mut().expect("stdout"), &mut buf).expect("ready");
-    c
+    ready_group("trap 'sleep 0.05; exit 0' TERM; sleep 300 & echo ready; wait")
 }
 
 fn reap_groups(
