@@ -27,8 +27,24 @@ struct Fixture {
     tmp: tempfile::TempDir,
 }
 
+/// Keeps the ledger out of the real home when the suite runs under a bare
+/// `cargo test` (the xtask sets `RUNNER_STATE_DIR` itself and checks it afterwards).
+/// Every test calls this first, before anything reads the environment.
+fn isolate_state() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("RUNNER_STATE_DIR").is_none() {
+            std::env::set_var(
+                "RUNNER_STATE_DIR",
+                std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance-state"),
+            );
+        }
+    });
+}
+
 impl Fixture {
     fn new() -> Fixture {
+        isolate_state();
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tmp.path().join("src/sub")).unwrap();
         std::fs::write(tmp.path().join("src/sub/file.txt"), "in sub\n").unwrap();
