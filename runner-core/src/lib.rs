@@ -33,4 +33,6 @@ pub use runtimes::{check_for_runtimes, FoundRuntime, RuntimeReport, RuntimeRequi
 pub use state::ProcessState;
 pub use status::{ExitStatus, Signal};
 pub use tracked::{Event, TrackedProcess};
-pub use traits::{Backend, Proc, ProcStdin, ProcStdout, RunnerEnvironment, DEFAULT_STOP_GRACE};
+pub use traits::{
+    Backend, Proc, ProcOptions, ProcStdin, ProcStdout, RunnerEnvironment, DEFAULT_STOP_GRACE,
+};

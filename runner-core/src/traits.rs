@@ -8,10 +8,35 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::{EnvironmentVariable, ExitStatus, Output, Result, Signal};
+use crate::{
+    EnvLayers, EnvironmentVariable, ExitStatus, JoinPosition, Output, Result, Signal, StdioSink,
+};
 
 /// The default time `stop` waits after SIGTERM before it sends SIGKILL.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The per-process settings every backend keeps the same way: the process's own
+/// variables (layered over the environment's), its output sink and its stop grace.
+/// The `with_*` methods of [`Proc`] edit them through [`Proc::options_mut`].
+#[derive(Debug, Clone)]
+pub struct ProcOptions {
+    /// The process's own variables, applied last.
+    pub env: EnvLayers,
+    /// Where stderr (and stdout, unless piped) goes.
+    pub output: Output,
+    /// How long `stop` waits between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+impl Default for ProcOptions {
+    fn default() -> Self {
+        ProcOptions {
+            env: EnvLayers::new(),
+            output: std::sync::Arc::new(StdioSink),
+            grace: DEFAULT_STOP_GRACE,
+        }
+    }
+}
 
 /// Which backend runs a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -71,18 +96,30 @@ pub type ProcStdout = Box<dyn AsyncRead + Send + Unpin>;
 pub trait Proc: Send + Sync + fmt::Debug {
     /// Runs the process in `dir` instead of the environment's directory.
     fn with_dir(&mut self, dir: &Path);
+    /// The settings the `with_*` methods below edit (shared by every backend).
+    fn options_mut(&mut self) -> &mut ProcOptions;
     /// Sends the process's stderr (and stdout, unless `stdout_pipe` was taken) to
     /// `output`. The default writes to the host's stdout and stderr.
-    fn with_output(&mut self, output: Output);
+    fn with_output(&mut self, output: Output) {
+        self.options_mut().output = output;
+    }
     /// Adds variables over the environment's (the process wins).
-    fn with_env_vars(&mut self, vars: Vec<EnvironmentVariable>);
+    fn with_env_vars(&mut self, vars: Vec<EnvironmentVariable>) {
+        self.options_mut().env.set_all(vars);
+    }
     /// Appends `var`'s value to the existing value with `sep` (`PATH`-style); sets it
     /// when the variable is absent.
-    fn with_env_var_append(&mut self, var: EnvironmentVariable, sep: &str);
+    fn with_env_var_append(&mut self, var: EnvironmentVariable, sep: &str) {
+        self.options_mut().env.join(var, sep, JoinPosition::Append);
+    }
     /// Prepends `var`'s value to the existing value with `sep`.
-    fn with_env_var_prepend(&mut self, var: EnvironmentVariable, sep: &str);
+    fn with_env_var_prepend(&mut self, var: EnvironmentVariable, sep: &str) {
+        self.options_mut().env.join(var, sep, JoinPosition::Prepend);
+    }
     /// How long `stop` waits between SIGTERM and SIGKILL (default 5 s).
-    fn with_stop_grace(&mut self, grace: Duration);
+    fn with_stop_grace(&mut self, grace: Duration) {
+        self.options_mut().grace = grace;
+    }
     /// Makes `run`/`wait` also wait for the process named `bin` in the process's group
     /// (for launchers that start the real program and exit).
     fn wait_on(&mut self, bin: &str);

@@ -15,9 +15,8 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use futures_util::StreamExt;
 use runner_core::{
-    exit_channel, EnvLayers, EnvironmentVariable, Error, ExitPublisher, ExitStatus, ExitWatch,
-    JoinPosition, LineBuffer, Output, Proc, ProcStdin, ProcStdout, Result, Signal, StdioSink,
-    Stream, DEFAULT_STOP_GRACE,
+    exit_channel, EnvLayers, Error, ExitPublisher, ExitStatus, ExitWatch, LineBuffer, Output, Proc,
+    ProcOptions, ProcStdin, ProcStdout, Result, Signal, Stream,
 };
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
@@ -204,11 +203,9 @@ pub struct DockerProc {
     inner: Arc<Inner>,
     cmd: Vec<String>,
     env_layers: EnvLayers,
-    own_env: EnvLayers,
+    opts: ProcOptions,
     work_dir: Option<PathBuf>,
     user: Option<String>,
-    output: Output,
-    grace: Duration,
     stdin: Option<DuplexStream>,
     stdout: Option<DuplexStream>,
     stdin_taken: bool,
@@ -228,11 +225,9 @@ impl DockerProc {
             inner,
             cmd,
             env_layers,
-            own_env: EnvLayers::new(),
+            opts: ProcOptions::default(),
             work_dir,
             user,
-            output: Arc::new(StdioSink),
-            grace: DEFAULT_STOP_GRACE,
             stdin: None,
             stdout: None,
             stdin_taken: false,
@@ -267,24 +262,8 @@ impl Proc for DockerProc {
         });
     }
 
-    fn with_output(&mut self, output: Output) {
-        self.output = output;
-    }
-
-    fn with_env_vars(&mut self, vars: Vec<EnvironmentVariable>) {
-        self.own_env.set_all(vars);
-    }
-
-    fn with_env_var_append(&mut self, var: EnvironmentVariable, sep: &str) {
-        self.own_env.join(var, sep, JoinPosition::Append);
-    }
-
-    fn with_env_var_prepend(&mut self, var: EnvironmentVariable, sep: &str) {
-        self.own_env.join(var, sep, JoinPosition::Prepend);
-    }
-
-    fn with_stop_grace(&mut self, grace: Duration) {
-        self.grace = grace;
+    fn options_mut(&mut self) -> &mut ProcOptions {
+        &mut self.opts
     }
 
     /// Not supported by the Docker backend yet: the exec's own exit ends the run.
@@ -319,7 +298,7 @@ impl Proc for DockerProc {
         })?;
         let mut env = running.env.clone();
         self.env_layers.apply_to(&mut env);
-        self.own_env.apply_to(&mut env);
+        self.opts.env.apply_to(&mut env);
         let docker = &self.inner.docker;
         let exec = docker
             .create_exec(
@@ -377,7 +356,7 @@ impl Proc for DockerProc {
             exec_id: exec.id.clone(),
             bin: self.cmd[0].clone(),
             cmd: self.cmd.clone(),
-            grace: self.grace,
+            grace: self.opts.grace,
             status: status_rx,
             sent: Mutex::new(None),
         });
@@ -385,7 +364,7 @@ impl Proc for DockerProc {
             Arc::clone(&shared),
             output,
             self.stdout.take(),
-            Arc::clone(&self.output),
+            Arc::clone(&self.opts.output),
             status_tx,
         ));
         {

@@ -5,14 +5,13 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 use runner_core::{
-    forward, EnvLayers, EnvironmentVariable, Error, ExitStatus, JoinPosition, Output, Proc,
-    ProcStdin, ProcStdout, Result, Signal, StdioSink, Stream, DEFAULT_STOP_GRACE,
+    forward, EnvLayers, Error, ExitStatus, Proc, ProcOptions, ProcStdin, ProcStdout, Result,
+    Signal, Stream,
 };
 use runner_reaper::Ledger;
 use tokio::net::unix::pipe;
@@ -63,9 +62,7 @@ pub struct ProcSpec {
 #[derive(Debug)]
 pub struct NativeProc {
     spec: ProcSpec,
-    own_env: EnvLayers,
-    output: Output,
-    grace: Duration,
+    opts: ProcOptions,
     wait_on: Option<String>,
     stdin: Option<OwnedFd>,
     stdout: Option<OwnedFd>,
@@ -81,9 +78,7 @@ impl NativeProc {
     pub(crate) fn new(spec: ProcSpec, registry: Arc<Registry>) -> Self {
         NativeProc {
             spec,
-            own_env: EnvLayers::new(),
-            output: Arc::new(StdioSink),
-            grace: DEFAULT_STOP_GRACE,
+            opts: ProcOptions::default(),
             wait_on: None,
             stdin: None,
             stdout: None,
@@ -99,7 +94,7 @@ impl NativeProc {
     pub fn effective_env(&self) -> BTreeMap<String, String> {
         let mut env = self.spec.base.resolve();
         self.spec.env.apply_to(&mut env);
-        self.own_env.apply_to(&mut env);
+        self.opts.env.apply_to(&mut env);
         env
     }
 
@@ -118,24 +113,8 @@ impl Proc for NativeProc {
         self.spec.dir = self.spec.dir.join(dir);
     }
 
-    fn with_output(&mut self, output: Output) {
-        self.output = output;
-    }
-
-    fn with_env_vars(&mut self, vars: Vec<EnvironmentVariable>) {
-        self.own_env.set_all(vars);
-    }
-
-    fn with_env_var_append(&mut self, var: EnvironmentVariable, sep: &str) {
-        self.own_env.join(var, sep, JoinPosition::Append);
-    }
-
-    fn with_env_var_prepend(&mut self, var: EnvironmentVariable, sep: &str) {
-        self.own_env.join(var, sep, JoinPosition::Prepend);
-    }
-
-    fn with_stop_grace(&mut self, grace: Duration) {
-        self.grace = grace;
+    fn options_mut(&mut self) -> &mut ProcOptions {
+        &mut self.opts
     }
 
     fn wait_on(&mut self, bin: &str) {
@@ -214,14 +193,14 @@ impl Proc for NativeProc {
         let mut forwarders = Vec::with_capacity(2);
         if piped_stdout {
             if let Some(out) = child.stdout.take() {
-                let sink = Arc::clone(&self.output);
+                let sink = Arc::clone(&self.opts.output);
                 forwarders.push(tokio::spawn(async move {
                     let _ = forward(out, &*sink, Stream::Stdout).await;
                 }));
             }
         }
         if let Some(err) = child.stderr.take() {
-            let sink = Arc::clone(&self.output);
+            let sink = Arc::clone(&self.opts.output);
             forwarders.push(tokio::spawn(async move {
                 let _ = forward(err, &*sink, Stream::Stderr).await;
             }));
@@ -230,7 +209,7 @@ impl Proc for NativeProc {
             child,
             registration,
             forwarders,
-            grace: self.grace,
+            grace: self.opts.grace,
             wait_on: self.wait_on.clone(),
         });
         self.registry.add(&shared);
