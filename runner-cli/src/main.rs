@@ -377,6 +377,17 @@ async fn run_proc(mut proc: Box<dyn Proc>) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(&e, i32::from(EXIT_INTERNAL)),
     };
+    // The handlers are in place before the child starts: a signal that arrives the
+    // moment it runs is forwarded, never taken by our own default disposition.
+    let streams: Vec<_> = [
+        (SignalKind::interrupt(), Signal::Interrupt),
+        (SignalKind::terminate(), Signal::Terminate),
+        (SignalKind::hangup(), Signal::Hangup),
+        (SignalKind::quit(), Signal::Quit),
+    ]
+    .into_iter()
+    .filter_map(|(kind, sig)| signal(kind).ok().map(|stream| (stream, sig)))
+    .collect();
     if let Err(e) = proc.start().await {
         return fail(&e, i32::from(EXIT_INTERNAL));
     }
@@ -387,15 +398,7 @@ async fn run_proc(mut proc: Box<dyn Proc>) -> i32 {
         let _ = tokio::io::copy(&mut stdin, &mut stdin_pipe).await;
         let _ = stdin_pipe.shutdown().await;
     });
-    for (kind, sig) in [
-        (SignalKind::interrupt(), Signal::Interrupt),
-        (SignalKind::terminate(), Signal::Terminate),
-        (SignalKind::hangup(), Signal::Hangup),
-        (SignalKind::quit(), Signal::Quit),
-    ] {
-        let Ok(mut stream) = signal(kind) else {
-            continue;
-        };
+    for (mut stream, sig) in streams {
         let proc = Arc::clone(&proc);
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
