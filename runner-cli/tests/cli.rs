@@ -153,8 +153,20 @@ fn start_ready(
     cli: &Cli,
     script: &str,
 ) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    start_ready_with(cli, &[], script)
+}
+
+/// `runner run [flags] -- sh -c script`, once the script printed `ready`.
+fn start_ready_with(
+    cli: &Cli,
+    flags: &[&str],
+    script: &str,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut args = vec!["run"];
+    args.extend_from_slice(flags);
+    args.extend(["--", "sh", "-c", script]);
     let mut child = cli
-        .cmd(&["run", "--", "sh", "-c", script])
+        .cmd(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -430,26 +442,11 @@ fn docker_backend_forwards_sigterm() {
         return;
     }
     let cli = Cli::new();
-    let mut child = cli
-        .cmd(&[
-            "run",
-            "--backend",
-            "docker",
-            "--image",
-            IMAGE,
-            "--",
-            "sh",
-            "-c",
-            "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    let (mut child, _out) = start_ready_with(
+        &cli,
+        &["--backend", "docker", "--image", IMAGE],
+        "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done",
+    );
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(42));
     assert_eq!(runner_containers(child.id()), 0);

@@ -125,7 +125,6 @@ async fn docker_host_over_tcp_engine_down_and_engine_gone_mid_exec() {
     // promptly instead of hanging, and is_running turns false.
     let mut long = env.new_process("sleep", &["60"]).await.unwrap();
     long.start().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(long.is_running().await.unwrap());
     tcp.kill().await;
     let r = tokio::time::timeout(Duration::from_secs(30), long.wait())
