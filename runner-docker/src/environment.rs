@@ -15,7 +15,7 @@ use runner_core::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::exec::{DockerProc, ExecShared};
+use crate::exec::{split_frame, DockerProc, ExecShared, OutputStream};
 use crate::names::*;
 use crate::{client, image, DockerError};
 
@@ -111,27 +111,15 @@ pub struct DockerEnvironment {
     log_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// The container's attached output.
-type LogStream = std::pin::Pin<
-    Box<
-        dyn futures_util::Stream<
-                Item = std::result::Result<bollard::container::LogOutput, bollard::errors::Error>,
-            > + Send,
-    >,
->;
-
 /// Forwards the container's output, line-framed, until the container stops.
-async fn forward_logs(mut logs: LogStream, sink: Output) {
-    use bollard::container::LogOutput;
+async fn forward_logs(mut logs: OutputStream, sink: Output) {
     let mut out = LineBuffer::new(Stream::Stdout);
     let mut err = LineBuffer::new(Stream::Stderr);
-    while let Some(Ok(item)) = logs.next().await {
-        match item {
-            LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                out.push(&message, &*sink)
-            }
-            LogOutput::StdErr { message } => err.push(&message, &*sink),
-            LogOutput::StdIn { .. } => {}
+    while let Some(Ok(frame)) = logs.next().await {
+        match split_frame(frame) {
+            Some((Stream::Stdout, bytes)) => out.push(&bytes, &*sink),
+            Some((Stream::Stderr, bytes)) => err.push(&bytes, &*sink),
+            None => {}
         }
     }
     out.finish(&*sink);
@@ -508,7 +496,7 @@ impl DockerEnvironment {
 
     /// Attaches to the container's output when `with_output` asked for it (before the
     /// start, so the first line is not missed).
-    async fn attach(&self, id: &str) -> std::result::Result<Option<LogStream>, DockerError> {
+    async fn attach(&self, id: &str) -> std::result::Result<Option<OutputStream>, DockerError> {
         if self.output.is_none() {
             return Ok(None);
         }
@@ -528,7 +516,7 @@ impl DockerEnvironment {
     }
 
     /// Forwards attached output to the sink in the background.
-    fn follow(&self, logs: Option<LogStream>) {
+    fn follow(&self, logs: Option<OutputStream>) {
         if let (Some(logs), Some(sink)) = (logs, self.output.clone()) {
             let task = tokio::spawn(forward_logs(logs, sink));
             if let Some(old) = self

@@ -409,13 +409,26 @@ impl Proc for DockerProc {
     }
 }
 
-type OutputStream = std::pin::Pin<
+/// An attached stream of output frames (an exec's or a container's).
+pub(crate) type OutputStream = std::pin::Pin<
     Box<
         dyn futures_util::Stream<
                 Item = std::result::Result<bollard::container::LogOutput, bollard::errors::Error>,
             > + Send,
     >,
 >;
+
+/// Which stream a frame of attached output belongs to (stdin echoes are dropped).
+pub(crate) fn split_frame(frame: bollard::container::LogOutput) -> Option<(Stream, bytes::Bytes)> {
+    use bollard::container::LogOutput;
+    match frame {
+        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+            Some((Stream::Stdout, message))
+        }
+        LogOutput::StdErr { message } => Some((Stream::Stderr, message)),
+        LogOutput::StdIn { .. } => None,
+    }
+}
 
 async fn supervise(
     shared: Arc<ExecShared>,
@@ -424,7 +437,6 @@ async fn supervise(
     sink: Output,
     status_tx: ExitPublisher<ExecFailure>,
 ) {
-    use bollard::container::LogOutput;
     let mut out_lines = LineBuffer::new(Stream::Stdout);
     let mut err_lines = LineBuffer::new(Stream::Stderr);
     // The engine reports a missing program as output; hold the first bytes until we
@@ -439,12 +451,8 @@ async fn supervise(
                 break;
             }
         };
-        let (stream, bytes) = match item {
-            LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                (Stream::Stdout, message)
-            }
-            LogOutput::StdErr { message } => (Stream::Stderr, message),
-            LogOutput::StdIn { .. } => continue,
+        let Some((stream, bytes)) = split_frame(item) else {
+            continue;
         };
         if let Some(held) = first.as_mut() {
             if held.len() < 512 {
