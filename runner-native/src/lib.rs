@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 mod environment;
+mod leader;
 mod process;
 mod resolve;
 mod spawn;

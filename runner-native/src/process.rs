@@ -1,10 +1,10 @@
 //! `NativeProc`: one host process leading its own process group.
 
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::OnceLock;
 
 use async_trait::async_trait;
 use nix::fcntl::OFlag;
@@ -15,10 +15,9 @@ use runner_core::{
 };
 use runner_reaper::Ledger;
 use tokio::net::unix::pipe;
-use tokio::process::Command;
 
 use crate::resolve::{check_dir, resolve_binary};
-use crate::spawn::{spawn_group, SpawnError};
+use crate::spawn::{spawn_group, Launch, SpawnError};
 use crate::supervisor::{supervise, Registry, Shared, Supervised};
 
 /// The variables a process starts from, below every edit.
@@ -107,6 +106,27 @@ fn os_pipe() -> Result<(OwnedFd, OwnedFd)> {
     pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::io("create a pipe", e.into()))
 }
 
+/// `/dev/null`, opened once per process (close-on-exec), for children without stdin.
+fn dev_null() -> Result<BorrowedFd<'static>> {
+    static NULL: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = NULL.get() {
+        return Ok(fd.as_fd());
+    }
+    let fd = std::fs::File::open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io("open /dev/null", e))?;
+    Ok(NULL.get_or_init(|| fd).as_fd())
+}
+
+/// Our end of an output pipe, made non-blocking (the child's end stays blocking) and
+/// registered with the reactor.
+fn async_reader(fd: OwnedFd) -> Result<pipe::Receiver> {
+    let setup = |e| Error::io("set up an output pipe", e);
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .map_err(|e| setup(e.into()))?;
+    pipe::Receiver::from_owned_fd_unchecked(fd).map_err(setup)
+}
+
 #[async_trait]
 impl Proc for NativeProc {
     fn with_dir(&mut self, dir: &Path) {
@@ -157,56 +177,56 @@ impl Proc for NativeProc {
             &self.spec.dir,
         )?;
 
-        let mut cmd = Command::new(&program);
-        cmd.arg0(&self.spec.bin)
-            .args(&self.spec.args)
-            .current_dir(&self.spec.dir)
-            .env_clear()
-            .envs(&env)
-            .stderr(Stdio::piped());
-        cmd.stdin(match self.stdin.take() {
-            Some(fd) => Stdio::from(fd),
-            None => Stdio::null(),
-        });
-        let raw_stdout = self.stdout.take();
-        let piped_stdout = raw_stdout.is_none();
-        cmd.stdout(match raw_stdout {
-            Some(fd) => Stdio::from(fd),
-            None => Stdio::piped(),
-        });
+        // The child's ends of its pipes; ours are wrapped for the forwarders.
+        let stdin = self.stdin.take();
+        let (stdout, stdout_reader) = match self.stdout.take() {
+            Some(fd) => (fd, None),
+            None => {
+                let (read, write) = os_pipe()?;
+                (write, Some(read))
+            }
+        };
+        let (stderr_reader, stderr) = os_pipe()?;
 
         let argv: Vec<String> = std::iter::once(self.spec.bin.clone())
             .chain(self.spec.args.iter().cloned())
             .collect();
-        let (mut child, registration) =
-            spawn_group(cmd, self.spec.ledger.clone(), argv, self.spec.dir.clone()).map_err(
-                |e| match e {
-                    SpawnError::Ledger(msg) => Error::Ledger(msg),
-                    SpawnError::Spawn(source) => {
-                        classify_spawn_error(&self.spec.bin, &program, source)
-                    }
+        let launch = Launch {
+            program: &program,
+            argv: &argv,
+            env: &env,
+            dir: &self.spec.dir,
+            stdio: [
+                match &stdin {
+                    Some(fd) => fd.as_fd(),
+                    None => dev_null()?,
                 },
-            )?;
-        // Our copies of the child's pipe ends are closed now (moved into `cmd`, which
-        // is dropped), so EOF on them means the child side closed.
-
+                stdout.as_fd(),
+                stderr.as_fd(),
+            ],
+        };
+        let spawned = spawn_group(launch, self.spec.ledger.clone());
+        // Closed now, so EOF on our ends means the child side closed.
+        drop((stdin, stdout, stderr));
+        let (leader, registration) = spawned.map_err(|e| match e {
+            SpawnError::Ledger(msg) => Error::Ledger(msg),
+            SpawnError::Spawn(source) => classify_spawn_error(&self.spec.bin, &program, source),
+        })?;
         let mut forwarders = Vec::with_capacity(2);
-        if piped_stdout {
-            if let Some(out) = child.stdout.take() {
-                let sink = Arc::clone(&self.opts.output);
-                forwarders.push(tokio::spawn(async move {
-                    let _ = forward(out, &*sink, Stream::Stdout).await;
-                }));
-            }
-        }
-        if let Some(err) = child.stderr.take() {
+        let readers = [
+            (stdout_reader, Stream::Stdout),
+            (Some(stderr_reader), Stream::Stderr),
+        ];
+        for (reader, stream) in readers.into_iter() {
+            let Some(reader) = reader else { continue };
+            let reader = async_reader(reader)?;
             let sink = Arc::clone(&self.opts.output);
             forwarders.push(tokio::spawn(async move {
-                let _ = forward(err, &*sink, Stream::Stderr).await;
+                let _ = forward(reader, &*sink, stream).await;
             }));
         }
         let shared = supervise(Supervised {
-            child,
+            leader,
             registration,
             forwarders,
             grace: self.opts.grace,

@@ -1,30 +1,56 @@
 //! Spawning a process group leader that is registered before it runs its program.
 //!
-//! Between `fork` and `exec` the child writes its own ledger record: the parent
-//! prepares every byte it can (the runs directory, the owner, argv, cwd, boot id) and
-//! the child adds what only it knows (its pid, which is also its process group id, and
-//! its start time from `/proc/self/stat`), writes a temporary file and renames it into
-//! place, using only async-signal-safe system calls on preallocated buffers. If any
+//! The child is made the way `posix_spawn` makes it: `clone(CLONE_VM | CLONE_VFORK)`,
+//! so no page table is copied and the parent sleeps until the child has called
+//! `execve` (or died trying). Between the clone and the exec the child puts itself in
+//! a new process group and writes its own ledger record: the parent prepares every
+//! byte it can (the runs directory, the owner, argv, cwd, boot id) and the child adds
+//! what only it knows (its pid, which is also its process group id, and its start time
+//! from `/proc/self/stat`), writes a temporary file and renames it into place. If any
 //! step fails the child does not exec: no program runs without a record, and there is
 //! no window in which an owner crash could leave an unrecorded group.
+//!
+//! The child shares the parent's memory, so it runs only async-signal-safe system
+//! calls on buffers allocated before the clone, never allocates, never takes a lock,
+//! and reports a failure by writing into the parent's [`ChildCtx`], which the parent
+//! reads once it wakes. Every signal is blocked around the clone and the child resets
+//! every handled signal to its default before unblocking, so no handler of the parent
+//! ever runs on the child's side.
 
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
-use nix::fcntl::OFlag;
-use nix::libc;
-use nix::unistd::pipe2;
-use runner_reaper::{Ledger, Record};
-use tokio::process::{Child, Command};
+use nix::libc::{self, c_char, c_int, c_void};
+use runner_reaper::{unborn_record_tail, Ledger};
 
-/// errno a child reports when it could not write its record (exec never returns it).
-const REGISTRATION_FAILED: i32 = libc::ENOTRECOVERABLE;
+use crate::leader::Leader;
+
+/// Stack for the child between clone and exec: the record writer's buffers are on
+/// the heap, the deepest frame is a 1 KiB read of `/proc/self/stat`.
+const CHILD_STACK: usize = 64 * 1024;
+/// One past the highest signal number on Linux.
+const NSIG: c_int = 65;
+
+/// Where in the child a failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+enum Stage {
+    None = 0,
+    Group = 1,
+    Record = 2,
+    Fds = 3,
+    Dir = 4,
+    Exec = 5,
+}
 
 /// Why a spawn failed.
 #[derive(Debug)]
 pub(crate) enum SpawnError {
-    /// The OS could not start the program.
+    /// The OS could not start the program (the error of `execve`, `chdir`, `clone`).
     Spawn(io::Error),
     /// The ledger record could not be written; the program never ran.
     Ledger(String),
@@ -37,63 +63,279 @@ pub(crate) struct Registration {
     pub(crate) pgid: i32,
 }
 
-/// Spawns `cmd` as the leader of a new process group. With a ledger, the group is
+/// What to start.
+pub(crate) struct Launch<'a> {
+    /// The resolved program.
+    pub(crate) program: &'a Path,
+    /// `argv[0]` (the name the caller used) and the arguments.
+    pub(crate) argv: &'a [String],
+    /// The whole environment.
+    pub(crate) env: &'a BTreeMap<String, String>,
+    /// The working directory.
+    pub(crate) dir: &'a Path,
+    /// The child's stdin, stdout and stderr.
+    pub(crate) stdio: [BorrowedFd<'a>; 3],
+}
+
+/// What the child reads and what it writes back, shared through `CLONE_VM`.
+struct ChildCtx {
+    program: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    dir: *const c_char,
+    stdio: [RawFd; 3],
+    record: *mut ChildRecordWriter,
+    /// Written by the child on failure.
+    stage: i32,
+    errno: i32,
+}
+
+/// Spawns `launch` as the leader of a new process group. With a ledger, the group is
 /// registered before the program runs.
 pub(crate) fn spawn_group(
-    mut cmd: Command,
+    launch: Launch<'_>,
     ledger: Option<Ledger>,
-    argv: Vec<String>,
-    cwd: PathBuf,
-) -> Result<(Child, Option<Registration>), SpawnError> {
-    cmd.process_group(0);
-    let Some(ledger) = ledger else {
-        return cmd.spawn().map(|c| (c, None)).map_err(SpawnError::Spawn);
+) -> Result<(Leader, Option<Registration>), SpawnError> {
+    let spawn_err = SpawnError::Spawn;
+    let program = cstring(launch.program.as_os_str()).map_err(spawn_err)?;
+    let dir = cstring(launch.dir.as_os_str()).map_err(spawn_err)?;
+    let argv = launch
+        .argv
+        .iter()
+        .map(|a| cstring(OsStr::new(a)))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(spawn_err)?;
+    let envp = launch
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
+            kv.extend_from_slice(k.as_bytes());
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstring(OsStr::from_bytes(&kv))
+        })
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(spawn_err)?;
+    let argv_ptrs = null_terminated(&argv);
+    let envp_ptrs = null_terminated(&envp);
+    // dup2 onto 0, 1 and 2 must not clobber a source that is itself one of them.
+    let moved = launch
+        .stdio
+        .map(above_stdio)
+        .into_iter()
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(spawn_err)?;
+    let stdio: Vec<RawFd> = moved
+        .iter()
+        .zip(launch.stdio)
+        .map(|(dup, fd)| dup.as_ref().map_or(fd.as_raw_fd(), |d| d.as_raw_fd()))
+        .collect();
+
+    let mut writer = match &ledger {
+        Some(ledger) => {
+            let ledger_err = |e: runner_reaper::LedgerError| SpawnError::Ledger(e.to_string());
+            if !ledger.runs_dir().is_dir() {
+                ledger.ensure_dir().map_err(ledger_err)?;
+            }
+            let rest = unborn_record_tail(launch.argv, launch.dir).map_err(ledger_err)?;
+            Some(ChildRecordWriter::new(
+                ledger,
+                rest,
+                ledger.take_spare().as_deref(),
+            ))
+        }
+        None => None,
     };
-    let ledger_err = |e: runner_reaper::LedgerError| SpawnError::Ledger(e.to_string());
-    if !ledger.runs_dir().is_dir() {
-        ledger.ensure_dir().map_err(ledger_err)?;
+    if let Some(w) = writer.as_mut() {
+        w.mark_clone();
     }
-    let me = std::process::id() as i32;
-    // Everything but the child's own pid and start time, which it fills in.
-    let template = Record::for_group(me, me, argv, cwd).map_err(ledger_err)?;
-    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Spawn(e.into()))?;
-    let mut writer = ChildRecordWriter::new(&ledger, &template, report_w.as_raw_fd());
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-    // system calls on buffers allocated before the fork.
+    let mut ctx = ChildCtx {
+        program: program.as_ptr(),
+        argv: argv_ptrs.as_ptr(),
+        envp: envp_ptrs.as_ptr(),
+        dir: dir.as_ptr(),
+        stdio: [stdio[0], stdio[1], stdio[2]],
+        record: writer
+            .as_mut()
+            .map_or(std::ptr::null_mut(), |w| w as *mut ChildRecordWriter),
+        stage: Stage::None as i32,
+        errno: 0,
+    };
+    // Uninitialized: only the child's frames ever write it.
+    let mut stack: Vec<std::mem::MaybeUninit<u8>> = Vec::with_capacity(CHILD_STACK);
+    // SAFETY: MaybeUninit needs no initialization.
+    unsafe { stack.set_len(CHILD_STACK) };
+
+    let pid = clone_vfork(&mut ctx, &mut stack).map_err(spawn_err)?;
+    // SAFETY: the child has exec'd or exited; nothing else writes `ctx` now. Volatile
+    // because the writes happened behind the compiler's back.
+    let (stage, errno) = unsafe {
+        (
+            std::ptr::read_volatile(&ctx.stage),
+            std::ptr::read_volatile(&ctx.errno),
+        )
+    };
+    drop(moved);
+    if stage != Stage::None as i32 {
+        // The child has exited (status 127); reap it so no zombie is left.
+        crate::leader::reap_blocking(pid);
+        if let Some(spare) = writer.as_ref().and_then(ChildRecordWriter::leftover_spare) {
+            let _ = std::fs::remove_file(spare);
+        }
+        let error = io::Error::from_raw_os_error(errno);
+        return Err(match (stage, &ledger) {
+            (s, Some(ledger)) if s == Stage::Record as i32 => SpawnError::Ledger(format!(
+                "failed to write a record into `{}`: {error}",
+                ledger.runs_dir().display()
+            )),
+            _ => SpawnError::Spawn(error),
+        });
+    }
+    let leader = Leader::new(pid).map_err(spawn_err)?;
+    Ok((
+        leader,
+        ledger.map(|ledger| Registration { ledger, pgid: pid }),
+    ))
+}
+
+/// `clone(CLONE_VM | CLONE_VFORK)` with every signal blocked; returns the child's pid
+/// once it has exec'd or failed.
+fn clone_vfork(ctx: &mut ChildCtx, stack: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<i32> {
+    // SAFETY: the stack outlives the child's use of it (the parent sleeps until the
+    // exec); `child_main` only touches `ctx` and makes async-signal-safe calls.
     unsafe {
-        cmd.pre_exec(move || writer.write());
-    }
-    let result = cmd.spawn();
-    drop(report_w);
-    match result {
-        Ok(child) => {
-            let pgid = child.id().unwrap_or(0) as i32;
-            Ok((child, Some(Registration { ledger, pgid })))
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
         }
-        Err(e) => {
-            // The child may have registered before its exec failed: take it back.
-            if let Some(pid) = reported_pid(&report_r) {
-                let _ = ledger.remove_record(pid);
-            }
-            if e.raw_os_error() == Some(REGISTRATION_FAILED) {
-                Err(SpawnError::Ledger(format!(
-                    "failed to write a record into `{}`",
-                    ledger.runs_dir().display()
-                )))
-            } else {
-                Err(SpawnError::Spawn(e))
-            }
+        let top = stack.as_mut_ptr().add(stack.len());
+        let top = top.sub(top as usize % 16);
+        let pid = libc::clone(
+            child_main,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (ctx as *mut ChildCtx).cast(),
+        );
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(clone_error);
         }
+        Ok(pid)
     }
 }
 
-/// The pid a failed child reported before it died, if it got that far.
-fn reported_pid(report_r: &OwnedFd) -> Option<i32> {
-    let mut buf = [0u8; 4];
-    match nix::unistd::read(report_r, &mut buf) {
-        Ok(4) => Some(i32::from_ne_bytes(buf)),
-        _ => None,
+/// The child, between clone and exec. Returns only by `_exit`.
+extern "C" fn child_main(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the parent's `ChildCtx`, which lives until the parent wakes.
+    unsafe {
+        let ctx = &mut *arg.cast::<ChildCtx>();
+        reset_signal_handlers();
+        if libc::setpgid(0, 0) != 0 {
+            fail(ctx, Stage::Group);
+        }
+        let writer = ctx.record;
+        if !writer.is_null() && !(*writer).write(libc::syscall(libc::SYS_getpid) as i32) {
+            fail(ctx, Stage::Record);
+        }
+        for (target, source) in ctx.stdio.into_iter().enumerate() {
+            if libc::dup2(source, target as c_int) < 0 {
+                undo(ctx, Stage::Fds);
+            }
+        }
+        if libc::chdir(ctx.dir) != 0 {
+            undo(ctx, Stage::Dir);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(ctx.program, ctx.argv, ctx.envp);
+        undo(ctx, Stage::Exec)
     }
+}
+
+/// Reports `stage` and the current errno to the parent and exits.
+///
+/// # Safety
+/// Only for the child between clone and exec.
+unsafe fn fail(ctx: &mut ChildCtx, stage: Stage) -> ! {
+    std::ptr::write_volatile(&mut ctx.errno, *libc::__errno_location());
+    std::ptr::write_volatile(&mut ctx.stage, stage as i32);
+    libc::_exit(127)
+}
+
+/// As [`fail`], after taking back the record the child wrote.
+///
+/// # Safety
+/// Only for the child between clone and exec.
+unsafe fn undo(ctx: &mut ChildCtx, stage: Stage) -> ! {
+    if !ctx.record.is_null() {
+        let errno = *libc::__errno_location();
+        (*ctx.record).discard();
+        *libc::__errno_location() = errno;
+    }
+    fail(ctx, stage)
+}
+
+/// Every signal with a handler goes back to its default, and so does SIGPIPE, which
+/// Rust programs ignore but their children should not. Other ignored signals stay
+/// ignored, as `exec` would keep them.
+///
+/// # Safety
+/// Only for the child between clone and exec, with every signal blocked.
+unsafe fn reset_signal_handlers() {
+    for sig in 1..NSIG {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(sig, std::ptr::null(), &mut sa) != 0 {
+            continue;
+        }
+        if sa.sa_sigaction == libc::SIG_DFL
+            || (sa.sa_sigaction == libc::SIG_IGN && sig != libc::SIGPIPE)
+        {
+            continue;
+        }
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &dfl, std::ptr::null_mut());
+    }
+}
+
+fn cstring(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a NUL byte in {:?}", s.to_string_lossy()),
+        )
+    })
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// A close-on-exec duplicate numbered 3 or above if `fd` is 0, 1 or 2.
+fn above_stdio(fd: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(None);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we own.
+    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `dup` is a fresh descriptor nobody else owns.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(dup) }))
 }
 
 /// The child's half of registration, prepared by the parent.
@@ -106,37 +348,64 @@ struct ChildRecordWriter {
     json: Vec<u8>,
     tmp_path: Vec<u8>,
     path: Vec<u8>,
-    report_fd: i32,
+    /// A spare record file to overwrite (NUL-terminated), or empty.
+    spare: Vec<u8>,
+    /// Nanoseconds per clock tick (0: start times always come from `/proc`).
+    ns_per_tick: u64,
+    /// The boot-time clock tick read in the parent just before the clone.
+    tick_before: Option<u64>,
 }
 
 impl ChildRecordWriter {
-    fn new(ledger: &Ledger, template: &Record, report_fd: i32) -> Self {
+    /// `rest` is [`unborn_record_tail`]: the child writes its own values for the
+    /// three leading fields, then `rest`.
+    fn new(ledger: &Ledger, rest: Vec<u8>, spare: Option<&Path>) -> Self {
         let mut dir = ledger.runs_dir().as_os_str().as_encoded_bytes().to_vec();
         dir.push(b'/');
-        let full = serde_json::to_vec(template).unwrap_or_default();
-        // `{"schema":1,"pgid":..,"leader_pid":..,"leader_start_time":..,<rest>`: the
-        // child writes its own values for the three leading fields, then the rest.
-        let rest = strip_child_fields(&full);
         ChildRecordWriter {
             json: Vec::with_capacity(rest.len() + 128),
             tmp_path: Vec::with_capacity(dir.len() + 40),
             path: Vec::with_capacity(dir.len() + 40),
+            spare: spare
+                .map(|p| {
+                    let mut bytes = p.as_os_str().as_bytes().to_vec();
+                    bytes.push(0);
+                    bytes
+                })
+                .unwrap_or_default(),
+            ns_per_tick: ns_per_tick(),
+            tick_before: None,
             dir,
             rest,
-            report_fd,
         }
     }
 
-    /// Runs in the forked child. No allocation: every push stays within capacity.
-    fn write(&mut self) -> io::Result<()> {
-        let fail = || Err(io::Error::from_raw_os_error(REGISTRATION_FAILED));
+    /// Reads the clock the child compares with; call last before the clone.
+    fn mark_clone(&mut self) {
+        self.tick_before = boottime_tick(self.ns_per_tick);
+    }
+
+    /// The spare file this writer was given, if the child left it where it was.
+    fn leftover_spare(&self) -> Option<&OsStr> {
+        let (_, path) = self.spare.split_last()?;
+        Some(OsStr::from_bytes(path))
+    }
+
+    /// Runs in the child as `pid`; false (errno set) if the record is not in place.
+    /// No allocation: every push stays within capacity.
+    fn write(&mut self, pid: i32) -> bool {
         // SAFETY (whole body): raw system calls on buffers this child owns.
         unsafe {
-            let pid = libc::getpid();
-            let pid_bytes = pid.to_ne_bytes();
-            libc::write(self.report_fd, pid_bytes.as_ptr().cast(), 4);
-            let Some(start) = own_start_time() else {
-                return fail();
+            // The start time is the kernel's CLOCK_BOOTTIME at the clone, in clock
+            // ticks. The parent read the clock just before the clone and we read it
+            // now; when both fall in the same tick, so does the start. Otherwise (about
+            // one spawn in a thousand) `/proc/self/stat` says, at several times the cost.
+            let start = match boottime_tick(self.ns_per_tick) {
+                Some(now) if Some(now) == self.tick_before => Some(now),
+                _ => own_start_time(),
+            };
+            let Some(start) = start else {
+                return false;
             };
             let mut num = [0u8; 20];
             self.json.clear();
@@ -160,50 +429,68 @@ impl ChildRecordWriter {
             self.path.extend_from_slice(decimal(pid as u64, &mut num));
             self.path.extend_from_slice(b".json\0");
 
-            let fd = libc::open(
-                self.tmp_path.as_ptr().cast(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600,
-            );
-            if fd < 0 {
-                return fail();
+            // A spare is overwritten in place (no new inode); without one, or if it
+            // is gone, a fresh temporary file.
+            let mut from = self.spare.as_ptr();
+            let mut fd = -1;
+            if !self.spare.is_empty() {
+                fd = libc::open(
+                    from.cast(),
+                    libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                );
             }
-            let mut off = 0;
-            while off < self.json.len() {
-                let n = libc::write(fd, self.json[off..].as_ptr().cast(), self.json.len() - off);
-                if n < 0 {
-                    if *libc::__errno_location() == libc::EINTR {
-                        continue;
-                    }
-                    libc::close(fd);
-                    libc::unlink(self.tmp_path.as_ptr().cast());
-                    return fail();
+            if fd < 0 {
+                from = self.tmp_path.as_ptr();
+                fd = libc::open(
+                    from.cast(),
+                    libc::O_WRONLY
+                        | libc::O_CREAT
+                        | libc::O_TRUNC
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
+                    0o600,
+                );
+                if fd < 0 {
+                    return false;
                 }
-                off += n as usize;
+            }
+            let old_len = libc::lseek(fd, 0, libc::SEEK_END);
+            let mut off = 0;
+            let mut ok = old_len >= 0;
+            while ok && off < self.json.len() {
+                let n = libc::pwrite(
+                    fd,
+                    self.json[off..].as_ptr().cast(),
+                    self.json.len() - off,
+                    off as libc::off_t,
+                );
+                if n < 0 && *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                ok = n > 0;
+                off += n.max(0) as usize;
+            }
+            // Shortening to a non-zero length, unlike truncating to zero, does not
+            // make ext4 flush the file on close.
+            if ok && old_len > off as libc::off_t {
+                ok = libc::ftruncate(fd, off as libc::off_t) == 0;
             }
             libc::close(fd);
-            if libc::rename(self.tmp_path.as_ptr().cast(), self.path.as_ptr().cast()) != 0 {
-                libc::unlink(self.tmp_path.as_ptr().cast());
-                return fail();
+            if !ok || libc::rename(from.cast(), self.path.as_ptr().cast()) != 0 {
+                libc::unlink(from.cast());
+                return false;
             }
         }
-        Ok(())
+        true
     }
-}
 
-/// Removes `"schema"`, `"pgid"`, `"leader_pid"` and `"leader_start_time"` from the
-/// front of a serialized record, keeping `"schema"` and the rest. Relies on the field
-/// order of [`Record`] (schema, pgid, leader_pid, leader_start_time, ...), which a test
-/// pins.
-fn strip_child_fields(full: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(full);
-    let schema_end = text.find(",\"pgid\":").unwrap_or(0);
-    let schema = &text[1..schema_end]; // "schema":1
-    let after = text
-        .find(",\"boot_id\":")
-        .map(|i| &text[i + 1..])
-        .unwrap_or("}");
-    format!("{schema},{after}").into_bytes()
+    /// Removes the record [`write`](Self::write) put in place (the exec failed).
+    fn discard(&self) {
+        // SAFETY: `path` was NUL-terminated by `write`.
+        unsafe {
+            libc::unlink(self.path.as_ptr().cast());
+        }
+    }
 }
 
 /// Formats `n` in decimal into `buf`, returning the digits.
@@ -218,6 +505,38 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
         }
     }
     &buf[i..]
+}
+
+/// Nanoseconds per `/proc` clock tick, or 0 when the kernel's conversion is not a
+/// plain division (a tick count that does not divide a second).
+fn ns_per_tick() -> u64 {
+    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| {
+        // SAFETY: a plain libc query.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        match u64::try_from(hz) {
+            Ok(hz) if hz > 0 && 1_000_000_000 % hz == 0 => 1_000_000_000 / hz,
+            _ => 0,
+        }
+    })
+}
+
+/// `CLOCK_BOOTTIME` in clock ticks, as `/proc/<pid>/stat` counts start times.
+/// Async-signal-safe (the vDSO or one system call).
+fn boottime_tick(ns_per_tick: u64) -> Option<u64> {
+    if ns_per_tick == 0 {
+        return None;
+    }
+    // SAFETY: clock_gettime into a stack value.
+    let ts = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        if libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) != 0 {
+            return None;
+        }
+        ts
+    };
+    let ns = u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?;
+    Some(ns / ns_per_tick)
 }
 
 /// Field 22 of `/proc/self/stat`, read with raw system calls.
@@ -264,6 +583,7 @@ fn parse_start_time(stat: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runner_reaper::Record;
 
     #[test]
     fn start_time_matches_procfs() {
@@ -285,19 +605,18 @@ mod tests {
     fn child_json_is_a_record() {
         let me = std::process::id() as i32;
         let template = Record::for_group(me, me, vec!["a \"q\"".into()], "/x y".into()).unwrap();
-        let rest = strip_child_fields(&serde_json::to_vec(&template).unwrap());
+        let rest = unborn_record_tail(&template.argv, &template.cwd).unwrap();
         let json = format!(
             "{{\"pgid\":7,\"leader_pid\":7,\"leader_start_time\":9,{}",
             String::from_utf8(rest).unwrap()
         );
         let parsed: Record = serde_json::from_str(&json).unwrap();
-        assert_eq!(
-            (parsed.pgid, parsed.leader_pid, parsed.leader_start_time),
-            (7, 7, 9)
-        );
-        assert_eq!(parsed.argv, template.argv);
-        assert_eq!(parsed.cwd, template.cwd);
-        assert_eq!(parsed.owner_start_time, template.owner_start_time);
-        assert_eq!(parsed.schema, template.schema);
+        let expected = Record {
+            pgid: 7,
+            leader_pid: 7,
+            leader_start_time: 9,
+            ..template
+        };
+        assert_eq!(parsed, expected);
     }
 }

@@ -12,10 +12,10 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal as NixSignal};
 use nix::unistd::Pid;
 use runner_core::{exit_channel, Error, ExitPublisher, ExitStatus, ExitWatch, Result, Signal};
-use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::leader::Leader;
 use crate::spawn::Registration;
 
 /// How long output forwarders get to finish after the group is gone. A grandchild
@@ -75,7 +75,7 @@ impl Shared {
 
 /// Everything the supervisor needs.
 pub(crate) struct Supervised {
-    pub(crate) child: Child,
+    pub(crate) leader: Leader,
     pub(crate) registration: Option<Registration>,
     pub(crate) forwarders: Vec<JoinHandle<()>>,
     pub(crate) grace: Duration,
@@ -84,7 +84,7 @@ pub(crate) struct Supervised {
 
 /// Starts the supervisor task for a freshly spawned child.
 pub(crate) fn supervise(s: Supervised) -> Arc<Shared> {
-    let pid = s.child.id().unwrap_or(0);
+    let pid = s.leader.pid() as u32;
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = exit_channel();
     let grace = s.grace;
@@ -103,13 +103,18 @@ async fn run(
     mut signals: mpsc::UnboundedReceiver<i32>,
     status_tx: ExitPublisher,
 ) {
-    let outcome = loop {
+    let exited = loop {
         tokio::select! {
             biased;
-            r = s.child.wait() => break r.map(ExitStatus::from).map_err(|e| e.to_string()),
+            r = s.leader.exited() => break r,
             Some(sig) = signals.recv() => { send_group(pgid, sig); }
         }
     };
+    // The leader stays a zombie until this line, so every signal above reached our
+    // group and nobody else's.
+    let outcome = exited
+        .and_then(|()| s.leader.reap())
+        .map_err(|e| e.to_string());
     // The leader is gone. A process named by `wait_on` keeps the run alive.
     if let Some(bin) = &s.wait_on {
         while group_has_named(pgid, bin) {
@@ -120,8 +125,10 @@ async fn run(
         }
     }
     clear_group(pgid, s.grace, &mut signals).await;
-    if let Some(reg) = &s.registration {
-        if let Err(e) = reg.ledger.remove_record(reg.pgid) {
+    // Taken, not borrowed: the ledger handle goes before the status is published,
+    // so a caller that drops its environment after `wait` also drops the spares.
+    if let Some(reg) = s.registration.take() {
+        if let Err(e) = reg.ledger.recycle_record(reg.pgid) {
             tracing::warn!(pgid, error = %e, "failed to remove the ledger record");
         }
     }

@@ -124,3 +124,50 @@ async fn futures_wait(
     }
     out
 }
+
+#[tokio::test]
+async fn records_carry_the_leaders_exact_start_time() {
+    let fx = Fixture::new();
+    let ledger = Ledger::at(fx.state());
+    let mut procs = Vec::new();
+    for _ in 0..40 {
+        let mut p = fx.env.new_process("sleep", &["30"]).await.unwrap();
+        p.start().await.unwrap();
+        procs.push(p);
+    }
+    for p in &procs {
+        let pid = p.pid().unwrap() as i32;
+        let record = ledger.read_record(pid).unwrap().expect("a record");
+        assert_eq!(
+            record.leader_start_time,
+            runner_reaper::ledger::start_time(pid).unwrap(),
+            "pid {pid}"
+        );
+    }
+    within(10, fx.env.stop()).await.unwrap();
+    assert!(fx.records().is_empty(), "{:?}", fx.records());
+}
+
+#[tokio::test]
+async fn record_files_are_reused_and_gone_with_the_environment() {
+    let fx = Fixture::new();
+    for _ in 0..5 {
+        let mut p = fx.env.new_process("true", &[]).await.unwrap();
+        assert!(within(10, p.run()).await.unwrap().success());
+    }
+    // One file went round: each group's record became the next group's.
+    let spares: Vec<String> = fx
+        .files()
+        .into_iter()
+        .filter(|f| f.starts_with(".spare-"))
+        .collect();
+    assert_eq!(spares.len(), 1, "{:?}", fx.files());
+    assert!(fx.records().is_empty());
+    let Fixture { tmp, env } = fx;
+    drop(env);
+    let left: Vec<_> = std::fs::read_dir(tmp.path().join("state/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +101,36 @@ impl Record {
     }
 }
 
+/// The fields of a record that the parent knows before its leader exists.
+#[derive(Serialize)]
+struct UnbornTail<'a> {
+    schema: u32,
+    boot_id: &'a str,
+    owner_pid: i32,
+    owner_start_time: u64,
+    argv: &'a [String],
+    cwd: &'a Path,
+}
+
+/// The JSON of a record owned by the calling process, without its opening `{` and
+/// without `pgid`, `leader_pid` and `leader_start_time`: a leader that writes its
+/// own record between `fork` and `exec` prefixes `{"pgid":P,"leader_pid":P,
+/// "leader_start_time":T,` and has a whole [`Record`]. Reads no `/proc` entry after
+/// the first call.
+pub fn unborn_record_tail(argv: &[String], cwd: &Path) -> Result<Vec<u8>, LedgerError> {
+    let owner = current_owner()?;
+    let mut json = serde_json::to_vec(&UnbornTail {
+        schema: RECORD_SCHEMA,
+        boot_id: boot_id()?,
+        owner_pid: owner.0,
+        owner_start_time: owner.1,
+        argv,
+        cwd,
+    })?;
+    json.remove(0);
+    Ok(json)
+}
+
 /// The start time of `pid` in clock ticks since boot.
 pub fn start_time(pid: i32) -> Result<u64, LedgerError> {
     procfs::process::Process::new(pid)
@@ -155,10 +185,59 @@ pub fn default_state_dir() -> PathBuf {
     home.join(".local/state/runner")
 }
 
+/// Spare record files one process keeps per ledger, at most.
+const MAX_SPARES: usize = 32;
+/// The name of a spare record file: `.spare-<owner pid>-<owner start time>-<n>`.
+const SPARE_PREFIX: &str = ".spare-";
+
 /// A ledger rooted at one state directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Clones share a small pool of *spare* record files: when a group ends its record
+/// is renamed to a spare name instead of being unlinked, and the next group's
+/// leader overwrites a spare and renames it into place. Creating a file is the most
+/// expensive step of registration on journaling file systems (an inode each time);
+/// a rename costs a fraction of it. Spares are named after their owner, never read
+/// as records, removed when the last clone of the ledger is dropped, and removed by
+/// any sweep once their owner is dead.
+#[derive(Debug, Clone)]
 pub struct Ledger {
     runs: PathBuf,
+    spares: Arc<SparePool>,
+}
+
+impl PartialEq for Ledger {
+    fn eq(&self, other: &Self) -> bool {
+        self.runs == other.runs
+    }
+}
+
+impl Eq for Ledger {}
+
+#[derive(Debug, Default)]
+struct SparePool {
+    /// The pool's owner pid; a forked child has another and starts its own.
+    files: Mutex<(i32, Vec<PathBuf>)>,
+    seq: AtomicU64,
+}
+
+impl Drop for SparePool {
+    fn drop(&mut self) {
+        let files = self.files.get_mut().unwrap_or_else(|p| p.into_inner());
+        if files.0 == std::process::id() as i32 {
+            for path in files.1.drain(..) {
+                let _ = fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// The owner a spare file's name gives: pid and start time.
+pub(crate) fn spare_owner(file_name: &str) -> Option<(i32, u64)> {
+    let mut parts = file_name.strip_prefix(SPARE_PREFIX)?.splitn(3, '-');
+    let pid = parts.next()?.parse().ok()?;
+    let start = parts.next()?.parse().ok()?;
+    parts.next()?.parse::<u64>().ok()?;
+    Some((pid, start))
 }
 
 impl Default for Ledger {
@@ -172,6 +251,51 @@ impl Ledger {
     pub fn at(state_dir: impl Into<PathBuf>) -> Self {
         Ledger {
             runs: state_dir.into().join("runs"),
+            spares: Arc::default(),
+        }
+    }
+
+    /// Takes a spare record file of this process for the next record to overwrite
+    /// and rename into place (see [`Ledger`]); `None` when there is none.
+    pub fn take_spare(&self) -> Option<PathBuf> {
+        let mut files = self.spares.files.lock().unwrap_or_else(|p| p.into_inner());
+        if files.0 != std::process::id() as i32 {
+            return None;
+        }
+        files.1.pop()
+    }
+
+    /// Ends the record of `pgid` like [`remove_record`](Self::remove_record), but
+    /// keeps the file as a spare for this process's next record while the pool has
+    /// room. A missing record is not an error.
+    pub fn recycle_record(&self, pgid: i32) -> Result<(), LedgerError> {
+        let Ok(owner) = current_owner() else {
+            return self.remove_record(pgid);
+        };
+        let mut files = self.spares.files.lock().unwrap_or_else(|p| p.into_inner());
+        if files.0 != owner.0 {
+            *files = (owner.0, Vec::new());
+        }
+        if files.1.len() >= MAX_SPARES {
+            drop(files);
+            return self.remove_record(pgid);
+        }
+        let n = self.spares.seq.fetch_add(1, Ordering::Relaxed);
+        let spare = self
+            .runs
+            .join(format!("{SPARE_PREFIX}{}-{}-{n}", owner.0, owner.1));
+        let path = self.record_path(pgid);
+        match fs::rename(&path, &spare) {
+            Ok(()) => {
+                files.1.push(spare);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LedgerError::Io {
+                action: "retire",
+                path,
+                source,
+            }),
         }
     }
 

@@ -23,7 +23,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::ledger::{boot_id, Ledger, Record};
+use crate::ledger::{boot_id, spare_owner, start_time, Ledger, Record};
 
 /// The default time a group gets between SIGTERM and SIGKILL during a sweep.
 pub const SWEEP_GRACE: Duration = Duration::from_secs(2);
@@ -259,15 +259,24 @@ impl Ledger {
                 return Vec::new();
             }
         };
-        let paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| !n.starts_with('.') && n.ends_with(".json"))
-            })
-            .collect();
+        let mut paths = Vec::new();
+        for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !name.starts_with('.') && name.ends_with(".json") {
+                paths.push(path);
+            } else if let Some((pid, start)) = spare_owner(name) {
+                // A spare record file of an owner that is gone: nobody will reuse it.
+                if start_time(pid).ok() != Some(start) {
+                    if let Err(e) = fs::remove_file(&path) {
+                        report
+                            .errors
+                            .push(format!("failed to remove {}: {e}", path.display()));
+                    }
+                }
+            }
+        }
         if paths.is_empty() {
             // Nothing to judge (the common last pass): no need to read /proc.
             return Vec::new();

@@ -249,3 +249,89 @@ fn concurrent_sweeps_reap_each_group_once() {
         finish(o);
     }
 }
+
+#[test]
+fn spare_files_are_reused_and_only_a_dead_owners_are_swept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = Ledger::at(tmp.path());
+    ledger.ensure_dir().unwrap();
+    let me = std::process::id() as i32;
+    let mine = start_time(me).unwrap();
+    let runs = ledger.runs_dir();
+
+    // A record of a group that ended becomes this process's spare, not a deletion.
+    let child = group("sleep 30");
+    let pgid = child.id() as i32;
+    ledger
+        .write_record(&Record::for_group(pgid, pgid, vec!["sleep".into()], "/".into()).unwrap())
+        .unwrap();
+    ledger.recycle_record(pgid).unwrap();
+    assert!(records(tmp.path()).is_empty());
+    let spare = ledger.take_spare().expect("a spare");
+    let name = spare.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(name.starts_with(&format!(".spare-{me}-{mine}-")), "{name}");
+    assert!(spare.exists());
+    assert_eq!(ledger.take_spare(), None);
+    // A missing record recycles to nothing.
+    ledger.recycle_record(pgid).unwrap();
+    assert_eq!(ledger.take_spare(), None);
+
+    // Spares named after a dead owner (pid gone, or pid reused: start time differs)
+    // are removed by a sweep; a live owner's are kept.
+    let dead = runs.join(format!(".spare-{}-1-0", dead_pid()));
+    let reused = runs.join(format!(".spare-{me}-{}-0", mine + 1));
+    for f in [&dead, &reused] {
+        std::fs::write(f, "{}").unwrap();
+    }
+    let report = ledger.reap_stale(Duration::from_secs(5), Duration::from_secs(1));
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(
+        report.reaped.is_empty() && report.set_aside.is_empty(),
+        "{report:?}"
+    );
+    assert!(!dead.exists() && !reused.exists());
+    assert!(spare.exists(), "a live owner's spare was removed");
+    assert!(alive(pgid));
+    finish_killed(child);
+}
+
+/// SIGKILLs `child`'s group and reaps the leader.
+fn finish_killed(child: Child) -> std::process::ExitStatus {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    finish(child)
+}
+
+#[test]
+fn the_last_clone_of_a_ledger_removes_its_spares() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = Ledger::at(tmp.path());
+    ledger.ensure_dir().unwrap();
+    let mut spares = Vec::new();
+    let clone = ledger.clone();
+    for pgid in [1_000_001, 1_000_002] {
+        let mut rec = Record::for_group(
+            std::process::id() as i32,
+            std::process::id() as i32,
+            vec![],
+            "/".into(),
+        )
+        .unwrap();
+        rec.pgid = pgid;
+        ledger.write_record(&rec).unwrap();
+        clone.recycle_record(pgid).unwrap();
+    }
+    for f in std::fs::read_dir(ledger.runs_dir()).unwrap() {
+        let name = f.unwrap().file_name().into_string().unwrap();
+        if name.starts_with(".spare-") {
+            spares.push(ledger.runs_dir().join(name));
+        }
+    }
+    assert_eq!(spares.len(), 2);
+    drop(ledger);
+    assert!(spares.iter().all(|s| s.exists()), "a clone is still alive");
+    drop(clone);
+    assert!(spares.iter().all(|s| !s.exists()));
+}

@@ -32,7 +32,16 @@ impl Fixture {
         self.tmp.path().join("state")
     }
 
+    /// The records in the ledger (not the lock, not spare files).
     pub fn records(&self) -> Vec<String> {
+        self.files()
+            .into_iter()
+            .filter(|n| !n.starts_with('.') && n.ends_with(".json"))
+            .collect()
+    }
+
+    /// Every file in the runs directory.
+    pub fn files(&self) -> Vec<String> {
         match std::fs::read_dir(self.state().join("runs")) {
             Ok(rd) => rd
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
