@@ -398,18 +398,28 @@ async fn run_proc(mut proc: Box<dyn Proc>) -> i32 {
         let _ = tokio::io::copy(&mut stdin, &mut stdin_pipe).await;
         let _ = stdin_pipe.shutdown().await;
     });
-    for (mut stream, sig) in streams {
-        let proc = Arc::clone(&proc);
-        tokio::spawn(async move {
-            while stream.recv().await.is_some() {
-                let _ = proc.signal(sig).await;
-            }
-        });
-    }
-    match proc.wait().await {
+    let forwarders: Vec<_> = streams
+        .into_iter()
+        .map(|(mut stream, sig)| {
+            let proc = Arc::clone(&proc);
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    let _ = proc.signal(sig).await;
+                }
+            })
+        })
+        .collect();
+    let code = match proc.wait().await {
         Ok(status) => status.shell_code(),
         Err(e) => fail(&e, i32::from(EXIT_INTERNAL)),
+    };
+    // The forwarders hold the process (and through it the environment's ledger):
+    // end them so everything is dropped before `runner` exits.
+    for f in forwarders {
+        f.abort();
+        let _ = f.await;
     }
+    code
 }
 
 fn fail(e: &Error, default: i32) -> i32 {

@@ -30,15 +30,15 @@ impl Cli {
         self.cmd(args).stdin(Stdio::null()).output().unwrap()
     }
 
+    /// Ledger records and spare record files left in the runs directory: `runner`
+    /// must leave neither.
     fn records(&self) -> usize {
         std::fs::read_dir(self.tmp.path().join("state/runs"))
             .map(|rd| {
                 rd.filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .ends_with(".json")
+                    let name = e.as_ref().unwrap().file_name();
+                    let name = name.to_string_lossy();
+                    name.ends_with(".json") || name.starts_with(".spare-")
                 })
                 .count()
             })

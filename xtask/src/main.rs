@@ -127,13 +127,14 @@ fn test(extra: &[String]) -> Result {
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".json"))
+                .filter(|n| n.ends_with(".json") || n.starts_with(".spare-"))
                 .collect()
         })
         .unwrap_or_default();
     if !left.is_empty() {
         return Err(format!(
-            "tests left ledger records in {}: {left:?} (a leaked process group)",
+            "tests left ledger records or spare record files in {}: {left:?} (a leaked \
+             process group, or a ledger never dropped)",
             runs.display()
         ));
     }
