@@ -192,7 +192,22 @@ pub(crate) fn spawn_group(
             _ => SpawnError::Spawn(error),
         });
     }
-    let leader = Leader::new(pid).map_err(spawn_err)?;
+    let leader = match Leader::new(pid) {
+        Ok(leader) => leader,
+        Err(e) => {
+            // Running but unwatchable (out of descriptors?): end it rather than leave
+            // a group nobody supervises.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            crate::leader::reap_blocking(pid);
+            if let Some(ledger) = &ledger {
+                let _ = ledger.remove_record(pid);
+            }
+            return Err(SpawnError::Spawn(e));
+        }
+    };
     Ok((
         leader,
         ledger.map(|ledger| Registration { ledger, pgid: pid }),
