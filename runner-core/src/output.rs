@@ -76,6 +76,8 @@ impl OutputSink for NullSink {
 pub struct CaptureSink {
     stdout: Mutex<Vec<u8>>,
     stderr: Mutex<Vec<u8>>,
+    /// Woken on every write, for [`CaptureSink::wait_until`].
+    written: tokio::sync::Notify,
 }
 
 impl CaptureSink {
@@ -103,6 +105,21 @@ impl CaptureSink {
     pub fn stderr_string(&self) -> String {
         String::from_utf8_lossy(&self.stderr()).into_owned()
     }
+
+    /// Returns once `cond(stdout, stderr)` holds, checking after every write (no
+    /// polling). Put a timeout around it: output that never comes never returns.
+    pub async fn wait_until(&self, cond: impl Fn(&str, &str) -> bool) {
+        loop {
+            let written = self.written.notified();
+            tokio::pin!(written);
+            // Registered before the check, so a write in between is not missed.
+            written.as_mut().enable();
+            if cond(&self.stdout_string(), &self.stderr_string()) {
+                return;
+            }
+            written.await;
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -116,6 +133,7 @@ impl OutputSink for CaptureSink {
             Stream::Stderr => &self.stderr,
         };
         lock(target).extend_from_slice(chunk);
+        self.written.notify_waiters();
         Ok(())
     }
 }
@@ -312,6 +330,30 @@ mod tests {
             self.0 = &self.0[n..];
             std::task::Poll::Ready(Ok(()))
         }
+    }
+
+    #[tokio::test]
+    async fn capture_wait_until_wakes_on_writes() {
+        let cap = CaptureSink::new();
+        let writer = Arc::clone(&cap);
+        let waiter = tokio::spawn({
+            let cap = Arc::clone(&cap);
+            async move { cap.wait_until(|out, err| out == "ab" && err == "e").await }
+        });
+        tokio::task::yield_now().await;
+        for (stream, bytes) in [
+            (Stream::Stdout, "a"),
+            (Stream::Stderr, "e"),
+            (Stream::Stdout, "b"),
+        ] {
+            writer.write(stream, bytes.as_bytes()).unwrap();
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .expect("woken by the writes")
+            .unwrap();
+        // Already true: returns at once.
+        cap.wait_until(|out, _| out.starts_with('a')).await;
     }
 
     #[tokio::test]

@@ -174,6 +174,27 @@ async fn suite(c: &Companion, src: &std::path::Path) {
     }
     p.stop().await.unwrap();
     assert_eq!(p.try_status(), Some(ExitStatus::Signaled(15)));
+    assert!(!p.is_running().await.unwrap());
+
+    // A process that ignores SIGTERM is killed once the grace is over.
+    let mut p = c
+        .new_process(
+            "sh",
+            &["-c", "trap '' TERM; echo ready; while :; do sleep 1; done"],
+        )
+        .await
+        .unwrap();
+    p.with_stop_grace(Duration::from_millis(300));
+    let mut out = p.stdout_pipe().unwrap();
+    p.start().await.unwrap();
+    let mut ready = [0u8; 6];
+    out.read_exact(&mut ready).await.unwrap();
+    assert!(p.is_running().await.unwrap());
+    tokio::time::timeout(Duration::from_secs(20), p.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.try_status(), Some(ExitStatus::Signaled(9)));
 
     // A missing binary is a typed error.
     let mut p = c.new_process("no-such-binary-xyz", &[]).await.unwrap();
