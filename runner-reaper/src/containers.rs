@@ -61,9 +61,7 @@ fn owner_alive(session: &str) -> bool {
     let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else {
         return false;
     };
-    procfs::process::Process::new(pid)
-        .and_then(|p| p.stat())
-        .is_ok_and(|s| s.starttime == start && s.state != 'Z')
+    crate::ledger::proc_stat(pid).is_ok_and(|s| s.starttime == start && s.state != 'Z')
 }
 
 /// Why a labelled container should go, or `None` to keep it.

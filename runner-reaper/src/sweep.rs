@@ -9,21 +9,24 @@
 //! Sweeps are serialized across processes with an exclusive lock on `runs/.lock`; a
 //! sweep repeats until a pass reaps nothing (owners can be reaped groups themselves)
 //! and stops at its deadline. Independent groups are reaped in parallel: all are
-//! signalled at once and watched together through one `/proc` snapshot per look.
+//! signalled at once, their processes' exits are awaited together through pidfds, and
+//! one look at the whole `/proc` per round confirms which groups have emptied.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::ledger::{boot_id, spare_owner, start_time, Ledger, Record};
+use crate::ledger::{boot_id, proc_stat, spare_owner, start_time, Ledger, Record};
 
 /// The default time a group gets between SIGTERM and SIGKILL during a sweep.
 pub const SWEEP_GRACE: Duration = Duration::from_secs(2);
@@ -105,7 +108,7 @@ pub fn reap_stale_process_groups(deadline: Duration) -> SweepReport {
     Ledger::default().reap_stale(deadline, SWEEP_GRACE)
 }
 
-/// One read of every process in `/proc`, shared by all decisions of a pass.
+/// One read of every process in `/proc`.
 #[derive(Debug, Default)]
 struct Snapshot {
     /// pid -> (start time, state letter)
@@ -117,10 +120,13 @@ struct Snapshot {
 impl Snapshot {
     fn take() -> Snapshot {
         let mut snap = Snapshot::default();
-        let Ok(all) = procfs::process::all_processes() else {
+        let Ok(entries) = fs::read_dir("/proc") else {
             return snap;
         };
-        for stat in all.filter_map(|p| p.ok()?.stat().ok()) {
+        let pids: Vec<i32> = entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        for stat in read_stats(&pids) {
             snap.procs.insert(stat.pid, (stat.starttime, stat.state));
             if stat.state != 'Z' {
                 snap.groups
@@ -132,19 +138,69 @@ impl Snapshot {
         snap
     }
 
-    /// True when `pid` is alive (not a zombie) and started at `start`.
-    fn is(&self, pid: i32, start: u64) -> bool {
-        self.procs
-            .get(&pid)
-            .is_some_and(|(t, state)| *t == start && *state != 'Z')
-    }
-
-    fn exists(&self, pid: i32) -> bool {
-        self.procs.contains_key(&pid)
-    }
-
     fn members(&self, pgid: i32) -> &[(i32, u64)] {
         self.groups.get(&pgid).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// The `stat` of each of `pids` that still exists. Each read costs the kernel some
+/// microseconds, so a long list is split across the machine's cores (up to four).
+fn read_stats(pids: &[i32]) -> Vec<procfs::process::Stat> {
+    const PER_THREAD: usize = 64;
+    let read = |pids: &[i32]| -> Vec<procfs::process::Stat> {
+        pids.iter().filter_map(|&pid| proc_stat(pid).ok()).collect()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(4).min(pids.len() / PER_THREAD).max(1);
+    if threads == 1 {
+        return read(pids);
+    }
+    let mut chunks = pids.chunks(pids.len().div_ceil(threads));
+    let mine = chunks.next().unwrap_or_default();
+    std::thread::scope(|s| {
+        let others: Vec<_> = chunks.map(|c| s.spawn(move || read(c))).collect();
+        let mut stats = read(mine);
+        for other in others {
+            // A reader that panicked read nothing we can use; the sweep looks again.
+            stats.extend(other.join().unwrap_or_default());
+        }
+        stats
+    })
+}
+
+/// What one pass of the sweep knows of `/proc`. Single processes (owners, leaders)
+/// are read on demand and remembered; the whole process table, whose cost grows with
+/// every process on the machine, is read only when a group's members are needed.
+#[derive(Debug, Default)]
+struct ProcView {
+    /// pid -> (start time, state letter), or None when there is no such process
+    procs: HashMap<i32, Option<(u64, char)>>,
+    table: Option<Snapshot>,
+}
+
+impl ProcView {
+    fn stat(&mut self, pid: i32) -> Option<(u64, char)> {
+        if let Some(table) = &self.table {
+            return table.procs.get(&pid).copied();
+        }
+        *self.procs.entry(pid).or_insert_with(|| {
+            let stat = proc_stat(pid).ok()?;
+            Some((stat.starttime, stat.state))
+        })
+    }
+
+    /// True when `pid` is alive (not a zombie) and started at `start`.
+    fn is(&mut self, pid: i32, start: u64) -> bool {
+        self.stat(pid)
+            .is_some_and(|(t, state)| t == start && state != 'Z')
+    }
+
+    fn exists(&mut self, pid: i32) -> bool {
+        self.stat(pid).is_some()
+    }
+
+    fn members(&mut self, pgid: i32) -> &[(i32, u64)] {
+        self.table.get_or_insert_with(Snapshot::take).members(pgid)
     }
 }
 
@@ -207,7 +263,8 @@ impl Ledger {
             }
             let remaining = deadline.saturating_sub(started.elapsed());
             let pgids: Vec<i32> = to_reap.iter().map(|(_, r)| r.pgid).collect();
-            let killed = end_groups(&pgids, grace.min(remaining), remaining);
+            let watch = ExitWatch::default();
+            let killed = end_groups(&pgids, grace.min(remaining), remaining, watch);
             for ((path, record), killed) in to_reap.into_iter().zip(killed) {
                 if let Err(e) = fs::remove_file(&path) {
                     report
@@ -281,11 +338,11 @@ impl Ledger {
             // Nothing to judge (the common last pass): no need to read /proc.
             return Vec::new();
         }
-        let snap = Snapshot::take();
+        let mut view = ProcView::default();
         paths
             .into_iter()
             .map(|p| {
-                let v = judge(&p, &snap);
+                let v = judge(&p, &mut view);
                 (p, v)
             })
             .collect()
@@ -322,7 +379,7 @@ fn pgid_of(path: &Path) -> Option<i32> {
     path.file_stem()?.to_str()?.parse().ok()
 }
 
-fn judge(path: &Path, snap: &Snapshot) -> Verdict {
+fn judge(path: &Path, procs: &mut ProcView) -> Verdict {
     // One open that refuses symlinks (and never blocks on a FIFO), then fstat: what we
     // check is what we read.
     let mut file = match OpenOptions::new()
@@ -367,19 +424,19 @@ fn judge(path: &Path, snap: &Snapshot) -> Verdict {
         Ok(id) if id != record.boot_id => return Verdict::Gone,
         _ => {}
     }
-    if snap.is(record.owner_pid, record.owner_start_time) {
+    if procs.is(record.owner_pid, record.owner_start_time) {
         return Verdict::Live;
     }
-    if snap.is(record.leader_pid, record.leader_start_time) {
+    if procs.is(record.leader_pid, record.leader_start_time) {
         return Verdict::Reap(record);
     }
-    if snap.exists(record.leader_pid) {
+    if procs.exists(record.leader_pid) {
         // The leader's pid now belongs to another process: not ours.
         return Verdict::Gone;
     }
     // The leader is gone. Members left in its group still hold the group id, so it
     // cannot have been reused: they are ours, if they started after the leader.
-    let left = snap.members(record.pgid);
+    let left = procs.members(record.pgid);
     if !left.is_empty() && left.iter().all(|(_, t)| *t >= record.leader_start_time) {
         return Verdict::Reap(record);
     }
@@ -388,30 +445,157 @@ fn judge(path: &Path, snap: &Snapshot) -> Verdict {
 
 /// Ends all `pgids` at once: SIGTERM to every group, up to `grace` for them to go,
 /// then SIGKILL to those left. Returns, per group, whether SIGKILL was needed.
-fn end_groups(pgids: &[i32], grace: Duration, limit: Duration) -> Vec<bool> {
+///
+/// The kernel tells when a process exits (its pidfd turns readable) but not when a
+/// group empties. So the leaders, just judged to be ours, are watched first; when
+/// every watched process has exited (or the grace is over) one look at `/proc` says
+/// which groups still have members, and those members are watched in turn.
+fn end_groups(pgids: &[i32], grace: Duration, limit: Duration, mut watch: ExitWatch) -> Vec<bool> {
     let started = Instant::now();
+    let hard_stop = started + limit.max(grace) + Duration::from_secs(1);
     let mut killed = vec![false; pgids.len()];
+    for &pgid in pgids {
+        watch.add(pgid);
+    }
     let mut pending: Vec<usize> = (0..pgids.len())
         .filter(|&i| killpg(Pid::from_raw(pgids[i]), Signal::SIGTERM) != Err(Errno::ESRCH))
         .collect();
-    // No event tells us a group emptied; look again quickly at first, then less often.
     let mut pause = Duration::from_millis(1);
     while !pending.is_empty() {
+        let until = if pending.iter().all(|&i| killed[i]) {
+            hard_stop
+        } else {
+            started + grace
+        };
+        watch.wait(until, pause);
+        pause = (pause * 2).min(POLL);
         let snap = Snapshot::take();
         pending.retain(|&i| !snap.members(pgids[i]).is_empty());
-        if pending.is_empty() || started.elapsed() >= limit.max(grace) + Duration::from_secs(1) {
+        if pending.is_empty() || Instant::now() >= hard_stop {
             break;
         }
-        if started.elapsed() >= grace {
-            for &i in &pending {
-                if !killed[i] {
-                    let _ = killpg(Pid::from_raw(pgids[i]), Signal::SIGKILL);
-                    killed[i] = true;
-                }
+        for &i in &pending {
+            for &(pid, _) in snap.members(pgids[i]) {
+                watch.add(pid);
+            }
+            if !killed[i] && started.elapsed() >= grace {
+                let _ = killpg(Pid::from_raw(pgids[i]), Signal::SIGKILL);
+                killed[i] = true;
             }
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(POLL);
     }
     killed
+}
+
+/// Waits for processes to exit through pidfds, which turn readable when a process
+/// has exited (zombie or reaped). Without them (kernels before 5.3, no descriptor
+/// left, nothing to watch) a wait is a short pause and the caller looks again.
+#[derive(Debug, Default)]
+struct ExitWatch {
+    /// Processes not yet seen to exit.
+    fds: Vec<OwnedFd>,
+    /// Every pid ever watched: a pid is opened once.
+    seen: HashSet<i32>,
+    blind: bool,
+}
+
+impl ExitWatch {
+    fn add(&mut self, pid: i32) {
+        if self.blind || !self.seen.insert(pid) {
+            return;
+        }
+        // SAFETY: pidfd_open returns a new close-on-exec descriptor or -1.
+        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+        match i32::try_from(fd) {
+            // SAFETY: a non-negative return is a descriptor that nothing else owns.
+            Ok(fd) if fd >= 0 => self.fds.push(unsafe { OwnedFd::from_raw_fd(fd) }),
+            // Gone already: nothing to wait for.
+            _ if Errno::last() == Errno::ESRCH => {}
+            _ => self.go_blind(),
+        }
+    }
+
+    fn go_blind(&mut self) {
+        self.blind = true;
+        self.fds.clear();
+    }
+
+    /// Returns when every watched process has exited or at `until`; blind, after
+    /// `pause` at most.
+    fn wait(&mut self, until: Instant, pause: Duration) {
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            if self.blind || self.fds.is_empty() {
+                std::thread::sleep(pause.min(left));
+                return;
+            }
+            // Round up: a timeout of 0 ms would turn this into a busy loop.
+            let ms = left.as_micros().div_ceil(1000);
+            let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+            let mut polled: Vec<PollFd> = self
+                .fds
+                .iter()
+                .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                .collect();
+            match poll(&mut polled, timeout) {
+                Ok(0) => return,
+                Ok(_) => {
+                    let exited: Vec<bool> = polled
+                        .iter()
+                        .map(|p| p.revents().is_none_or(|r| !r.is_empty()))
+                        .collect();
+                    drop(polled);
+                    let mut exited = exited.into_iter();
+                    self.fds.retain(|_| !exited.next().unwrap_or(true));
+                }
+                Err(Errno::EINTR) => {}
+                Err(_) => self.go_blind(),
+            }
+            if self.fds.is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::process::{Command, Stdio};
+
+    fn group(script: &str) -> std::process::Child {
+        let mut child = Command::new("sh")
+            .args(["-c", &format!("{script} & echo ready; wait")])
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut buf = [0u8; 6];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut buf).unwrap();
+        child
+    }
+
+    /// Kernels without pidfds: the same ending, found by looking at `/proc`.
+    #[test]
+    fn groups_end_without_pidfds_too() {
+        let quick = group("sleep 300");
+        let stubborn = group("trap '' TERM; while :; do sleep 1; done");
+        let pgids = [quick.id() as i32, stubborn.id() as i32];
+        let blind = ExitWatch {
+            blind: true,
+            ..ExitWatch::default()
+        };
+        let grace = Duration::from_millis(300);
+        let killed = end_groups(&pgids, grace, Duration::from_secs(20), blind);
+        assert_eq!(killed, vec![false, true]);
+        let snap = Snapshot::take();
+        assert!(pgids.iter().all(|&g| snap.members(g).is_empty()));
+        for (mut c, sig) in [(quick, 15), (stubborn, 9)] {
+            assert_eq!(c.wait().unwrap().signal(), Some(sig));
+        }
+    }
 }

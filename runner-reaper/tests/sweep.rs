@@ -96,6 +96,33 @@ fn a_leader_that_ignores_sigterm_is_killed_after_the_grace() {
     assert!(records(tmp.path()).is_empty());
 }
 
+/// Live members of `pgid` (zombies are not).
+fn members(pgid: i32) -> Vec<i32> {
+    procfs::process::all_processes()
+        .unwrap()
+        .filter_map(|p| p.ok()?.stat().ok())
+        .filter(|s| s.pgrp == pgid && s.state != 'Z')
+        .map(|s| s.pid)
+        .collect()
+}
+
+#[test]
+fn members_the_sweep_did_not_know_of_are_found_and_ended() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = Ledger::at(tmp.path());
+    // On SIGTERM a member starts a new process in the group and exits: the processes
+    // the sweep saw all end, yet the group does not.
+    let forker = group("trap 'sleep 300 &' TERM; sleep 300");
+    let pgid = forker.id() as i32;
+    ledger.write_record(&orphan_record(&forker)).unwrap();
+    let report = ledger.reap_stale(Duration::from_secs(20), Duration::from_millis(300));
+    assert_eq!(report.reaped.len(), 1, "{report}");
+    assert!(report.reaped[0].killed, "{report}");
+    assert_eq!(members(pgid), Vec::<i32>::new());
+    assert!(records(tmp.path()).is_empty());
+    finish(forker);
+}
+
 #[test]
 fn pid_reuse_never_hits_an_innocent_process() {
     let tmp = tempfile::tempdir().unwrap();
