@@ -163,7 +163,7 @@ fn group_alive(pgid: i32) -> bool {
     !matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
 }
 
-/// Members of the group that are not zombies.
+/// Members of the group that still run (see [`runner_reaper::ledger::is_running`]).
 fn group_members(pgid: i32) -> Vec<procfs::process::Process> {
     let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
@@ -171,7 +171,7 @@ fn group_members(pgid: i32) -> Vec<procfs::process::Process> {
     all.filter_map(|p| p.ok())
         .filter(|p| {
             p.stat()
-                .map(|s| s.pgrp == pgid && s.state != 'Z')
+                .map(|s| s.pgrp == pgid && runner_reaper::ledger::is_running(&s))
                 .unwrap_or(false)
         })
         .collect()

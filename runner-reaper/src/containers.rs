@@ -61,7 +61,8 @@ fn owner_alive(session: &str) -> bool {
     let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else {
         return false;
     };
-    crate::ledger::proc_stat(pid).is_ok_and(|s| s.starttime == start && s.state != 'Z')
+    crate::ledger::proc_stat(pid)
+        .is_ok_and(|s| s.starttime == start && crate::ledger::is_running(&s))
 }
 
 /// Why a labelled container should go, or `None` to keep it.

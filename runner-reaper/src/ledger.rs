@@ -148,6 +148,13 @@ pub(crate) fn proc_stat(pid: i32) -> procfs::ProcResult<procfs::process::Stat> {
     procfs::process::Stat::from_file(format!("/proc/{pid}/stat"))
 }
 
+/// True when the process `stat` describes still runs: it is not a zombie, or only its
+/// main thread is one while other threads go on (`ps` shows `Zl`; the process exits
+/// only with its last thread).
+pub fn is_running(stat: &procfs::process::Stat) -> bool {
+    stat.state != 'Z' || stat.num_threads > 1
+}
+
 /// This boot's id.
 pub fn boot_id() -> Result<&'static str, LedgerError> {
     static BOOT: OnceLock<String> = OnceLock::new();

@@ -26,7 +26,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::ledger::{boot_id, proc_stat, spare_owner, start_time, Ledger, Record};
+use crate::ledger::{boot_id, is_running, proc_stat, spare_owner, start_time, Ledger, Record};
 
 /// The default time a group gets between SIGTERM and SIGKILL during a sweep.
 pub const SWEEP_GRACE: Duration = Duration::from_secs(2);
@@ -111,9 +111,9 @@ pub fn reap_stale_process_groups(deadline: Duration) -> SweepReport {
 /// One read of every process in `/proc`.
 #[derive(Debug, Default)]
 struct Snapshot {
-    /// pid -> (start time, state letter)
-    procs: HashMap<i32, (u64, char)>,
-    /// pgid -> live (non-zombie) members as (pid, start time)
+    /// pid -> (start time, still running)
+    procs: HashMap<i32, (u64, bool)>,
+    /// pgid -> running members as (pid, start time)
     groups: HashMap<i32, Vec<(i32, u64)>>,
 }
 
@@ -127,8 +127,9 @@ impl Snapshot {
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
         for stat in read_stats(&pids) {
-            snap.procs.insert(stat.pid, (stat.starttime, stat.state));
-            if stat.state != 'Z' {
+            let running = is_running(&stat);
+            snap.procs.insert(stat.pid, (stat.starttime, running));
+            if running {
                 snap.groups
                     .entry(stat.pgrp)
                     .or_default()
@@ -173,26 +174,26 @@ fn read_stats(pids: &[i32]) -> Vec<procfs::process::Stat> {
 /// every process on the machine, is read only when a group's members are needed.
 #[derive(Debug, Default)]
 struct ProcView {
-    /// pid -> (start time, state letter), or None when there is no such process
-    procs: HashMap<i32, Option<(u64, char)>>,
+    /// pid -> (start time, still running), or None when there is no such process
+    procs: HashMap<i32, Option<(u64, bool)>>,
     table: Option<Snapshot>,
 }
 
 impl ProcView {
-    fn stat(&mut self, pid: i32) -> Option<(u64, char)> {
+    fn stat(&mut self, pid: i32) -> Option<(u64, bool)> {
         if let Some(table) = &self.table {
             return table.procs.get(&pid).copied();
         }
         *self.procs.entry(pid).or_insert_with(|| {
             let stat = proc_stat(pid).ok()?;
-            Some((stat.starttime, stat.state))
+            Some((stat.starttime, is_running(&stat)))
         })
     }
 
-    /// True when `pid` is alive (not a zombie) and started at `start`.
+    /// True when `pid` still runs and started at `start`.
     fn is(&mut self, pid: i32, start: u64) -> bool {
         self.stat(pid)
-            .is_some_and(|(t, state)| t == start && state != 'Z')
+            .is_some_and(|(t, running)| t == start && running)
     }
 
     fn exists(&mut self, pid: i32) -> bool {
@@ -263,7 +264,7 @@ impl Ledger {
             }
             let remaining = deadline.saturating_sub(started.elapsed());
             let pgids: Vec<i32> = to_reap.iter().map(|(_, r)| r.pgid).collect();
-            let watch = ExitWatch::default();
+            let watch = ExitPoll::default();
             let killed = end_groups(&pgids, grace.min(remaining), remaining, watch);
             for ((path, record), killed) in to_reap.into_iter().zip(killed) {
                 if let Err(e) = fs::remove_file(&path) {
@@ -450,7 +451,7 @@ fn judge(path: &Path, procs: &mut ProcView) -> Verdict {
 /// group empties. So the leaders, just judged to be ours, are watched first; when
 /// every watched process has exited (or the grace is over) one look at `/proc` says
 /// which groups still have members, and those members are watched in turn.
-fn end_groups(pgids: &[i32], grace: Duration, limit: Duration, mut watch: ExitWatch) -> Vec<bool> {
+fn end_groups(pgids: &[i32], grace: Duration, limit: Duration, mut watch: ExitPoll) -> Vec<bool> {
     let started = Instant::now();
     let hard_stop = started + limit.max(grace) + Duration::from_secs(1);
     let mut killed = vec![false; pgids.len()];
@@ -491,7 +492,7 @@ fn end_groups(pgids: &[i32], grace: Duration, limit: Duration, mut watch: ExitWa
 /// has exited (zombie or reaped). Without them (kernels before 5.3, no descriptor
 /// left, nothing to watch) a wait is a short pause and the caller looks again.
 #[derive(Debug, Default)]
-struct ExitWatch {
+struct ExitPoll {
     /// Processes not yet seen to exit.
     fds: Vec<OwnedFd>,
     /// Every pid ever watched: a pid is opened once.
@@ -499,7 +500,7 @@ struct ExitWatch {
     blind: bool,
 }
 
-impl ExitWatch {
+impl ExitPoll {
     fn add(&mut self, pid: i32) {
         if self.blind || !self.seen.insert(pid) {
             return;
@@ -585,9 +586,9 @@ mod tests {
         let quick = group("sleep 300");
         let stubborn = group("trap '' TERM; while :; do sleep 1; done");
         let pgids = [quick.id() as i32, stubborn.id() as i32];
-        let blind = ExitWatch {
+        let blind = ExitPoll {
             blind: true,
-            ..ExitWatch::default()
+            ..ExitPoll::default()
         };
         let grace = Duration::from_millis(300);
         let killed = end_groups(&pgids, grace, Duration::from_secs(20), blind);
