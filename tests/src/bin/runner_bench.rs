@@ -278,7 +278,10 @@ fn reap_slow_exit_groups(n: usize, rounds: usize) -> Row {
 }
 
 fn slow_exit_group() -> std::process::Child {
-    ready_group("trap 'sleep 0.05; exit 0' TERM; sleep 300 & echo ready; wait")
+    // `ready` comes from the child after its exec: a child still between fork and
+    // exec would catch SIGTERM with the trap it inherited, lose it at exec and live
+    // until SIGKILL.
+    ready_group("trap 'sleep 0.05; exit 0' TERM; sh -c 'echo ready; exec sleep 300' & wait")
 }
 
 /// Summed over the rounds of `reap_groups`.
