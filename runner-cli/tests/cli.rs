@@ -204,14 +204,7 @@ fn reap_reports_an_empty_ledger() {
 }
 
 fn nix_available() -> bool {
-    if which_nix() {
-        return true;
-    }
-    if std::env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1") {
-        panic!("nix is required (RUNNER_REQUIRE_ENGINES=1) but not installed");
-    }
-    eprintln!("SKIPPED: nix is not installed");
-    false
+    runner_core::testing::engine_gate("nix", which_nix())
 }
 
 fn which_nix() -> bool {
@@ -336,13 +329,7 @@ fn docker_available() -> bool {
         .args(["version", "--format", "{{.Server.Version}}"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !up {
-        if std::env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1") {
-            panic!("a Docker engine is required (RUNNER_REQUIRE_ENGINES=1) but none answers");
-        }
-        eprintln!("SKIPPED: no Docker engine");
-    }
-    up
+    runner_core::testing::engine_gate("a Docker engine", up)
 }
 
 const IMAGE: &str = "runner-test/busybox:latest";

@@ -18,6 +18,8 @@ mod port;
 mod runtimes;
 mod state;
 mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod tracked;
 mod traits;
 

@@ -12,14 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Skips (loudly) without an engine, unless engines are required.
 async fn engine() -> bool {
-    if docker_engine_running(Duration::from_secs(3)).await {
-        return true;
-    }
-    if std::env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1") {
-        panic!("a Docker engine is required (RUNNER_REQUIRE_ENGINES=1) but none answers");
-    }
-    eprintln!("SKIPPED: no Docker engine; run `cargo xtask test` as root to provision one");
-    false
+    let up = docker_engine_running(Duration::from_secs(3)).await;
+    runner_core::testing::engine_gate("a Docker engine", up)
 }
 
 fn unique(name: &str) -> String {

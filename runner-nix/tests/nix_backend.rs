@@ -8,14 +8,7 @@ use runner_nix::{check_nix_installed, EnvSource, NixEnvironment, NixError};
 
 /// Skips (loudly) when nix is missing, unless engines are required.
 fn nix_available() -> bool {
-    if check_nix_installed() {
-        return true;
-    }
-    if std::env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1") {
-        panic!("nix is required (RUNNER_REQUIRE_ENGINES=1) but not installed");
-    }
-    eprintln!("SKIPPED: nix is not installed; run `cargo xtask test` as root to provision it");
-    false
+    runner_core::testing::engine_gate("nix", check_nix_installed())
 }
 
 struct Flake {

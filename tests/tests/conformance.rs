@@ -6,22 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runner_companion::{new_companion_runner, Companion, CompanionOpts, CompanionRunner};
+use runner_core::testing::engine_gate;
 use runner_core::{Backend, CaptureSink, EnvironmentVariable, Error, ExitStatus, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const IMAGE: &str = "runner-test/busybox:latest";
-
-fn required() -> bool {
-    std::env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1")
-}
-
-fn skip(what: &str) {
-    assert!(
-        !required(),
-        "{what} is required (RUNNER_REQUIRE_ENGINES=1) but unavailable"
-    );
-    eprintln!("SKIPPED: {what} is unavailable");
-}
 
 struct Fixture {
     tmp: tempfile::TempDir,
@@ -244,8 +233,8 @@ async fn native_conforms() {
 #[tokio::test(flavor = "current_thread")]
 async fn nix_conforms() {
     let fx = Fixture::new();
-    if !runner_nix::check_nix_installed() {
-        return skip("nix");
+    if !engine_gate("nix", runner_nix::check_nix_installed()) {
+        return;
     }
     fx.write_flake();
     // The facade picks Nix for a flake dir, on auto and when asked.
@@ -275,8 +264,9 @@ async fn nix_conforms() {
 #[tokio::test(flavor = "current_thread")]
 async fn docker_conforms() {
     let fx = Fixture::new();
-    if !runner_docker::docker_engine_running(Duration::from_secs(3)).await {
-        return skip("a Docker engine");
+    let up = runner_docker::docker_engine_running(Duration::from_secs(3)).await;
+    if !engine_gate("a Docker engine", up) {
+        return;
     }
     let c = new_companion_runner(fx.opts(Backend::Docker))
         .await

@@ -108,13 +108,7 @@ fn docker_available() -> bool {
         .args(["version", "--format", "{{.Server.Version}}"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !up {
-        if std::env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1") {
-            panic!("a Docker engine is required (RUNNER_REQUIRE_ENGINES=1) but none answers");
-        }
-        eprintln!("SKIPPED (containers part): no Docker engine");
-    }
-    up
+    runner_core::testing::engine_gate("a Docker engine (for the containers part)", up)
 }
 
 fn containers_named(prefix: &str) -> usize {
