@@ -155,6 +155,11 @@ pub fn is_running(stat: &procfs::process::Stat) -> bool {
     stat.state != 'Z' || stat.num_threads > 1
 }
 
+/// True when `pid` names a process that still runs (see [`is_running`]).
+pub fn process_running(pid: i32) -> bool {
+    proc_stat(pid).is_ok_and(|s| is_running(&s))
+}
+
 /// This boot's id.
 pub fn boot_id() -> Result<&'static str, LedgerError> {
     static BOOT: OnceLock<String> = OnceLock::new();

@@ -8,6 +8,8 @@ use std::time::Duration;
 use runner_reaper::ledger::start_time;
 use runner_reaper::{Ledger, Record};
 
+/// Read here, not through the reaper's own `is_running`: the oracle of these tests must
+/// not share the code it checks.
 fn alive(pid: i32) -> bool {
     procfs::process::Process::new(pid)
         .and_then(|p| p.stat())

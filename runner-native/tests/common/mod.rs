@@ -67,10 +67,7 @@ pub async fn within<F: std::future::Future>(secs: u64, f: F) -> F::Output {
 }
 
 pub fn pid_alive(pid: i32) -> bool {
-    match procfs::process::Process::new(pid).and_then(|p| p.stat()) {
-        Ok(stat) => stat.state != 'Z',
-        Err(_) => false,
-    }
+    runner_reaper::ledger::process_running(pid)
 }
 
 pub fn read_pid(path: &Path) -> i32 {
