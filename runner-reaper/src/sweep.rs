@@ -590,7 +590,8 @@ mod tests {
             blind: true,
             ..ExitPoll::default()
         };
-        let grace = Duration::from_millis(300);
+        // Long enough that the quick group never needs SIGKILL, even on a loaded machine.
+        let grace = Duration::from_secs(2);
         let killed = end_groups(&pgids, grace, Duration::from_secs(20), blind);
         assert_eq!(killed, vec![false, true]);
         let snap = Snapshot::take();
