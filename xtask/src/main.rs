@@ -1,5 +1,5 @@
 //! Workspace automation: `cargo xtask test`, `cargo xtask test-docker` and
-//! `cargo xtask bench [--quick] [ROW-NAME-PART...]`.
+//! `cargo xtask bench [--quick] [ROW-NAME-PART...]` and `cargo xtask provision`.
 //!
 //! `test` checks formatting and clippy, provisions what the engine suites need when
 //! it can, runs every test with `HOME` and the ledger pointed at a scratch directory
@@ -17,9 +17,10 @@ fn main() {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("test-docker") => test_docker(),
+        Some("provision") => provision(),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick] [ROW-NAME-PART...]\n       cargo xtask test-docker"
+                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick] [ROW-NAME-PART...]\n       cargo xtask test-docker\n       cargo xtask provision"
             );
             exit(2);
         }
@@ -32,11 +33,37 @@ fn main() {
 
 type Result<T = ()> = std::result::Result<T, String>;
 
+/// The workspace this xtask runs for, found at run time: `cargo run` sets
+/// `CARGO_MANIFEST_DIR` to xtask's own directory in the checkout being run, and
+/// without it the nearest ancestor of the current directory whose `Cargo.toml` holds
+/// `[workspace]`. Never the compiled-in path: a copied or moved checkout must not
+/// build or write into the one this binary was first built in.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        find_root(
+            env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+            env::current_dir().ok(),
+        )
+    })
+    .clone()
+}
+
+fn find_root(manifest_dir: Option<PathBuf>, cwd: Option<PathBuf>) -> PathBuf {
+    let is_workspace = |dir: &Path| {
+        std::fs::read_to_string(dir.join("Cargo.toml"))
+            .is_ok_and(|toml| toml.lines().any(|l| l.trim() == "[workspace]"))
+    };
+    if let Some(parent) = manifest_dir.as_deref().and_then(Path::parent) {
+        if is_workspace(parent) {
+            return parent.to_path_buf();
+        }
+    }
+    let cwd = cwd.unwrap_or_else(|| PathBuf::from("."));
+    cwd.ancestors()
+        .find(|d| is_workspace(d))
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+        .unwrap_or(cwd)
 }
 
 fn cargo() -> Command {
@@ -176,6 +203,17 @@ fn check_feature_combinations() -> Result {
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// Installs and configures the engines as `test` would, and leaves the dockerd it
+/// started running (for running single test binaries by hand).
+fn provision() -> Result {
+    apt_install_missing();
+    provision_nix()?;
+    if let Some(d) = provision_docker()? {
+        eprintln!("xtask: dockerd left running as pid {}", d.id());
     }
     Ok(())
 }
@@ -391,7 +429,7 @@ fn docker_leftovers() -> Option<String> {
 fn provision_nix() -> Result {
     if on_path("nix") {
         eprintln!("xtask: nix found");
-        return Ok(());
+        return configure_nix();
     }
     let why = if !is_root() {
         "nix is missing and xtask is not root, so it cannot install it".to_string()
@@ -407,7 +445,7 @@ fn provision_nix() -> Result {
         match (update, install) {
             (_, Ok(s)) if s.success() && on_path("nix") => {
                 eprintln!("xtask: nix installed");
-                return Ok(());
+                return configure_nix();
             }
             (u, i) => format!("installing nix-bin failed (update: {u:?}, install: {i:?})"),
         }
@@ -417,6 +455,83 @@ fn provision_nix() -> Result {
     }
     eprintln!("xtask: WARNING: the nix suites will be SKIPPED: {why}");
     Ok(())
+}
+
+/// The engine's own configuration file, which every `nix` on this machine reads.
+const NIX_CONF: &str = "/etc/nix/nix.conf";
+
+/// Makes the installed nix able to build as root.
+///
+/// Debian's nix-bin defaults to `build-users-group = nixbld`, the group of build
+/// users that a multi-user install creates and Debian's package does not. Without
+/// it every build fails ("the group 'nixbld' specified in 'build-users-group' does
+/// not exist"). The tests run nix as root in single-user mode, where builds may run
+/// as root itself, so xtask sets `build-users-group =` (empty: no build users) in
+/// `/etc/nix/nix.conf` rather than creating a group and system users on the host:
+/// it is one line in nix's own configuration file, it is what the nix manual
+/// prescribes for a root single-user install, and it changes nothing outside nix.
+/// A group that exists is left in use.
+fn configure_nix() -> Result {
+    let Some(group) = nix_setting("build-users-group") else {
+        return Err("`nix show-config` did not name build-users-group".into());
+    };
+    if group.is_empty() || group_exists(&group) {
+        return Ok(());
+    }
+    let why = format!("nix's build-users-group `{group}` does not exist");
+    if !is_root() {
+        if engines_required() {
+            return Err(format!(
+                "RUNNER_REQUIRE_ENGINES=1 but {why} and xtask is not root, so it cannot set \
+                 `build-users-group =` in {NIX_CONF}"
+            ));
+        }
+        eprintln!("xtask: WARNING: the nix suites will FAIL to build: {why}");
+        return Ok(());
+    }
+    eprintln!("xtask: {why}; setting `build-users-group =` in {NIX_CONF} (root, single-user)");
+    let conf = Path::new(NIX_CONF);
+    if let Some(dir) = conf.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+    }
+    let mut text = std::fs::read_to_string(conf).unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(
+        "# Written by `cargo xtask test`: root single-user nix builds without build users.\n",
+    );
+    text.push_str("build-users-group =\n");
+    std::fs::write(conf, text).map_err(|e| format!("failed to write {NIX_CONF}: {e}"))?;
+    match nix_setting("build-users-group") {
+        Some(g) if g.is_empty() => Ok(()),
+        other => Err(format!(
+            "{NIX_CONF} now says `build-users-group =` but nix still reads {other:?}"
+        )),
+    }
+}
+
+/// A setting as the installed nix resolves it from all of its configuration.
+fn nix_setting(name: &str) -> Option<String> {
+    let out = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "show-config",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == name).then(|| v.trim().to_string())
+    })
+}
+
+fn group_exists(name: &str) -> bool {
+    std::fs::read_to_string("/etc/group")
+        .is_ok_and(|groups| groups.lines().any(|l| l.split(':').next() == Some(name)))
 }
 
 fn bench(args: &[String]) -> Result {
@@ -434,4 +549,28 @@ fn bench(args: &[String]) -> Result {
     .args(args)
     .env("RUNNER_BENCH_OUT", root().join("target/bench"));
     run("runner-bench (release)", &mut cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workspace_is_found_at_run_time_not_where_xtask_was_built() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = tmp.path().join("moved");
+        std::fs::create_dir_all(ws.join("xtask")).unwrap();
+        std::fs::create_dir_all(ws.join("runner-core/src")).unwrap();
+        std::fs::write(ws.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+        std::fs::write(ws.join("runner-core/Cargo.toml"), "[package]\n").unwrap();
+        // As `cargo run` reports it for the moved checkout.
+        assert_eq!(find_root(Some(ws.join("xtask")), None), ws);
+        // No manifest dir (a bare binary): the nearest workspace above the cwd.
+        assert_eq!(find_root(None, Some(ws.join("runner-core/src"))), ws);
+        // A manifest dir that is not inside a workspace is not trusted.
+        assert_eq!(
+            find_root(Some(tmp.path().join("elsewhere/xtask")), Some(ws.clone())),
+            ws
+        );
+    }
 }
