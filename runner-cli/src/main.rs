@@ -166,7 +166,13 @@ async fn doctor() -> i32 {
                 .await
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
                 .unwrap_or_default();
-            ("yes", format!("{version} (needs a flake.nix in --dir)"))
+            match runner_nix::check_nix_can_build(&path, &[]).await {
+                Ok(()) => ("yes", format!("{version} (needs a flake.nix in --dir)")),
+                Err(why) => (
+                    "no",
+                    format!("{version} is installed but cannot build: {why}"),
+                ),
+            }
         }
         None => (
             "no",

@@ -467,6 +467,40 @@ fn doctor_reports_every_backend() {
 }
 
 #[test]
+fn doctor_says_when_nix_cannot_build() {
+    if !nix_available() || !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let cli = Cli::new();
+    let nix_line = |config: Option<&str>| {
+        let mut cmd = cli.cmd(&["doctor"]);
+        if let Some(c) = config {
+            cmd.env("NIX_CONFIG", c);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("nix "))
+            .unwrap_or_else(|| panic!("no nix line in:\n{text}"))
+            .to_string()
+    };
+    let broken = nix_line(Some("build-users-group = runner-no-such-group"));
+    assert!(broken.starts_with("nix      no "), "{broken}");
+    assert!(
+        broken.contains("cannot build") && broken.contains("runner-no-such-group"),
+        "{broken}"
+    );
+    if !std::path::Path::new("/nix/var/nix/daemon-socket/socket").exists() {
+        let daemonless = nix_line(Some("store = daemon"));
+        assert!(
+            daemonless.starts_with("nix      no ") && daemonless.contains("daemon"),
+            "{daemonless}"
+        );
+    }
+    assert!(nix_line(None).starts_with("nix      yes "));
+}
+
+#[test]
 fn quiet_runs_print_only_the_command_output() {
     let cli = Cli::new();
     let out = cli.run(&["run", "--quiet", "--", "sh", "-c", "echo out; echo err >&2"]);

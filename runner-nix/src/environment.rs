@@ -138,6 +138,12 @@ impl NixEnvironment {
             .clone()
     }
 
+    /// Checks that nix, with this environment's options, can build at all (see
+    /// [`check_nix_can_build`](crate::check_nix_can_build)).
+    pub async fn check_can_build(&self) -> std::result::Result<(), crate::CannotBuild> {
+        crate::check_nix_can_build(&self.nix, &self.options).await
+    }
+
     fn nix_args(&self) -> Vec<String> {
         let mut args = vec![
             "--extra-experimental-features".to_string(),
@@ -218,6 +224,9 @@ impl NixEnvironment {
             .process_from_spec(self.native.spec(&nix, &args))?;
         let (status, json, stderr) = self.capture(proc, None).await?;
         if !status.success() {
+            if let Some(reason) = crate::diagnose_stderr(&stderr) {
+                return Err(NixError::CannotBuild(reason).into());
+            }
             return Err(NixError::Evaluation {
                 dir: self.dir.clone(),
                 status: status.to_string(),

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::CannotBuild;
+
 /// What can go wrong with a Nix dev shell.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -12,6 +14,9 @@ pub enum NixError {
         /// The suggested install command.
         install: &'static str,
     },
+    /// nix is installed, but its setup makes every build fail (see [`CannotBuild`]).
+    #[error("nix is installed but cannot build: {0}")]
+    CannotBuild(CannotBuild),
     /// The directory has no `flake.nix`.
     #[error("no flake.nix in `{}`", .0.display())]
     NoFlake(PathBuf),

@@ -10,11 +10,13 @@
 pub mod cache;
 mod environment;
 mod error;
+mod health;
 mod install;
 pub mod shell;
 
 pub use environment::{EnvSource, Materialization, NixEnvironment};
 pub use error::NixError;
+pub use health::{check_nix_can_build, diagnose_stderr, CannotBuild, DAEMON_SOCKET};
 pub use install::{check_nix_installed, is_nix_supported, nix_binary, nix_install_command};
 
 /// The `NixProc` of the contract: the native process machinery in the shell's env.

@@ -366,3 +366,44 @@ async fn new_process_is_safe_while_init_runs() {
     env.init().await.unwrap();
     assert_eq!(flake.records(), 0);
 }
+
+/// A nix that cannot build (its build users group is missing, as with Debian's
+/// nix-bin on a new machine) is a typed error naming the cause and the fix, both
+/// from `init` and from the configuration check `runner doctor` uses.
+#[tokio::test]
+async fn a_nix_that_cannot_build_says_why() {
+    if !nix_available() {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: build users are checked for a root single-user nix only");
+        return;
+    }
+    let flake = Flake::new("hi");
+    let mut env = flake.env();
+    env.with_nix_option("build-users-group", "runner-no-such-group");
+    let err = env.init().await.unwrap_err();
+    let Error::Backend { source, .. } = &err else {
+        panic!("expected a backend error, got {err:?}");
+    };
+    match source.downcast_ref::<NixError>() {
+        Some(NixError::CannotBuild(runner_nix::CannotBuild::NoBuildUsersGroup { group })) => {
+            assert_eq!(group, "runner-no-such-group")
+        }
+        other => panic!("expected CannotBuild, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("build-users-group ="), "{text}");
+    assert_eq!(flake.records(), 0);
+
+    // The same cause, found from the configuration before anything is built.
+    let checked = env.check_can_build().await;
+    assert!(
+        matches!(
+            checked,
+            Err(runner_nix::CannotBuild::NoBuildUsersGroup { .. })
+        ),
+        "{checked:?}"
+    );
+    assert_eq!(flake.env().check_can_build().await, Ok(()));
+}
