@@ -96,6 +96,64 @@ impl ExecShared {
         }
     }
 
+    /// Returns once the exec's process exists in the container running this exec's
+    /// program (or the exec has already ended), so `find_pid`, `signal` and `stop`
+    /// reach it at once. The engine reports the exec's pid as soon as runc has made
+    /// the process, which may still be runc's own init before the `execve` of the
+    /// program; with the engine on this host the process's `cmdline` tells when the
+    /// program runs. Each look costs one `inspect_exec` or one read of `/proc`; the
+    /// pauses between them start at 100 µs.
+    async fn until_started(&self) -> Result<()> {
+        let mut pause = Duration::from_micros(100);
+        let mut wanted: Vec<u8> = Vec::new();
+        for arg in &self.cmd {
+            wanted.extend_from_slice(arg.as_bytes());
+            wanted.push(0);
+        }
+        let mut host_pid = None;
+        loop {
+            if self.is_finished() {
+                return Ok(());
+            }
+            let pid = match host_pid {
+                Some(pid) => pid,
+                None => {
+                    let info = self
+                        .inner
+                        .docker
+                        .inspect_exec(&self.exec_id)
+                        .await
+                        .map_err(DockerError::op("inspect the exec"))?;
+                    if info.exit_code.is_some() {
+                        return Ok(());
+                    }
+                    match info.pid.filter(|p| *p > 0) {
+                        Some(pid) => *host_pid.insert(pid),
+                        None => 0,
+                    }
+                }
+            };
+            if pid > 0 {
+                match std::fs::read(format!("/proc/{pid}/cmdline")) {
+                    // Not on this host, or already gone: the engine's word is all
+                    // there is, and it says the process was made.
+                    Err(_) => return Ok(()),
+                    // The program runs (one that rewrites its own argv included).
+                    Ok(cmdline)
+                        if cmdline == wanted || !(cmdline.is_empty() || is_runc_init(&cmdline)) =>
+                    {
+                        return Ok(())
+                    }
+                    // Still runc's init, or a zombie (empty cmdline) the exit of
+                    // which the output stream is about to report.
+                    Ok(_) => {}
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+
     /// Runs `cmd` in the container (not as a tracked process) and returns its stdout.
     async fn run_helper(&self, action: &'static str, cmd: Vec<String>) -> Result<Vec<u8>> {
         use bollard::container::LogOutput;
@@ -195,6 +253,16 @@ impl ExecShared {
             Err(e) => Err(e),
         }
     }
+}
+
+/// True for the command line of runc's own init (`<path>/runc init`), which the
+/// exec's process runs until it executes the program.
+fn is_runc_init(cmdline: &[u8]) -> bool {
+    let mut args = cmdline.split(|b| *b == 0);
+    matches!(
+        (args.next(), args.next()),
+        (Some(runc), Some(b"init")) if runc.ends_with(b"runc")
+    )
 }
 
 /// A process run as an exec in a Docker container.
@@ -372,8 +440,8 @@ impl Proc for DockerProc {
             procs.retain(|p| !p.is_finished());
             procs.push(Arc::clone(&shared));
         }
-        self.shared = Some(shared);
-        Ok(())
+        self.shared = Some(Arc::clone(&shared));
+        shared.until_started().await
     }
 
     async fn wait(&self) -> Result<ExitStatus> {
