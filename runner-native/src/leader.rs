@@ -1,10 +1,17 @@
-//! Waiting for a group leader we spawned, without reaping it before we choose to.
+//! Waiting for a group leader we spawned, and signalling its group, without ever
+//! reaching a process group that is not ours.
 //!
-//! The leader is watched through a pidfd, which becomes readable when the process
-//! exits. Until [`Leader::reap`] runs, the exited leader is a zombie whose pid (and
-//! process group id) nobody else can be given, so the supervisor can still signal
-//! the group safely. On kernels without `pidfd_open` (before 5.3) a blocking thread
-//! waits with `WNOWAIT`, which leaves the zombie in place just the same.
+//! The leader is watched through a pidfd (from `CLONE_PIDFD`, else `pidfd_open`),
+//! which becomes readable when the process exits. Its group is signalled in one of
+//! two ways, and never otherwise:
+//! - through the pidfd with `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9): the kernel
+//!   resolves the group from the leader's own `struct pid`, which a reused number
+//!   never shares, so this stays right after the leader is reaped;
+//! - by number (`killpg`) while the leader is not reaped: its zombie keeps its pid,
+//!   which is the group id, from being handed to anyone else.
+//!
+//! On kernels without pidfds (before 5.3) a blocking thread waits with `WNOWAIT`,
+//! which leaves the zombie in place just the same.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -30,9 +37,14 @@ enum Watch {
 }
 
 impl Leader {
-    /// Starts watching `pid`, a child of this process. Needs a Tokio runtime.
-    pub(crate) fn new(pid: i32) -> io::Result<Leader> {
-        let watch = match pidfd_open(pid) {
+    /// Starts watching `pid`, a child of this process, through `pidfd` when the
+    /// clone gave one. Needs a Tokio runtime.
+    pub(crate) fn new(pid: i32, pidfd: Option<OwnedFd>) -> io::Result<Leader> {
+        let pidfd = match pidfd {
+            Some(fd) => Ok(fd),
+            None => pidfd_open(pid),
+        };
+        let watch = match pidfd {
             // SAFETY: the AsyncFd owns the pidfd and never replaces or closes it.
             Ok(fd) => Watch::Pidfd(unsafe { AsyncFd::register(fd)? }),
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
@@ -63,6 +75,29 @@ impl Leader {
         }
     }
 
+    /// True when the group can be signalled through the pidfd, so it stays
+    /// addressable (and [`group_alive`](Self::group_alive) cheap) after the leader
+    /// is reaped.
+    pub(crate) fn signals_outlive_reap(&self) -> bool {
+        matches!(&self.watch, Watch::Pidfd(fd) if group_signals_supported(fd.get_ref()))
+    }
+
+    /// Sends `sig` (0: only check) to the leader's process group, by one of the two
+    /// ways in the module documentation. False when the group is gone, or can no
+    /// longer be reached safely (reaped, no pidfd group signals).
+    pub(crate) fn signal_group(&self, sig: i32) -> bool {
+        if let Watch::Pidfd(fd) = &self.watch {
+            if group_signals_supported(fd.get_ref()) {
+                return pidfd_send_signal(fd.get_ref(), sig, PIDFD_SIGNAL_PROCESS_GROUP).is_ok();
+            }
+        }
+        if self.reaped {
+            return false;
+        }
+        // SAFETY: a plain system call; the unreaped leader pins the group id.
+        unsafe { libc::kill(-self.pid, sig) == 0 }
+    }
+
     /// Reaps the leader after [`exited`](Self::exited) and returns how it ended.
     pub(crate) fn reap(&mut self) -> io::Result<ExitStatus> {
         let status = waitpid(self.pid, 0)?.unwrap_or(0);
@@ -89,9 +124,46 @@ impl Drop for Leader {
     }
 }
 
-/// Blocks until child `pid` exits and reaps it, ignoring the status.
-pub(crate) fn reap_blocking(pid: i32) {
-    let _ = waitpid(pid, 0);
+/// Blocks until child `pid` exits and reaps it; its raw wait status.
+pub(crate) fn reap_blocking(pid: i32) -> Option<libc::c_int> {
+    waitpid(pid, 0).ok().flatten()
+}
+
+/// `pidfd_send_signal`'s flag for the target's whole process group (Linux 6.9).
+const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
+
+fn pidfd_send_signal(fd: &OwnedFd, sig: i32, flags: libc::c_uint) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on a descriptor we own; no siginfo.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether this kernel takes [`PIDFD_SIGNAL_PROCESS_GROUP`], probed once (signal 0,
+/// which only checks) on the first leader's pidfd: an older kernel rejects the flag
+/// with EINVAL.
+fn group_signals_supported(fd: &OwnedFd) -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        // Lets the tests drive the older kernels' path (by number, zombie pinned).
+        std::env::var_os("RUNNER_TEST_NO_PIDFD_GROUP_SIGNALS").is_none()
+            && !matches!(
+            pidfd_send_signal(fd, 0, PIDFD_SIGNAL_PROCESS_GROUP),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS)
+        )
+    })
 }
 
 /// `waitpid`, retried on EINTR; the raw wait status, or `None` when `WNOHANG` found
@@ -134,7 +206,7 @@ fn wait_exited(pid: i32) -> io::Result<()> {
     }
 }
 
-fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open returns a new close-on-exec descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -177,7 +249,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        let mut leader = Leader::new(pid).unwrap();
+        let mut leader = Leader::new(pid, None).unwrap();
         assert!(matches!(leader.watch, Watch::Pidfd(_)));
         // SAFETY: our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };

@@ -11,6 +11,7 @@ mod leader;
 mod process;
 mod resolve;
 mod spawn;
+mod stack;
 mod supervisor;
 
 pub use environment::NativeEnvironment;

@@ -1,7 +1,7 @@
 //! `NativeProc`: one host process leading its own process group.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -17,7 +17,7 @@ use runner_reaper::Ledger;
 use tokio::net::unix::pipe;
 
 use crate::resolve::{check_dir, resolve_binary};
-use crate::spawn::{spawn_group, Launch, SpawnError};
+use crate::spawn::{spawn_group, Launch, SpawnError, Stage};
 use crate::supervisor::{supervise, Registry, Shared, Supervised};
 
 /// The variables a process starts from, below every edit.
@@ -67,6 +67,8 @@ pub struct NativeProc {
     stdout: Option<OwnedFd>,
     stdin_taken: bool,
     stdout_taken: bool,
+    /// Descriptors passed on explicitly: our close-on-exec copy, the child's number.
+    pass: Vec<(OwnedFd, RawFd)>,
     registry: Arc<Registry>,
     shared: Option<Arc<Shared>>,
 }
@@ -83,6 +85,7 @@ impl NativeProc {
             stdout: None,
             stdin_taken: false,
             stdout_taken: false,
+            pass: Vec::new(),
             registry,
             shared: None,
         }
@@ -95,6 +98,43 @@ impl NativeProc {
         self.spec.env.apply_to(&mut env);
         self.opts.env.apply_to(&mut env);
         env
+    }
+
+    /// Passes `fd` on to the child under the same number. Every other descriptor of
+    /// this process (0, 1 and 2 aside) is closed in the child, close-on-exec or not,
+    /// descriptors this process itself inherited included; this is the opt-in, e.g.
+    /// for a make jobserver's pipe named in `MAKEFLAGS`. The process keeps its own
+    /// copy until it starts, so the caller may close `fd` afterwards.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut proc: runner_native::NativeProc) -> runner_core::Result<()> {
+    /// use std::os::fd::BorrowedFd;
+    /// // SAFETY: the embedding program's fd 5 is open.
+    /// let jobserver = unsafe { BorrowedFd::borrow_raw(5) };
+    /// proc.pass_fd(jobserver)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn pass_fd(&mut self, fd: BorrowedFd<'_>) -> Result<()> {
+        if self.shared.is_some() {
+            return Err(Error::AlreadyStarted);
+        }
+        let target = fd.as_raw_fd();
+        if target <= 2 {
+            return Err(Error::io(
+                "pass a descriptor on",
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "0, 1 and 2 are the child's stdio; use the pipes for them",
+                ),
+            ));
+        }
+        let copy = fd
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("pass a descriptor on", e))?;
+        self.pass.retain(|(_, t)| *t != target);
+        self.pass.push((copy, target));
+        self.pass.sort_by_key(|(_, t)| *t);
+        Ok(())
     }
 
     fn started(&self) -> Result<&Arc<Shared>> {
@@ -191,6 +231,8 @@ impl Proc for NativeProc {
         let argv: Vec<String> = std::iter::once(self.spec.bin.clone())
             .chain(self.spec.args.iter().cloned())
             .collect();
+        let pass: Vec<(BorrowedFd<'_>, RawFd)> =
+            self.pass.iter().map(|(fd, t)| (fd.as_fd(), *t)).collect();
         let launch = Launch {
             program: &program,
             argv: &argv,
@@ -204,14 +246,13 @@ impl Proc for NativeProc {
                 stdout.as_fd(),
                 stderr.as_fd(),
             ],
+            pass: &pass,
         };
         let spawned = spawn_group(launch, self.spec.ledger.clone());
         // Closed now, so EOF on our ends means the child side closed.
         drop((stdin, stdout, stderr));
-        let (leader, registration) = spawned.map_err(|e| match e {
-            SpawnError::Ledger(msg) => Error::Ledger(msg),
-            SpawnError::Spawn(source) => classify_spawn_error(&self.spec.bin, &program, source),
-        })?;
+        let (leader, registration) =
+            spawned.map_err(|e| spawn_error(&self.spec.bin, &program, &self.spec.dir, e))?;
         let mut forwarders = Vec::with_capacity(2);
         let readers = [
             (stdout_reader, Stream::Stdout),
@@ -263,6 +304,47 @@ impl Proc for NativeProc {
 
     fn pid(&self) -> Option<u32> {
         self.shared.as_ref().map(|s| s.pid())
+    }
+}
+
+/// The error a caller sees for a failed spawn: the stage the child reached decides
+/// the kind (a `chdir` failure is about the directory, not the program).
+fn spawn_error(bin: &str, program: &Path, dir: &Path, e: SpawnError) -> Error {
+    use std::io;
+    let spawn = |source| Error::Spawn {
+        bin: bin.to_string(),
+        source,
+    };
+    match e {
+        SpawnError::Ledger(msg) => Error::Ledger(msg),
+        SpawnError::Prepare(source) => spawn(source),
+        SpawnError::AutoReap => spawn(io::Error::other(
+            "this process ignores SIGCHLD (or set SA_NOCLDWAIT), so the kernel reaps its \
+             children itself: exit statuses cannot be read and process groups cannot be \
+             tracked; restore SIGCHLD's default disposition before starting processes",
+        )),
+        SpawnError::Child {
+            stage: Stage::Exec,
+            source,
+        } => classify_spawn_error(bin, program, source),
+        SpawnError::Child {
+            stage: Stage::Dir,
+            source,
+        } => match source.raw_os_error() {
+            Some(nix::libc::ENOENT) => Error::DirNotFound(dir.to_path_buf()),
+            Some(nix::libc::ENOTDIR) => Error::NotADirectory(dir.to_path_buf()),
+            _ => spawn(io::Error::new(
+                source.kind(),
+                format!(
+                    "failed to enter the working directory `{}`: {source}",
+                    dir.display()
+                ),
+            )),
+        },
+        SpawnError::Child { stage, source } => spawn(io::Error::new(
+            source.kind(),
+            format!("failed to {}: {source}", stage.action()),
+        )),
     }
 }
 

@@ -12,10 +12,24 @@
 //!
 //! The child shares the parent's memory, so it runs only async-signal-safe system
 //! calls on buffers allocated before the clone, never allocates, never takes a lock,
-//! and reports a failure by writing into the parent's [`ChildCtx`], which the parent
-//! reads once it wakes. Every signal is blocked around the clone and the child resets
-//! every handled signal to its default before unblocking, so no handler of the parent
-//! ever runs on the child's side.
+//! and reports a failure (the stage and errno) by writing into the parent's
+//! [`ChildCtx`], which the parent reads once it wakes. It runs on its own `mmap`ed
+//! stack below a `PROT_NONE` guard page (one per thread, reused), so an overflow
+//! faults in the child instead of writing over the parent's heap.
+//!
+//! Signals: every signal, glibc's internal ones included, is blocked around the clone
+//! with the raw `rt_sigprocmask`. The child first leaves the owner's process group
+//! (`setpgid`), so job-control signals aimed at the owner's group stop reaching it,
+//! then discards the SIGTSTP/SIGTTIN/SIGTTOU that arrived before (setting a signal to
+//! "ignore" drops its pending instances) and resets every handled signal to its
+//! default, so no handler of the parent runs on the child's side and no pending stop
+//! signal can freeze a child that the parent sleeps on. A child that dies before
+//! `execve` (a signal pending at the unmask, a fault) is a spawn error, never a
+//! started process.
+//!
+//! Descriptors: the child keeps only 0, 1 and 2 and the descriptors the caller passed
+//! on explicitly; everything else, close-on-exec or not (descriptors the owner itself
+//! inherited from a shell or an IDE included), is closed with `close_range`.
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
@@ -27,33 +41,75 @@ use std::path::Path;
 use nix::libc::{self, c_char, c_int, c_void};
 use runner_reaper::{unborn_record_tail, Ledger};
 
-use crate::leader::Leader;
+use crate::stack::ChildStack;
 
-/// Stack for the child between clone and exec: the record writer's buffers are on
-/// the heap, the deepest frame is a 1 KiB read of `/proc/self/stat`.
-const CHILD_STACK: usize = 64 * 1024;
-/// One past the highest signal number on Linux.
-const NSIG: c_int = 65;
+use crate::leader::Leader;
 
 /// Where in the child a failure happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]
-enum Stage {
+pub(crate) enum Stage {
+    /// The child exec'd its program.
     None = 0,
+    /// `setpgid`: a new process group.
     Group = 1,
+    /// Writing the ledger record.
     Record = 2,
+    /// Setting up descriptors (`dup2`, `close_range`).
     Fds = 3,
+    /// `chdir` into the working directory.
     Dir = 4,
+    /// `execve` itself.
     Exec = 5,
+    /// Resetting signal dispositions.
+    Signals = 6,
+    /// The parent's mark: still there when the parent wakes, the child died before
+    /// it could exec or report (a signal, a fault).
+    Died = 7,
+}
+
+impl Stage {
+    fn from_raw(raw: i32) -> Stage {
+        match raw {
+            0 => Stage::None,
+            1 => Stage::Group,
+            2 => Stage::Record,
+            3 => Stage::Fds,
+            4 => Stage::Dir,
+            5 => Stage::Exec,
+            6 => Stage::Signals,
+            _ => Stage::Died,
+        }
+    }
+
+    /// What the child was doing, as a "failed to ..." fragment.
+    pub(crate) fn action(self) -> &'static str {
+        match self {
+            Stage::None => "start the program",
+            Stage::Group => "start a new process group",
+            Stage::Record => "write the ledger record",
+            Stage::Fds => "set up the child's descriptors",
+            Stage::Dir => "enter the working directory",
+            Stage::Exec => "execute the program",
+            Stage::Signals => "reset the child's signal handlers",
+            Stage::Died => "start the program: the child died before exec",
+        }
+    }
 }
 
 /// Why a spawn failed.
 #[derive(Debug)]
 pub(crate) enum SpawnError {
-    /// The OS could not start the program (the error of `execve`, `chdir`, `clone`).
-    Spawn(io::Error),
+    /// The parent could not prepare or clone (no memory, a NUL byte, no descriptors).
+    Prepare(io::Error),
+    /// The child failed at `stage` with `source` (for [`Stage::Died`], how it died).
+    Child { stage: Stage, source: io::Error },
     /// The ledger record could not be written; the program never ran.
     Ledger(String),
+    /// This process ignores SIGCHLD (or set `SA_NOCLDWAIT`): the kernel would reap
+    /// our children on its own, so no exit status could be read and no exited leader
+    /// would pin its process group id.
+    AutoReap,
 }
 
 /// Where a group is registered, so the supervisor can remove the record.
@@ -75,6 +131,9 @@ pub(crate) struct Launch<'a> {
     pub(crate) dir: &'a Path,
     /// The child's stdin, stdout and stderr.
     pub(crate) stdio: [BorrowedFd<'a>; 3],
+    /// Descriptors passed on: (source, the number the child gets it as). Targets are
+    /// 3 and above, sorted and unique.
+    pub(crate) pass: &'a [(BorrowedFd<'a>, RawFd)],
 }
 
 /// What the child reads and what it writes back, shared through `CLONE_VM`.
@@ -84,8 +143,11 @@ struct ChildCtx {
     envp: *const *const c_char,
     dir: *const c_char,
     stdio: [RawFd; 3],
+    /// (source, target) of each descriptor passed on; targets sorted.
+    pass: *const (RawFd, RawFd),
+    pass_len: usize,
     record: *mut ChildRecordWriter,
-    /// Written by the child on failure.
+    /// [`Stage::Died`] until the child reports; written by the child.
     stage: i32,
     errno: i32,
 }
@@ -96,15 +158,18 @@ pub(crate) fn spawn_group(
     launch: Launch<'_>,
     ledger: Option<Ledger>,
 ) -> Result<(Leader, Option<Registration>), SpawnError> {
-    let spawn_err = SpawnError::Spawn;
-    let program = cstring(launch.program.as_os_str()).map_err(spawn_err)?;
-    let dir = cstring(launch.dir.as_os_str()).map_err(spawn_err)?;
+    let prep = SpawnError::Prepare;
+    if sigchld_auto_reaps() {
+        return Err(SpawnError::AutoReap);
+    }
+    let program = cstring(launch.program.as_os_str()).map_err(prep)?;
+    let dir = cstring(launch.dir.as_os_str()).map_err(prep)?;
     let argv = launch
         .argv
         .iter()
         .map(|a| cstring(OsStr::new(a)))
         .collect::<io::Result<Vec<_>>>()
-        .map_err(spawn_err)?;
+        .map_err(prep)?;
     let envp = launch
         .env
         .iter()
@@ -116,32 +181,53 @@ pub(crate) fn spawn_group(
             cstring(OsStr::from_bytes(&kv))
         })
         .collect::<io::Result<Vec<_>>>()
-        .map_err(spawn_err)?;
+        .map_err(prep)?;
     let argv_ptrs = null_terminated(&argv);
     let envp_ptrs = null_terminated(&envp);
-    // dup2 onto 0, 1 and 2 must not clobber a source that is itself one of them.
-    let moved = launch
-        .stdio
-        .map(above_stdio)
-        .into_iter()
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(spawn_err)?;
-    let stdio: Vec<RawFd> = moved
+    // A `dup2` onto 0, 1, 2 or a passed descriptor's number must not clobber a source
+    // that is itself one of them: sources below `floor` move above it first.
+    let floor = launch
+        .pass
         .iter()
-        .zip(launch.stdio)
+        .map(|(_, target)| target + 1)
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    let all_sources: Vec<BorrowedFd<'_>> = launch
+        .stdio
+        .iter()
+        .copied()
+        .chain(launch.pass.iter().map(|(fd, _)| *fd))
+        .collect();
+    let moved = all_sources
+        .iter()
+        .map(|fd| above(*fd, floor))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(prep)?;
+    let sources: Vec<RawFd> = moved
+        .iter()
+        .zip(&all_sources)
         .map(|(dup, fd)| dup.as_ref().map_or(fd.as_raw_fd(), |d| d.as_raw_fd()))
+        .collect();
+    let pass: Vec<(RawFd, RawFd)> = sources[3..]
+        .iter()
+        .zip(launch.pass)
+        .map(|(src, (_, target))| (*src, *target))
         .collect();
 
     let mut writer = match &ledger {
         Some(ledger) => {
             let ledger_err = |e: runner_reaper::LedgerError| SpawnError::Ledger(e.to_string());
-            if !ledger.runs_dir().is_dir() {
-                ledger.ensure_dir().map_err(ledger_err)?;
-            }
+            // Checked on every spawn, as the sweep checks it: a runs directory that is
+            // not ours (or a symlink) is refused here too, so nothing runs that the
+            // sweep could never reap.
+            ledger.ensure_dir().map_err(ledger_err)?;
             let rest = unborn_record_tail(launch.argv, launch.dir).map_err(ledger_err)?;
+            let tmp_prefix = ledger.temp_prefix().map_err(ledger_err)?;
             Some(ChildRecordWriter::new(
                 ledger,
                 rest,
+                tmp_prefix,
                 ledger.take_spare().as_deref(),
             ))
         }
@@ -155,48 +241,53 @@ pub(crate) fn spawn_group(
         argv: argv_ptrs.as_ptr(),
         envp: envp_ptrs.as_ptr(),
         dir: dir.as_ptr(),
-        stdio: [stdio[0], stdio[1], stdio[2]],
+        stdio: [sources[0], sources[1], sources[2]],
+        pass: pass.as_ptr(),
+        pass_len: pass.len(),
         record: writer
             .as_mut()
             .map_or(std::ptr::null_mut(), |w| w as *mut ChildRecordWriter),
-        stage: Stage::None as i32,
+        stage: Stage::Died as i32,
         errno: 0,
     };
-    // Uninitialized: only the child's frames ever write it.
-    let mut stack: Vec<std::mem::MaybeUninit<u8>> = Vec::with_capacity(CHILD_STACK);
-    // SAFETY: MaybeUninit needs no initialization.
-    unsafe { stack.set_len(CHILD_STACK) };
 
-    let pid = clone_vfork(&mut ctx, &mut stack).map_err(spawn_err)?;
+    let (pid, pidfd) = ChildStack::with(|stack| clone_vfork(&mut ctx, stack)).map_err(prep)?;
     // SAFETY: the child has exec'd or exited; nothing else writes `ctx` now. Volatile
     // because the writes happened behind the compiler's back.
     let (stage, errno) = unsafe {
         (
-            std::ptr::read_volatile(&ctx.stage),
+            Stage::from_raw(std::ptr::read_volatile(&ctx.stage)),
             std::ptr::read_volatile(&ctx.errno),
         )
     };
     drop(moved);
-    if stage != Stage::None as i32 {
-        // The child has exited (status 127); reap it so no zombie is left.
-        crate::leader::reap_blocking(pid);
-        if let Some(spare) = writer.as_ref().and_then(ChildRecordWriter::leftover_spare) {
-            let _ = std::fs::remove_file(spare);
+    if stage != Stage::None {
+        // The child has exited (status 127, or killed); reap it so no zombie is left,
+        // and take back whatever it left in the runs directory.
+        let status = crate::leader::reap_blocking(pid);
+        if let (Some(w), Some(ledger)) = (writer.as_ref(), &ledger) {
+            w.clean_up_after(pid);
+            let _ = ledger.remove_record(pid);
         }
-        let error = io::Error::from_raw_os_error(errno);
+        let source = match stage {
+            Stage::Died => died_before_exec(status),
+            _ if errno == 0 => io::Error::other("the child reported no error number"),
+            _ => io::Error::from_raw_os_error(errno),
+        };
         return Err(match (stage, &ledger) {
-            (s, Some(ledger)) if s == Stage::Record as i32 => SpawnError::Ledger(format!(
-                "failed to write a record into `{}`: {error}",
+            (Stage::Record, Some(ledger)) => SpawnError::Ledger(format!(
+                "failed to write a record into `{}`: {source}",
                 ledger.runs_dir().display()
             )),
-            _ => SpawnError::Spawn(error),
+            _ => SpawnError::Child { stage, source },
         });
     }
-    let leader = match Leader::new(pid) {
+    let leader = match Leader::new(pid, pidfd) {
         Ok(leader) => leader,
         Err(e) => {
             // Running but unwatchable (out of descriptors?): end it rather than leave
-            // a group nobody supervises.
+            // a group nobody supervises. It is our unreaped child, so its pid is
+            // still its group's id.
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -205,7 +296,7 @@ pub(crate) fn spawn_group(
             if let Some(ledger) = &ledger {
                 let _ = ledger.remove_record(pid);
             }
-            return Err(SpawnError::Spawn(e));
+            return Err(SpawnError::Prepare(e));
         }
     };
     Ok((
@@ -214,34 +305,106 @@ pub(crate) fn spawn_group(
     ))
 }
 
-/// `clone(CLONE_VM | CLONE_VFORK)` with every signal blocked; returns the child's pid
-/// once it has exec'd or failed.
-fn clone_vfork(ctx: &mut ChildCtx, stack: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<i32> {
-    // SAFETY: the stack outlives the child's use of it (the parent sleeps until the
-    // exec); `child_main` only touches `ctx` and makes async-signal-safe calls.
+/// How a child that died before exec ended, from its raw wait status.
+fn died_before_exec(status: Option<c_int>) -> io::Error {
+    let how = match status {
+        Some(s) if libc::WIFSIGNALED(s) => format!("killed by signal {}", libc::WTERMSIG(s)),
+        Some(s) if libc::WIFEXITED(s) => format!("exited with {}", libc::WEXITSTATUS(s)),
+        _ => "its status could not be read".to_string(),
+    };
+    io::Error::other(format!(
+        "the child died before it could run the program ({how})"
+    ))
+}
+
+/// True when this process ignores SIGCHLD or set `SA_NOCLDWAIT`, so the kernel reaps
+/// its children itself.
+fn sigchld_auto_reaps() -> bool {
+    // SAFETY: a query into a zeroed struct.
     unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut sa) != 0 {
+            return false;
         }
-        let top = stack.as_mut_ptr().add(stack.len());
-        let top = top.sub(top as usize % 16);
-        let pid = libc::clone(
-            child_main,
-            top.cast(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (ctx as *mut ChildCtx).cast(),
-        );
-        let clone_error = io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        if pid < 0 {
-            return Err(clone_error);
-        }
-        Ok(pid)
+        sa.sa_sigaction == libc::SIG_IGN || sa.sa_flags & libc::SA_NOCLDWAIT != 0
     }
+}
+
+/// The kernel's signal set: one bit per signal, as `rt_sigprocmask` and `rt_sigaction`
+/// take it (64 signals on Linux; 128 on MIPS).
+type KernelSigset = [u64; 2];
+
+/// The size the kernel expects for [`KernelSigset`]: one bit per signal up to the
+/// platform's highest (`SIGRTMAX`).
+fn kernel_sigset_size() -> usize {
+    (libc::SIGRTMAX() as usize).div_ceil(64) * 8
+}
+
+/// `rt_sigprocmask(SIG_SETMASK)` without glibc's filter (which keeps its internal
+/// signals unblocked). Async-signal-safe.
+///
+/// # Safety
+/// Plain system call; `new` and `old` must be valid for the kernel's sigset size.
+unsafe fn raw_setmask(new: &KernelSigset, old: *mut KernelSigset) -> c_int {
+    libc::syscall(
+        libc::SYS_rt_sigprocmask,
+        libc::SIG_SETMASK,
+        new as *const KernelSigset,
+        old,
+        kernel_sigset_size(),
+    ) as c_int
+}
+
+/// `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)` with every signal blocked; returns the
+/// child's pid and its pidfd once it has exec'd or failed. Kernels before 5.2 refuse
+/// `CLONE_PIDFD`; then the clone is repeated without it and the caller opens a pidfd.
+fn clone_vfork(ctx: &mut ChildCtx, stack: &mut ChildStack) -> io::Result<(i32, Option<OwnedFd>)> {
+    static NO_CLONE_PIDFD: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+    let all: KernelSigset = [u64::MAX; 2];
+    let mut old: KernelSigset = [0; 2];
+    // SAFETY: both sets are valid for the size given.
+    if unsafe { raw_setmask(&all, &mut old) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let top = stack.top();
+    let result;
+    loop {
+        let with_pidfd = !NO_CLONE_PIDFD.load(std::sync::atomic::Ordering::Relaxed);
+        let mut pidfd: c_int = -1;
+        let flags = libc::CLONE_VM
+            | libc::CLONE_VFORK
+            | libc::SIGCHLD
+            | if with_pidfd { libc::CLONE_PIDFD } else { 0 };
+        // SAFETY: the stack outlives the child's use of it (the parent sleeps until
+        // the exec); `child_main` only touches `ctx` and makes async-signal-safe calls;
+        // with CLONE_PIDFD the kernel writes the pidfd into `pidfd`.
+        let pid = unsafe {
+            libc::clone(
+                child_main,
+                top,
+                flags,
+                (ctx as *mut ChildCtx).cast(),
+                &mut pidfd as *mut c_int,
+            )
+        };
+        if pid < 0 {
+            let e = io::Error::last_os_error();
+            if with_pidfd && e.raw_os_error() == Some(libc::EINVAL) {
+                NO_CLONE_PIDFD.store(true, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            result = Err(e);
+        } else {
+            // SAFETY: with CLONE_PIDFD, a fresh close-on-exec descriptor we own.
+            let fd = (with_pidfd && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
+            result = Ok((pid, fd));
+        }
+        break;
+    }
+    // SAFETY: restores the mask saved above.
+    unsafe { raw_setmask(&old, std::ptr::null_mut()) };
+    result
 }
 
 /// The child, between clone and exec. Returns only by `_exit`.
@@ -249,9 +412,13 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the parent's `ChildCtx`, which lives until the parent wakes.
     unsafe {
         let ctx = &mut *arg.cast::<ChildCtx>();
-        reset_signal_handlers();
+        // First leave the owner's process group: from here on, a SIGTSTP (or any
+        // signal) aimed at that group no longer reaches this child.
         if libc::setpgid(0, 0) != 0 {
             fail(ctx, Stage::Group);
+        }
+        if !reset_signal_handlers() {
+            fail(ctx, Stage::Signals);
         }
         let writer = ctx.record;
         if !writer.is_null() && !(*writer).write(libc::syscall(libc::SYS_getpid) as i32) {
@@ -262,15 +429,66 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                 undo(ctx, Stage::Fds);
             }
         }
+        let pass = std::slice::from_raw_parts(ctx.pass, ctx.pass_len);
+        for &(source, target) in pass {
+            if libc::dup2(source, target) < 0 {
+                undo(ctx, Stage::Fds);
+            }
+        }
+        if !close_others(pass) {
+            undo(ctx, Stage::Fds);
+        }
         if libc::chdir(ctx.dir) != 0 {
             undo(ctx, Stage::Dir);
         }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        let none: KernelSigset = [0; 2];
+        raw_setmask(&none, std::ptr::null_mut());
+        // A signal that was pending kills the child here, with the stage still
+        // `Died`: the parent reports it as a failed spawn.
+        std::ptr::write_volatile(&mut ctx.stage, Stage::None as i32);
         libc::execve(ctx.program, ctx.argv, ctx.envp);
         undo(ctx, Stage::Exec)
     }
+}
+
+/// Closes every descriptor from 3 up except the targets in `pass` (sorted).
+///
+/// # Safety
+/// Only for the child between clone and exec (its descriptor table is its own).
+unsafe fn close_others(pass: &[(RawFd, RawFd)]) -> bool {
+    let mut low: u32 = 3;
+    for &(_, target) in pass {
+        let target = target as u32;
+        if target > low && !close_range(low, target - 1) {
+            return false;
+        }
+        low = low.max(target + 1);
+    }
+    close_range(low, u32::MAX)
+}
+
+/// `close_range(low, high)`; on kernels before 5.9, a loop of `close` up to the
+/// descriptor limit.
+///
+/// # Safety
+/// Only for the child between clone and exec.
+unsafe fn close_range(low: u32, high: u32) -> bool {
+    if libc::syscall(libc::SYS_close_range, low, high, 0) == 0 {
+        return true;
+    }
+    if *libc::__errno_location() != libc::ENOSYS {
+        return false;
+    }
+    let mut limit: libc::rlimit = std::mem::zeroed();
+    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+        limit.rlim_cur.min(1 << 20) as u32
+    } else {
+        1 << 16
+    };
+    for fd in low..=high.min(max) {
+        libc::close(fd as c_int);
+    }
+    true
 }
 
 /// Reports `stage` and the current errno to the parent and exits.
@@ -298,28 +516,45 @@ unsafe fn undo(ctx: &mut ChildCtx, stage: Stage) -> ! {
 
 /// Every signal with a handler goes back to its default, and so does SIGPIPE, which
 /// Rust programs ignore but their children should not. Other ignored signals stay
-/// ignored, as `exec` would keep them.
+/// ignored, as `exec` would keep them. The job-control stops are set to "ignore"
+/// first, which discards any that arrived while the child was still in the owner's
+/// process group. Raw `rt_sigaction`, so glibc's internal signals are reset too.
 ///
 /// # Safety
 /// Only for the child between clone and exec, with every signal blocked.
-unsafe fn reset_signal_handlers() {
-    for sig in 1..NSIG {
+unsafe fn reset_signal_handlers() -> bool {
+    // The kernel's `struct sigaction` starts with the handler on every architecture,
+    // and all zeroes means SIG_DFL with no flags and an empty mask. Four words cover
+    // its size everywhere.
+    type KernelSigaction = [usize; 4];
+    let size = kernel_sigset_size();
+    let action = |sig: c_int, new: *const KernelSigaction, old: *mut KernelSigaction| {
+        libc::syscall(libc::SYS_rt_sigaction, sig, new, old, size) == 0
+    };
+    let dfl: KernelSigaction = [0; 4];
+    let mut ign: KernelSigaction = [0; 4];
+    ign[0] = libc::SIG_IGN;
+    for sig in 1..=libc::SIGRTMAX() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(sig, std::ptr::null(), &mut sa) != 0 {
+        let mut old: KernelSigaction = [0; 4];
+        if !action(sig, std::ptr::null(), &mut old) {
             continue;
         }
-        if sa.sa_sigaction == libc::SIG_DFL
-            || (sa.sa_sigaction == libc::SIG_IGN && sig != libc::SIGPIPE)
-        {
+        let ignored = old[0] == libc::SIG_IGN;
+        if ignored && sig != libc::SIGPIPE {
             continue;
         }
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        let stop = matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU);
+        if stop && !action(sig, &ign, std::ptr::null_mut()) {
+            return false;
+        }
+        if (stop || old[0] != libc::SIG_DFL) && !action(sig, &dfl, std::ptr::null_mut()) {
+            return false;
+        }
     }
+    true
 }
 
 fn cstring(s: &OsStr) -> io::Result<CString> {
@@ -339,13 +574,13 @@ fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
-/// A close-on-exec duplicate numbered 3 or above if `fd` is 0, 1 or 2.
-fn above_stdio(fd: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
-    if fd.as_raw_fd() > 2 {
+/// A close-on-exec duplicate numbered `floor` or above if `fd` is below `floor`.
+fn above(fd: BorrowedFd<'_>, floor: RawFd) -> io::Result<Option<OwnedFd>> {
+    if fd.as_raw_fd() >= floor {
         return Ok(None);
     }
     // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we own.
-    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
     if dup < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -357,6 +592,8 @@ fn above_stdio(fd: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
 struct ChildRecordWriter {
     /// `<runs>/` as bytes.
     dir: Vec<u8>,
+    /// `<runs>/.tmp-<owner pid>-<owner start time>-`: the child adds its pid.
+    tmp_prefix: Vec<u8>,
     /// The record's JSON after the fields the child fills in, without its `{`.
     rest: Vec<u8>,
     /// Scratch space for the JSON and the two paths; never grown in the child.
@@ -374,12 +611,19 @@ struct ChildRecordWriter {
 impl ChildRecordWriter {
     /// `rest` is [`unborn_record_tail`]: the child writes its own values for the
     /// three leading fields, then `rest`.
-    fn new(ledger: &Ledger, rest: Vec<u8>, spare: Option<&Path>) -> Self {
+    fn new(
+        ledger: &Ledger,
+        rest: Vec<u8>,
+        tmp_prefix: std::path::PathBuf,
+        spare: Option<&Path>,
+    ) -> Self {
         let mut dir = ledger.runs_dir().as_os_str().as_encoded_bytes().to_vec();
         dir.push(b'/');
+        let tmp_prefix = tmp_prefix.into_os_string().into_encoded_bytes();
         ChildRecordWriter {
+            tmp_path: Vec::with_capacity(tmp_prefix.len() + 24),
+            tmp_prefix,
             json: Vec::with_capacity(rest.len() + 128),
-            tmp_path: Vec::with_capacity(dir.len() + 40),
             path: Vec::with_capacity(dir.len() + 40),
             spare: spare
                 .map(|p| {
@@ -400,10 +644,15 @@ impl ChildRecordWriter {
         self.tick_before = boottime_tick(self.ns_per_tick);
     }
 
-    /// The spare file this writer was given, if the child left it where it was.
-    fn leftover_spare(&self) -> Option<&OsStr> {
-        let (_, path) = self.spare.split_last()?;
-        Some(OsStr::from_bytes(path))
+    /// Removes what a child `pid` that did not exec may have left: its temporary
+    /// file, and the spare file it was given (if it is still where it was).
+    fn clean_up_after(&self, pid: i32) {
+        let mut tmp = self.tmp_prefix.clone();
+        tmp.extend_from_slice(pid.to_string().as_bytes());
+        let _ = std::fs::remove_file(OsStr::from_bytes(&tmp));
+        if let Some((_, spare)) = self.spare.split_last() {
+            let _ = std::fs::remove_file(OsStr::from_bytes(spare));
+        }
     }
 
     /// Runs in the child as `pid`; false (errno set) if the record is not in place.
@@ -434,11 +683,10 @@ impl ChildRecordWriter {
             self.json.extend_from_slice(&self.rest);
 
             self.tmp_path.clear();
-            self.tmp_path.extend_from_slice(&self.dir);
-            self.tmp_path.extend_from_slice(b".child.");
+            self.tmp_path.extend_from_slice(&self.tmp_prefix);
             self.tmp_path
                 .extend_from_slice(decimal(pid as u64, &mut num));
-            self.tmp_path.extend_from_slice(b".tmp\0");
+            self.tmp_path.push(0);
             self.path.clear();
             self.path.extend_from_slice(&self.dir);
             self.path.extend_from_slice(decimal(pid as u64, &mut num));

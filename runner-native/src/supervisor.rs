@@ -1,16 +1,14 @@
 //! The task that owns a running child: it delivers signals, reaps the leader, clears
 //! what is left of the group, unregisters it and publishes the exit status.
 //!
-//! Signals go through this task because it alone reaps the leader: while it handles a
-//! signal request the leader has not been reaped, so its pid (and the group id) still
-//! belong to us. A signal never reaches a reused pid.
+//! Signals go through this task because it alone reaps the leader, and it signals the
+//! group only the two ways [`Leader::signal_group`] allows (through the pidfd, or by
+//! number while the leader is unreaped): a signal never reaches a reused group id.
+//! Where signals need the zombie, the leader is reaped last, after the group is empty.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal as NixSignal};
-use nix::unistd::Pid;
 use runner_core::{exit_channel, Error, ExitPublisher, ExitStatus, ExitWatch, Result, Signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -22,9 +20,9 @@ use crate::spawn::Registration;
 /// that left the group can hold the pipes open forever; past this we stop waiting (the
 /// forwarders keep draining in the background, nothing is lost).
 pub(crate) const PIPE_DRAIN_TIMEOUT: Duration = Duration::from_millis(250);
-/// How often we look whether a process group has emptied (no kernel event exists for
-/// that unless we were the subreaper).
-const GROUP_POLL: Duration = Duration::from_millis(10);
+/// The pause between looks at a group whose members cannot be watched (a kernel
+/// without pidfds).
+const BLIND_PAUSE: Duration = Duration::from_millis(10);
 
 /// State shared by a process handle, its waiters and its environment.
 #[derive(Debug)]
@@ -107,24 +105,41 @@ async fn run(
         tokio::select! {
             biased;
             r = s.leader.exited() => break r,
-            Some(sig) = signals.recv() => { send_group(pgid, sig); }
+            Some(sig) = signals.recv() => { s.leader.signal_group(sig); }
         }
     };
-    // The leader stays a zombie until this line, so every signal above reached our
-    // group and nobody else's.
-    let outcome = exited
-        .and_then(|()| s.leader.reap())
-        .map_err(|e| e.to_string());
+    // Where the group stays addressable through the leader's pidfd, the leader is
+    // reaped at once; otherwise its zombie pins the group id until the group is
+    // cleared, and it is reaped last. Either way no signal reaches a reused id.
+    let reap = |leader: &mut Leader| {
+        exited
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|()| leader.reap().map_err(|e| e.to_string()))
+    };
+    let early = s.leader.signals_outlive_reap().then(|| reap(&mut s.leader));
     // The leader is gone. A process named by `wait_on` keeps the run alive.
     if let Some(bin) = &s.wait_on {
-        while group_has_named(pgid, bin) {
+        loop {
+            let named: Vec<i32> = group_members(pgid)
+                .into_iter()
+                .filter(|p| is_named(p, bin))
+                .map(|p| p.pid)
+                .collect();
+            if named.is_empty() || !s.leader.signal_group(0) {
+                break;
+            }
             tokio::select! {
-                _ = tokio::time::sleep(GROUP_POLL) => {}
-                Some(sig) = signals.recv() => { send_group(pgid, sig); }
+                () = exits(&named) => {}
+                Some(sig) = signals.recv() => { s.leader.signal_group(sig); }
             }
         }
     }
-    clear_group(pgid, s.grace, &mut signals).await;
+    clear_group(&s.leader, pgid, s.grace, &mut signals).await;
+    let outcome = match early {
+        Some(outcome) => outcome,
+        None => reap(&mut s.leader),
+    };
     // Taken, not borrowed: the ledger handle goes before the status is published,
     // so a caller that drops its environment after `wait` also drops the spares.
     if let Some(reg) = s.registration.take() {
@@ -152,18 +167,8 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
     }
 }
 
-fn send_group(pgid: i32, sig: i32) {
-    let Ok(sig) = NixSignal::try_from(sig) else {
-        return;
-    };
-    let _ = killpg(Pid::from_raw(pgid), sig);
-}
-
-fn group_alive(pgid: i32) -> bool {
-    !matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
-}
-
-/// Members of the group that still run (see [`runner_reaper::ledger::is_running`]).
+/// Members of the group that still run (see [`runner_reaper::ledger::is_running`]),
+/// from one read of the process table.
 fn group_members(pgid: i32) -> Vec<procfs::process::Process> {
     let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
@@ -177,38 +182,80 @@ fn group_members(pgid: i32) -> Vec<procfs::process::Process> {
         .collect()
 }
 
-fn group_has_named(pgid: i32, bin: &str) -> bool {
-    group_members(pgid).iter().any(|p| {
-        p.exe()
-            .ok()
-            .and_then(|e| e.file_name().map(|n| n == bin))
-            .unwrap_or(false)
-            || p.stat().map(|s| s.comm == bin).unwrap_or(false)
-    })
+fn is_named(p: &procfs::process::Process, bin: &str) -> bool {
+    p.exe()
+        .ok()
+        .and_then(|e| e.file_name().map(|n| n == bin))
+        .unwrap_or(false)
+        || p.stat().map(|s| s.comm == bin).unwrap_or(false)
+}
+
+/// Resolves once every process of `pids` has exited, woken by their pidfds. A
+/// process that cannot be watched (no pidfd on this kernel) makes it a short pause
+/// instead, after which the caller looks again.
+async fn exits(pids: &[i32]) {
+    let mut fds = Vec::with_capacity(pids.len());
+    let mut blind = false;
+    for &pid in pids {
+        // SAFETY: the AsyncFd owns the fresh pidfd and never replaces or closes it.
+        let watched = crate::leader::pidfd_open(pid)
+            .and_then(|fd| unsafe { tokio::io::unix::AsyncFd::register(fd).map_err(Into::into) });
+        match watched {
+            Ok(fd) => fds.push(fd),
+            // Gone already.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => {}
+            Err(_) => blind = true,
+        }
+    }
+    for fd in &fds {
+        let _ = fd.readable().await;
+    }
+    if blind {
+        tokio::time::sleep(BLIND_PAUSE).await;
+    }
 }
 
 /// After the leader exits, whatever is left of its group is ours to end: SIGTERM, up
 /// to `grace` for it to leave, then SIGKILL. A process that must outlive its parent
 /// has to leave the group (`setsid`).
-async fn clear_group(pgid: i32, grace: Duration, signals: &mut mpsc::UnboundedReceiver<i32>) {
-    if !group_alive(pgid) {
-        return;
-    }
-    send_group(pgid, nix::libc::SIGTERM);
+///
+/// The kernel has no event for "the group emptied", so each round reads the process
+/// table once to learn the members still running, then sleeps until each of them has
+/// exited (their pidfds), the grace runs out or the caller sends a signal; the next
+/// round's read confirms, and finds members forked meanwhile. A group that holds
+/// nothing but its leader, the common case, costs one `pidfd_send_signal` and no
+/// table read where the kernel groups pidfd signals.
+async fn clear_group(
+    leader: &Leader,
+    pgid: i32,
+    grace: Duration,
+    signals: &mut mpsc::UnboundedReceiver<i32>,
+) {
     let deadline = tokio::time::Instant::now() + grace;
+    let mut termed = false;
     let mut killed = false;
     loop {
-        if group_members(pgid).is_empty() {
+        // Signal 0 on a group of nothing but an unreaped leader still succeeds: the
+        // table read decides then.
+        if !leader.signal_group(0) {
             return;
         }
-        if !killed && tokio::time::Instant::now() >= deadline {
-            send_group(pgid, nix::libc::SIGKILL);
-            killed = true;
+        let members: Vec<i32> = group_members(pgid).into_iter().map(|p| p.pid).collect();
+        if members.is_empty() {
+            return;
+        }
+        if !termed {
+            leader.signal_group(nix::libc::SIGTERM);
+            termed = true;
         }
         tokio::select! {
-            _ = tokio::time::sleep(GROUP_POLL) => {}
+            () = exits(&members) => {}
+            () = tokio::time::sleep_until(deadline), if !killed => {
+                leader.signal_group(nix::libc::SIGKILL);
+                killed = true;
+            }
             Some(sig) = signals.recv() => {
-                send_group(pgid, sig);
+                leader.signal_group(sig);
                 killed |= sig == nix::libc::SIGKILL;
             }
         }

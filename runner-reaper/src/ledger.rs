@@ -249,12 +249,19 @@ impl Drop for SparePool {
     }
 }
 
-/// The owner a spare file's name gives: pid and start time.
+/// The name of a temporary record file: `.tmp-<owner pid>-<owner start time>-<unique>`.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// The owner that a spare or temporary file's name gives: pid and start time. Such a
+/// file whose owner is gone is garbage: nobody will rename it into place.
 pub(crate) fn spare_owner(file_name: &str) -> Option<(i32, u64)> {
-    let mut parts = file_name.strip_prefix(SPARE_PREFIX)?.splitn(3, '-');
+    let rest = file_name
+        .strip_prefix(SPARE_PREFIX)
+        .or_else(|| file_name.strip_prefix(TEMP_PREFIX))?;
+    let mut parts = rest.splitn(3, '-');
     let pid = parts.next()?.parse().ok()?;
     let start = parts.next()?.parse().ok()?;
-    parts.next()?.parse::<u64>().ok()?;
+    parts.next().filter(|unique| !unique.is_empty())?;
     Some((pid, start))
 }
 
@@ -317,6 +324,17 @@ impl Ledger {
         }
     }
 
+    /// The path prefix of this process's temporary record files,
+    /// `<runs>/.tmp-<owner pid>-<owner start time>-`: a writer appends something
+    /// unique (a spawned leader appends its pid). Named after the owner, so a sweep
+    /// removes those left by an owner that died mid-write.
+    pub fn temp_prefix(&self) -> Result<PathBuf, LedgerError> {
+        let owner = current_owner()?;
+        Ok(self
+            .runs
+            .join(format!("{TEMP_PREFIX}{}-{}-", owner.0, owner.1)))
+    }
+
     /// The directory holding the records.
     pub fn runs_dir(&self) -> &Path {
         &self.runs
@@ -366,12 +384,13 @@ impl Ledger {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let body = serde_json::to_vec_pretty(record)?;
         let target = self.record_path(record.pgid);
-        let tmp = self.runs.join(format!(
-            ".{}.{}.{}.tmp",
+        let mut tmp = self.temp_prefix()?.into_os_string();
+        tmp.push(format!(
+            "w{}.{}",
             record.pgid,
-            std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
+        let tmp = PathBuf::from(tmp);
         let io = |action, path: &Path, source| LedgerError::Io {
             action,
             path: path.to_path_buf(),
