@@ -210,7 +210,18 @@ impl Proc for NativeProc {
             return Err(Error::AlreadyStarted);
         }
         check_dir(&self.spec.dir)?;
-        let env = self.effective_env();
+        let mut env = self.effective_env();
+        // A registered group's members carry its token: the sweep's proof that they
+        // descend from this leader once the leader is gone.
+        let token = match &self.spec.ledger {
+            Some(_) => {
+                Some(runner_reaper::new_group_token().map_err(|e| Error::Ledger(e.to_string()))?)
+            }
+            None => None,
+        };
+        if let Some(token) = &token {
+            env.insert(runner_reaper::GROUP_TOKEN_VAR.to_string(), token.clone());
+        }
         let program = resolve_binary(
             &self.spec.bin,
             env.get("PATH").map(String::as_str),
@@ -247,6 +258,7 @@ impl Proc for NativeProc {
                 stderr.as_fd(),
             ],
             pass: &pass,
+            token: token.as_deref(),
         };
         let spawned = spawn_group(launch, self.spec.ledger.clone());
         // Closed now, so EOF on our ends means the child side closed.

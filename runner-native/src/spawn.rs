@@ -134,6 +134,8 @@ pub(crate) struct Launch<'a> {
     /// Descriptors passed on: (source, the number the child gets it as). Targets are
     /// 3 and above, sorted and unique.
     pub(crate) pass: &'a [(BorrowedFd<'a>, RawFd)],
+    /// The group's token (in `env` too), for the record.
+    pub(crate) token: Option<&'a str>,
 }
 
 /// What the child reads and what it writes back, shared through `CLONE_VM`.
@@ -222,7 +224,8 @@ pub(crate) fn spawn_group(
             // not ours (or a symlink) is refused here too, so nothing runs that the
             // sweep could never reap.
             ledger.ensure_dir().map_err(ledger_err)?;
-            let rest = unborn_record_tail(launch.argv, launch.dir).map_err(ledger_err)?;
+            let rest =
+                unborn_record_tail(launch.argv, launch.dir, launch.token).map_err(ledger_err)?;
             let tmp_prefix = ledger.temp_prefix().map_err(ledger_err)?;
             Some(ChildRecordWriter::new(
                 ledger,
@@ -868,7 +871,7 @@ mod tests {
     fn child_json_is_a_record() {
         let me = std::process::id() as i32;
         let template = Record::for_group(me, me, vec!["a \"q\"".into()], "/x y".into()).unwrap();
-        let rest = unborn_record_tail(&template.argv, &template.cwd).unwrap();
+        let rest = unborn_record_tail(&template.argv, &template.cwd, Some("t-1")).unwrap();
         let json = format!(
             "{{\"pgid\":7,\"leader_pid\":7,\"leader_start_time\":9,{}",
             String::from_utf8(rest).unwrap()
@@ -878,6 +881,7 @@ mod tests {
             pgid: 7,
             leader_pid: 7,
             leader_start_time: 9,
+            token: Some("t-1".into()),
             ..template
         };
         assert_eq!(parsed, expected);

@@ -75,6 +75,65 @@ pub struct Record {
     pub argv: Vec<String>,
     /// The working directory.
     pub cwd: PathBuf,
+    /// The group's token: the leader's environment holds
+    /// [`GROUP_TOKEN_VAR`]`=<token>`, and so do its descendants that keep their
+    /// environment. It is the proof the sweep needs before it signals members of a
+    /// group whose leader is gone. Absent from records of other writers: then such
+    /// members are never signalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// The environment variable that carries a group's [`Record::token`].
+pub const GROUP_TOKEN_VAR: &str = "RUNNER_GROUP_TOKEN";
+
+/// A token for a new group: unique among this boot's groups (owner pid, owner start
+/// time, a counter) and not guessable by another user (128 random bits drawn once per
+/// process).
+pub fn new_group_token() -> Result<String, LedgerError> {
+    static SECRET: OnceLock<u128> = OnceLock::new();
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let secret = match SECRET.get() {
+        Some(s) => *s,
+        None => {
+            let mut bytes = [0u8; 16];
+            let path = Path::new("/dev/urandom");
+            std::io::Read::read_exact(
+                &mut fs::File::open(path).map_err(|source| LedgerError::Io {
+                    action: "open",
+                    path: path.to_path_buf(),
+                    source,
+                })?,
+                &mut bytes,
+            )
+            .map_err(|source| LedgerError::Io {
+                action: "read",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            *SECRET.get_or_init(|| u128::from_ne_bytes(bytes))
+        }
+    };
+    let owner = current_owner()?;
+    Ok(format!(
+        "{:x}-{:x}-{}-{}",
+        owner.0,
+        owner.1,
+        SEQ.fetch_add(1, Ordering::Relaxed),
+        secret ^ u128::from(owner.1)
+    ))
+}
+
+/// True when the environment of `pid` holds exactly `GROUP_TOKEN_VAR=token`.
+pub fn carries_token(pid: i32, token: &str) -> bool {
+    let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let mut wanted = Vec::with_capacity(GROUP_TOKEN_VAR.len() + 1 + token.len());
+    wanted.extend_from_slice(GROUP_TOKEN_VAR.as_bytes());
+    wanted.push(b'=');
+    wanted.extend_from_slice(token.as_bytes());
+    environ.split(|b| *b == 0).any(|entry| entry == wanted)
 }
 
 impl Record {
@@ -97,6 +156,7 @@ impl Record {
             owner_start_time: owner.1,
             argv,
             cwd,
+            token: None,
         })
     }
 }
@@ -110,6 +170,8 @@ struct UnbornTail<'a> {
     owner_start_time: u64,
     argv: &'a [String],
     cwd: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
 }
 
 /// The JSON of a record owned by the calling process, without its opening `{` and
@@ -117,7 +179,11 @@ struct UnbornTail<'a> {
 /// own record between `fork` and `exec` prefixes `{"pgid":P,"leader_pid":P,
 /// "leader_start_time":T,` and has a whole [`Record`]. Reads no `/proc` entry after
 /// the first call.
-pub fn unborn_record_tail(argv: &[String], cwd: &Path) -> Result<Vec<u8>, LedgerError> {
+pub fn unborn_record_tail(
+    argv: &[String],
+    cwd: &Path,
+    token: Option<&str>,
+) -> Result<Vec<u8>, LedgerError> {
     let owner = current_owner()?;
     let mut json = serde_json::to_vec(&UnbornTail {
         schema: RECORD_SCHEMA,
@@ -126,6 +192,7 @@ pub fn unborn_record_tail(argv: &[String], cwd: &Path) -> Result<Vec<u8>, Ledger
         owner_start_time: owner.1,
         argv,
         cwd,
+        token,
     })?;
     json.remove(0);
     Ok(json)

@@ -12,7 +12,7 @@ pub mod sweep;
 #[cfg(feature = "docker")]
 pub use containers::{reap_stale_containers, ContainerSweepReport};
 pub use ledger::{
-    default_state_dir, remove_record, unborn_record_tail, write_record, Ledger, LedgerError,
-    Record, RECORD_SCHEMA,
+    carries_token, default_state_dir, new_group_token, remove_record, unborn_record_tail,
+    write_record, Ledger, LedgerError, Record, GROUP_TOKEN_VAR, RECORD_SCHEMA,
 };
 pub use sweep::{reap_stale_process_groups, ReapedGroup, SetAside, SweepReport, SWEEP_GRACE};

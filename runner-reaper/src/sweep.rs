@@ -4,8 +4,11 @@
 //! start time: reused) and its leader is still the process that was recorded (same
 //! start time), or the leader is gone and members of the group remain. Records of
 //! groups that are gone are removed. Records that are not regular files, are
-//! symlinks, belong to another user, cannot be parsed or point at pid 1 or at our own
-//! process group are set aside into `runs/aside/`, never followed or signalled.
+//! symlinks, belong to another user, cannot be parsed or point at pid 1 are set aside
+//! into `runs/aside/`, never followed or signalled. A record naming the sweeper's own
+//! process group (a runner started by another runner) is hands-off: left in place.
+//! Members of a group whose leader is gone are signalled only when one of them carries
+//! the group's token in its environment.
 //! Sweeps are serialized across processes with an exclusive lock on `runs/.lock`; a
 //! sweep repeats until a pass reaps nothing (owners can be reaped groups themselves)
 //! and stops at its deadline. Independent groups are reaped in parallel: all are
@@ -26,7 +29,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::ledger::{boot_id, is_running, proc_stat, spare_owner, start_time, Ledger, Record};
+use crate::ledger::{
+    boot_id, carries_token, is_running, proc_stat, spare_owner, start_time, Ledger, Record,
+};
 
 /// The default time a group gets between SIGTERM and SIGKILL during a sweep.
 pub const SWEEP_GRACE: Duration = Duration::from_secs(2);
@@ -419,7 +424,9 @@ fn judge(path: &Path, procs: &mut ProcView) -> Verdict {
         return Verdict::Aside(format!("it names process group {}", record.pgid));
     }
     if record.pgid == nix::unistd::getpgrp().as_raw() {
-        return Verdict::Aside("it names our own process group".into());
+        // We run inside the group it names: a runner started by another runner
+        // (whose record this is). Hands off: the record is its owner's to remove.
+        return Verdict::Live;
     }
     match boot_id() {
         Ok(id) if id != record.boot_id => return Verdict::Gone,
@@ -435,10 +442,18 @@ fn judge(path: &Path, procs: &mut ProcView) -> Verdict {
         // The leader's pid now belongs to another process: not ours.
         return Verdict::Gone;
     }
-    // The leader is gone. Members left in its group still hold the group id, so it
-    // cannot have been reused: they are ours, if they started after the leader.
+    // The leader is gone. The group id may belong to another group by now (ids come
+    // back fast), so its members are ours only with proof that they descend from our
+    // leader: the group's token in their environment. Start times alone prove
+    // nothing. A member with the token pins the id, so the group is still ours.
     let left = procs.members(record.pgid);
-    if !left.is_empty() && left.iter().all(|(_, t)| *t >= record.leader_start_time) {
+    let Some(token) = record.token.as_deref() else {
+        return Verdict::Gone;
+    };
+    if left
+        .iter()
+        .any(|&(pid, t)| t >= record.leader_start_time && carries_token(pid, token))
+    {
         return Verdict::Reap(record);
     }
     Verdict::Gone
