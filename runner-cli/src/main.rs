@@ -247,6 +247,11 @@ async fn run(args: RunArgs) -> i32 {
             swept.reaped.len()
         );
     }
+    // A ledger the sweep cannot use (not ours, a symlink) is refused by the spawn
+    // too; say why here, where it was found.
+    for e in &swept.errors {
+        eprintln!("runner: the start-up sweep failed: {e}");
+    }
 
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     if let Err(e) = check_dir(&dir) {

@@ -508,3 +508,136 @@ fn quiet_runs_print_only_the_command_output() {
     assert_eq!(out.stdout, b"out\n");
     assert_eq!(out.stderr, b"err\n");
 }
+
+/// Waits for `child` up to `secs`; kills it (and its group) and panics when it does
+/// not end in time.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    secs: u64,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not end within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// When runner's stdout closes, the command sees the broken pipe, as under a shell.
+#[test]
+fn yes_piped_into_head_ends() {
+    use std::os::unix::process::CommandExt;
+    let cli = Cli::new();
+    let runner = env!("CARGO_BIN_EXE_runner");
+    let mut child = Command::new("sh")
+        .args(["-c", &format!("'{runner}' run --quiet -- yes | head -1")])
+        .env("RUNNER_STATE_DIR", cli.tmp.path().join("state"))
+        .env("HOME", cli.tmp.path())
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_or_kill(&mut child, 30, "`runner run -- yes | head -1`");
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(out, "y\n");
+    assert_eq!(cli.records(), 0);
+}
+
+/// A command that floods stdout while nothing reads runner's stdout: SIGTERM still
+/// reaches it and runner ends (no runtime worker is stuck in a blocking write).
+#[test]
+fn sigterm_while_nobody_reads_stdout_ends_runner() {
+    let cli = Cli::new();
+    let (mut child, stdout) = start_ready(&cli, "echo ready; exec yes");
+    // Nobody reads from here on: the pipe fills within the first few writes, and
+    // runner's writer blocks. Give the flood a moment to fill it.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_or_kill(&mut child, 30, "runner with a blocked stdout");
+    drop(stdout);
+    assert_eq!(status.code(), Some(143));
+    assert_eq!(cli.records(), 0);
+}
+
+/// A runs directory that is a symlink is refused for spawning as the sweep refuses
+/// it, and runner says so.
+#[test]
+fn a_symlinked_ledger_is_refused_and_reported() {
+    let cli = Cli::new();
+    let elsewhere = cli.tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(cli.tmp.path().join("state")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, cli.tmp.path().join("state/runs")).unwrap();
+    let out = cli.run(&["run", "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("start-up sweep failed"), "{err}");
+    assert!(err.contains("refusing to use ledger directory"), "{err}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+/// `runner run -- runner run -- sh …` with the outer runner SIGKILLed: the inner
+/// runner's start-up sweep must not take the outer's record of it, so `runner reap`
+/// ends all four processes.
+#[test]
+fn nested_runners_are_reaped_after_the_outer_is_killed() {
+    use std::os::unix::process::CommandExt;
+    let cli = Cli::new();
+    let runner = env!("CARGO_BIN_EXE_runner");
+    let mut outer = cli
+        .cmd(&[
+            "run",
+            "--quiet",
+            "--",
+            runner,
+            "run",
+            "--quiet",
+            "--",
+            "sh",
+            "-c",
+            "sleep 300 & sleep 300 & echo ready; wait",
+        ])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(outer.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let groups: Vec<i32> = std::fs::read_dir(cli.tmp.path().join("state/runs"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".json")?.parse().ok()
+        })
+        .collect();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    kill(Pid::from_raw(outer.id() as i32), Signal::SIGKILL).unwrap();
+    outer.wait().unwrap();
+    let reap = cli.run(&["reap"]);
+    let text = String::from_utf8_lossy(&reap.stdout);
+    assert_eq!(reap.status.code(), Some(0), "{text}");
+    let running: Vec<i32> = procfs::process::all_processes()
+        .unwrap()
+        .filter_map(|p| p.ok()?.stat().ok())
+        .filter(|s| groups.contains(&s.pgrp) && s.state != 'Z')
+        .map(|s| s.pid)
+        .collect();
+    for pgid in &groups {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+    }
+    assert_eq!(running, Vec::<i32>::new(), "{text}");
+    assert_eq!(cli.records(), 0, "{text}");
+}

@@ -5,7 +5,14 @@
 //! [`MAX_CHUNK`] (passed on in chunks of at most that size, never dropped) and an
 //! unterminated last line at end of stream. Bytes out equal bytes in, UTF-8 or not.
 //! When the sink fails, the stream keeps being drained so the child never blocks on a
-//! full pipe.
+//! full pipe, except when the sink's reader is gone (`BrokenPipe`, e.g. `runner run --
+//! yes | head -1`): then [`forward`] stops reading and closes its end, so the child
+//! sees the broken pipe as it would under a shell.
+//!
+//! Sinks that may block ([`OutputSink::may_block`]: the terminal, a file, a socket
+//! nobody reads) are called through `tokio::task::block_in_place` on a
+//! multi-threaded runtime, so a stalled reader never takes a runtime worker (and with
+//! it signal handling) hostage.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -34,6 +41,26 @@ pub enum Stream {
 pub trait OutputSink: Send + Sync + fmt::Debug {
     /// Takes one chunk: complete lines, except as described in the module docs.
     fn write(&self, stream: Stream, chunk: &[u8]) -> io::Result<()>;
+
+    /// True when [`write`](Self::write) can block on I/O (a pipe, a terminal, a
+    /// file): the forwarder then calls it where blocking does not stall the async
+    /// runtime. In-memory sinks say false. The default is true.
+    fn may_block(&self) -> bool {
+        true
+    }
+}
+
+/// Calls `sink.write`, off the runtime's workers when it may block (see the module
+/// documentation).
+fn write_to(sink: &dyn OutputSink, stream: Stream, chunk: &[u8]) -> io::Result<()> {
+    if sink.may_block() {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+                return tokio::task::block_in_place(|| sink.write(stream, chunk));
+            }
+        }
+    }
+    sink.write(stream, chunk)
 }
 
 /// A shared output sink, as `Proc::with_output` takes it.
@@ -68,6 +95,10 @@ pub struct NullSink;
 impl OutputSink for NullSink {
     fn write(&self, _: Stream, _: &[u8]) -> io::Result<()> {
         Ok(())
+    }
+
+    fn may_block(&self) -> bool {
+        false
     }
 }
 
@@ -135,6 +166,10 @@ impl OutputSink for CaptureSink {
         lock(target).extend_from_slice(chunk);
         self.written.notify_waiters();
         Ok(())
+    }
+
+    fn may_block(&self) -> bool {
+        false
     }
 }
 
@@ -234,7 +269,7 @@ impl LineBuffer {
 
     fn deliver(&mut self, sink: &dyn OutputSink, end: usize) {
         if self.report.sink_error.is_none() {
-            match sink.write(self.stream, &self.pending[..end]) {
+            match write_to(sink, self.stream, &self.pending[..end]) {
                 Ok(()) => self.report.delivered += end as u64,
                 Err(e) => self.report.sink_error = Some(e),
             }
@@ -262,6 +297,14 @@ impl LineBuffer {
         }
     }
 
+    /// True once the sink failed because its reader is gone (`BrokenPipe`).
+    pub fn reader_gone(&self) -> bool {
+        self.report
+            .sink_error
+            .as_ref()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
     /// Delivers an unterminated last line and reports.
     pub fn finish(mut self, sink: &dyn OutputSink) -> ForwardReport {
         if !self.pending.is_empty() {
@@ -275,7 +318,9 @@ impl LineBuffer {
 /// Copies `reader` into `sink` on line boundaries until end of stream.
 ///
 /// Returns `Err` only when reading the stream fails; a failing sink is reported in
-/// [`ForwardReport::sink_error`] and the stream is drained to the end regardless.
+/// [`ForwardReport::sink_error`] and the stream is drained to the end regardless,
+/// except after `BrokenPipe`: the sink's reader is gone, so `forward` returns and
+/// drops `reader`, and the writing process gets its broken pipe too.
 /// Memory use is bounded by [`MAX_CHUNK`] plus one read, whatever the line length.
 pub async fn forward<R>(
     mut reader: R,
@@ -293,6 +338,9 @@ where
             return Ok(lines.finish(sink));
         }
         lines.push(&buf[..n], sink);
+        if lines.reader_gone() {
+            return Ok(lines.report);
+        }
     }
 }
 

@@ -32,6 +32,10 @@ impl OutputSink for Counting {
         self.0.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         Ok(())
     }
+
+    fn may_block(&self) -> bool {
+        false
+    }
 }
 
 fn env_in(state: &std::path::Path) -> NativeEnvironment {
