@@ -234,13 +234,64 @@ async fn reap() -> i32 {
     }
 }
 
+/// The signals runner forwards to its command, caught from the start of `run`: a
+/// signal during setup cancels it (and cleans up), one after start reaches the
+/// command's process group.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    /// The next signal caught.
+    async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            Some(()) = self.int.recv() => Signal::Interrupt,
+            Some(()) = self.term.recv() => Signal::Terminate,
+            Some(()) = self.hup.recv() => Signal::Hangup,
+            Some(()) = self.quit.recv() => Signal::Quit,
+            else => std::future::pending().await,
+        }
+    }
+}
+
+/// Runs `setup` unless a signal comes first; then the signal's exit code (128 + n).
+async fn unless_signalled<T>(
+    signals: &mut Signals,
+    setup: impl std::future::Future<Output = T>,
+) -> Result<T, i32> {
+    tokio::select! {
+        t = setup => Ok(t),
+        sig = signals.recv() => Err(128 + sig.number()),
+    }
+}
+
 async fn run(args: RunArgs) -> i32 {
+    // First of all: from here on a SIGINT or SIGTERM cancels what runner is doing and
+    // cleans up, instead of killing runner half-way through a container's creation.
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => return fail(&Error::io("install signal handlers", e), 125),
+    };
     // Clean up after earlier runs that died before they could.
-    let swept = tokio::task::spawn_blocking(|| {
+    let sweep = tokio::task::spawn_blocking(|| {
         runner_reaper::reap_stale_process_groups(std::time::Duration::from_secs(5))
-    })
-    .await
-    .unwrap_or_default();
+    });
+    let swept = match unless_signalled(&mut signals, sweep).await {
+        Ok(swept) => swept.unwrap_or_default(),
+        Err(code) => return code,
+    };
     if !swept.reaped.is_empty() && !args.quiet {
         eprintln!(
             "runner: reaped {} stale process group(s)",
@@ -257,22 +308,47 @@ async fn run(args: RunArgs) -> i32 {
     if let Err(e) = check_dir(&dir) {
         return fail(&e, i32::from(EXIT_USAGE));
     }
-    let mut env = match make_env(&args, &dir).await {
-        Ok(env) => env,
-        Err(e) => return fail(&e, i32::from(EXIT_INTERNAL)),
+    // Making the environment creates nothing that outlives it (a pull at most).
+    let mut env = match unless_signalled(&mut signals, make_env(&args, &dir)).await {
+        Ok(Ok(env)) => env,
+        Ok(Err(e)) => return fail(&e, i32::from(EXIT_INTERNAL)),
+        Err(code) => return code,
     };
     env.with_env_vars(args.env.clone());
-    if let Err(e) = env.init().await {
-        return fail(&e, i32::from(EXIT_INTERNAL));
-    }
-    let (bin, rest) = match args.command.split_first() {
-        Some(split) => split,
-        None => return i32::from(EXIT_USAGE),
+    let init = env.init();
+    tokio::pin!(init);
+    let initialized = tokio::select! {
+        r = &mut init => Ok(r),
+        sig = signals.recv() => Err(sig),
     };
-    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let code = match env.new_process(bin, &rest).await {
-        Ok(proc) => run_proc(proc).await,
-        Err(e) => fail(&e, i32::from(EXIT_INTERNAL)),
+    let code = match initialized {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(fail(&e, i32::from(EXIT_INTERNAL))),
+        Err(sig) => {
+            // A container's create and start cannot be dropped half-way without
+            // losing track of the container: let them finish (bounded), then remove
+            // it below. Other backends' init is cancelled here, and shutdown ends the
+            // processes it had started (nix, the shell probe).
+            if env.backend() == runner_core::Backend::Docker {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), &mut init).await;
+            }
+            Some(128 + sig.number())
+        }
+    };
+    drop(init);
+    let code = match code {
+        Some(code) => code,
+        None => {
+            let (bin, rest) = match args.command.split_first() {
+                Some(split) => split,
+                None => return i32::from(EXIT_USAGE),
+            };
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            match env.new_process(bin, &rest).await {
+                Ok(proc) => run_proc(proc, signals).await,
+                Err(e) => fail(&e, i32::from(EXIT_INTERNAL)),
+            }
+        }
     };
     let _ = env.shutdown().await;
     code
@@ -383,22 +459,13 @@ async fn make_env(
 }
 
 /// Runs a configured process with the terminal's streams and signals.
-async fn run_proc(mut proc: Box<dyn Proc>) -> i32 {
+async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals) -> i32 {
     let mut stdin_pipe = match proc.stdin_pipe() {
         Ok(p) => p,
         Err(e) => return fail(&e, i32::from(EXIT_INTERNAL)),
     };
-    // The handlers are in place before the child starts: a signal that arrives the
-    // moment it runs is forwarded, never taken by our own default disposition.
-    let streams: Vec<_> = [
-        (SignalKind::interrupt(), Signal::Interrupt),
-        (SignalKind::terminate(), Signal::Terminate),
-        (SignalKind::hangup(), Signal::Hangup),
-        (SignalKind::quit(), Signal::Quit),
-    ]
-    .into_iter()
-    .filter_map(|(kind, sig)| signal(kind).ok().map(|stream| (stream, sig)))
-    .collect();
+    // The handlers were installed before any work: a signal that arrives the moment
+    // the child runs is forwarded, never taken by our own default disposition.
     if let Err(e) = proc.start().await {
         return fail(&e, i32::from(EXIT_INTERNAL));
     }
@@ -409,27 +476,23 @@ async fn run_proc(mut proc: Box<dyn Proc>) -> i32 {
         let _ = tokio::io::copy(&mut stdin, &mut stdin_pipe).await;
         let _ = stdin_pipe.shutdown().await;
     });
-    let forwarders: Vec<_> = streams
-        .into_iter()
-        .map(|(mut stream, sig)| {
-            let proc = Arc::clone(&proc);
-            tokio::spawn(async move {
-                while stream.recv().await.is_some() {
-                    let _ = proc.signal(sig).await;
-                }
-            })
+    let forwarder = {
+        let proc = Arc::clone(&proc);
+        tokio::spawn(async move {
+            loop {
+                let sig = signals.recv().await;
+                let _ = proc.signal(sig).await;
+            }
         })
-        .collect();
+    };
     let code = match proc.wait().await {
         Ok(status) => status.shell_code(),
         Err(e) => fail(&e, i32::from(EXIT_INTERNAL)),
     };
-    // The forwarders hold the process (and through it the environment's ledger):
-    // end them so everything is dropped before `runner` exits.
-    for f in forwarders {
-        f.abort();
-        let _ = f.await;
-    }
+    // The forwarder holds the process (and through it the environment's ledger):
+    // end it so everything is dropped before `runner` exits.
+    forwarder.abort();
+    let _ = forwarder.await;
     code
 }
 

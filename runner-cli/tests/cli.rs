@@ -213,12 +213,9 @@ fn which_nix() -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn nix_backend_runs_in_the_dev_shell_with_the_same_exit_rules() {
-    if !nix_available() {
-        return;
-    }
-    let cli = Cli::new();
+/// A flake in `cli`'s directory whose dev shell puts a `uname` of its own on PATH and
+/// runs `hook`; and the offline nix configuration to use it with.
+fn write_flake(cli: &Cli, hook: &str) -> (std::path::PathBuf, String) {
     let flake = cli.tmp.path().join("flake");
     let tools = cli.tmp.path().join("tools");
     std::fs::create_dir_all(&flake).unwrap();
@@ -233,7 +230,7 @@ fn nix_backend_runs_in_the_dev_shell_with_the_same_exit_rules() {
             r#"{{ outputs = {{ self }}: {{ devShells.{system}.default = builtins.derivation {{
                 name = "cli-shell"; system = "{system}"; builder = "/bin/bash";
                 outputs = [ "out" ]; PATH = "{}"; GREETING = "hi";
-                shellHook = "export HOOKED=yes"; }}; }}; }}"#,
+                shellHook = "{hook}"; }}; }}; }}"#,
             tools.display()
         ),
     )
@@ -244,6 +241,76 @@ fn nix_backend_runs_in_the_dev_shell_with_the_same_exit_rules() {
         "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false\nflake-registry = {}\n",
         registry.display()
     );
+    (flake, nix_config)
+}
+
+/// Running processes whose command line is exactly `argv`.
+fn running_with_argv(argv: &[&str]) -> Vec<i32> {
+    let mut wanted: Vec<u8> = Vec::new();
+    for a in argv {
+        wanted.extend_from_slice(a.as_bytes());
+        wanted.push(0);
+    }
+    procfs::process::all_processes()
+        .unwrap()
+        .filter_map(|p| p.ok())
+        .filter(|p| p.stat().is_ok_and(|s| s.state != 'Z'))
+        .filter(|p| std::fs::read(format!("/proc/{}/cmdline", p.pid)).is_ok_and(|c| c == wanted))
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// SIGTERM while `init` materializes the dev shell (its hook is running): runner
+/// cancels the setup, ends what it started and exits 143, leaving nothing behind.
+#[test]
+fn a_signal_during_nix_setup_cancels_it_and_leaves_nothing() {
+    if !nix_available() {
+        return;
+    }
+    let cli = Cli::new();
+    let (flake, nix_config) = write_flake(&cli, "sleep 7.25; export HOOKED=yes");
+    let mut child = cli
+        .cmd(&[
+            "run",
+            "--backend",
+            "nix",
+            "--dir",
+            flake.to_str().unwrap(),
+            "--",
+            "true",
+        ])
+        .env("NIX_CONFIG", &nix_config)
+        .env("XDG_CACHE_HOME", cli.tmp.path().join("cache"))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let hook = ["sleep", "7.25"];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while running_with_argv(&hook).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shell hook never ran"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "runner ended before its hook ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_or_kill(&mut child, 20, "runner signalled during nix setup");
+    assert_eq!(status.code(), Some(143));
+    assert_eq!(running_with_argv(&hook), Vec::<i32>::new());
+    assert_eq!(cli.records(), 0);
+}
+
+#[test]
+fn nix_backend_runs_in_the_dev_shell_with_the_same_exit_rules() {
+    if !nix_available() {
+        return;
+    }
+    let cli = Cli::new();
+    let (flake, nix_config) = write_flake(&cli, "export HOOKED=yes");
     let run = |args: &[&str]| {
         cli.cmd(args)
             .env("NIX_CONFIG", &nix_config)
@@ -640,4 +707,46 @@ fn nested_runners_are_reaped_after_the_outer_is_killed() {
     }
     assert_eq!(running, Vec::<i32>::new(), "{text}");
     assert_eq!(cli.records(), 0, "{text}");
+}
+
+/// SIGTERM at every moment of a Docker launch (the sweep, the create, the start, the
+/// exec): runner exits 143 and no container of it is left.
+#[test]
+fn a_signal_during_docker_setup_leaves_no_container() {
+    if !docker_available() {
+        return;
+    }
+    let cli = Cli::new();
+    let dir = cli.tmp.path().to_str().unwrap().to_string();
+    for delay_ms in [0u64, 20, 40, 80, 120, 160, 240, 400] {
+        let mut child = cli
+            .cmd(&[
+                "run",
+                "--quiet",
+                "--backend",
+                "docker",
+                "--image",
+                IMAGE,
+                "--dir",
+                &dir,
+                "--",
+                "sleep",
+                "30",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let status = wait_or_kill(&mut child, 60, "runner signalled during docker setup");
+        // Before runner's handlers exist (process start-up) the default disposition
+        // ends it; nothing has been created then.
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            status.code() == Some(143) || status.signal() == Some(15),
+            "after {delay_ms} ms: {status}"
+        );
+        assert_eq!(runner_containers(child.id()), 0, "after {delay_ms} ms");
+    }
+    assert_eq!(cli.records(), 0);
 }
