@@ -315,27 +315,31 @@ async fn run(args: RunArgs) -> i32 {
         Err(code) => return code,
     };
     env.with_env_vars(args.env.clone());
-    let init = env.init();
-    tokio::pin!(init);
-    let initialized = tokio::select! {
-        r = &mut init => Ok(r),
-        sig = signals.recv() => Err(sig),
-    };
-    let code = match initialized {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(fail(&e, i32::from(EXIT_INTERNAL))),
-        Err(sig) => {
-            // A container's create and start cannot be dropped half-way without
-            // losing track of the container: let them finish (bounded), then remove
-            // it below. Other backends' init is cancelled here, and shutdown ends the
-            // processes it had started (nix, the shell probe).
-            if env.backend() == runner_core::Backend::Docker {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), &mut init).await;
+    // The init future lives in this block only: a cancelled init is dropped before
+    // the shutdown below.
+    let code = {
+        let init = env.init();
+        tokio::pin!(init);
+        let initialized = tokio::select! {
+            r = &mut init => Ok(r),
+            sig = signals.recv() => Err(sig),
+        };
+        match initialized {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(fail(&e, i32::from(EXIT_INTERNAL))),
+            Err(sig) => {
+                // A container's create and start cannot be dropped half-way without
+                // losing track of the container: let them finish (bounded), then remove
+                // it below. Other backends' init is cancelled here, and shutdown ends the
+                // processes it had started (nix, the shell probe).
+                if env.backend() == runner_core::Backend::Docker {
+                    let _ =
+                        tokio::time::timeout(std::time::Duration::from_secs(30), &mut init).await;
+                }
+                Some(128 + sig.number())
             }
-            Some(128 + sig.number())
         }
     };
-    drop(init);
     let code = match code {
         Some(code) => code,
         None => {
