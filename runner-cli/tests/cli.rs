@@ -750,3 +750,29 @@ fn a_signal_during_docker_setup_leaves_no_container() {
     }
     assert_eq!(cli.records(), 0);
 }
+
+/// A host variable whose value is not UTF-8 reaches the command byte for byte.
+#[test]
+fn non_utf8_host_variables_pass_through() {
+    use std::os::unix::ffi::OsStrExt;
+    let cli = Cli::new();
+    let out = cli
+        .cmd(&[
+            "run",
+            "--quiet",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$ODD\" | od -An -tx1",
+        ])
+        .env("ODD", std::ffi::OsStr::from_bytes(b"a\xff\xfeb"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let hex: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(hex, ["61", "ff", "fe", "62"]);
+}

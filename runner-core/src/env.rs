@@ -1,6 +1,7 @@
 //! Environment variables and how the layers of an environment combine.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -156,6 +157,35 @@ impl EnvLayers {
         env
     }
 
+    /// Applies the edits to an OS environment in place; variables the edits do not
+    /// name keep their bytes, UTF-8 or not.
+    pub fn apply_to_os(&self, env: &mut OsEnv) {
+        for edit in &self.edits {
+            match edit {
+                EnvEdit::Set(v) => {
+                    env.insert(v.key.clone().into(), v.value.clone().into());
+                }
+                EnvEdit::Join { var, sep, position } => {
+                    let value = OsStr::new(&var.value);
+                    let joined = match env.get(OsStr::new(&var.key)) {
+                        Some(old) if !old.is_empty() => {
+                            let (first, second) = match position {
+                                JoinPosition::Append => (old.as_os_str(), value),
+                                JoinPosition::Prepend => (value, old.as_os_str()),
+                            };
+                            let mut joined = first.to_os_string();
+                            joined.push(sep);
+                            joined.push(second);
+                            joined
+                        }
+                        _ => value.to_os_string(),
+                    };
+                    env.insert(var.key.clone().into(), joined);
+                }
+            }
+        }
+    }
+
     /// Applies the edits to an existing map in place.
     pub fn apply_to(&self, env: &mut BTreeMap<String, String>) {
         for edit in &self.edits {
@@ -178,7 +208,19 @@ impl EnvLayers {
     }
 }
 
-/// The host process's environment as UTF-8 pairs (non-UTF-8 entries are skipped).
+/// A process's environment as the operating system holds it: names and values are
+/// any bytes but NUL (and `=` in names), UTF-8 or not.
+pub type OsEnv = BTreeMap<OsString, OsString>;
+
+/// The host process's whole environment, non-UTF-8 names and values included: what
+/// processes started on the host inherit.
+pub fn host_env_os() -> OsEnv {
+    std::env::vars_os().collect()
+}
+
+/// The host process's environment as UTF-8 pairs (non-UTF-8 entries are skipped): for
+/// places that need text, such as a container's configuration. Processes on the
+/// host get [`host_env_os`].
 pub fn host_env() -> Vec<(String, String)> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))

@@ -23,7 +23,9 @@ pub mod testing;
 mod tracked;
 mod traits;
 
-pub use env::{host_env, EnvEdit, EnvLayers, EnvironmentVariable, JoinPosition};
+pub use env::{
+    host_env, host_env_os, EnvEdit, EnvLayers, EnvironmentVariable, JoinPosition, OsEnv,
+};
 pub use error::{Error, Result};
 pub use exit::{exit_channel, join_all_first_error, ExitPublisher, ExitWatch};
 pub use output::{

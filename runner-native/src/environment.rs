@@ -119,8 +119,12 @@ impl NativeEnvironment {
     /// variables.
     pub fn which_with_base(&self, bin: &str, base: &BaseEnv) -> Result<PathBuf> {
         let mut env = base.resolve();
-        self.env.apply_to(&mut env);
-        resolve_binary(bin, env.get("PATH").map(String::as_str), &self.dir)
+        self.env.apply_to_os(&mut env);
+        resolve_binary(
+            bin,
+            env.get(std::ffi::OsStr::new("PATH")).map(|p| p.as_os_str()),
+            &self.dir,
+        )
     }
 }
 

@@ -16,3 +16,5 @@ mod supervisor;
 
 pub use environment::NativeEnvironment;
 pub use process::{BaseEnv, NativeProc, ProcSpec};
+/// The variable that carries a spawned group's token (see the reaper's ledger).
+pub use runner_reaper::GROUP_TOKEN_VAR;

@@ -1,6 +1,5 @@
 //! `NativeProc`: one host process leading its own process group.
 
-use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +9,7 @@ use async_trait::async_trait;
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 use runner_core::{
-    forward, EnvLayers, Error, ExitStatus, Proc, ProcOptions, ProcStdin, ProcStdout, Result,
+    forward, EnvLayers, Error, ExitStatus, OsEnv, Proc, ProcOptions, ProcStdin, ProcStdout, Result,
     Signal, Stream,
 };
 use runner_reaper::Ledger;
@@ -26,14 +25,14 @@ pub enum BaseEnv {
     /// The host's environment, read when the process starts.
     Host,
     /// A fixed set of variables (e.g. a materialized Nix dev shell over the host's).
-    Fixed(Arc<BTreeMap<String, String>>),
+    Fixed(Arc<OsEnv>),
 }
 
 impl BaseEnv {
-    /// The variables, read now.
-    pub fn resolve(&self) -> BTreeMap<String, String> {
+    /// The variables, read now (non-UTF-8 ones included).
+    pub fn resolve(&self) -> OsEnv {
         match self {
-            BaseEnv::Host => runner_core::host_env().into_iter().collect(),
+            BaseEnv::Host => runner_core::host_env_os(),
             BaseEnv::Fixed(vars) => (**vars).clone(),
         }
     }
@@ -93,10 +92,10 @@ impl NativeProc {
 
     /// The final environment the process gets: base, then the environment's edits,
     /// then the process's own.
-    pub fn effective_env(&self) -> BTreeMap<String, String> {
+    pub fn effective_env(&self) -> OsEnv {
         let mut env = self.spec.base.resolve();
-        self.spec.env.apply_to(&mut env);
-        self.opts.env.apply_to(&mut env);
+        self.spec.env.apply_to_os(&mut env);
+        self.opts.env.apply_to_os(&mut env);
         env
     }
 
@@ -220,11 +219,11 @@ impl Proc for NativeProc {
             None => None,
         };
         if let Some(token) = &token {
-            env.insert(runner_reaper::GROUP_TOKEN_VAR.to_string(), token.clone());
+            env.insert(runner_reaper::GROUP_TOKEN_VAR.into(), token.into());
         }
         let program = resolve_binary(
             &self.spec.bin,
-            env.get("PATH").map(String::as_str),
+            env.get(std::ffi::OsStr::new("PATH")).map(|p| p.as_os_str()),
             &self.spec.dir,
         )?;
 

@@ -23,7 +23,11 @@ fn is_executable_file(path: &Path) -> bool {
 ///
 /// `NotFound` when nothing by that name exists, `NotExecutable` when something does
 /// but cannot be run.
-pub(crate) fn resolve_binary(bin: &str, path_var: Option<&str>, cwd: &Path) -> Result<PathBuf> {
+pub(crate) fn resolve_binary(
+    bin: &str,
+    path_var: Option<&std::ffi::OsStr>,
+    cwd: &Path,
+) -> Result<PathBuf> {
     if bin.is_empty() {
         return Err(Error::NotFound {
             bin: String::new(),
@@ -43,7 +47,7 @@ pub(crate) fn resolve_binary(bin: &str, path_var: Option<&str>, cwd: &Path) -> R
         }
         return Ok(path);
     }
-    let path_var = path_var.unwrap_or("");
+    let path_var = path_var.unwrap_or_default();
     if let Ok(found) = which::which_in(bin, Some(path_var), cwd) {
         return Ok(found);
     }
@@ -56,7 +60,7 @@ pub(crate) fn resolve_binary(bin: &str, path_var: Option<&str>, cwd: &Path) -> R
     }
     Err(Error::NotFound {
         bin: bin.to_string(),
-        searched: Some(format!("PATH={path_var}")),
+        searched: Some(format!("PATH={}", path_var.to_string_lossy())),
     })
 }
 
@@ -74,7 +78,7 @@ mod tests {
         let plain = dir.path().join("data");
         std::fs::write(&plain, "x").unwrap();
         std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let path = dir.path().to_str().unwrap();
+        let path = dir.path().as_os_str();
 
         assert_eq!(resolve_binary("tool", Some(path), dir.path()).unwrap(), exe);
         assert_eq!(resolve_binary("./tool", None, dir.path()).unwrap(), exe);

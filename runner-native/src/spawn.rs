@@ -31,7 +31,6 @@
 //! on explicitly; everything else, close-on-exec or not (descriptors the owner itself
 //! inherited from a shell or an IDE included), is closed with `close_range`.
 
-use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -126,7 +125,7 @@ pub(crate) struct Launch<'a> {
     /// `argv[0]` (the name the caller used) and the arguments.
     pub(crate) argv: &'a [String],
     /// The whole environment.
-    pub(crate) env: &'a BTreeMap<String, String>,
+    pub(crate) env: &'a runner_core::OsEnv,
     /// The working directory.
     pub(crate) dir: &'a Path,
     /// The child's stdin, stdout and stderr.

@@ -1,6 +1,5 @@
 //! `NixEnvironment`: processes inside a flake's dev shell.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -235,7 +234,7 @@ impl NixEnvironment {
             .into());
         }
         let dev = DevShell::parse(&json)?;
-        let host: BTreeMap<String, String> = runner_core::host_env().into_iter().collect();
+        let host = runner_core::host_env_os();
         let probe_env = Arc::new(dev.probe_env(&host));
         let mut probe = self.direct(
             &BaseEnv::Fixed(probe_env),
@@ -255,7 +254,7 @@ impl NixEnvironment {
     }
 
     fn set(&self, shell: &ShellEnv, info: Materialization) {
-        let host: BTreeMap<String, String> = runner_core::host_env().into_iter().collect();
+        let host = runner_core::host_env_os();
         let base = BaseEnv::Fixed(Arc::new(shell.over(&host)));
         *self.materialized.write().unwrap_or_else(|p| p.into_inner()) =
             Some(Materialized { base, info });

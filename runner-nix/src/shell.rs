@@ -1,6 +1,9 @@
 //! Turning `nix print-dev-env --json` into the variables a process gets.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+
+use runner_core::OsEnv;
 
 use serde::{Deserialize, Serialize};
 
@@ -64,15 +67,22 @@ pub struct ShellEnv {
 impl ShellEnv {
     /// The full environment of a process: `host`, then the shell's variables, with the
     /// shell's `PATH` in front of the host's.
-    pub fn over(&self, host: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    ///
+    /// The host's variables keep their bytes, UTF-8 or not.
+    pub fn over(&self, host: &OsEnv) -> OsEnv {
         let mut env = host.clone();
         for (k, v) in &self.vars {
-            env.insert(k.clone(), v.clone());
+            env.insert(k.into(), v.into());
         }
-        let path = match host.get("PATH").filter(|p| !p.is_empty()) {
-            Some(host_path) if !self.path.is_empty() => format!("{}:{host_path}", self.path),
+        let path = match host.get(OsStr::new("PATH")).filter(|p| !p.is_empty()) {
+            Some(host_path) if !self.path.is_empty() => {
+                let mut path = OsString::from(&self.path);
+                path.push(":");
+                path.push(host_path);
+                path
+            }
             Some(host_path) => host_path.clone(),
-            None => self.path.clone(),
+            None => self.path.clone().into(),
         };
         env.insert("PATH".into(), path);
         env
@@ -80,22 +90,25 @@ impl ShellEnv {
 
     /// Derives what the shell added from the environment a probe captured after
     /// running the shellHook over `host`.
-    pub fn from_capture(
-        host: &BTreeMap<String, String>,
-        captured: &BTreeMap<String, String>,
-    ) -> Self {
+    pub fn from_capture(host: &OsEnv, captured: &BTreeMap<String, String>) -> Self {
         let vars = captured
             .iter()
             .filter(|(k, v)| {
-                k.as_str() != "PATH" && !IGNORED.contains(&k.as_str()) && host.get(*k) != Some(*v)
+                k.as_str() != "PATH"
+                    && !IGNORED.contains(&k.as_str())
+                    // The probe's own group token, not the shell's.
+                    && k.as_str() != runner_native::GROUP_TOKEN_VAR
+                    && host.get(OsStr::new(k.as_str())).map(|h| h.as_os_str())
+                        != Some(OsStr::new(v.as_str()))
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let full = captured.get("PATH").cloned().unwrap_or_default();
-        let path = match host.get("PATH").filter(|p| !p.is_empty()) {
-            Some(host_path) if full == *host_path => String::new(),
+        let host_path = host.get(OsStr::new("PATH")).and_then(|p| p.to_str());
+        let path = match host_path.filter(|p| !p.is_empty()) {
+            Some(host_path) if full == host_path => String::new(),
             Some(host_path) => full
-                .strip_suffix(host_path.as_str())
+                .strip_suffix(host_path)
                 .map(|p| p.trim_end_matches(':').to_string())
                 .unwrap_or(full),
             None => full,
@@ -135,7 +148,7 @@ impl DevShell {
 
     /// The environment the probe starts from: host, the shell's scalars, the shell's
     /// `PATH` first.
-    pub fn probe_env(&self, host: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    pub fn probe_env(&self, host: &OsEnv) -> OsEnv {
         let mut vars = self.exported.clone();
         let path = vars.remove("PATH").unwrap_or_default();
         ShellEnv { vars, path }.over(host)
@@ -179,6 +192,10 @@ mod tests {
             .collect()
     }
 
+    fn os(pairs: &[(&str, &str)]) -> OsEnv {
+        pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+
     #[test]
     fn parses_only_exported_scalars_and_skips_the_ignore_list() {
         let json = br#"{"bashFunctions":{"hello":"echo hi"},"variables":{
@@ -194,30 +211,34 @@ mod tests {
             map(&[("GREETING", "hi"), ("PATH", "/shell/bin")])
         );
         assert_eq!(dev.functions["hello"], "echo hi");
-        let env = dev.probe_env(&map(&[("PATH", "/usr/bin"), ("HOME", "/root")]));
-        assert_eq!(env["PATH"], "/shell/bin:/usr/bin");
-        assert_eq!(env["HOME"], "/root");
+        let env = dev.probe_env(&os(&[("PATH", "/usr/bin"), ("HOME", "/root")]));
+        assert_eq!(env[OsStr::new("PATH")], "/shell/bin:/usr/bin");
+        assert_eq!(env[OsStr::new("HOME")], "/root");
         assert!(matches!(DevShell::parse(b"{"), Err(NixError::Parse(_))));
     }
 
     #[test]
     fn capture_keeps_what_the_shell_added() {
-        let host = map(&[("PATH", "/usr/bin"), ("HOME", "/root"), ("KEEP", "same")]);
+        let host = os(&[("PATH", "/usr/bin"), ("HOME", "/root"), ("KEEP", "same")]);
         let captured = map(&[
             ("PATH", "/hook/bin:/shell/bin:/usr/bin"),
             ("HOME", "/root"),
             ("KEEP", "same"),
             ("HOOKED", "yes"),
             ("SHLVL", "1"),
+            ("RUNNER_GROUP_TOKEN", "the-probe's"),
         ]);
         let shell = ShellEnv::from_capture(&host, &captured);
         assert_eq!(shell.vars, map(&[("HOOKED", "yes")]));
         assert_eq!(shell.path, "/hook/bin:/shell/bin");
-        let later_host = map(&[("PATH", "/bin"), ("HOME", "/h")]);
+        let mut later_host = os(&[("PATH", "/bin"), ("HOME", "/h")]);
+        let odd: OsString = std::os::unix::ffi::OsStringExt::from_vec(b"\xff\xfe".to_vec());
+        later_host.insert("ODD".into(), odd.clone());
         let env = shell.over(&later_host);
-        assert_eq!(env["PATH"], "/hook/bin:/shell/bin:/bin");
-        assert_eq!(env["HOOKED"], "yes");
-        assert_eq!(env["HOME"], "/h");
+        assert_eq!(env[OsStr::new("PATH")], "/hook/bin:/shell/bin:/bin");
+        assert_eq!(env[OsStr::new("HOOKED")], "yes");
+        assert_eq!(env[OsStr::new("HOME")], "/h");
+        assert_eq!(env[OsStr::new("ODD")], odd);
     }
 
     #[test]
