@@ -306,9 +306,14 @@ fn spare_files_are_reused_and_only_a_dead_owners_are_swept() {
 
     // Spares named after a dead owner (pid gone, or pid reused: start time differs)
     // are removed by a sweep; a live owner's are kept.
+    // So are temporary record files (a spawned child that died mid-write, an owner
+    // killed mid-write), named the same way.
     let dead = runs.join(format!(".spare-{}-1-0", dead_pid()));
     let reused = runs.join(format!(".spare-{me}-{}-0", mine + 1));
-    for f in [&dead, &reused] {
+    let dead_tmp = runs.join(format!(".tmp-{}-1-4242", dead_pid()));
+    let live_tmp =
+        std::path::PathBuf::from(format!("{}4242", ledger.temp_prefix().unwrap().display()));
+    for f in [&dead, &reused, &dead_tmp, &live_tmp] {
         std::fs::write(f, "{}").unwrap();
     }
     let report = ledger.reap_stale(Duration::from_secs(5), Duration::from_secs(1));
@@ -317,8 +322,13 @@ fn spare_files_are_reused_and_only_a_dead_owners_are_swept() {
         report.reaped.is_empty() && report.set_aside.is_empty(),
         "{report:?}"
     );
-    assert!(!dead.exists() && !reused.exists());
+    assert!(!dead.exists() && !reused.exists() && !dead_tmp.exists());
     assert!(spare.exists(), "a live owner's spare was removed");
+    assert!(
+        live_tmp.exists(),
+        "a live owner's temporary file was removed"
+    );
+    std::fs::remove_file(&live_tmp).unwrap();
     assert!(alive(pgid));
     finish_killed(child);
 }
