@@ -165,8 +165,18 @@ fn start_ready_with(
     let mut args = vec!["run"];
     args.extend_from_slice(flags);
     args.extend(["--", "sh", "-c", script]);
+    start_ready_args(cli, &args)
+}
+
+/// `runner ARGS` in a process group of its own, once its command printed `ready`.
+fn start_ready_args(
+    cli: &Cli,
+    args: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    use std::os::unix::process::CommandExt;
     let mut child = cli
-        .cmd(&args)
+        .cmd(args)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -658,11 +668,11 @@ fn a_symlinked_ledger_is_refused_and_reported() {
 /// ends all four processes.
 #[test]
 fn nested_runners_are_reaped_after_the_outer_is_killed() {
-    use std::os::unix::process::CommandExt;
     let cli = Cli::new();
     let runner = env!("CARGO_BIN_EXE_runner");
-    let mut outer = cli
-        .cmd(&[
+    let (mut outer, _stdout) = start_ready_args(
+        &cli,
+        &[
             "run",
             "--quiet",
             "--",
@@ -673,16 +683,8 @@ fn nested_runners_are_reaped_after_the_outer_is_killed() {
             "sh",
             "-c",
             "sleep 300 & sleep 300 & echo ready; wait",
-        ])
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(outer.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
+        ],
+    );
     let groups: Vec<i32> = std::fs::read_dir(cli.tmp.path().join("state/runs"))
         .unwrap()
         .filter_map(|e| {

@@ -39,6 +39,8 @@ pub(crate) struct ExecShared {
     status: ExitWatch<ExecFailure>,
     /// The last signal we sent, to tell `128 + n` from a plain exit code.
     sent: Mutex<Option<i32>>,
+    /// The exec's pid on the engine's host, once the engine reported it.
+    host_pid: std::sync::OnceLock<i64>,
 }
 
 impl ExecShared {
@@ -61,12 +63,15 @@ impl ExecShared {
         }
     }
 
-    /// The exec's pid inside the container (from its host pid's `NSpid`), or `None`
-    /// once it has ended. Right after `start_exec` the engine may not report the
-    /// process yet; it is asked again shortly until it does.
-    async fn container_pid(&self) -> Result<Option<i64>> {
-        let mut pause = Duration::from_millis(1);
-        let host_pid = loop {
+    /// The exec's pid on the engine's host, or `None` once the exec has ended before
+    /// the engine reported one. Asked of the engine until it knows (right after
+    /// `start_exec` it may not yet), then remembered.
+    async fn host_pid(&self) -> Result<Option<i64>> {
+        if let Some(pid) = self.host_pid.get() {
+            return Ok(Some(*pid));
+        }
+        let mut pause = Duration::from_micros(100);
+        loop {
             if self.is_finished() {
                 return Ok(None);
             }
@@ -76,14 +81,26 @@ impl ExecShared {
                 .inspect_exec(&self.exec_id)
                 .await
                 .map_err(DockerError::op("inspect the exec"))?;
-            match (info.running, info.pid.filter(|p| *p > 0)) {
-                (Some(true), Some(pid)) => break pid,
-                (_, _) if info.exit_code.is_some() => return Ok(None),
-                _ => {}
+            if let Some(pid) = info.pid.filter(|p| *p > 0) {
+                return Ok(Some(*self.host_pid.get_or_init(|| pid)));
+            }
+            if info.exit_code.is_some() {
+                return Ok(None);
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// The exec's pid inside the container (from its host pid's `NSpid`), or `None`
+    /// once it has ended.
+    async fn container_pid(&self) -> Result<Option<i64>> {
+        let Some(host_pid) = self.host_pid().await? else {
+            return Ok(None);
         };
+        if self.is_finished() {
+            return Ok(None);
+        }
         // An engine on this host: the host pid's NSpid is exact. Otherwise (a remote
         // engine, another pid namespace) scan the container's /proc.
         match std::fs::read_to_string(format!("/proc/{host_pid}/status")) {
@@ -101,57 +118,37 @@ impl ExecShared {
     /// reach it at once. The engine reports the exec's pid as soon as runc has made
     /// the process, which may still be runc's own init before the `execve` of the
     /// program; with the engine on this host the process's `cmdline` tells when the
-    /// program runs. Each look costs one `inspect_exec` or one read of `/proc`; the
-    /// pauses between them start at 100 µs.
+    /// program runs. Each look costs one read of `/proc`; the pauses between them
+    /// start at 100 µs.
     async fn until_started(&self) -> Result<()> {
-        let mut pause = Duration::from_micros(100);
+        let Some(pid) = self.host_pid().await? else {
+            return Ok(());
+        };
         let mut wanted: Vec<u8> = Vec::new();
         for arg in &self.cmd {
             wanted.extend_from_slice(arg.as_bytes());
             wanted.push(0);
         }
-        let mut host_pid = None;
-        loop {
-            if self.is_finished() {
-                return Ok(());
-            }
-            let pid = match host_pid {
-                Some(pid) => pid,
-                None => {
-                    let info = self
-                        .inner
-                        .docker
-                        .inspect_exec(&self.exec_id)
-                        .await
-                        .map_err(DockerError::op("inspect the exec"))?;
-                    if info.exit_code.is_some() {
-                        return Ok(());
-                    }
-                    match info.pid.filter(|p| *p > 0) {
-                        Some(pid) => *host_pid.insert(pid),
-                        None => 0,
-                    }
+        let mut pause = Duration::from_micros(100);
+        while !self.is_finished() {
+            match std::fs::read(format!("/proc/{pid}/cmdline")) {
+                // Not on this host, or already gone: the engine's word is all there
+                // is, and it says the process was made.
+                Err(_) => return Ok(()),
+                // The program runs (one that rewrites its own argv included).
+                Ok(cmdline)
+                    if cmdline == wanted || !(cmdline.is_empty() || is_runc_init(&cmdline)) =>
+                {
+                    return Ok(())
                 }
-            };
-            if pid > 0 {
-                match std::fs::read(format!("/proc/{pid}/cmdline")) {
-                    // Not on this host, or already gone: the engine's word is all
-                    // there is, and it says the process was made.
-                    Err(_) => return Ok(()),
-                    // The program runs (one that rewrites its own argv included).
-                    Ok(cmdline)
-                        if cmdline == wanted || !(cmdline.is_empty() || is_runc_init(&cmdline)) =>
-                    {
-                        return Ok(())
-                    }
-                    // Still runc's init, or a zombie (empty cmdline) the exit of
-                    // which the output stream is about to report.
-                    Ok(_) => {}
-                }
+                // Still runc's init, or a zombie (empty cmdline) the exit of which the
+                // output stream is about to report.
+                Ok(_) => {}
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(5));
         }
+        Ok(())
     }
 
     /// Runs `cmd` in the container (not as a tracked process) and returns its stdout.
@@ -427,6 +424,7 @@ impl Proc for DockerProc {
             grace: self.opts.grace,
             status: status_rx,
             sent: Mutex::new(None),
+            host_pid: std::sync::OnceLock::new(),
         });
         tokio::spawn(supervise(
             Arc::clone(&shared),
