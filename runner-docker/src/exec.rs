@@ -70,7 +70,7 @@ impl ExecShared {
         if let Some(pid) = self.host_pid.get() {
             return Ok(Some(*pid));
         }
-        let mut pause = Duration::from_micros(100);
+        let mut pause = Duration::from_micros(200);
         loop {
             if self.is_finished() {
                 return Ok(None);
@@ -87,8 +87,18 @@ impl ExecShared {
             if info.exit_code.is_some() {
                 return Ok(None);
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+            // runc takes tens of milliseconds to make the process: ask often enough
+            // not to overshoot by much, rarely enough not to load the engine.
+            self.pause_unless_finished(pause).await;
+            pause = (pause * 3 / 2).min(Duration::from_millis(4));
+        }
+    }
+
+    /// Sleeps for `pause`, or less when the exec ends meanwhile.
+    async fn pause_unless_finished(&self, pause: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = self.status.wait() => {}
         }
     }
 
@@ -145,8 +155,8 @@ impl ExecShared {
                 // output stream is about to report.
                 Ok(_) => {}
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(5));
+            self.pause_unless_finished(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(2));
         }
         Ok(())
     }

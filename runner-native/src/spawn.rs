@@ -540,20 +540,28 @@ unsafe fn reset_signal_handlers() -> bool {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        let mut old: KernelSigaction = [0; 4];
-        if !action(sig, std::ptr::null(), &mut old) {
-            continue;
-        }
-        let ignored = old[0] == libc::SIG_IGN;
-        if ignored && sig != libc::SIGPIPE {
-            continue;
-        }
+        // One system call sets the new disposition and returns the old one.
         let stop = matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU);
-        if stop && !action(sig, &ign, std::ptr::null_mut()) {
-            return false;
+        let mut old: KernelSigaction = [0; 4];
+        if !action(sig, if stop { &ign } else { &dfl }, &mut old) {
+            // Not a signal this kernel knows.
+            continue;
         }
-        if (stop || old[0] != libc::SIG_DFL) && !action(sig, &dfl, std::ptr::null_mut()) {
-            return false;
+        let was_ignored = old[0] == libc::SIG_IGN;
+        let keep_ignored = was_ignored && sig != libc::SIGPIPE;
+        let restore = match (stop, keep_ignored) {
+            // A stop signal goes from "ignore" (which discarded any pending one) to
+            // its default, unless the parent ignores it.
+            (true, false) => Some(&dfl),
+            // Ignored signals stay ignored, as `exec` would keep them (all signals
+            // are blocked, so none arrived while the default was in place).
+            (false, true) => Some(&ign),
+            _ => None,
+        };
+        if let Some(restore) = restore {
+            if !action(sig, restore, std::ptr::null_mut()) {
+                return false;
+            }
         }
     }
     true

@@ -420,12 +420,20 @@ impl Ledger {
             path: self.runs.clone(),
             source,
         };
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.runs)
-            .map_err(|e| io("create", e))?;
-        let meta = fs::symlink_metadata(&self.runs).map_err(|e| io("inspect", e))?;
+        // One `lstat` when the directory exists (every spawn checks it); created
+        // only when it cannot be looked at (missing, or a parent is no directory).
+        let meta = match fs::symlink_metadata(&self.runs) {
+            Err(_) => {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.runs)
+                    .map_err(|e| io("create", e))?;
+                fs::symlink_metadata(&self.runs)
+            }
+            other => other,
+        }
+        .map_err(|e| io("inspect", e))?;
         let unsafe_dir = |reason: String| LedgerError::UnsafeDir {
             path: self.runs.clone(),
             reason,
