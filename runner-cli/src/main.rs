@@ -225,7 +225,7 @@ async fn reap() -> i32 {
     .await
     .unwrap_or_default();
     print_out(&groups.to_string());
-    let containers = runner_reaper::reap_stale_containers(std::time::Duration::from_secs(30)).await;
+    let containers = runner_docker::reap_stale_containers(std::time::Duration::from_secs(30)).await;
     print_out(&containers.to_string());
     if groups.errors.is_empty() && containers.errors.is_empty() {
         0

@@ -298,7 +298,7 @@ async fn sweep_once() {
             #[cfg(feature = "docker")]
             tokio::spawn(async {
                 let containers =
-                    runner_reaper::reap_stale_containers(Duration::from_secs(30)).await;
+                    runner_docker::reap_stale_containers(Duration::from_secs(30)).await;
                 if !containers.removed.is_empty() {
                     tracing::info!(%containers, "swept stale containers");
                 }

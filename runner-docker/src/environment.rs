@@ -316,22 +316,11 @@ impl DockerEnvironment {
     }
 
     fn labels(&self, hash: &str) -> HashMap<String, String> {
-        let me = std::process::id();
-        let start = std::fs::read_to_string(format!("/proc/{me}/stat"))
-            .ok()
-            .and_then(|s| {
-                let after = s.rsplit_once(')')?.1.to_string();
-                after.split_whitespace().nth(19).map(str::to_string)
-            })
-            .unwrap_or_default();
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
         let mut labels = HashMap::from([
             (LABEL_OWNER.to_string(), "true".to_string()),
-            (LABEL_SESSION.to_string(), format!("{me}-{start}")),
+            (LABEL_SESSION.to_string(), crate::names::session_label()),
             (LABEL_NAME.to_string(), self.name.clone()),
-            (LABEL_HOST.to_string(), host),
+            (LABEL_HOST.to_string(), crate::names::hostname()),
             (LABEL_CONFIG.to_string(), hash.to_string()),
         ]);
         if self.config.ephemeral {

@@ -12,6 +12,7 @@ mod exec;
 mod image;
 mod names;
 mod stats;
+mod sweep;
 
 pub use bollard::Docker;
 pub use client::{connect, docker_engine_running, forget_negotiated_version};
@@ -24,3 +25,4 @@ pub use names::{
     LABEL_SESSION,
 };
 pub use stats::ContainerStats;
+pub use sweep::{reap_stale_containers, ContainerSweepReport};

@@ -4,6 +4,33 @@
 pub const LABEL_OWNER: &str = "runner.owner";
 /// `<owner pid>-<owner start time>` of the process that created the container.
 pub const LABEL_SESSION: &str = "runner.session";
+
+/// The value of [`LABEL_SESSION`] for containers this process creates: its owner
+/// identity, `<pid>-<start time>` (empty start time if `/proc` cannot say).
+pub(crate) fn session_label() -> String {
+    match runner_reaper::ledger::owner_identity() {
+        Ok((pid, start)) => format!("{pid}-{start}"),
+        Err(_) => format!("{}-", std::process::id()),
+    }
+}
+
+/// True when `session` (a [`LABEL_SESSION`] value) names a live process.
+pub(crate) fn owner_alive(session: &str) -> bool {
+    let Some((pid, start)) = session.split_once('-') else {
+        return false;
+    };
+    let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else {
+        return false;
+    };
+    runner_reaper::ledger::process_is(pid, start)
+}
+
+/// This host's name, as [`LABEL_HOST`](crate::LABEL_HOST) records it.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
 /// The logical name the caller gave.
 pub const LABEL_NAME: &str = "runner.name";
 /// `true` when the container may be removed as soon as it stops.

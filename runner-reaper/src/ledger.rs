@@ -222,6 +222,18 @@ pub fn is_running(stat: &procfs::process::Stat) -> bool {
     stat.state != 'Z' || stat.num_threads > 1
 }
 
+/// The identity of this process as an owner: its pid and start time. A process
+/// with that pid and that start time is this one; the sweeps judge owners by it.
+pub fn owner_identity() -> Result<(i32, u64), LedgerError> {
+    current_owner()
+}
+
+/// True when `pid` still runs and started at `start_time` (so it is the process an
+/// owner identity names, not a later one that reused the pid).
+pub fn process_is(pid: i32, start_time: u64) -> bool {
+    proc_stat(pid).is_ok_and(|s| s.starttime == start_time && is_running(&s))
+}
+
 /// True when `pid` names a process that still runs (see [`is_running`]).
 pub fn process_running(pid: i32) -> bool {
     proc_stat(pid).is_ok_and(|s| is_running(&s))

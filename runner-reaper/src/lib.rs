@@ -4,13 +4,9 @@
 //! the group's leader runs its program and remove it when the group ends.
 #![deny(missing_docs)]
 
-#[cfg(feature = "docker")]
-pub mod containers;
 pub mod ledger;
 pub mod sweep;
 
-#[cfg(feature = "docker")]
-pub use containers::{reap_stale_containers, ContainerSweepReport};
 pub use ledger::{
     carries_token, default_state_dir, new_group_token, remove_record, unborn_record_tail,
     write_record, Ledger, LedgerError, Record, GROUP_TOKEN_VAR, RECORD_SCHEMA,

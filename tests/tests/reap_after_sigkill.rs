@@ -83,7 +83,7 @@ fn one_sweep_cleans_up_after_a_sigkilled_owner() {
 
     if docker {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let swept = rt.block_on(runner_reaper::reap_stale_containers(Duration::from_secs(
+        let swept = rt.block_on(runner_docker::reap_stale_containers(Duration::from_secs(
             60,
         )));
         assert!(

@@ -1,4 +1,6 @@
-//! The container sweep: containers whose owner died, found by label only.
+//! The container sweep: containers whose owner died, found by label only. It lives
+//! beside the labels it reads (`names.rs`); owners are judged by the same identity
+//! as the process sweep's (`runner_reaper::ledger::process_is`).
 //!
 //! Only containers labelled `runner.owner` are looked at. One is removed when it was
 //! created on this host (`runner.host`) by an owner that is dead (`runner.session` is
@@ -11,8 +13,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use crate::names::{LABEL_EPHEMERAL, LABEL_HOST, LABEL_OWNER, LABEL_SESSION};
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
-use runner_docker::{LABEL_EPHEMERAL, LABEL_HOST, LABEL_OWNER, LABEL_SESSION};
 
 /// What a container sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -47,23 +49,7 @@ impl fmt::Display for ContainerSweepReport {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// True when `session` (`<pid>-<start time>`) names a live process.
-fn owner_alive(session: &str) -> bool {
-    let Some((pid, start)) = session.split_once('-') else {
-        return false;
-    };
-    let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else {
-        return false;
-    };
-    crate::ledger::proc_stat(pid)
-        .is_ok_and(|s| s.starttime == start && crate::ledger::is_running(&s))
-}
+use crate::names::{hostname, owner_alive};
 
 /// Why a labelled container should go, or `None` to keep it.
 fn verdict(labels: &HashMap<String, String>, running: bool, host: &str) -> Option<&'static str> {
@@ -83,7 +69,7 @@ fn verdict(labels: &HashMap<String, String>, running: bool, host: &str) -> Optio
 pub async fn reap_stale_containers(deadline: Duration) -> ContainerSweepReport {
     let mut report = ContainerSweepReport::default();
     let sweep = async {
-        let docker = match runner_docker::connect().await {
+        let docker = match crate::connect().await {
             Ok(d) => d,
             Err(e) => {
                 report.engine_unavailable = Some(e.to_string());
@@ -158,12 +144,7 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        let me = std::process::id();
-        let start = procfs::process::Process::myself()
-            .unwrap()
-            .stat()
-            .unwrap()
-            .starttime;
+        let (me, start) = runner_reaper::ledger::owner_identity().unwrap();
         let live = format!("{me}-{start}");
         let reused = format!("{me}-{}", start + 1);
         let host = "h1";
