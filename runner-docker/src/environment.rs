@@ -1,6 +1,6 @@
 //! `DockerEnvironment`: one labelled container per environment.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -10,13 +10,13 @@ use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
 use runner_core::{
-    Backend, EnvLayers, EnvironmentVariable, Error, LineBuffer, Output, Proc, Result,
-    RunnerEnvironment, Stream,
+    Backend, EnvLayers, EnvironmentVariable, Error, Output, Proc, Result, RunnerEnvironment,
 };
 use sha2::{Digest, Sha256};
 
-use crate::exec::{split_frame, DockerProc, ExecShared, OutputStream};
+use crate::exec::{DockerProc, ExecShared, Inner, Running};
 use crate::names::*;
+use crate::stream::{forward_logs, OutputStream};
 use crate::{client, image, DockerError};
 
 /// A host port published to a container port.
@@ -62,31 +62,6 @@ enum CreateError {
     Docker(DockerError),
 }
 
-/// The container an environment runs in, once `init` made it.
-#[derive(Debug, Clone)]
-pub(crate) struct Running {
-    pub(crate) id: String,
-    /// The container's own environment (image `ENV` plus ours), the base of every exec.
-    pub(crate) env: BTreeMap<String, String>,
-}
-
-/// State shared by the environment and its processes.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) docker: Docker,
-    pub(crate) running: Mutex<Option<Running>>,
-    pub(crate) procs: Mutex<Vec<Arc<ExecShared>>>,
-}
-
-impl Inner {
-    pub(crate) fn running(&self) -> Option<Running> {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
 /// Runs processes as `exec`s in one container.
 ///
 /// The container is created by [`init`](RunnerEnvironment::init) with the labels
@@ -109,21 +84,6 @@ pub struct DockerEnvironment {
     output: Option<Output>,
     /// Forwards the container's output from the current start.
     log_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-/// Forwards the container's output, line-framed, until the container stops.
-async fn forward_logs(mut logs: OutputStream, sink: Output) {
-    let mut out = LineBuffer::new(Stream::Stdout);
-    let mut err = LineBuffer::new(Stream::Stderr);
-    while let Some(Ok(frame)) = logs.next().await {
-        match split_frame(frame) {
-            Some((Stream::Stdout, bytes)) => out.push(&bytes, &*sink),
-            Some((Stream::Stderr, bytes)) => err.push(&bytes, &*sink),
-            None => {}
-        }
-    }
-    out.finish(&*sink);
-    err.finish(&*sink);
 }
 
 impl DockerEnvironment {

@@ -6,6 +6,7 @@
 //! by polling on a timer. `stop` signals the exec's process inside the container by its
 //! pid in the container's namespace.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
+use bollard::Docker;
 use futures_util::StreamExt;
 use runner_core::{
     exit_channel, EnvLayers, Error, ExitPublisher, ExitStatus, ExitWatch, LineBuffer, Output, Proc,
@@ -20,12 +22,37 @@ use runner_core::{
 };
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
-use crate::environment::Inner;
+use crate::stream::{split_frame, OutputStream};
 use crate::DockerError;
 
 const PIPE_SIZE: usize = 64 * 1024;
 /// The engine's message when the program does not exist in the container.
 const NOT_FOUND_MARKERS: [&str; 2] = ["executable file not found", "no such file or directory"];
+
+/// The container an environment runs in, once `init` made it.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    pub(crate) id: String,
+    /// The container's own environment (image `ENV` plus ours), the base of every exec.
+    pub(crate) env: BTreeMap<String, String>,
+}
+
+/// State shared by the environment and its processes.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) docker: Docker,
+    pub(crate) running: Mutex<Option<Running>>,
+    pub(crate) procs: Mutex<Vec<Arc<ExecShared>>>,
+}
+
+impl Inner {
+    pub(crate) fn running(&self) -> Option<Running> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
 
 /// State shared by a running exec, its waiters and its environment.
 #[derive(Debug)]
@@ -482,27 +509,6 @@ impl Proc for DockerProc {
     /// Execs have no host pid we own.
     fn pid(&self) -> Option<u32> {
         None
-    }
-}
-
-/// An attached stream of output frames (an exec's or a container's).
-pub(crate) type OutputStream = std::pin::Pin<
-    Box<
-        dyn futures_util::Stream<
-                Item = std::result::Result<bollard::container::LogOutput, bollard::errors::Error>,
-            > + Send,
-    >,
->;
-
-/// Which stream a frame of attached output belongs to (stdin echoes are dropped).
-pub(crate) fn split_frame(frame: bollard::container::LogOutput) -> Option<(Stream, bytes::Bytes)> {
-    use bollard::container::LogOutput;
-    match frame {
-        LogOutput::StdOut { message } | LogOutput::Console { message } => {
-            Some((Stream::Stdout, message))
-        }
-        LogOutput::StdErr { message } => Some((Stream::Stderr, message)),
-        LogOutput::StdIn { .. } => None,
     }
 }
 

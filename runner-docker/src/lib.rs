@@ -12,6 +12,7 @@ mod exec;
 mod image;
 mod names;
 mod stats;
+mod stream;
 mod sweep;
 
 pub use bollard::Docker;

@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::names::{LABEL_EPHEMERAL, LABEL_HOST, LABEL_OWNER, LABEL_SESSION};
+use crate::names::{
+    hostname, owner_alive, LABEL_EPHEMERAL, LABEL_HOST, LABEL_OWNER, LABEL_SESSION,
+};
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 
 /// What a container sweep did.
@@ -48,8 +50,6 @@ impl fmt::Display for ContainerSweepReport {
         )
     }
 }
-
-use crate::names::{hostname, owner_alive};
 
 /// Why a labelled container should go, or `None` to keep it.
 fn verdict(labels: &HashMap<String, String>, running: bool, host: &str) -> Option<&'static str> {
