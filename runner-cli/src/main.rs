@@ -6,6 +6,7 @@
 //! exits with its exit code (128 + signal when it was killed). A missing command
 //! exits 127, one that cannot be executed 126, bad flags or a missing directory 2,
 //! and a failure of runner itself 125.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

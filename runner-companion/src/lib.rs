@@ -6,6 +6,7 @@
 //! error naming why, never a silent fallback. Backends are cargo features (`native`,
 //! `docker`, `nix`): a crate that needs only Docker builds without the Nix code.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

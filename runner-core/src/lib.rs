@@ -9,6 +9,7 @@
 //! the layering rules in [`EnvLayers`], output forwarding ([`forward`] and the
 //! [`OutputSink`]s), port helpers and [`check_for_runtimes`].
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod env;
 mod error;

@@ -4,6 +4,7 @@
 //! honoured, the API version is negotiated so Docker 20.10 works). See
 //! [`DockerEnvironment`] and [`DockerProc`].
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod client;
 mod environment;

@@ -6,6 +6,7 @@
 //! a fingerprint of the flake. Processes are the native backend's
 //! [`NativeProc`](runner_native::NativeProc): same groups, ledger, stop and pipes.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod cache;
 mod environment;

@@ -6,6 +6,7 @@
 //! (tests never touch the real home), and fails if a test left a ledger record
 //! behind. `bench` builds the benchmark in release mode and writes
 //! `target/bench/results.json`.
+#![forbid(unsafe_code)]
 
 use std::env;
 use std::path::{Path, PathBuf};
