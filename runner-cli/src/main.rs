@@ -502,6 +502,6 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals) -> i32 {
 }
 
 fn fail(e: &Error, default: i32) -> i32 {
-    eprintln!("runner: {e}");
+    eprintln!("runner: {}", e.chain());
     e.shell_exit_code().unwrap_or(default)
 }

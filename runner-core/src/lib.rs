@@ -27,6 +27,7 @@ mod traits;
 pub use env::{
     host_env, host_env_os, EnvEdit, EnvLayers, EnvironmentVariable, JoinPosition, OsEnv,
 };
+pub use error::chain as error_chain;
 pub use error::{Error, Result};
 pub use exit::{exit_channel, join_all_first_error, ExitPublisher, ExitWatch};
 pub use output::{

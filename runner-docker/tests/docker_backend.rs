@@ -184,8 +184,9 @@ async fn bad_input_is_typed() {
     let _g2 = Cleanup(broken.container_name().to_string());
     let err = broken.init().await.unwrap_err();
     assert!(
-        err.to_string().contains("failed to start the container"),
-        "{err}"
+        err.chain().contains("failed to start the container"),
+        "{}",
+        err.chain()
     );
     assert!(!broken.is_container_present().await.unwrap());
     env.shutdown().await.unwrap();

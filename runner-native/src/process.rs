@@ -213,9 +213,7 @@ impl Proc for NativeProc {
         // A registered group's members carry its token: the sweep's proof that they
         // descend from this leader once the leader is gone.
         let token = match &self.spec.ledger {
-            Some(_) => {
-                Some(runner_reaper::new_group_token().map_err(|e| Error::Ledger(e.to_string()))?)
-            }
+            Some(_) => Some(runner_reaper::new_group_token().map_err(Error::ledger)?),
             None => None,
         };
         if let Some(token) = &token {
@@ -327,7 +325,7 @@ fn spawn_error(bin: &str, program: &Path, dir: &Path, e: SpawnError) -> Error {
         source,
     };
     match e {
-        SpawnError::Ledger(msg) => Error::Ledger(msg),
+        SpawnError::Ledger(e) => Error::ledger(e),
         SpawnError::Prepare(source) => spawn(source),
         SpawnError::AutoReap => spawn(io::Error::other(
             "this process ignores SIGCHLD (or set SA_NOCLDWAIT), so the kernel reaps its \
@@ -346,17 +344,29 @@ fn spawn_error(bin: &str, program: &Path, dir: &Path, e: SpawnError) -> Error {
             Some(nix::libc::ENOTDIR) => Error::NotADirectory(dir.to_path_buf()),
             _ => spawn(io::Error::new(
                 source.kind(),
-                format!(
-                    "failed to enter the working directory `{}`: {source}",
-                    dir.display()
-                ),
+                StageError {
+                    action: format!("enter the working directory `{}`", dir.display()),
+                    source,
+                },
             )),
         },
         SpawnError::Child { stage, source } => spawn(io::Error::new(
             source.kind(),
-            format!("failed to {}: {source}", stage.action()),
+            StageError {
+                action: stage.action().to_string(),
+                source,
+            },
         )),
     }
+}
+
+/// What the child was doing when it failed, over the system's error.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action}")]
+struct StageError {
+    action: String,
+    #[source]
+    source: std::io::Error,
 }
 
 fn classify_spawn_error(bin: &str, program: &Path, source: std::io::Error) -> Error {

@@ -104,7 +104,7 @@ pub(crate) enum SpawnError {
     /// The child failed at `stage` with `source` (for [`Stage::Died`], how it died).
     Child { stage: Stage, source: io::Error },
     /// The ledger record could not be written; the program never ran.
-    Ledger(String),
+    Ledger(runner_reaper::LedgerError),
     /// This process ignores SIGCHLD (or set `SA_NOCLDWAIT`): the kernel would reap
     /// our children on its own, so no exit status could be read and no exited leader
     /// would pin its process group id.
@@ -218,7 +218,7 @@ pub(crate) fn spawn_group(
 
     let mut writer = match &ledger {
         Some(ledger) => {
-            let ledger_err = |e: runner_reaper::LedgerError| SpawnError::Ledger(e.to_string());
+            let ledger_err = SpawnError::Ledger;
             // Checked on every spawn, as the sweep checks it: a runs directory that is
             // not ours (or a symlink) is refused here too, so nothing runs that the
             // sweep could never reap.
@@ -277,10 +277,11 @@ pub(crate) fn spawn_group(
             _ => io::Error::from_raw_os_error(errno),
         };
         return Err(match (stage, &ledger) {
-            (Stage::Record, Some(ledger)) => SpawnError::Ledger(format!(
-                "failed to write a record into `{}`: {source}",
-                ledger.runs_dir().display()
-            )),
+            (Stage::Record, Some(ledger)) => SpawnError::Ledger(runner_reaper::LedgerError::Io {
+                action: "write a record into",
+                path: ledger.runs_dir().to_path_buf(),
+                source,
+            }),
             _ => SpawnError::Child { stage, source },
         });
     }

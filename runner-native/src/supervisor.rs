@@ -30,7 +30,7 @@ pub(crate) struct Shared {
     pid: u32,
     grace: Duration,
     signals: mpsc::UnboundedSender<i32>,
-    status: ExitWatch,
+    status: ExitWatch<Arc<std::io::Error>>,
 }
 
 impl Shared {
@@ -50,7 +50,7 @@ impl Shared {
         self.status
             .wait()
             .await?
-            .map_err(|msg| Error::io("wait for the process", std::io::Error::other(msg)))
+            .map_err(|e| Error::io("wait for the process", std::io::Error::new(e.kind(), e)))
     }
 
     pub(crate) fn signal(&self, signal: Signal) {
@@ -99,7 +99,7 @@ async fn run(
     mut s: Supervised,
     pgid: i32,
     mut signals: mpsc::UnboundedReceiver<i32>,
-    status_tx: ExitPublisher,
+    status_tx: ExitPublisher<Arc<std::io::Error>>,
 ) {
     let exited = loop {
         tokio::select! {
@@ -111,11 +111,11 @@ async fn run(
     // Where the group stays addressable through the leader's pidfd, the leader is
     // reaped at once; otherwise its zombie pins the group id until the group is
     // cleared, and it is reaped last. Either way no signal reaches a reused id.
+    let exited = exited.map_err(Arc::new);
     let reap = |leader: &mut Leader| {
         exited
-            .as_ref()
-            .map_err(|e| e.to_string())
-            .and_then(|()| leader.reap().map_err(|e| e.to_string()))
+            .clone()
+            .and_then(|()| leader.reap().map_err(Arc::new))
     };
     let early = s.leader.signals_outlive_reap().then(|| reap(&mut s.leader));
     // The leader is gone. A process named by `wait_on` keeps the run alive.

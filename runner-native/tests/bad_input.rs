@@ -99,7 +99,7 @@ async fn ledger_failure_keeps_the_program_from_running() {
     let script = format!("touch {}", marker.display());
     let mut p = env.new_process("sh", &["-c", &script]).await.unwrap();
     match p.run().await {
-        Err(Error::Ledger(msg)) => assert!(msg.contains("create"), "{msg}"),
+        Err(e @ Error::Ledger(_)) => assert!(e.chain().contains("create"), "{}", e.chain()),
         other => panic!("{other:?}"),
     }
     assert!(!marker.exists(), "the program ran without a ledger record");

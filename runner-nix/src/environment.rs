@@ -343,7 +343,7 @@ impl RunnerEnvironment for NixEnvironment {
                     self.set(
                         &entry.shell,
                         Materialization {
-                            source: EnvSource::StaleCache(e.to_string()),
+                            source: EnvSource::StaleCache(e.chain()),
                             cache_warning,
                         },
                     );

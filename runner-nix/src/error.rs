@@ -15,8 +15,8 @@ pub enum NixError {
         install: &'static str,
     },
     /// nix is installed, but its setup makes every build fail (see [`CannotBuild`]).
-    #[error("nix is installed but cannot build: {0}")]
-    CannotBuild(CannotBuild),
+    #[error("nix is installed but cannot build")]
+    CannotBuild(#[source] CannotBuild),
     /// The directory has no `flake.nix`.
     #[error("no flake.nix in `{}`", .0.display())]
     NoFlake(PathBuf),

@@ -335,7 +335,7 @@ async fn broken_flakes_are_typed_errors_with_nix_stderr() {
     let empty = tempfile::tempdir().unwrap();
     let err = NixEnvironment::new(empty.path()).unwrap_err();
     assert!(matches!(nix_error(&err), NixError::NoFlake(p) if p == empty.path()));
-    assert!(err.to_string().contains("no flake.nix"), "{err}");
+    assert!(err.chain().contains("no flake.nix"), "{}", err.chain());
 }
 
 #[tokio::test]
@@ -392,7 +392,7 @@ async fn a_nix_that_cannot_build_says_why() {
         }
         other => panic!("expected CannotBuild, got {other:?}"),
     }
-    let text = err.to_string();
+    let text = err.chain();
     assert!(text.contains("build-users-group ="), "{text}");
     assert_eq!(flake.records(), 0);
 

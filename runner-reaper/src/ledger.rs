@@ -23,7 +23,7 @@ pub const RECORD_SCHEMA: u32 = 1;
 #[non_exhaustive]
 pub enum LedgerError {
     /// A file system operation failed.
-    #[error("failed to {action} `{}`: {source}", .path.display())]
+    #[error("failed to {action} `{}`", .path.display())]
     Io {
         /// The operation, as a "failed to ..." fragment.
         action: &'static str,
@@ -50,7 +50,7 @@ pub enum LedgerError {
         reason: String,
     },
     /// A record could not be encoded.
-    #[error("failed to encode a ledger record: {0}")]
+    #[error("failed to encode a ledger record")]
     Encode(#[from] serde_json::Error),
 }
 
@@ -450,6 +450,9 @@ impl Ledger {
             path: self.runs.clone(),
             reason,
         };
+        if meta.file_type().is_symlink() {
+            return Err(unsafe_dir("it is a symlink".into()));
+        }
         if !meta.is_dir() {
             return Err(unsafe_dir("it is not a directory".into()));
         }

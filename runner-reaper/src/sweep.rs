@@ -226,7 +226,7 @@ impl Ledger {
             return report;
         }
         if let Err(e) = self.ensure_dir() {
-            report.errors.push(e.to_string());
+            report.errors.push(describe(&e));
             return report;
         }
         let _lock = match self.lock(started + deadline) {
@@ -378,6 +378,14 @@ impl Ledger {
             path: path.to_path_buf(),
             reason,
         });
+    }
+}
+
+/// A ledger error with its cause, as the report prints it.
+fn describe(e: &crate::LedgerError) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }
 

@@ -296,13 +296,18 @@ async fn auto_detection_and_unavailable_preferences() {
     nix.preferred_backend = Some(Backend::Nix);
     let err = new_companion_runner(nix).await.unwrap_err();
     assert!(
-        err.to_string().contains("nix backend is unavailable"),
-        "{err}"
+        err.chain().contains("nix backend is unavailable"),
+        "{}",
+        err.chain()
     );
     let mut docker = opts.clone();
     docker.preferred_backend = Some(Backend::Docker);
     let err = new_companion_runner(docker).await.unwrap_err();
-    assert!(err.to_string().contains("no image was given"), "{err}");
+    assert!(
+        err.chain().contains("no image was given"),
+        "{}",
+        err.chain()
+    );
     // A standalone environment for a container runtime falls back to native.
     let env = runner_companion::resolve_standalone_environment(
         &fx.src(),

@@ -31,7 +31,7 @@ async fn main() {
             unsafe { sigaction(Signal::SIGCHLD, &ignore) }.unwrap();
             match env.new_process("true", &[]).await.unwrap().start().await {
                 Ok(()) => println!("started"),
-                Err(e) => println!("error: {e}"),
+                Err(e) => println!("error: {}", e.chain()),
             }
         }
         Some("storm") => {
@@ -58,9 +58,9 @@ async fn main() {
                             wrong += 1;
                         }
                     },
-                    Err(e) if e.to_string().contains("died before it could run") => died += 1,
+                    Err(e) if e.chain().contains("died before it could run") => died += 1,
                     Err(e) => {
-                        eprintln!("spawn error: {e}");
+                        eprintln!("spawn error: {}", e.chain());
                         wrong += 1;
                     }
                 }
