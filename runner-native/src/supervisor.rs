@@ -121,10 +121,9 @@ async fn run(
     // The leader is gone. A process named by `wait_on` keeps the run alive.
     if let Some(bin) = &s.wait_on {
         loop {
-            let named: Vec<i32> = group_members(pgid)
+            let named: Vec<i32> = runner_reaper::running_members(pgid)
                 .into_iter()
-                .filter(|p| is_named(p, bin))
-                .map(|p| p.pid)
+                .filter(|&pid| is_named(pid, bin))
                 .collect();
             if named.is_empty() || !s.leader.signal_group(0) {
                 break;
@@ -167,27 +166,13 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
     }
 }
 
-/// Members of the group that still run (see [`runner_reaper::ledger::is_running`]),
-/// from one read of the process table.
-fn group_members(pgid: i32) -> Vec<procfs::process::Process> {
-    let Ok(all) = procfs::process::all_processes() else {
-        return Vec::new();
-    };
-    all.filter_map(|p| p.ok())
-        .filter(|p| {
-            p.stat()
-                .map(|s| s.pgrp == pgid && runner_reaper::ledger::is_running(&s))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-fn is_named(p: &procfs::process::Process, bin: &str) -> bool {
-    p.exe()
+/// True when process `pid` runs `bin` (its executable's file name, or its command
+/// name as the kernel keeps it).
+fn is_named(pid: i32, bin: &str) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
-        .and_then(|e| e.file_name().map(|n| n == bin))
-        .unwrap_or(false)
-        || p.stat().map(|s| s.comm == bin).unwrap_or(false)
+        .is_some_and(|exe| exe.file_name().is_some_and(|n| n == bin))
+        || std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == bin)
 }
 
 /// Resolves once every process of `pids` has exited, woken by their pidfds. A
@@ -240,7 +225,7 @@ async fn clear_group(
         if !leader.signal_group(0) {
             return;
         }
-        let members: Vec<i32> = group_members(pgid).into_iter().map(|p| p.pid).collect();
+        let members = runner_reaper::running_members(pgid);
         if members.is_empty() {
             return;
         }

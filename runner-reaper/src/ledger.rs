@@ -218,7 +218,7 @@ pub(crate) fn proc_stat(pid: i32) -> procfs::ProcResult<procfs::process::Stat> {
 /// True when the process `stat` describes still runs: it is not a zombie, or only its
 /// main thread is one while other threads go on (`ps` shows `Zl`; the process exits
 /// only with its last thread).
-pub fn is_running(stat: &procfs::process::Stat) -> bool {
+pub(crate) fn is_running(stat: &procfs::process::Stat) -> bool {
     stat.state != 'Z' || stat.num_threads > 1
 }
 

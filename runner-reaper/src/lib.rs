@@ -11,4 +11,6 @@ pub use ledger::{
     carries_token, default_state_dir, new_group_token, remove_record, unborn_record_tail,
     write_record, Ledger, LedgerError, Record, GROUP_TOKEN_VAR, RECORD_SCHEMA,
 };
-pub use sweep::{reap_stale_process_groups, ReapedGroup, SetAside, SweepReport, SWEEP_GRACE};
+pub use sweep::{
+    reap_stale_process_groups, running_members, ReapedGroup, SetAside, SweepReport, SWEEP_GRACE,
+};

@@ -113,6 +113,17 @@ pub fn reap_stale_process_groups(deadline: Duration) -> SweepReport {
     Ledger::default().reap_stale(deadline, SWEEP_GRACE)
 }
 
+/// The members of process group `pgid` that still run (see
+/// [`process_running`](crate::ledger::process_running)), from one read of the process
+/// table.
+pub fn running_members(pgid: i32) -> Vec<i32> {
+    Snapshot::take()
+        .members(pgid)
+        .iter()
+        .map(|(pid, _)| *pid)
+        .collect()
+}
+
 /// One read of every process in `/proc`.
 #[derive(Debug, Default)]
 struct Snapshot {
