@@ -26,6 +26,14 @@ impl Cli {
         c
     }
 
+    /// `runner ARGS` with an offline nix configuration and a cache of its own.
+    fn nix_cmd(&self, nix_config: &str, args: &[&str]) -> Command {
+        let mut c = self.cmd(args);
+        c.env("NIX_CONFIG", nix_config)
+            .env("XDG_CACHE_HOME", self.tmp.path().join("cache"));
+        c
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).stdin(Stdio::null()).output().unwrap()
     }
@@ -280,17 +288,18 @@ fn a_signal_during_nix_setup_cancels_it_and_leaves_nothing() {
     let cli = Cli::new();
     let (flake, nix_config) = write_flake(&cli, "sleep 7.25; export HOOKED=yes");
     let mut child = cli
-        .cmd(&[
-            "run",
-            "--backend",
-            "nix",
-            "--dir",
-            flake.to_str().unwrap(),
-            "--",
-            "true",
-        ])
-        .env("NIX_CONFIG", &nix_config)
-        .env("XDG_CACHE_HOME", cli.tmp.path().join("cache"))
+        .nix_cmd(
+            &nix_config,
+            &[
+                "run",
+                "--backend",
+                "nix",
+                "--dir",
+                flake.to_str().unwrap(),
+                "--",
+                "true",
+            ],
+        )
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
@@ -322,9 +331,7 @@ fn nix_backend_runs_in_the_dev_shell_with_the_same_exit_rules() {
     let cli = Cli::new();
     let (flake, nix_config) = write_flake(&cli, "export HOOKED=yes");
     let run = |args: &[&str]| {
-        cli.cmd(args)
-            .env("NIX_CONFIG", &nix_config)
-            .env("XDG_CACHE_HOME", cli.tmp.path().join("cache"))
+        cli.nix_cmd(&nix_config, args)
             .stdin(Stdio::null())
             .output()
             .unwrap()
