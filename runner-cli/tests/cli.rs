@@ -643,9 +643,26 @@ fn yes_piped_into_head_ends() {
 fn sigterm_while_nobody_reads_stdout_ends_runner() {
     let cli = Cli::new();
     let (mut child, stdout) = start_ready(&cli, "echo ready; exec yes");
-    // Nobody reads from here on: the pipe fills within the first few writes, and
-    // runner's writer blocks. Give the flood a moment to fill it.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Nobody reads from here on. Wait until runner's stdout pipe is full, so its
+    // writer is blocked for certain before the signal (FIONREAD: bytes buffered).
+    let fd = std::os::fd::AsRawFd::as_raw_fd(stdout.get_ref());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut buffered: nix::libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        assert_eq!(
+            unsafe { nix::libc::ioctl(fd, nix::libc::FIONREAD, &mut buffered) },
+            0
+        );
+        if buffered >= 60 * 1024 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pipe never filled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let status = wait_or_kill(&mut child, 30, "runner with a blocked stdout");
     drop(stdout);
