@@ -179,7 +179,7 @@ struct UnbornTail<'a> {
 /// own record between `fork` and `exec` prefixes `{"pgid":P,"leader_pid":P,
 /// "leader_start_time":T,` and has a whole [`Record`]. Reads no `/proc` entry after
 /// the first call.
-pub fn unborn_record_tail(
+pub(crate) fn unborn_record_tail(
     argv: &[String],
     cwd: &Path,
     token: Option<&str>,

@@ -5,12 +5,14 @@
 #![deny(missing_docs)]
 
 pub mod ledger;
+mod prepared;
 pub mod sweep;
 
 pub use ledger::{
-    carries_token, default_state_dir, new_group_token, remove_record, unborn_record_tail,
-    write_record, Ledger, LedgerError, Record, GROUP_TOKEN_VAR, RECORD_SCHEMA,
+    carries_token, default_state_dir, new_group_token, remove_record, write_record, Ledger,
+    LedgerError, Record, GROUP_TOKEN_VAR, RECORD_SCHEMA,
 };
+pub use prepared::PreparedRecord;
 pub use sweep::{
     reap_stale_process_groups, running_members, ReapedGroup, SetAside, SweepReport, SWEEP_GRACE,
 };

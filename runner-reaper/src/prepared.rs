@@ -1,0 +1,342 @@
+//! The record a spawned child writes itself: see [`PreparedRecord`].
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::libc;
+
+use crate::ledger::unborn_record_tail;
+use crate::{Ledger, LedgerError};
+
+/// The record of a group about to be spawned, prepared by the parent so that the
+/// child can write it between `clone` and `exec` without allocating.
+///
+/// The parent prepares every byte it can (the runs directory, the owner, argv, cwd,
+/// boot id, token, a spare file to overwrite) with [`PreparedRecord::prepare`], reads
+/// the clock with [`mark_clone`](PreparedRecord::mark_clone) just before the clone,
+/// and the child adds what only it knows (its pid, which is also its process group
+/// id, and its start time) with [`write_in_child`](PreparedRecord::write_in_child).
+/// The record format lives in this crate alone.
+#[derive(Debug)]
+pub struct PreparedRecord {
+    /// `<runs>/` as bytes.
+    dir: Vec<u8>,
+    /// `<runs>/.tmp-<owner pid>-<owner start time>-`: the child adds its pid.
+    tmp_prefix: Vec<u8>,
+    /// The record's JSON after the fields the child fills in, without its `{`.
+    rest: Vec<u8>,
+    /// Scratch space for the JSON and the two paths; never grown in the child.
+    json: Vec<u8>,
+    tmp_path: Vec<u8>,
+    path: Vec<u8>,
+    /// A spare record file to overwrite (NUL-terminated), or empty.
+    spare: Vec<u8>,
+    /// Nanoseconds per clock tick (0: start times always come from `/proc`).
+    ns_per_tick: u64,
+    /// The boot-time clock tick read in the parent just before the clone.
+    tick_before: Option<u64>,
+}
+
+impl PreparedRecord {
+    /// Prepares the record of a group with `argv` in `cwd` carrying `token`: checks
+    /// the runs directory (as the sweep does), and takes a spare file if the ledger
+    /// has one.
+    pub fn prepare(
+        ledger: &Ledger,
+        argv: &[String],
+        cwd: &Path,
+        token: Option<&str>,
+    ) -> Result<Self, LedgerError> {
+        ledger.ensure_dir()?;
+        let rest = unborn_record_tail(argv, cwd, token)?;
+        let tmp_prefix = ledger.temp_prefix()?;
+        Ok(Self::new(
+            ledger,
+            rest,
+            tmp_prefix,
+            ledger.take_spare().as_deref(),
+        ))
+    }
+
+    /// `rest` is [`unborn_record_tail`]: the child writes its own values for the
+    /// three leading fields, then `rest`.
+    fn new(ledger: &Ledger, rest: Vec<u8>, tmp_prefix: PathBuf, spare: Option<&Path>) -> Self {
+        let mut dir = ledger.runs_dir().as_os_str().as_encoded_bytes().to_vec();
+        dir.push(b'/');
+        let tmp_prefix = tmp_prefix.into_os_string().into_encoded_bytes();
+        PreparedRecord {
+            tmp_path: Vec::with_capacity(tmp_prefix.len() + 24),
+            tmp_prefix,
+            json: Vec::with_capacity(rest.len() + 128),
+            path: Vec::with_capacity(dir.len() + 40),
+            spare: spare
+                .map(|p| {
+                    let mut bytes = p.as_os_str().as_bytes().to_vec();
+                    bytes.push(0);
+                    bytes
+                })
+                .unwrap_or_default(),
+            ns_per_tick: ns_per_tick(),
+            tick_before: None,
+            dir,
+            rest,
+        }
+    }
+
+    /// Reads the clock the child compares with; call last before the clone.
+    pub fn mark_clone(&mut self) {
+        self.tick_before = boottime_tick(self.ns_per_tick);
+    }
+
+    /// Removes what a child `pid` that did not exec may have left: its temporary
+    /// file, and the spare file it was given (if it is still where it was).
+    pub fn clean_up_after(&self, pid: i32) {
+        let mut tmp = self.tmp_prefix.clone();
+        tmp.extend_from_slice(pid.to_string().as_bytes());
+        let _ = std::fs::remove_file(OsStr::from_bytes(&tmp));
+        if let Some((_, spare)) = self.spare.split_last() {
+            let _ = std::fs::remove_file(OsStr::from_bytes(spare));
+        }
+    }
+
+    /// Writes the record as the child `pid`, renamed into place; false (errno set)
+    /// if it is not in place. No allocation: every push stays within the capacity
+    /// reserved by [`prepare`](Self::prepare); only async-signal-safe system calls.
+    ///
+    /// # Safety
+    /// For the child of a `clone(CLONE_VM | CLONE_VFORK)` (or `vfork`) between the
+    /// clone and its `exec`, with every signal blocked, while the parent that owns
+    /// this value sleeps: nothing else may touch `self` meanwhile, and the child
+    /// must call nothing that allocates or locks.
+    pub unsafe fn write_in_child(&mut self, pid: i32) -> bool {
+        // SAFETY (whole body): raw system calls on buffers this child owns.
+        unsafe {
+            // The start time is the kernel's CLOCK_BOOTTIME at the clone, in clock
+            // ticks. The parent read the clock just before the clone and we read it
+            // now; when both fall in the same tick, so does the start. Otherwise (about
+            // one spawn in a thousand) `/proc/self/stat` says, at several times the cost.
+            let start = match boottime_tick(self.ns_per_tick) {
+                Some(now) if Some(now) == self.tick_before => Some(now),
+                _ => own_start_time(),
+            };
+            let Some(start) = start else {
+                return false;
+            };
+            let mut num = [0u8; 20];
+            self.json.clear();
+            self.json.extend_from_slice(b"{\"pgid\":");
+            self.json.extend_from_slice(decimal(pid as u64, &mut num));
+            self.json.extend_from_slice(b",\"leader_pid\":");
+            self.json.extend_from_slice(decimal(pid as u64, &mut num));
+            self.json.extend_from_slice(b",\"leader_start_time\":");
+            self.json.extend_from_slice(decimal(start, &mut num));
+            self.json.push(b',');
+            self.json.extend_from_slice(&self.rest);
+
+            self.tmp_path.clear();
+            self.tmp_path.extend_from_slice(&self.tmp_prefix);
+            self.tmp_path
+                .extend_from_slice(decimal(pid as u64, &mut num));
+            self.tmp_path.push(0);
+            self.path.clear();
+            self.path.extend_from_slice(&self.dir);
+            self.path.extend_from_slice(decimal(pid as u64, &mut num));
+            self.path.extend_from_slice(b".json\0");
+
+            // A spare is overwritten in place (no new inode); without one, or if it
+            // is gone, a fresh temporary file.
+            let mut from = self.spare.as_ptr();
+            let mut fd = -1;
+            if !self.spare.is_empty() {
+                fd = libc::open(
+                    from.cast(),
+                    libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                );
+            }
+            if fd < 0 {
+                from = self.tmp_path.as_ptr();
+                fd = libc::open(
+                    from.cast(),
+                    libc::O_WRONLY
+                        | libc::O_CREAT
+                        | libc::O_TRUNC
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
+                    0o600,
+                );
+                if fd < 0 {
+                    return false;
+                }
+            }
+            let old_len = libc::lseek(fd, 0, libc::SEEK_END);
+            let mut off = 0;
+            let mut ok = old_len >= 0;
+            while ok && off < self.json.len() {
+                let n = libc::pwrite(
+                    fd,
+                    self.json[off..].as_ptr().cast(),
+                    self.json.len() - off,
+                    off as libc::off_t,
+                );
+                if n < 0 && *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                ok = n > 0;
+                off += n.max(0) as usize;
+            }
+            // Shortening to a non-zero length, unlike truncating to zero, does not
+            // make ext4 flush the file on close.
+            if ok && old_len > off as libc::off_t {
+                ok = libc::ftruncate(fd, off as libc::off_t) == 0;
+            }
+            libc::close(fd);
+            if !ok || libc::rename(from.cast(), self.path.as_ptr().cast()) != 0 {
+                libc::unlink(from.cast());
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Removes the record [`write_in_child`](Self::write_in_child) put in place (the
+    /// exec failed).
+    ///
+    /// # Safety
+    /// As [`write_in_child`](Self::write_in_child), after it returned true.
+    pub unsafe fn discard_in_child(&self) {
+        // SAFETY: `path` was NUL-terminated by `write`.
+        unsafe {
+            libc::unlink(self.path.as_ptr().cast());
+        }
+    }
+}
+
+/// Formats `n` in decimal into `buf`, returning the digits.
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// Nanoseconds per `/proc` clock tick, or 0 when the kernel's conversion is not a
+/// plain division (a tick count that does not divide a second).
+fn ns_per_tick() -> u64 {
+    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| {
+        // SAFETY: a plain libc query.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        match u64::try_from(hz) {
+            Ok(hz) if hz > 0 && 1_000_000_000 % hz == 0 => 1_000_000_000 / hz,
+            _ => 0,
+        }
+    })
+}
+
+/// `CLOCK_BOOTTIME` in clock ticks, as `/proc/<pid>/stat` counts start times.
+/// Async-signal-safe (the vDSO or one system call).
+fn boottime_tick(ns_per_tick: u64) -> Option<u64> {
+    if ns_per_tick == 0 {
+        return None;
+    }
+    // SAFETY: clock_gettime into a stack value.
+    let ts = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        if libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) != 0 {
+            return None;
+        }
+        ts
+    };
+    let ns = u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?;
+    Some(ns / ns_per_tick)
+}
+
+/// Field 22 of `/proc/self/stat`, read with raw system calls.
+fn own_start_time() -> Option<u64> {
+    let mut buf = [0u8; 1024];
+    // SAFETY: raw open/read/close into a stack buffer.
+    let len = unsafe {
+        let fd = libc::open(
+            c"/proc/self/stat".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        if n <= 0 {
+            return None;
+        }
+        n as usize
+    };
+    parse_start_time(&buf[..len])
+}
+
+/// Parses the start time out of a `/proc/<pid>/stat` line (the command name may hold
+/// spaces and parentheses, so fields are counted after the last `)`).
+fn parse_start_time(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    // After ") " come fields 3.. ; start time is field 22, the 20th of them.
+    let field = stat[close + 1..]
+        .split(|b| *b == b' ')
+        .filter(|f| !f.is_empty())
+        .nth(19)?;
+    let mut n: u64 = 0;
+    for d in field {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Record;
+
+    #[test]
+    fn start_time_matches_procfs() {
+        let me = std::process::id() as i32;
+        let expected = procfs::process::Process::new(me)
+            .unwrap()
+            .stat()
+            .unwrap()
+            .starttime;
+        assert_eq!(own_start_time(), Some(expected));
+        let odd = b"12 (a) b (c) d) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0";
+        assert_eq!(parse_start_time(odd), Some(4242));
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(1234567, &mut buf), b"1234567");
+    }
+
+    #[test]
+    fn child_json_is_a_record() {
+        let me = std::process::id() as i32;
+        let template = Record::for_group(me, me, vec!["a \"q\"".into()], "/x y".into()).unwrap();
+        let rest = unborn_record_tail(&template.argv, &template.cwd, Some("t-1")).unwrap();
+        let json = format!(
+            "{{\"pgid\":7,\"leader_pid\":7,\"leader_start_time\":9,{}",
+            String::from_utf8(rest).unwrap()
+        );
+        let parsed: Record = serde_json::from_str(&json).unwrap();
+        let expected = Record {
+            pgid: 7,
+            leader_pid: 7,
+            leader_start_time: 9,
+            token: Some("t-1".into()),
+            ..template
+        };
+        assert_eq!(parsed, expected);
+    }
+}
