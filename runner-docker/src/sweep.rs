@@ -5,17 +5,16 @@
 //! Only containers labelled `runner.owner` are looked at. One is removed when it was
 //! created on this host (`runner.host`) by an owner that is dead (`runner.session` is
 //! `<pid>-<start time>`: the pid is gone, a zombie, or alive with another start
-//! time), or when it is ephemeral (`runner.ephemeral=true`) and not running. A
-//! container of another host, or without the labels, is never touched. An engine
-//! that does not answer is reported, not an error.
+//! time). A live owner's container is never touched, whatever its state (created
+//! and not yet started, or stopped to be restarted). A container of another host, or
+//! without the labels, is never touched. An engine that does not answer is reported,
+//! not an error.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::names::{
-    hostname, owner_alive, LABEL_EPHEMERAL, LABEL_HOST, LABEL_OWNER, LABEL_SESSION,
-};
+use crate::names::{hostname, owner_alive, LABEL_HOST, LABEL_OWNER, LABEL_SESSION};
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 
 /// What a container sweep did.
@@ -52,13 +51,12 @@ impl fmt::Display for ContainerSweepReport {
 }
 
 /// Why a labelled container should go, or `None` to keep it.
-fn verdict(labels: &HashMap<String, String>, running: bool, host: &str) -> Option<&'static str> {
+fn verdict(labels: &HashMap<String, String>, host: &str) -> Option<&'static str> {
     if labels.get(LABEL_HOST).map(String::as_str) != Some(host) {
         return None;
     }
-    if labels.get(LABEL_EPHEMERAL).map(String::as_str) == Some("true") && !running {
-        return Some("ephemeral and stopped");
-    }
+    // A live owner's container is never touched, whatever its state: one that is
+    // created but not yet started, or stopped to be restarted, is still in use.
     match labels.get(LABEL_SESSION) {
         Some(session) if !owner_alive(session) => Some("owner is dead"),
         _ => None,
@@ -94,7 +92,6 @@ pub async fn reap_stale_containers(deadline: Duration) -> ContainerSweepReport {
         let host = hostname();
         for c in list {
             let labels = c.labels.clone().unwrap_or_default();
-            let running = c.state.as_ref().map(|s| s.to_string()) == Some("running".into());
             let name = c
                 .names
                 .as_ref()
@@ -102,7 +99,7 @@ pub async fn reap_stale_containers(deadline: Duration) -> ContainerSweepReport {
                 .map(|n| n.trim_start_matches('/').to_string())
                 .or(c.id.clone())
                 .unwrap_or_default();
-            let Some(_why) = verdict(&labels, running, &host) else {
+            let Some(_why) = verdict(&labels, &host) else {
                 report.kept += 1;
                 continue;
             };
@@ -134,6 +131,7 @@ pub async fn reap_stale_containers(deadline: Duration) -> ContainerSweepReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::LABEL_EPHEMERAL;
 
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -149,22 +147,20 @@ mod tests {
         let reused = format!("{me}-{}", start + 1);
         let host = "h1";
         let base = |session: &str| labels(&[(LABEL_HOST, host), (LABEL_SESSION, session)]);
-        assert_eq!(verdict(&base(&live), true, host), None);
-        assert_eq!(verdict(&base(&reused), true, host), Some("owner is dead"));
-        assert_eq!(
-            verdict(&base("999999999-1"), true, host),
-            Some("owner is dead")
-        );
-        assert_eq!(verdict(&base("garbage"), true, host), Some("owner is dead"));
+        assert_eq!(verdict(&base(&live), host), None);
+        assert_eq!(verdict(&base(&reused), host), Some("owner is dead"));
+        assert_eq!(verdict(&base("999999999-1"), host), Some("owner is dead"));
+        assert_eq!(verdict(&base("garbage"), host), Some("owner is dead"));
         // Another host, or no host label: never touched.
-        assert_eq!(verdict(&base(&reused), true, "h2"), None);
-        assert_eq!(
-            verdict(&labels(&[(LABEL_SESSION, "1-1")]), false, host),
-            None
-        );
+        assert_eq!(verdict(&base(&reused), "h2"), None);
+        assert_eq!(verdict(&labels(&[(LABEL_SESSION, "1-1")]), host), None);
+        // Ephemeral or not, running or not: a live owner's container stays (it may be
+        // created and not yet started); a dead owner's goes.
         let mut eph = base(&live);
         eph.insert(LABEL_EPHEMERAL.into(), "true".into());
-        assert_eq!(verdict(&eph, false, host), Some("ephemeral and stopped"));
-        assert_eq!(verdict(&eph, true, host), None);
+        assert_eq!(verdict(&eph, host), None);
+        let mut orphan = base(&reused);
+        orphan.insert(LABEL_EPHEMERAL.into(), "true".into());
+        assert_eq!(verdict(&orphan, host), Some("owner is dead"));
     }
 }

@@ -465,3 +465,45 @@ async fn stats_show_a_busy_container() {
         "{err}"
     );
 }
+
+/// The container sweep never removes a live owner's container, not even one that is
+/// created and not yet started (an ephemeral environment between its create and its
+/// start); a dead owner's goes.
+#[tokio::test]
+async fn the_sweep_leaves_a_live_owners_unstarted_container_alone() {
+    if !engine().await {
+        return;
+    }
+    let (me, start) = runner_reaper::ledger::owner_identity().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let create = |name: &str, session: &str| {
+        let out = std::process::Command::new("docker")
+            .env_remove("DOCKER_HOST")
+            .args(["create", "--name", name])
+            .args(["--label", "runner.owner=true"])
+            .args(["--label", &format!("runner.session={session}")])
+            .args(["--label", &format!("runner.host={host}")])
+            .args(["--label", "runner.ephemeral=true"])
+            .args([&image(), "sleep", "300"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Cleanup(name.to_string())
+    };
+    let live = unique("sweep-live");
+    let dead = unique("sweep-dead");
+    let _g1 = create(&live, &format!("{me}-{start}"));
+    let _g2 = create(&dead, &format!("{me}-{}", start + 1));
+    let report = runner_docker::reap_stale_containers(Duration::from_secs(30)).await;
+    assert!(report.removed.contains(&dead), "{report}");
+    assert!(!report.removed.contains(&live), "{report}");
+    assert_eq!(containers_named(&live), 1);
+    assert_eq!(containers_named(&dead), 0);
+}
