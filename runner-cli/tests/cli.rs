@@ -1,6 +1,7 @@
 //! The `runner` binary, driven the way a user drives it.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, Output, Stdio};
 
 use nix::sys::signal::{kill, Signal};
@@ -286,7 +287,21 @@ fn a_signal_during_nix_setup_cancels_it_and_leaves_nothing() {
         return;
     }
     let cli = Cli::new();
-    let (flake, nix_config) = write_flake(&cli, "sleep 7.25; export HOOKED=yes");
+    // The hook says it runs through a FIFO, which the test waits on (an event).
+    let fifo = cli.tmp.path().join("hook-started");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let started = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let (flake, nix_config) = write_flake(
+        &cli,
+        &format!(
+            "echo started > {}; sleep 7.25; export HOOKED=yes",
+            fifo.display()
+        ),
+    );
     let mut child = cli
         .nix_cmd(
             &nix_config,
@@ -304,18 +319,17 @@ fn a_signal_during_nix_setup_cancels_it_and_leaves_nothing() {
         .spawn()
         .unwrap();
     let hook = ["sleep", "7.25"];
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while running_with_argv(&hook).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the shell hook never ran"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "runner ended before its hook ran"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&started),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(60_000u16)).unwrap();
+    assert_eq!(
+        ready,
+        1,
+        "the shell hook never ran (runner: {:?})",
+        child.try_wait()
+    );
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let status = wait_or_kill(&mut child, 20, "runner signalled during nix setup");
     assert_eq!(status.code(), Some(143));
@@ -593,26 +607,15 @@ fn quiet_runs_print_only_the_command_output() {
     assert_eq!(out.stderr, b"err\n");
 }
 
-/// Waits for `child` up to `secs`; kills it (and its group) and panics when it does
-/// not end in time.
+/// Waits for `child` up to `secs` (woken by its exit); kills it (and its group) and
+/// panics when it does not end in time.
 fn wait_or_kill(
     child: &mut std::process::Child,
     secs: u64,
     what: &str,
 ) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = nix::sys::signal::killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not end within {secs} s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    runner_core::testing::wait_within(child, std::time::Duration::from_secs(secs))
+        .unwrap_or_else(|| panic!("{what} did not end within {secs} s"))
 }
 
 /// When runner's stdout closes, the command sees the broken pipe, as under a shell.

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use runner_core::{ExitStatus, NullSink, Proc};
 use runner_native::NativeEnvironment;
@@ -122,22 +122,11 @@ fn storm(signal: nix::sys::signal::Signal, n: usize) -> String {
             sent
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = helper.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    // Woken by the helper's exit; a hung spawn is killed (with its group) at 120 s.
+    let status = runner_core::testing::wait_within(&mut helper, Duration::from_secs(120));
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = stormer.join().unwrap();
     let Some(status) = status else {
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGCONT);
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-        let _ = helper.wait();
         panic!("spawning under a {signal} storm hung ({sent} signals sent)");
     };
     let summary = lines.next().unwrap().unwrap();
@@ -178,4 +167,33 @@ fn an_owner_that_ignores_sigchld_is_told_why_it_cannot_spawn() {
         "{text}"
     );
     assert_eq!(leftovers(state.path()), Vec::<String>::new());
+}
+
+/// The shared test helper the storm and CLI tests rely on to end hung processes: it
+/// returns the status of a child that exits, and kills (with its group) and reaps
+/// one that does not.
+#[test]
+fn wait_within_returns_on_exit_and_kills_the_group_on_timeout() {
+    let mut quick = Command::new("true").process_group(0).spawn().unwrap();
+    let status = runner_core::testing::wait_within(&mut quick, Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()));
+    let mut hung = Command::new("sh")
+        .args(["-c", "sleep 300 & sleep 300"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = hung.id() as i32;
+    assert_eq!(
+        runner_core::testing::wait_within(&mut hung, Duration::from_millis(200)),
+        None
+    );
+    assert!(
+        matches!(
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None),
+            Err(nix::errno::Errno::ESRCH)
+        ) || procfs::process::all_processes()
+            .unwrap()
+            .filter_map(|p| p.ok()?.stat().ok())
+            .all(|s| s.pgrp != pgid || s.state == 'Z')
+    );
 }
