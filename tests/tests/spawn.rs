@@ -187,7 +187,9 @@ fn wait_within_returns_on_exit_and_kills_the_group_on_timeout() {
         runner_core::testing::wait_within(&mut hung, Duration::from_millis(200)),
         None
     );
-    assert!(
+    // SIGKILL is delivered asynchronously: the orphaned `sleep` may still be dying
+    // when `kill` returns, so the group is given time to go (it must, or this fails).
+    let group_gone = || {
         matches!(
             nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None),
             Err(nix::errno::Errno::ESRCH)
@@ -195,5 +197,10 @@ fn wait_within_returns_on_exit_and_kills_the_group_on_timeout() {
             .unwrap()
             .filter_map(|p| p.ok()?.stat().ok())
             .all(|s| s.pgrp != pgid || s.state == 'Z')
-    );
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !group_gone() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(group_gone(), "process group {pgid} outlived its SIGKILL");
 }
