@@ -139,9 +139,7 @@ async fn doctor() -> i32 {
     let mut rows: Vec<(&str, &str, String)> = vec![(
         "native",
         "yes",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|v| format!("Linux {}", v.trim()))
-            .unwrap_or_else(|_| "host processes".into()),
+        runner_core::os::kernel().unwrap_or_else(|| "host processes".into()),
     )];
     let docker = match runner_docker::connect().await {
         Ok(d) => match tokio::time::timeout(std::time::Duration::from_secs(2), d.version()).await {

@@ -1,8 +1,6 @@
-//! Observing a running process through `/proc`.
+//! Observing a running process through the platform's process table ([`crate::os`]).
 
 use std::time::{Duration, Instant};
-
-use procfs::process::Process;
 
 use crate::{Error, ProcessState, Result};
 
@@ -20,7 +18,7 @@ pub struct Event {
     pub error: Option<String>,
 }
 
-/// A host process we observe by pid (read through procfs, never `ps`).
+/// A host process we observe by pid (read from the process table, never `ps`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrackedProcess {
     pid: i32,
@@ -37,36 +35,30 @@ impl TrackedProcess {
         self.pid as u32
     }
 
-    fn stat(&self) -> Option<procfs::process::Stat> {
-        Process::new(self.pid).ok()?.stat().ok()
-    }
-
     /// The current state; `NotFound` when the pid is gone.
     pub fn state(&self) -> ProcessState {
-        match self.stat() {
-            Some(stat) => ProcessState::from_letter(stat.state),
-            None => ProcessState::NotFound,
+        match crate::os::process(self.pid) {
+            Ok(p) => p.state,
+            Err(_) => ProcessState::NotFound,
         }
     }
 
     /// CPU use in percent of one core, measured over `window` (not a lifetime average).
     pub async fn cpu(&self, window: Duration) -> Result<f64> {
-        let ticks = procfs::ticks_per_second() as f64;
-        let first = self.cpu_ticks()?;
+        let first = self.cpu_time()?;
         let started = Instant::now();
         tokio::time::sleep(window).await;
-        let second = self.cpu_ticks()?;
+        let second = self.cpu_time()?;
         let elapsed = started.elapsed().as_secs_f64();
         if elapsed <= 0.0 {
             return Ok(0.0);
         }
-        Ok((second.saturating_sub(first) as f64 / ticks) / elapsed * 100.0)
+        Ok(second.saturating_sub(first).as_secs_f64() / elapsed * 100.0)
     }
 
     /// Resident set size in bytes.
     pub fn memory(&self) -> Result<u64> {
-        let stat = self.stat().ok_or_else(|| self.gone())?;
-        Ok(stat.rss * procfs::page_size())
+        Ok(self.usage()?.rss_bytes)
     }
 
     /// State, CPU over `window` and memory in one [`Event`].
@@ -86,19 +78,20 @@ impl TrackedProcess {
         }
     }
 
-    fn cpu_ticks(&self) -> Result<u64> {
-        let stat = self.stat().ok_or_else(|| self.gone())?;
-        Ok(stat.utime + stat.stime)
+    fn cpu_time(&self) -> Result<Duration> {
+        Ok(self.usage()?.cpu)
     }
 
-    fn gone(&self) -> Error {
-        Error::io(
-            "read the process's /proc entry",
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("process {} not found", self.pid),
-            ),
-        )
+    fn usage(&self) -> Result<crate::os::Usage> {
+        crate::os::usage(self.pid).map_err(|_| {
+            Error::io(
+                "read the process's CPU and memory use",
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("process {} not found", self.pid),
+                ),
+            )
+        })
     }
 }
 

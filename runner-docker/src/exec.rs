@@ -140,13 +140,12 @@ impl ExecShared {
         }
         // An engine on this host: the host pid's NSpid is exact. Otherwise (a remote
         // engine, another pid namespace) scan the container's /proc.
-        match std::fs::read_to_string(format!("/proc/{host_pid}/status")) {
-            Ok(status) => Ok(status
-                .lines()
-                .find(|l| l.starts_with("NSpid:"))
-                .and_then(|l| l.split_whitespace().last())
-                .and_then(|p| p.parse().ok())),
-            Err(_) => self.find_pid().await.map(|p| p.map(i64::from)),
+        match i32::try_from(host_pid)
+            .ok()
+            .and_then(runner_core::os::namespace_pid)
+        {
+            Some(pid) => Ok(Some(pid)),
+            None => self.find_pid().await.map(|p| p.map(i64::from)),
         }
     }
 
@@ -168,19 +167,19 @@ impl ExecShared {
         }
         let mut pause = Duration::from_micros(100);
         while !self.is_finished() {
-            match std::fs::read(format!("/proc/{pid}/cmdline")) {
+            match i32::try_from(pid).ok().and_then(runner_core::os::cmdline) {
                 // Not on this host, or already gone: the engine's word is all there
                 // is, and it says the process was made.
-                Err(_) => return Ok(()),
+                None => return Ok(()),
                 // The program runs (one that rewrites its own argv included).
-                Ok(cmdline)
+                Some(cmdline)
                     if cmdline == wanted || !(cmdline.is_empty() || is_runc_init(&cmdline)) =>
                 {
                     return Ok(())
                 }
                 // Still runc's init, or a zombie (empty cmdline) the exit of which the
                 // output stream is about to report.
-                Ok(_) => {}
+                Some(_) => {}
             }
             self.pause_unless_finished(pause).await;
             pause = (pause * 2).min(Duration::from_millis(2));

@@ -6,10 +6,10 @@ pub const LABEL_OWNER: &str = "runner.owner";
 pub const LABEL_SESSION: &str = "runner.session";
 
 /// The value of [`LABEL_SESSION`] for containers this process creates: its owner
-/// identity, `<pid>-<start time>` (empty start time if `/proc` cannot say).
+/// identity, `<pid>-<start time>` (empty start time if the process table cannot say).
 pub(crate) fn session_label() -> String {
-    match runner_reaper::ledger::owner_identity() {
-        Ok((pid, start)) => format!("{pid}-{start}"),
+    match runner_core::os::owner_identity() {
+        Ok(me) => format!("{}-{}", me.pid, me.start_time),
         Err(_) => format!("{}-", std::process::id()),
     }
 }
@@ -22,14 +22,12 @@ pub(crate) fn owner_alive(session: &str) -> bool {
     let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else {
         return false;
     };
-    runner_reaper::ledger::process_is(pid, start)
+    runner_core::os::process_is(pid, start)
 }
 
 /// This host's name, as [`LABEL_HOST`](crate::LABEL_HOST) records it.
 pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
+    runner_core::os::hostname()
 }
 /// The logical name the caller gave.
 pub const LABEL_NAME: &str = "runner.name";

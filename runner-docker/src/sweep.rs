@@ -1,6 +1,6 @@
 //! The container sweep: containers whose owner died, found by label only. It lives
 //! beside the labels it reads (`names.rs`); owners are judged by the same identity
-//! as the process sweep's (`runner_reaper::ledger::process_is`).
+//! as the process sweep's (`runner_core::os::OwnerIdentity`).
 //!
 //! Only containers labelled `runner.owner` are looked at. One is removed when it was
 //! created on this host (`runner.host`) by an owner that is dead (`runner.session` is
@@ -142,7 +142,10 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        let (me, start) = runner_reaper::ledger::owner_identity().unwrap();
+        let runner_core::os::OwnerIdentity {
+            pid: me,
+            start_time: start,
+        } = runner_core::os::owner_identity().unwrap();
         let live = format!("{me}-{start}");
         let reused = format!("{me}-{}", start + 1);
         let host = "h1";

@@ -474,7 +474,10 @@ async fn the_sweep_leaves_a_live_owners_unstarted_container_alone() {
     if !engine().await {
         return;
     }
-    let (me, start) = runner_reaper::ledger::owner_identity().unwrap();
+    let runner_core::os::OwnerIdentity {
+        pid: me,
+        start_time: start,
+    } = runner_core::os::owner_identity().unwrap();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .unwrap()
         .trim()

@@ -1,20 +1,21 @@
 //! Waiting for a group leader we spawned, and signalling its group, without ever
 //! reaching a process group that is not ours.
 //!
-//! The leader is watched through a pidfd (from `CLONE_PIDFD`, else `pidfd_open`),
-//! which becomes readable when the process exits. Its group is signalled in one of
-//! two ways, and never otherwise:
+//! The leader is watched through its exit descriptor ([`runner_core::os::exit_fd`]:
+//! a pidfd on Linux, from `CLONE_PIDFD` or `pidfd_open`; a kqueue on macOS), which
+//! becomes readable when the process exits. Its group is signalled in one of two
+//! ways, and never otherwise:
 //! - through the pidfd with `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9): the kernel
 //!   resolves the group from the leader's own `struct pid`, which a reused number
-//!   never shares, so this stays right after the leader is reaped;
+//!   never shares, so this stays right after the leader is reaped (Linux only);
 //! - by number (`killpg`) while the leader is not reaped: its zombie keeps its pid,
 //!   which is the group id, from being handed to anyone else.
 //!
-//! On kernels without pidfds (before 5.3) a blocking thread waits with `WNOWAIT`,
-//! which leaves the zombie in place just the same.
+//! Where exits cannot be watched (Linux before 5.3) a blocking thread waits with
+//! `WNOWAIT`, which leaves the zombie in place just the same.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 
 use nix::libc;
@@ -32,21 +33,22 @@ pub(crate) struct Leader {
 
 #[derive(Debug)]
 enum Watch {
-    Pidfd(AsyncFd<OwnedFd>),
+    /// The exit descriptor: a pidfd on Linux, a kqueue on macOS.
+    Fd(AsyncFd<OwnedFd>),
     Thread(JoinHandle<io::Result<()>>),
 }
 
 impl Leader {
     /// Starts watching `pid`, a child of this process, through `pidfd` when the
-    /// clone gave one. Needs a Tokio runtime.
+    /// spawn gave one, else its exit descriptor. Needs a Tokio runtime.
     pub(crate) fn new(pid: i32, pidfd: Option<OwnedFd>) -> io::Result<Leader> {
         let pidfd = match pidfd {
             Some(fd) => Ok(fd),
-            None => pidfd_open(pid),
+            None => runner_core::os::exit_fd(pid),
         };
         let watch = match pidfd {
-            // SAFETY: the AsyncFd owns the pidfd and never replaces or closes it.
-            Ok(fd) => Watch::Pidfd(unsafe { AsyncFd::register(fd)? }),
+            // SAFETY: the AsyncFd owns the descriptor and never replaces or closes it.
+            Ok(fd) => Watch::Fd(unsafe { AsyncFd::register(fd)? }),
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                 Watch::Thread(tokio::task::spawn_blocking(move || wait_exited(pid)))
             }
@@ -67,7 +69,7 @@ impl Leader {
     /// Resolves once the leader has exited (it is not reaped). Cancel-safe.
     pub(crate) async fn exited(&mut self) -> io::Result<()> {
         match &mut self.watch {
-            Watch::Pidfd(fd) => fd.readable().await.map(|_| ()),
+            Watch::Fd(fd) => fd.readable().await.map(|_| ()),
             Watch::Thread(handle) => match handle.await {
                 Ok(r) => r,
                 Err(e) => Err(io::Error::other(e)),
@@ -79,14 +81,15 @@ impl Leader {
     /// addressable (and [`group_alive`](Self::group_alive) cheap) after the leader
     /// is reaped.
     pub(crate) fn signals_outlive_reap(&self) -> bool {
-        matches!(&self.watch, Watch::Pidfd(fd) if group_signals_supported(fd.get_ref()))
+        matches!(&self.watch, Watch::Fd(fd) if group_signals_supported(fd.get_ref()))
     }
 
     /// Sends `sig` (0: only check) to the leader's process group, by one of the two
     /// ways in the module documentation. False when the group is gone, or can no
     /// longer be reached safely (reaped, no pidfd group signals).
     pub(crate) fn signal_group(&self, sig: i32) -> bool {
-        if let Watch::Pidfd(fd) = &self.watch {
+        #[cfg(target_os = "linux")]
+        if let Watch::Fd(fd) = &self.watch {
             if group_signals_supported(fd.get_ref()) {
                 return pidfd_send_signal(fd.get_ref(), sig, PIDFD_SIGNAL_PROCESS_GROUP).is_ok();
             }
@@ -130,8 +133,10 @@ pub(crate) fn reap_blocking(pid: i32) -> Option<libc::c_int> {
 }
 
 /// `pidfd_send_signal`'s flag for the target's whole process group (Linux 6.9).
+#[cfg(target_os = "linux")]
 const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
 
+#[cfg(target_os = "linux")]
 fn pidfd_send_signal(fd: &OwnedFd, sig: i32, flags: libc::c_uint) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: a plain system call on a descriptor we own; no siginfo.
@@ -151,9 +156,16 @@ fn pidfd_send_signal(fd: &OwnedFd, sig: i32, flags: libc::c_uint) -> io::Result<
     }
 }
 
+/// Group signals through the exit descriptor are Linux's alone.
+#[cfg(not(target_os = "linux"))]
+fn group_signals_supported(_fd: &OwnedFd) -> bool {
+    false
+}
+
 /// Whether this kernel takes [`PIDFD_SIGNAL_PROCESS_GROUP`], probed once (signal 0,
 /// which only checks) on the first leader's pidfd: an older kernel rejects the flag
 /// with EINVAL.
+#[cfg(target_os = "linux")]
 fn group_signals_supported(fd: &OwnedFd) -> bool {
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SUPPORTED.get_or_init(|| {
@@ -206,16 +218,6 @@ fn wait_exited(pid: i32) -> io::Result<()> {
     }
 }
 
-pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open returns a new close-on-exec descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,7 +252,7 @@ mod tests {
             .unwrap();
         let pid = child.id() as i32;
         let mut leader = Leader::new(pid, None).unwrap();
-        assert!(matches!(leader.watch, Watch::Pidfd(_)));
+        assert!(matches!(leader.watch, Watch::Fd(_)));
         // SAFETY: our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         leader.exited().await.unwrap();

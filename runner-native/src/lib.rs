@@ -6,11 +6,15 @@
 //! publishes its [`ExitStatus`](runner_core::ExitStatus) to any number of waiters.
 #![deny(missing_docs)]
 
+#[cfg(target_os = "linux")]
+mod clone;
 mod environment;
 mod leader;
+mod posix;
 mod process;
 mod resolve;
 mod spawn;
+#[cfg(target_os = "linux")]
 mod stack;
 mod supervisor;
 

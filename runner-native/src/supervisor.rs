@@ -169,21 +169,19 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
 /// True when process `pid` runs `bin` (its executable's file name, or its command
 /// name as the kernel keeps it).
 fn is_named(pid: i32, bin: &str) -> bool {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .is_some_and(|exe| exe.file_name().is_some_and(|n| n == bin))
-        || std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == bin)
+    runner_core::os::runs_program(pid, bin)
 }
 
-/// Resolves once every process of `pids` has exited, woken by their pidfds. A
+/// Resolves once every process of `pids` has exited, woken by their exit
+/// descriptors (pidfds, kqueues). A
 /// process that cannot be watched (no pidfd on this kernel) makes it a short pause
 /// instead, after which the caller looks again.
 async fn exits(pids: &[i32]) {
     let mut fds = Vec::with_capacity(pids.len());
     let mut blind = false;
     for &pid in pids {
-        // SAFETY: the AsyncFd owns the fresh pidfd and never replaces or closes it.
-        let watched = crate::leader::pidfd_open(pid)
+        // SAFETY: the AsyncFd owns the fresh descriptor and never replaces or closes it.
+        let watched = runner_core::os::exit_fd(pid)
             .and_then(|fd| unsafe { tokio::io::unix::AsyncFd::register(fd).map_err(Into::into) });
         match watched {
             Ok(fd) => fds.push(fd),

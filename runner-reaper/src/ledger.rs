@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use runner_core::os;
 use serde::{Deserialize, Serialize};
 
 /// The record format version written today.
@@ -33,13 +34,14 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
-    /// A `/proc` entry could not be read (usually: the process is gone).
-    #[error("failed to read /proc for pid {pid}: {message}")]
+    /// A process could not be read from the process table (usually: it is gone).
+    #[error("failed to read process {pid} from the process table")]
     Proc {
         /// The pid.
         pid: i32,
-        /// What procfs said.
-        message: String,
+        /// What the platform said.
+        #[source]
+        source: std::io::Error,
     },
     /// The runs directory is not ours or is too open.
     #[error("refusing to use ledger directory `{}`: {reason}", .path.display())]
@@ -126,17 +128,22 @@ pub fn new_group_token() -> Result<String, LedgerError> {
 
 /// True when the environment of `pid` holds exactly `GROUP_TOKEN_VAR=token`.
 pub fn carries_token(pid: i32, token: &str) -> bool {
-    let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
-        return false;
-    };
     let mut wanted = Vec::with_capacity(GROUP_TOKEN_VAR.len() + 1 + token.len());
     wanted.extend_from_slice(GROUP_TOKEN_VAR.as_bytes());
     wanted.push(b'=');
     wanted.extend_from_slice(token.as_bytes());
-    environ.split(|b| *b == 0).any(|entry| entry == wanted)
+    os::environ_contains(pid, &wanted)
 }
 
 impl Record {
+    /// True for a *pending* record: written by the portable spawn path before its
+    /// leader exists (`pgid`, `leader_pid` and `leader_start_time` are 0, the token
+    /// is set), completed into `<pgid>.json` once the spawn returned. A sweep finds
+    /// the group of a pending record whose owner died by its token alone.
+    pub fn is_pending(&self) -> bool {
+        self.pgid == 0 && self.leader_pid == 0
+    }
+
     /// A record for a group led by `leader_pid` (whose pgid is its pid), owned by the
     /// calling process. Reads both start times and the boot id from `/proc`.
     pub fn for_group(
@@ -198,73 +205,39 @@ pub(crate) fn unborn_record_tail(
     Ok(json)
 }
 
-/// The start time of `pid` in clock ticks since boot.
+/// The start time of `pid` (see [`runner_core::os`] for its unit).
 pub fn start_time(pid: i32) -> Result<u64, LedgerError> {
-    proc_stat(pid)
-        .map(|s| s.starttime)
-        .map_err(|e| LedgerError::Proc {
-            pid,
-            message: e.to_string(),
-        })
+    os::process(pid)
+        .map(|p| p.start_time)
+        .map_err(|source| LedgerError::Proc { pid, source })
 }
 
-/// `/proc/<pid>/stat`, read with one open (procfs's `Process` opens the process's
-/// directory first, which costs a path walk more per process).
-pub(crate) fn proc_stat(pid: i32) -> procfs::ProcResult<procfs::process::Stat> {
-    use procfs::FromRead;
-    procfs::process::Stat::from_file(format!("/proc/{pid}/stat"))
-}
-
-/// True when the process `stat` describes still runs: it is not a zombie, or only its
-/// main thread is one while other threads go on (`ps` shows `Zl`; the process exits
-/// only with its last thread).
-pub(crate) fn is_running(stat: &procfs::process::Stat) -> bool {
-    stat.state != 'Z' || stat.num_threads > 1
-}
-
-/// The identity of this process as an owner: its pid and start time. A process
-/// with that pid and that start time is this one; the sweeps judge owners by it.
-pub fn owner_identity() -> Result<(i32, u64), LedgerError> {
-    current_owner()
-}
-
-/// True when `pid` still runs and started at `start_time` (so it is the process an
-/// owner identity names, not a later one that reused the pid).
-pub fn process_is(pid: i32, start_time: u64) -> bool {
-    proc_stat(pid).is_ok_and(|s| s.starttime == start_time && is_running(&s))
-}
-
-/// True when `pid` names a process that still runs (see [`is_running`]).
+/// True when `pid` names a process that still runs (see
+/// [`runner_core::os::ProcessInfo::running`]).
 pub fn process_running(pid: i32) -> bool {
-    proc_stat(pid).is_ok_and(|s| is_running(&s))
+    os::process(pid).is_ok_and(|p| p.running)
 }
 
-/// This boot's id.
+/// This boot's id ([`runner_core::os::boot_id`]).
 pub fn boot_id() -> Result<&'static str, LedgerError> {
-    static BOOT: OnceLock<String> = OnceLock::new();
-    if let Some(b) = BOOT.get() {
-        return Ok(b);
-    }
-    let path = Path::new("/proc/sys/kernel/random/boot_id");
-    let id = fs::read_to_string(path).map_err(|source| LedgerError::Io {
-        action: "read",
-        path: path.to_path_buf(),
+    os::boot_id().map_err(|source| LedgerError::Io {
+        action: "read the boot id from",
+        path: PathBuf::from(if cfg!(target_os = "macos") {
+            "sysctl kern.bootsessionuuid"
+        } else {
+            "/proc/sys/kernel/random/boot_id"
+        }),
+        source,
+    })
+}
+
+/// This process as an owner: its pid and start time ([`runner_core::os::owner_identity`]).
+pub(crate) fn current_owner() -> Result<(i32, u64), LedgerError> {
+    let me = os::owner_identity().map_err(|source| LedgerError::Proc {
+        pid: std::process::id() as i32,
         source,
     })?;
-    Ok(BOOT.get_or_init(|| id.trim().to_string()))
-}
-
-fn current_owner() -> Result<(i32, u64), LedgerError> {
-    // The owner is this process; its pid and start time never change (a fork gets
-    // its own values, so recompute when the pid differs).
-    static OWNER: OnceLock<(i32, u64)> = OnceLock::new();
-    let pid = std::process::id() as i32;
-    if let Some(o) = OWNER.get().filter(|o| o.0 == pid) {
-        return Ok(*o);
-    }
-    let owner = (pid, start_time(pid)?);
-    let _ = OWNER.set(owner);
-    Ok(owner)
+    Ok((me.pid, me.start_time))
 }
 
 /// The state directory: `$RUNNER_STATE_DIR`, else `$XDG_STATE_HOME/runner`, else
@@ -330,6 +303,8 @@ impl Drop for SparePool {
 
 /// The name of a temporary record file: `.tmp-<owner pid>-<owner start time>-<unique>`.
 const TEMP_PREFIX: &str = ".tmp-";
+/// The name of a pending record: `pending-<owner pid>-<owner start time>-<n>.json`.
+pub(crate) const PENDING_PREFIX: &str = "pending-";
 
 /// The owner that a spare or temporary file's name gives: pid and start time. Such a
 /// file whose owner is gone is garbage: nobody will rename it into place.
@@ -373,34 +348,7 @@ impl Ledger {
     /// keeps the file as a spare for this process's next record while the pool has
     /// room. A missing record is not an error.
     pub fn recycle_record(&self, pgid: i32) -> Result<(), LedgerError> {
-        let Ok(owner) = current_owner() else {
-            return self.remove_record(pgid);
-        };
-        let mut files = self.spares.files.lock().unwrap_or_else(|p| p.into_inner());
-        if files.0 != owner.0 {
-            *files = (owner.0, Vec::new());
-        }
-        if files.1.len() >= MAX_SPARES {
-            drop(files);
-            return self.remove_record(pgid);
-        }
-        let n = self.spares.seq.fetch_add(1, Ordering::Relaxed);
-        let spare = self
-            .runs
-            .join(format!("{SPARE_PREFIX}{}-{}-{n}", owner.0, owner.1));
-        let path = self.record_path(pgid);
-        match fs::rename(&path, &spare) {
-            Ok(()) => {
-                files.1.push(spare);
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(LedgerError::Io {
-                action: "retire",
-                path,
-                source,
-            }),
-        }
+        self.retire(&self.record_path(pgid))
     }
 
     /// The path prefix of this process's temporary record files,
@@ -471,48 +419,124 @@ impl Ledger {
 
     /// Writes (or replaces) the record of `record.pgid` atomically.
     pub fn write_record(&self, record: &Record) -> Result<PathBuf, LedgerError> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
         let body = serde_json::to_vec_pretty(record)?;
         let target = self.record_path(record.pgid);
-        let mut tmp = self.temp_prefix()?.into_os_string();
-        tmp.push(format!(
-            "w{}.{}",
-            record.pgid,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let tmp = PathBuf::from(tmp);
+        self.put(&target, &body)?;
+        Ok(target)
+    }
+
+    /// Writes `body` to `target` atomically: into one of this process's spare files
+    /// (no new inode) or a fresh temporary file, then renamed into place.
+    pub(crate) fn put(&self, target: &Path, body: &[u8]) -> Result<(), LedgerError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
         let io = |action, path: &Path, source| LedgerError::Io {
             action,
             path: path.to_path_buf(),
             source,
         };
-        let create = || {
-            OpenOptions::new()
+        let spare = self.take_spare().and_then(|path| {
+            // Not truncated to zero: shortened after the write (ext4 flushes a file
+            // truncated to zero and renamed over another, which costs milliseconds).
+            let file = OpenOptions::new()
                 .write(true)
-                .create_new(true)
-                .mode(0o600)
+                .truncate(false)
                 .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(&tmp)
-        };
-        // The directory is checked when it has to be created, not on every write.
-        let mut file = match create() {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.ensure_dir()?;
-                create()
+                .open(&path)
+                .ok()?;
+            Some((path, file))
+        });
+        let (tmp, mut file) = match spare {
+            Some(spare) => spare,
+            None => {
+                let mut tmp = self.temp_prefix()?.into_os_string();
+                tmp.push(format!("w{}", SEQ.fetch_add(1, Ordering::Relaxed)));
+                let tmp = PathBuf::from(tmp);
+                let create = || {
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(nix::libc::O_NOFOLLOW)
+                        .open(&tmp)
+                };
+                // The directory is checked when it has to be created, not on every
+                // write.
+                let file = match create() {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        self.ensure_dir()?;
+                        create()
+                    }
+                    other => other,
+                }
+                .map_err(|e| io("create", &tmp, e))?;
+                (tmp, file)
             }
-            other => other,
-        }
-        .map_err(|e| io("create", &tmp, e))?;
-        if let Err(e) = file.write_all(&body) {
+        };
+        let written = file.write_all(body).and_then(|()| {
+            if file.metadata()?.len() > body.len() as u64 {
+                file.set_len(body.len() as u64)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             return Err(io("write", &tmp, e));
         }
         drop(file);
-        if let Err(e) = fs::rename(&tmp, &target) {
+        if let Err(e) = fs::rename(&tmp, target) {
             let _ = fs::remove_file(&tmp);
-            return Err(io("rename into place", &target, e));
+            return Err(io("rename into place", target, e));
         }
-        Ok(target)
+        Ok(())
+    }
+
+    /// Retires the file at `path` (a record of this process): renamed to a spare
+    /// while the pool has room, else removed. A missing file is not an error.
+    pub(crate) fn retire(&self, path: &Path) -> Result<(), LedgerError> {
+        let owner = current_owner().ok();
+        let mut files = self.spares.files.lock().unwrap_or_else(|p| p.into_inner());
+        let spare = match owner {
+            Some(owner) if files.1.len() < MAX_SPARES || files.0 != owner.0 => {
+                if files.0 != owner.0 {
+                    *files = (owner.0, Vec::new());
+                }
+                let n = self.spares.seq.fetch_add(1, Ordering::Relaxed);
+                Some(
+                    self.runs
+                        .join(format!("{SPARE_PREFIX}{}-{}-{n}", owner.0, owner.1)),
+                )
+            }
+            _ => None,
+        };
+        let done = match &spare {
+            Some(spare) => fs::rename(path, spare),
+            None => fs::remove_file(path),
+        };
+        match done {
+            Ok(()) => {
+                files.1.extend(spare);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LedgerError::Io {
+                action: "retire",
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Where a pending record of this process lives (see [`Record::is_pending`]):
+    /// `<runs>/pending-<owner pid>-<owner start time>-<n>.json`.
+    pub(crate) fn pending_path(&self) -> Result<PathBuf, LedgerError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let owner = current_owner()?;
+        Ok(self.runs.join(format!(
+            "{PENDING_PREFIX}{}-{}-{}.json",
+            owner.0,
+            owner.1,
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        )))
     }
 
     /// Removes the record of `pgid`; a missing record is not an error.

@@ -33,7 +33,12 @@ pub struct PreparedRecord {
     /// A spare record file to overwrite (NUL-terminated), or empty.
     spare: Vec<u8>,
     /// Nanoseconds per clock tick (0: start times always come from `/proc`).
+    #[cfg(target_os = "linux")]
     ns_per_tick: u64,
+    /// The ledger, for the portable path's parent-side writes.
+    ledger: Ledger,
+    /// The pending record the portable path wrote, until it is completed.
+    pending: Option<PathBuf>,
     /// The boot-time clock tick read in the parent just before the clone.
     tick_before: Option<u64>,
 }
@@ -77,16 +82,72 @@ impl PreparedRecord {
                     bytes
                 })
                 .unwrap_or_default(),
+            #[cfg(target_os = "linux")]
             ns_per_tick: ns_per_tick(),
             tick_before: None,
+            ledger: ledger.clone(),
+            pending: None,
             dir,
             rest,
         }
     }
 
     /// Reads the clock the child compares with; call last before the clone.
+    #[cfg(target_os = "linux")]
     pub fn mark_clone(&mut self) {
         self.tick_before = boottime_tick(self.ns_per_tick);
+    }
+
+    /// The portable spawn path's first half, in the parent before the spawn: writes
+    /// the record of a group with `argv` in `cwd` as *pending* (see
+    /// [`Record::is_pending`](crate::Record::is_pending)) under a name of its own,
+    /// so that an owner that dies during or right after the spawn leaves a record
+    /// the sweep can act on: it finds the group by `token`, which the leader's
+    /// environment must hold as [`GROUP_TOKEN_VAR`](crate::GROUP_TOKEN_VAR).
+    pub fn write_pending(
+        ledger: &Ledger,
+        argv: &[String],
+        cwd: &Path,
+        token: &str,
+    ) -> Result<Self, LedgerError> {
+        ledger.ensure_dir()?;
+        let rest = unborn_record_tail(argv, cwd, Some(token))?;
+        let tmp_prefix = ledger.temp_prefix()?;
+        let mut prepared = Self::new(ledger, rest, tmp_prefix, None);
+        let path = ledger.pending_path()?;
+        ledger.put(&path, &prepared.json_for(0, 0))?;
+        prepared.pending = Some(path);
+        Ok(prepared)
+    }
+
+    /// The portable spawn path's second half, once the spawn returned: writes the
+    /// whole record of the leader `pid` (whose group id it is) started at
+    /// `start_time`, in place as `<pid>.json`, then retires the pending record.
+    pub fn complete(&mut self, pid: i32, start_time: u64) -> Result<(), LedgerError> {
+        let body = self.json_for(pid, start_time);
+        self.ledger.put(&self.ledger.record_path(pid), &body)?;
+        if let Some(pending) = self.pending.take() {
+            self.ledger.retire(&pending)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the pending record (the spawn failed, nothing runs).
+    pub fn abandon_pending(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            let _ = std::fs::remove_file(pending);
+        }
+    }
+
+    /// The whole record's JSON for leader `pid` started at `start`.
+    fn json_for(&self, pid: i32, start: u64) -> Vec<u8> {
+        let mut json = Vec::with_capacity(self.rest.len() + 80);
+        json.extend_from_slice(
+            format!("{{\"pgid\":{pid},\"leader_pid\":{pid},\"leader_start_time\":{start},")
+                .as_bytes(),
+        );
+        json.extend_from_slice(&self.rest);
+        json
     }
 
     /// Removes what a child `pid` that did not exec may have left: its temporary
@@ -109,6 +170,7 @@ impl PreparedRecord {
     /// clone and its `exec`, with every signal blocked, while the parent that owns
     /// this value sleeps: nothing else may touch `self` meanwhile, and the child
     /// must call nothing that allocates or locks.
+    #[cfg(target_os = "linux")]
     pub unsafe fn write_in_child(&mut self, pid: i32) -> bool {
         // SAFETY (whole body): raw system calls on buffers this child owns.
         unsafe {
@@ -179,7 +241,7 @@ impl PreparedRecord {
                     self.json.len() - off,
                     off as libc::off_t,
                 );
-                if n < 0 && *libc::__errno_location() == libc::EINTR {
+                if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                     continue;
                 }
                 ok = n > 0;
@@ -228,6 +290,7 @@ pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 
 /// Nanoseconds per `/proc` clock tick, or 0 when the kernel's conversion is not a
 /// plain division (a tick count that does not divide a second).
+#[cfg(target_os = "linux")]
 fn ns_per_tick() -> u64 {
     static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *NS.get_or_init(|| {
@@ -242,6 +305,7 @@ fn ns_per_tick() -> u64 {
 
 /// `CLOCK_BOOTTIME` in clock ticks, as `/proc/<pid>/stat` counts start times.
 /// Async-signal-safe (the vDSO or one system call).
+#[cfg(target_os = "linux")]
 fn boottime_tick(ns_per_tick: u64) -> Option<u64> {
     if ns_per_tick == 0 {
         return None;
@@ -259,6 +323,7 @@ fn boottime_tick(ns_per_tick: u64) -> Option<u64> {
 }
 
 /// Field 22 of `/proc/self/stat`, read with raw system calls.
+#[cfg(target_os = "linux")]
 fn own_start_time() -> Option<u64> {
     let mut buf = [0u8; 1024];
     // SAFETY: raw open/read/close into a stack buffer.
@@ -282,6 +347,7 @@ fn own_start_time() -> Option<u64> {
 
 /// Parses the start time out of a `/proc/<pid>/stat` line (the command name may hold
 /// spaces and parentheses, so fields are counted after the last `)`).
+#[cfg(target_os = "linux")]
 fn parse_start_time(stat: &[u8]) -> Option<u64> {
     let close = stat.iter().rposition(|b| *b == b')')?;
     // After ") " come fields 3.. ; start time is field 22, the 20th of them.
@@ -305,13 +371,10 @@ mod tests {
     use crate::Record;
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn start_time_matches_procfs() {
         let me = std::process::id() as i32;
-        let expected = procfs::process::Process::new(me)
-            .unwrap()
-            .stat()
-            .unwrap()
-            .starttime;
+        let expected = runner_core::os::process(me).unwrap().start_time;
         assert_eq!(own_start_time(), Some(expected));
         let odd = b"12 (a) b (c) d) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0";
         assert_eq!(parse_start_time(odd), Some(4242));

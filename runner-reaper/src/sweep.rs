@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::ledger::{
-    boot_id, carries_token, is_running, proc_stat, spare_owner, start_time, Ledger, Record,
+    boot_id, carries_token, spare_owner, start_time, Ledger, Record, PENDING_PREFIX,
 };
 
 /// The default time a group gets between SIGTERM and SIGKILL during a sweep.
@@ -124,7 +124,7 @@ pub fn running_members(pgid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// One read of every process in `/proc`.
+/// One read of every process in the process table.
 #[derive(Debug, Default)]
 struct Snapshot {
     /// pid -> (start time, still running)
@@ -136,20 +136,13 @@ struct Snapshot {
 impl Snapshot {
     fn take() -> Snapshot {
         let mut snap = Snapshot::default();
-        let Ok(entries) = fs::read_dir("/proc") else {
-            return snap;
-        };
-        let pids: Vec<i32> = entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        for stat in read_stats(&pids) {
-            let running = is_running(&stat);
-            snap.procs.insert(stat.pid, (stat.starttime, running));
-            if running {
+        for p in runner_core::os::processes() {
+            snap.procs.insert(p.pid, (p.start_time, p.running));
+            if p.running {
                 snap.groups
-                    .entry(stat.pgrp)
+                    .entry(p.pgid)
                     .or_default()
-                    .push((stat.pid, stat.starttime));
+                    .push((p.pid, p.start_time));
             }
         }
         snap
@@ -158,31 +151,6 @@ impl Snapshot {
     fn members(&self, pgid: i32) -> &[(i32, u64)] {
         self.groups.get(&pgid).map(Vec::as_slice).unwrap_or(&[])
     }
-}
-
-/// The `stat` of each of `pids` that still exists. Each read costs the kernel some
-/// microseconds, so a long list is split across the machine's cores (up to four).
-fn read_stats(pids: &[i32]) -> Vec<procfs::process::Stat> {
-    const PER_THREAD: usize = 64;
-    let read = |pids: &[i32]| -> Vec<procfs::process::Stat> {
-        pids.iter().filter_map(|&pid| proc_stat(pid).ok()).collect()
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = cores.min(4).min(pids.len() / PER_THREAD).max(1);
-    if threads == 1 {
-        return read(pids);
-    }
-    let mut chunks = pids.chunks(pids.len().div_ceil(threads));
-    let mine = chunks.next().unwrap_or_default();
-    std::thread::scope(|s| {
-        let others: Vec<_> = chunks.map(|c| s.spawn(move || read(c))).collect();
-        let mut stats = read(mine);
-        for other in others {
-            // A reader that panicked read nothing we can use; the sweep looks again.
-            stats.extend(other.join().unwrap_or_default());
-        }
-        stats
-    })
 }
 
 /// What one pass of the sweep knows of `/proc`. Single processes (owners, leaders)
@@ -201,8 +169,8 @@ impl ProcView {
             return table.procs.get(&pid).copied();
         }
         *self.procs.entry(pid).or_insert_with(|| {
-            let stat = proc_stat(pid).ok()?;
-            Some((stat.starttime, is_running(&stat)))
+            let p = runner_core::os::process(pid).ok()?;
+            Some((p.start_time, p.running))
         })
     }
 
@@ -219,12 +187,34 @@ impl ProcView {
     fn members(&mut self, pgid: i32) -> &[(i32, u64)] {
         self.table.get_or_insert_with(Snapshot::take).members(pgid)
     }
+
+    /// Every running process, as (pid, pgid, start time).
+    fn running(&mut self) -> impl Iterator<Item = Running> + '_ {
+        let table = self.table.get_or_insert_with(Snapshot::take);
+        table.groups.iter().flat_map(|(&pgid, members)| {
+            members.iter().map(move |&(pid, start_time)| Running {
+                pid,
+                pgid,
+                start_time,
+            })
+        })
+    }
+}
+
+/// A running process in a [`Snapshot`].
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    pid: i32,
+    pgid: i32,
+    start_time: u64,
 }
 
 enum Verdict {
     Live,
     Gone,
-    Reap(Record),
+    /// End these process groups (the record's own, or those a pending record's
+    /// token was found in).
+    Reap(Record, Vec<i32>),
     Aside(String),
 }
 
@@ -261,38 +251,42 @@ impl Ledger {
             for (path, verdict) in self.judge_all(&mut report) {
                 match verdict {
                     Verdict::Live => report.live += 1,
-                    Verdict::Gone => {
-                        if let Some(pgid) = pgid_of(&path) {
-                            match fs::remove_file(&path) {
-                                Ok(()) => report.removed.push(pgid),
-                                Err(e) => report
-                                    .errors
-                                    .push(format!("failed to remove {}: {e}", path.display())),
-                            }
-                        }
-                    }
+                    Verdict::Gone => match fs::remove_file(&path) {
+                        // A pending record names no group: it is removed, not listed.
+                        Ok(()) => report.removed.extend(pgid_of(&path)),
+                        Err(e) => report
+                            .errors
+                            .push(format!("failed to remove {}: {e}", path.display())),
+                    },
                     Verdict::Aside(reason) => self.set_aside(&path, reason, &mut report),
-                    Verdict::Reap(record) => to_reap.push((path, record)),
+                    Verdict::Reap(record, pgids) => to_reap.push((path, record, pgids)),
                 }
             }
             if to_reap.is_empty() {
                 break;
             }
             let remaining = deadline.saturating_sub(started.elapsed());
-            let pgids: Vec<i32> = to_reap.iter().map(|(_, r)| r.pgid).collect();
+            let mut pgids: Vec<i32> = to_reap.iter().flat_map(|(_, _, g)| g.clone()).collect();
+            pgids.sort_unstable();
+            pgids.dedup();
             let watch = ExitPoll::default();
             let killed = end_groups(&pgids, grace.min(remaining), remaining, watch);
-            for ((path, record), killed) in to_reap.into_iter().zip(killed) {
+            for (path, record, groups) in to_reap {
                 if let Err(e) = fs::remove_file(&path) {
                     report
                         .errors
                         .push(format!("failed to remove {}: {e}", path.display()));
                 }
-                report.reaped.push(ReapedGroup {
-                    pgid: record.pgid,
-                    argv: record.argv,
-                    killed,
-                });
+                for pgid in groups {
+                    let killed = pgids
+                        .binary_search(&pgid)
+                        .is_ok_and(|i| killed.get(i).copied().unwrap_or(false));
+                    report.reaped.push(ReapedGroup {
+                        pgid,
+                        argv: record.argv.clone(),
+                        killed,
+                    });
+                }
             }
         }
         report
@@ -436,6 +430,13 @@ fn judge(path: &Path, procs: &mut ProcView) -> Verdict {
         Ok(r) => r,
         Err(e) => return Verdict::Aside(format!("unreadable record: {e}")),
     };
+    let pending = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(PENDING_PREFIX));
+    if pending {
+        return judge_pending(record, procs);
+    }
     if pgid_of(path) != Some(record.pgid) {
         return Verdict::Aside("the file name does not match the record's group".into());
     }
@@ -455,7 +456,8 @@ fn judge(path: &Path, procs: &mut ProcView) -> Verdict {
         return Verdict::Live;
     }
     if procs.is(record.leader_pid, record.leader_start_time) {
-        return Verdict::Reap(record);
+        let pgid = record.pgid;
+        return Verdict::Reap(record, vec![pgid]);
     }
     if procs.exists(record.leader_pid) {
         // The leader's pid now belongs to another process: not ours.
@@ -473,9 +475,46 @@ fn judge(path: &Path, procs: &mut ProcView) -> Verdict {
         .iter()
         .any(|&(pid, t)| t >= record.leader_start_time && carries_token(pid, token))
     {
-        return Verdict::Reap(record);
+        let pgid = record.pgid;
+        return Verdict::Reap(record, vec![pgid]);
     }
     Verdict::Gone
+}
+
+/// A pending record (the portable spawn path wrote it before its leader existed):
+/// with its owner dead, the groups of every running process that started after the
+/// owner and carries the record's token are its group (the leader's, and any its
+/// descendants made while keeping their environment).
+fn judge_pending(record: Record, procs: &mut ProcView) -> Verdict {
+    let Some(token) = record.token.clone().filter(|_| record.is_pending()) else {
+        return Verdict::Aside("a pending record without a token, or with a group".into());
+    };
+    match boot_id() {
+        Ok(id) if id != record.boot_id => return Verdict::Gone,
+        _ => {}
+    }
+    if procs.is(record.owner_pid, record.owner_start_time) {
+        return Verdict::Live;
+    }
+    let me = std::process::id() as i32;
+    let own_group = nix::unistd::getpgrp().as_raw();
+    let mut pgids: Vec<i32> = procs
+        .running()
+        .filter(|p| p.pid != me && p.start_time >= record.owner_start_time)
+        .filter(|p| carries_token(p.pid, &token))
+        .map(|p| p.pgid)
+        .collect();
+    pgids.sort_unstable();
+    pgids.dedup();
+    if pgids.contains(&own_group) {
+        // We descend from that group (a runner started by a runner): hands off.
+        return Verdict::Live;
+    }
+    pgids.retain(|&g| g > 1);
+    if pgids.is_empty() {
+        return Verdict::Gone;
+    }
+    Verdict::Reap(record, pgids)
 }
 
 /// Ends all `pgids` at once: SIGTERM to every group, up to `grace` for them to go,
@@ -522,8 +561,9 @@ fn end_groups(pgids: &[i32], grace: Duration, limit: Duration, mut watch: ExitPo
     killed
 }
 
-/// Waits for processes to exit through pidfds, which turn readable when a process
-/// has exited (zombie or reaped). Without them (kernels before 5.3, no descriptor
+/// Waits for processes to exit through their exit descriptors (pidfds on Linux,
+/// kqueues on macOS: [`runner_core::os::exit_fd`]), which turn readable when a
+/// process has exited (zombie or reaped). Without them (kernels before 5.3, no descriptor
 /// left, nothing to watch) a wait is a short pause and the caller looks again.
 #[derive(Debug, Default)]
 struct ExitPoll {
@@ -539,14 +579,11 @@ impl ExitPoll {
         if self.blind || !self.seen.insert(pid) {
             return;
         }
-        // SAFETY: pidfd_open returns a new close-on-exec descriptor or -1.
-        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
-        match i32::try_from(fd) {
-            // SAFETY: a non-negative return is a descriptor that nothing else owns.
-            Ok(fd) if fd >= 0 => self.fds.push(unsafe { OwnedFd::from_raw_fd(fd) }),
+        match runner_core::os::exit_fd(pid) {
+            Ok(fd) => self.fds.push(fd),
             // Gone already: nothing to wait for.
-            _ if Errno::last() == Errno::ESRCH => {}
-            _ => self.go_blind(),
+            Err(e) if e.raw_os_error() == Some(Errno::ESRCH as i32) => {}
+            Err(_) => self.go_blind(),
         }
     }
 

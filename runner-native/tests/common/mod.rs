@@ -77,3 +77,9 @@ pub fn read_pid(path: &Path) -> i32 {
         .parse()
         .unwrap()
 }
+
+/// True when the tests drive the portable spawn path (`RUNNER_SPAWN=portable`).
+#[allow(dead_code)]
+pub fn portable_spawn() -> bool {
+    std::env::var_os("RUNNER_SPAWN").is_some_and(|v| v == "portable")
+}
