@@ -29,9 +29,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::ledger::{
-    boot_id, carries_token, spare_owner, start_time, Ledger, Record, PENDING_PREFIX,
-};
+use crate::ledger::{boot_id, carries_token, spare_owner, Ledger, Record, PENDING_PREFIX};
 
 /// The default time a group gets between SIGTERM and SIGKILL during a sweep.
 pub const SWEEP_GRACE: Duration = Duration::from_secs(2);
@@ -336,7 +334,8 @@ impl Ledger {
                 paths.push(path);
             } else if let Some((pid, start)) = spare_owner(name) {
                 // A spare record file of an owner that is gone: nobody will reuse it.
-                if start_time(pid).ok() != Some(start) {
+                // A zombie owner (exited, its parent slow to reap it) is gone too.
+                if !runner_core::os::process_is(pid, start) {
                     if let Err(e) = fs::remove_file(&path) {
                         report
                             .errors

@@ -460,3 +460,80 @@ fn members_of_a_leaderless_group_are_signalled_only_with_the_groups_token() {
             .unwrap();
     }
 }
+
+/// The portable spawn path's pending records (written before the spawn, keyed by the
+/// group's token): a dead owner's is acted on by the token alone, a live owner's is
+/// left alone, one whose token nobody carries is removed, one without a token is set
+/// aside.
+#[test]
+fn pending_records_are_judged_by_their_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = Ledger::at(tmp.path());
+    ledger.ensure_dir().unwrap();
+    let runs = ledger.runs_dir().to_path_buf();
+    // An owner that is dead now, started before every group below.
+    let mut owner = Command::new("sleep").arg("300").spawn().unwrap();
+    let owner_pid = owner.id() as i32;
+    let owner_start = start_time(owner_pid).unwrap();
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let me = std::process::id() as i32;
+    let template = Record::for_group(me, me, vec!["sh".into()], "/".into()).unwrap();
+    let pending = |name: &str, owner: (i32, u64), token: Option<&str>| {
+        let record = Record {
+            pgid: 0,
+            leader_pid: 0,
+            leader_start_time: 0,
+            owner_pid: owner.0,
+            owner_start_time: owner.1,
+            token: token.map(str::to_string),
+            ..template.clone()
+        };
+        assert!(record.is_pending());
+        std::fs::write(
+            runs.join(format!("pending-{name}.json")),
+            serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
+    };
+    let tokened = |token: &str| {
+        Command::new("sh")
+            .args(["-c", "sleep 300 & wait"])
+            .env("RUNNER_GROUP_TOKEN", token)
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let orphan = tokened("pend-1");
+    let kept = tokened("pend-2");
+    let dead_owner = (owner_pid, owner_start);
+    let live_owner = (me, template.owner_start_time);
+    pending("orphan", dead_owner, Some("pend-1"));
+    pending("kept", live_owner, Some("pend-2"));
+    pending("nobody", dead_owner, Some("pend-3"));
+    pending("untokened", dead_owner, None);
+    // Wait until both groups run their `sleep` (the token is in its environment).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while [&orphan, &kept]
+        .iter()
+        .any(|c| members(c.id() as i32).len() < 2)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let report = ledger.reap_stale(Duration::from_secs(20), Duration::from_secs(5));
+    assert_eq!(
+        report.reaped.iter().map(|g| g.pgid).collect::<Vec<_>>(),
+        vec![orphan.id() as i32],
+        "{report}"
+    );
+    assert_eq!(report.live, 1, "{report}");
+    assert_eq!(report.set_aside.len(), 1, "{report}");
+    assert!(report.set_aside[0].path.ends_with("pending-untokened.json"));
+    assert_eq!(records(tmp.path()), vec!["pending-kept.json".to_string()]);
+    assert!(members(orphan.id() as i32).is_empty());
+    assert_eq!(members(kept.id() as i32).len(), 2);
+    finish_killed(kept);
+    finish(orphan);
+}

@@ -137,23 +137,51 @@ fn test(extra: &[String]) -> Result {
         .env("XDG_STATE_HOME", home.join(".local/state"))
         .env("RUNNER_STATE_DIR", &state);
     let mut tested = run("cargo test --workspace", &mut cmd);
-    if tested.is_ok() {
-        // The native suite again as on kernels before 6.9 (no process-group signals
-        // through a pidfd): groups signalled by number while the leader's zombie pins
-        // the id, the leader reaped last.
+    // Again, with one setting changed each time, the suites that setting reaches.
+    let again: [(&str, &[&str], (&str, &str)); 3] = [
+        // As on kernels before 6.9 (no process-group signals through a pidfd):
+        // groups signalled by number while the leader's zombie pins the id, the
+        // leader reaped last.
+        (
+            "without pidfd group signals",
+            &["-p", "runner-native"],
+            ("RUNNER_TEST_NO_PIDFD_GROUP_SIGNALS", "1"),
+        ),
+        // The portable spawn path (macOS's: posix_spawn, the record written before
+        // the spawn): the native suite, the conformance suite (native and nix) and
+        // the SIGKILLed owner's sweep.
+        (
+            "on the portable spawn path",
+            &["-p", "runner-native"],
+            ("RUNNER_SPAWN", "portable"),
+        ),
+        (
+            "on the portable spawn path",
+            &[
+                "-p",
+                "runner-tests",
+                "--test",
+                "conformance",
+                "--test",
+                "reap_after_sigkill",
+            ],
+            ("RUNNER_SPAWN", "portable"),
+        ),
+    ];
+    for (why, args, (key, value)) in again {
+        if tested.is_err() {
+            break;
+        }
         let mut cmd = cargo();
-        cmd.args(["test", "-p", "runner-native"]);
+        cmd.arg("test").args(args);
         for (k, v) in toolchain_homes() {
             cmd.env(k, v);
         }
         cmd.env("HOME", &home)
             .env("XDG_STATE_HOME", home.join(".local/state"))
             .env("RUNNER_STATE_DIR", &state)
-            .env("RUNNER_TEST_NO_PIDFD_GROUP_SIGNALS", "1");
-        tested = run(
-            "cargo test -p runner-native (without pidfd group signals)",
-            &mut cmd,
-        );
+            .env(key, value);
+        tested = run(&format!("cargo test {} ({why})", args.join(" ")), &mut cmd);
     }
     let leftovers = docker_leftovers();
     if let Some(mut d) = dockerd {
