@@ -270,11 +270,10 @@ fn running_with_argv(argv: &[&str]) -> Vec<i32> {
         wanted.extend_from_slice(a.as_bytes());
         wanted.push(0);
     }
-    procfs::process::all_processes()
-        .unwrap()
-        .filter_map(|p| p.ok())
-        .filter(|p| p.stat().is_ok_and(|s| s.state != 'Z'))
-        .filter(|p| std::fs::read(format!("/proc/{}/cmdline", p.pid)).is_ok_and(|c| c == wanted))
+    runner_core::os::processes()
+        .into_iter()
+        .filter(|p| p.running)
+        .filter(|p| runner_core::os::cmdline(p.pid).is_some_and(|c| c == wanted))
         .map(|p| p.pid)
         .collect()
 }
@@ -725,11 +724,10 @@ fn nested_runners_are_reaped_after_the_outer_is_killed() {
     let reap = cli.run(&["reap"]);
     let text = String::from_utf8_lossy(&reap.stdout);
     assert_eq!(reap.status.code(), Some(0), "{text}");
-    let running: Vec<i32> = procfs::process::all_processes()
-        .unwrap()
-        .filter_map(|p| p.ok()?.stat().ok())
-        .filter(|s| groups.contains(&s.pgrp) && s.state != 'Z')
-        .map(|s| s.pid)
+    let running: Vec<i32> = runner_core::os::processes()
+        .into_iter()
+        .filter(|p| groups.contains(&p.pgid) && p.running)
+        .map(|p| p.pid)
         .collect();
     for pgid in &groups {
         let _ = nix::sys::signal::killpg(Pid::from_raw(*pgid), Signal::SIGKILL);

@@ -7,7 +7,6 @@ use std::sync::OnceLock;
 
 use async_trait::async_trait;
 use nix::fcntl::OFlag;
-use nix::unistd::pipe2;
 use runner_core::{
     forward, EnvLayers, Error, ExitStatus, OsEnv, Proc, ProcOptions, ProcStdin, ProcStdout, Result,
     Signal, Stream,
@@ -141,8 +140,23 @@ impl NativeProc {
     }
 }
 
+/// A close-on-exec pipe: atomically with `pipe2` on Linux; on macOS (no `pipe2`)
+/// flagged right after, as std does there (our own spawns close every descriptor
+/// not handed on anyway, with `POSIX_SPAWN_CLOEXEC_DEFAULT`).
 fn os_pipe() -> Result<(OwnedFd, OwnedFd)> {
-    pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::io("create a pipe", e.into()))
+    #[cfg(target_os = "linux")]
+    let pipe = nix::unistd::pipe2(OFlag::O_CLOEXEC);
+    #[cfg(not(target_os = "linux"))]
+    let pipe = nix::unistd::pipe().and_then(|(r, w)| {
+        for fd in [&r, &w] {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )?;
+        }
+        Ok((r, w))
+    });
+    pipe.map_err(|e| Error::io("create a pipe", e.into()))
 }
 
 /// `/dev/null`, opened once per process (close-on-exec), for children without stdin.

@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use nix::libc::{self, c_char, c_int};
+use nix::libc::{self, c_char};
 use runner_reaper::Ledger;
 
 use crate::leader::Leader;
@@ -28,6 +28,8 @@ use crate::leader::Leader;
 /// Where in the child a failure happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]
+// The portable path reports only `Exec` and `Dir`; the others are the clone child's.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) enum Stage {
     /// The child exec'd its program.
     None = 0,
@@ -49,6 +51,7 @@ pub(crate) enum Stage {
 }
 
 impl Stage {
+    #[cfg(target_os = "linux")]
     pub(crate) fn from_raw(raw: i32) -> Stage {
         match raw {
             0 => Stage::None,
@@ -208,6 +211,7 @@ impl CLaunch {
 /// Which spawn path this process uses: the portable one on macOS, and on Linux when
 /// `RUNNER_SPAWN=portable` (read once per process; tests and benchmarks drive the
 /// portable path on Linux with it).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn portable() -> bool {
     static PORTABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *PORTABLE.get_or_init(|| {
@@ -263,7 +267,8 @@ pub(crate) fn watch(
 }
 
 /// How a child that died before exec ended, from its raw wait status.
-pub(crate) fn died_before_exec(status: Option<c_int>) -> io::Error {
+#[cfg(target_os = "linux")]
+pub(crate) fn died_before_exec(status: Option<libc::c_int>) -> io::Error {
     let how = match status {
         Some(s) if libc::WIFSIGNALED(s) => format!("killed by signal {}", libc::WTERMSIG(s)),
         Some(s) if libc::WIFEXITED(s) => format!("exited with {}", libc::WEXITSTATUS(s)),

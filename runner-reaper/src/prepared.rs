@@ -18,7 +18,13 @@ use crate::{Ledger, LedgerError};
 /// and the child adds what only it knows (its pid, which is also its process group
 /// id, and its start time) with [`write_in_child`](PreparedRecord::write_in_child).
 /// The record format lives in this crate alone.
+///
+/// The portable spawn path (macOS, and Linux with `RUNNER_SPAWN=portable`) cannot
+/// write from the child; it uses [`write_pending`](PreparedRecord::write_pending)
+/// before the spawn and [`complete`](PreparedRecord::complete) after it.
 #[derive(Debug)]
+// The child-side buffers serve the Linux clone path only.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub struct PreparedRecord {
     /// `<runs>/` as bytes.
     dir: Vec<u8>,
@@ -275,6 +281,7 @@ impl PreparedRecord {
 }
 
 /// Formats `n` in decimal into `buf`, returning the digits.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {

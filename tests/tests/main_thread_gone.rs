@@ -1,6 +1,7 @@
 //! A process whose main thread has exited while other threads run (`Zl` in `ps`) is
 //! alive, though `/proc` gives its state as `Z`: as a group's leader it is reaped, as an
 //! owner it keeps its groups from being reaped.
+#![cfg(target_os = "linux")]
 
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};

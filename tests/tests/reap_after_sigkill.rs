@@ -1,6 +1,7 @@
 //! An owner is SIGKILLed with three process trees running, one of them a nested
 //! owner two levels deep, and two containers: a single sweep leaves no process, no
 //! record and no container.
+#![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

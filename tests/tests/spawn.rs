@@ -2,6 +2,7 @@
 //! multi-threaded runtime, descriptors the owner holds, job-control and other signals
 //! aimed at the owner's process group while it spawns, and an owner that ignores
 //! SIGCHLD.
+#![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd};

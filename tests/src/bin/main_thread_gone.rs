@@ -2,10 +2,17 @@
 //! `Zl`): `/proc` gives its state as `Z`, yet it is alive. Prints `ready` once the main
 //! thread is gone, then sleeps until it is killed (five minutes at most).
 
-use std::io::Write;
-use std::time::Duration;
-
+#[cfg(not(target_os = "linux"))]
 fn main() {
+    eprintln!("main-thread-gone: Linux only (it reads /proc and ends its main thread with SYS_exit)");
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "linux")]
+fn main() {
+    use std::io::Write;
+    use std::time::Duration;
+
     std::thread::spawn(|| {
         // The main thread's exit has no event to wait on; it is a matter of
         // microseconds, so look until /proc shows it.

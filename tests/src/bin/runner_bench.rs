@@ -343,10 +343,9 @@ fn reap_groups(n: usize, rounds: usize, spawn: fn() -> std::process::Child) -> R
 fn settle() {
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
-        let zombies = procfs::process::all_processes()
-            .expect("/proc")
-            .filter_map(|p| p.ok()?.stat().ok())
-            .filter(|s| s.state == 'Z')
+        let zombies = runner_core::os::processes()
+            .into_iter()
+            .filter(|p| p.state == runner_core::ProcessState::Zombie)
             .count();
         if zombies == 0 {
             return;
@@ -357,26 +356,19 @@ fn settle() {
 
 fn bare_kill(n: usize, spawn: fn() -> std::process::Child) -> Duration {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    use std::os::fd::{AsFd, OwnedFd};
     settle();
     let mut kids: Vec<_> = (0..n).map(|_| spawn()).collect();
     let pgids: Vec<i32> = kids.iter().map(|c| c.id() as i32).collect();
-    let members: Vec<i32> = procfs::process::all_processes()
-        .expect("/proc")
-        .filter_map(|p| p.ok()?.stat().ok())
-        .filter(|s| pgids.contains(&s.pgrp))
-        .map(|s| s.pid)
+    let members: Vec<i32> = runner_core::os::processes()
+        .into_iter()
+        .filter(|p| pgids.contains(&p.pgid))
+        .map(|p| p.pid)
         .collect();
     assert!(members.len() >= n, "every group has its leader");
     let mut fds: Vec<OwnedFd> = members
         .iter()
-        .map(|&pid| {
-            // SAFETY: pidfd_open returns a new descriptor or -1.
-            let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
-            assert!(fd >= 0, "pidfd_open {pid}");
-            // SAFETY: a fresh descriptor nothing else owns.
-            unsafe { OwnedFd::from_raw_fd(fd as i32) }
-        })
+        .map(|&pid| runner_core::os::exit_fd(pid).expect("an exit descriptor"))
         .collect();
     let t = Instant::now();
     for &pgid in &pgids {
