@@ -1,11 +1,13 @@
 //! Workspace automation: `cargo xtask test`, `cargo xtask test-docker` and
-//! `cargo xtask bench [--quick] [ROW-NAME-PART...]` and `cargo xtask provision`.
+//! `cargo xtask bench [--quick] [ROW-NAME-PART...]`, `cargo xtask provision` and
+//! `cargo xtask check-macos`.
 //!
 //! `test` checks formatting and clippy, provisions what the engine suites need when
 //! it can, runs every test with `HOME` and the ledger pointed at a scratch directory
 //! (tests never touch the real home), and fails if a test left a ledger record
-//! behind. `bench` builds the benchmark in release mode and writes
-//! `target/bench/results.json`.
+//! behind; it also runs `check-macos`. `bench` builds the benchmark in release mode
+//! and writes `target/bench/results.json`. `check-macos` type-checks the whole
+//! workspace, all targets, for `aarch64-apple-darwin` and `x86_64-apple-darwin`.
 #![forbid(unsafe_code)]
 
 use std::env;
@@ -19,9 +21,10 @@ fn main() {
         Some("bench") => bench(&args[1..]),
         Some("test-docker") => test_docker(),
         Some("provision") => provision(),
+        Some("check-macos") => check_macos(),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick] [ROW-NAME-PART...]\n       cargo xtask test-docker\n       cargo xtask provision"
+                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick] [ROW-NAME-PART...]\n       cargo xtask test-docker\n       cargo xtask provision\n       cargo xtask check-macos"
             );
             exit(2);
         }
@@ -116,6 +119,7 @@ fn test(extra: &[String]) -> Result {
     )?;
 
     check_feature_combinations()?;
+    check_macos()?;
     apt_install_missing();
     provision_nix()?;
     let dockerd = provision_docker()?;
@@ -263,6 +267,96 @@ fn check_feature_combinations() -> Result {
         }
     }
     Ok(())
+}
+
+/// Debian's Rust toolchain with its standard library's sources: what `check-macos`
+/// builds `std` for Apple targets with (rustup cannot fetch targets offline).
+const MACOS_CHECK_CARGO: &str = "/usr/bin/cargo";
+const MACOS_CHECK_PACKAGES: [&str; 3] = ["rustc-web", "cargo-web", "rust-web-src"];
+
+/// Type-checks the whole workspace, all targets, for both macOS targets, with
+/// `std` built from source (`-Zbuild-std`) by Debian's toolchain, offline. Any
+/// error, or a warning in one of our crates, fails it. Without the toolchain (and
+/// not root to install it) it is skipped loudly, or fails under
+/// `RUNNER_REQUIRE_ENGINES=1`.
+fn check_macos() -> Result {
+    let have = |p: &str| Path::new(p).exists();
+    let ready = || have(MACOS_CHECK_CARGO) && have("/usr/bin/rustc") && rust_src().is_some();
+    if !ready() && is_root() && on_path("apt-get") {
+        eprintln!("xtask: installing {}", MACOS_CHECK_PACKAGES.join(" "));
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(MACOS_CHECK_PACKAGES)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !install() {
+            let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+            install();
+        }
+    }
+    if !ready() {
+        let why = format!(
+            "the macOS check needs {} (apt-get install {})",
+            MACOS_CHECK_CARGO,
+            MACOS_CHECK_PACKAGES.join(" ")
+        );
+        if env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1") {
+            return Err(why);
+        }
+        eprintln!("xtask: SKIPPED: {why}");
+        return Ok(());
+    }
+    eprintln!("xtask: cargo check for aarch64-apple-darwin and x86_64-apple-darwin");
+    let output = Command::new(MACOS_CHECK_CARGO)
+        .current_dir(root())
+        .args([
+            "check",
+            "-Zbuild-std=std,panic_abort",
+            "--target",
+            "aarch64-apple-darwin",
+            "--target",
+            "x86_64-apple-darwin",
+            "--workspace",
+            "--all-targets",
+            "--message-format",
+            "short",
+        ])
+        .env("RUSTC", "/usr/bin/rustc")
+        .env("RUSTDOC", "/usr/bin/rustdoc")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_TARGET_DIR", root().join("target/macos"))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .map_err(|e| format!("failed to run {MACOS_CHECK_CARGO}: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stderr);
+    let ours: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(": warning") || l.contains(": error"))
+        .filter(|l| !l.starts_with('/'))
+        .collect();
+    if !output.status.success() || !ours.is_empty() {
+        eprint!("{text}");
+        return Err(format!(
+            "the workspace does not type-check cleanly for macOS ({} diagnostics)",
+            ours.len()
+        ));
+    }
+    eprintln!("xtask: macOS check passed");
+    Ok(())
+}
+
+/// The standard library's sources that Debian's `rust-web-src` installs.
+fn rust_src() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/src")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("library/std"))
+        .find(|p| p.exists())
 }
 
 /// Installs and configures the engines as `test` would, and leaves the dockerd it

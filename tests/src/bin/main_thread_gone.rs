@@ -4,7 +4,9 @@
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
-    eprintln!("main-thread-gone: Linux only (it reads /proc and ends its main thread with SYS_exit)");
+    eprintln!(
+        "main-thread-gone: Linux only (it reads /proc and ends its main thread with SYS_exit)"
+    );
     std::process::exit(2);
 }
 
