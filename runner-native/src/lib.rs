@@ -19,6 +19,15 @@ mod stack;
 mod supervisor;
 
 pub use environment::NativeEnvironment;
+
+/// True when this process spawns through the portable path (`posix_spawn`, the
+/// ledger record written before the spawn and completed after it): always on
+/// macOS, and on Linux when `RUNNER_SPAWN=portable` was set when the first process
+/// was spawned. Otherwise (Linux) the `clone` path, whose child writes its own record
+/// before it runs the program.
+pub fn uses_portable_spawn() -> bool {
+    spawn::portable()
+}
 pub use process::{BaseEnv, NativeProc, ProcSpec};
 /// The variable that carries a spawned group's token (see the reaper's ledger).
 pub use runner_reaper::GROUP_TOKEN_VAR;

@@ -211,7 +211,6 @@ impl CLaunch {
 /// Which spawn path this process uses: the portable one on macOS, and on Linux when
 /// `RUNNER_SPAWN=portable` (read once per process; tests and benchmarks drive the
 /// portable path on Linux with it).
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn portable() -> bool {
     static PORTABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *PORTABLE.get_or_init(|| {

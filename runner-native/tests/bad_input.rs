@@ -42,12 +42,10 @@ async fn non_executable_file_is_not_executable() {
     std::fs::write(&bad, "#!/no/such/interpreter\n").unwrap();
     std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).unwrap();
     // The first failed exec overwrites the spare record file a finished `true` left,
-    // the second writes a fresh one: both are taken back, nothing is left. (The
-    // portable path retires two files per run, its pending record and the record.)
+    // the second writes a fresh one: both are taken back, nothing is left.
     let mut ok = fx.env.new_process("true", &[]).await.unwrap();
     assert!(ok.run().await.unwrap().success());
-    let spares = if common::portable_spawn() { 2 } else { 1 };
-    assert_eq!(fx.files().len(), spares, "{:?}", fx.files());
+    assert_eq!(fx.files().len(), 1, "{:?}", fx.files());
     for _ in 0..2 {
         let mut p = fx.env.new_process("./bad.sh", &[]).await.unwrap();
         assert!(matches!(p.run().await, Err(Error::NotFound { .. })));

@@ -425,9 +425,15 @@ impl Ledger {
         Ok(target)
     }
 
+    /// Writes the record of `pgid`, already encoded, atomically.
+    pub(crate) fn write_record_bytes(&self, pgid: i32, body: &[u8]) -> Result<(), LedgerError> {
+        self.put(&self.record_path(pgid), body).map(drop)
+    }
+
     /// Writes `body` to `target` atomically: into one of this process's spare files
-    /// (no new inode) or a fresh temporary file, then renamed into place.
-    pub(crate) fn put(&self, target: &Path, body: &[u8]) -> Result<(), LedgerError> {
+    /// (no new inode) or a fresh temporary file, then renamed into place. Returns the
+    /// file, still open for writing.
+    pub(crate) fn put(&self, target: &Path, body: &[u8]) -> Result<fs::File, LedgerError> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let io = |action, path: &Path, source| LedgerError::Io {
             action,
@@ -482,12 +488,11 @@ impl Ledger {
             let _ = fs::remove_file(&tmp);
             return Err(io("write", &tmp, e));
         }
-        drop(file);
         if let Err(e) = fs::rename(&tmp, target) {
             let _ = fs::remove_file(&tmp);
             return Err(io("rename into place", target, e));
         }
-        Ok(())
+        Ok(file)
     }
 
     /// Retires the file at `path` (a record of this process): renamed to a spare

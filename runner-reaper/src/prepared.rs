@@ -43,8 +43,9 @@ pub struct PreparedRecord {
     ns_per_tick: u64,
     /// The ledger, for the portable path's parent-side writes.
     ledger: Ledger,
-    /// The pending record the portable path wrote, until it is completed.
-    pending: Option<PathBuf>,
+    /// The pending record the portable path wrote (and its file, still open), until
+    /// it is completed.
+    pending: Option<(PathBuf, std::fs::File)>,
     /// The boot-time clock tick read in the parent just before the clone.
     tick_before: Option<u64>,
 }
@@ -121,39 +122,59 @@ impl PreparedRecord {
         let tmp_prefix = ledger.temp_prefix()?;
         let mut prepared = Self::new(ledger, rest, tmp_prefix, None);
         let path = ledger.pending_path()?;
-        ledger.put(&path, &prepared.json_for(0, 0))?;
-        prepared.pending = Some(path);
+        let file = ledger.put(&path, &prepared.json_for(None))?;
+        prepared.pending = Some((path, file));
         Ok(prepared)
     }
 
     /// The portable spawn path's second half, once the spawn returned: writes the
     /// whole record of the leader `pid` (whose group id it is) started at
     /// `start_time`, in place as `<pid>.json`, then retires the pending record.
+    ///
+    /// The pending record's head has fixed-width fields, so completing it is one
+    /// write of its first bytes in place (within one page: a signal cannot tear it)
+    /// and one rename. An owner that dies between the two leaves a whole record under
+    /// the pending name, which the sweep judges as a record.
     pub fn complete(&mut self, pid: i32, start_time: u64) -> Result<(), LedgerError> {
-        let body = self.json_for(pid, start_time);
-        self.ledger.put(&self.ledger.record_path(pid), &body)?;
-        if let Some(pending) = self.pending.take() {
-            self.ledger.retire(&pending)?;
-        }
-        Ok(())
+        use std::os::unix::fs::FileExt;
+        let Some((pending, file)) = self.pending.take() else {
+            return self
+                .ledger
+                .write_record_bytes(pid, &self.json_for(Some((pid, start_time))));
+        };
+        let head = self.head(Some((pid, start_time)));
+        let io = |action, path: &Path, source| LedgerError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        };
+        file.write_all_at(&head, 0)
+            .map_err(|e| io("complete the pending record", &pending, e))?;
+        drop(file);
+        let target = self.ledger.record_path(pid);
+        std::fs::rename(&pending, &target).map_err(|e| io("rename into place", &target, e))
     }
 
     /// Removes the pending record (the spawn failed, nothing runs).
     pub fn abandon_pending(&mut self) {
-        if let Some(pending) = self.pending.take() {
+        if let Some((pending, _)) = self.pending.take() {
             let _ = std::fs::remove_file(pending);
         }
     }
 
-    /// The whole record's JSON for leader `pid` started at `start`.
-    fn json_for(&self, pid: i32, start: u64) -> Vec<u8> {
-        let mut json = Vec::with_capacity(self.rest.len() + 80);
-        json.extend_from_slice(
-            format!("{{\"pgid\":{pid},\"leader_pid\":{pid},\"leader_start_time\":{start},")
-                .as_bytes(),
-        );
+    /// The whole record's JSON for the leader (pid, start time), or pending.
+    fn json_for(&self, leader: Option<(i32, u64)>) -> Vec<u8> {
+        let mut json = self.head(leader);
         json.extend_from_slice(&self.rest);
         json
+    }
+
+    /// The record's first fields, the same length whatever their values (numbers
+    /// padded with spaces, which JSON allows): 0s for a pending record.
+    fn head(&self, leader: Option<(i32, u64)>) -> Vec<u8> {
+        let (pid, start) = leader.unwrap_or((0, 0));
+        format!("{{\"pgid\":{pid:<11},\"leader_pid\":{pid:<11},\"leader_start_time\":{start:<20},")
+            .into_bytes()
     }
 
     /// Removes what a child `pid` that did not exec may have left: its temporary

@@ -433,10 +433,12 @@ fn judge(path: &Path, procs: &mut ProcView) -> Verdict {
         .file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with(PENDING_PREFIX));
-    if pending {
+    if pending && record.is_pending() {
         return judge_pending(record, procs);
     }
-    if pgid_of(path) != Some(record.pgid) {
+    // A completed record still under its pending name (its owner died between the
+    // two steps of completing it) is judged as a record.
+    if !pending && pgid_of(path) != Some(record.pgid) {
         return Verdict::Aside("the file name does not match the record's group".into());
     }
     if record.pgid <= 1 || record.leader_pid != record.pgid {

@@ -506,6 +506,23 @@ fn pending_records_are_judged_by_their_token() {
     };
     let orphan = tokened("pend-1");
     let kept = tokened("pend-2");
+    // Completed (pid and start time written) but not yet renamed when its owner died:
+    // judged as a record, by its leader.
+    let completed = tokened("pend-4");
+    let completed_record = Record {
+        pgid: completed.id() as i32,
+        leader_pid: completed.id() as i32,
+        leader_start_time: start_time(completed.id() as i32).unwrap(),
+        owner_pid,
+        owner_start_time: owner_start,
+        token: Some("pend-4".into()),
+        ..template.clone()
+    };
+    std::fs::write(
+        runs.join("pending-completed.json"),
+        serde_json::to_vec(&completed_record).unwrap(),
+    )
+    .unwrap();
     let dead_owner = (owner_pid, owner_start);
     let live_owner = (me, template.owner_start_time);
     pending("orphan", dead_owner, Some("pend-1"));
@@ -523,11 +540,11 @@ fn pending_records_are_judged_by_their_token() {
     }
 
     let report = ledger.reap_stale(Duration::from_secs(20), Duration::from_secs(5));
-    assert_eq!(
-        report.reaped.iter().map(|g| g.pgid).collect::<Vec<_>>(),
-        vec![orphan.id() as i32],
-        "{report}"
-    );
+    let mut reaped: Vec<i32> = report.reaped.iter().map(|g| g.pgid).collect();
+    reaped.sort_unstable();
+    let mut expected = vec![orphan.id() as i32, completed.id() as i32];
+    expected.sort_unstable();
+    assert_eq!(reaped, expected, "{report}");
     assert_eq!(report.live, 1, "{report}");
     assert_eq!(report.set_aside.len(), 1, "{report}");
     assert!(report.set_aside[0].path.ends_with("pending-untokened.json"));
@@ -536,4 +553,5 @@ fn pending_records_are_judged_by_their_token() {
     assert_eq!(members(kept.id() as i32).len(), 2);
     finish_killed(kept);
     finish(orphan);
+    finish(completed);
 }

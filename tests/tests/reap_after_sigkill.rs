@@ -37,7 +37,7 @@ fn one_sweep_cleans_up_after_a_sigkilled_owner() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line, "ready\n");
-    // Records only: the portable spawn path also keeps a spare file per owner.
+    // Records only, not the owners' spare files.
     let records_before = std::fs::read_dir(state.join("runs"))
         .unwrap()
         .filter(|e| {

@@ -80,6 +80,30 @@ async fn native_spawn_wait(n: usize, state: &std::path::Path) -> Row {
     }
 }
 
+/// `native_spawn_wait` on the portable spawn path (posix_spawn, the record written
+/// before the spawn and completed after), measured in a child process that runs on
+/// it (the path is chosen once per process), baseline included.
+fn native_spawn_wait_portable(n: usize) -> Row {
+    let out = std::process::Command::new(std::env::current_exe().expect("current exe"))
+        .args(["--portable-spawn-probe", &n.to_string()])
+        .env("RUNNER_SPAWN", "portable")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("probe");
+    assert!(out.status.success(), "the portable spawn probe failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut numbers = text
+        .split_whitespace()
+        .map(|n| n.parse().unwrap_or(f64::NAN));
+    Row {
+        name: "native_spawn_wait_portable",
+        ours: numbers.next().unwrap_or(f64::NAN),
+        baseline: numbers.next().unwrap_or(f64::NAN),
+        baseline_desc: "tokio::process::Command::status(), same process",
+        target: 1.3,
+    }
+}
+
 fn yes_script(bytes: u64) -> String {
     format!("yes 'a line of build output, like a compiler would print it' | head -c {bytes}")
 }
@@ -790,6 +814,18 @@ fn main() {
         rt.block_on(detect_probe());
         return;
     }
+    if args.first().map(String::as_str) == Some("--portable-spawn-probe") {
+        // Run with RUNNER_SPAWN=portable: both sides measured in this one process.
+        assert!(
+            runner_native::uses_portable_spawn(),
+            "the probe must run on the portable spawn path"
+        );
+        let state = tempfile::tempdir().expect("state dir");
+        let n = args[1].parse().expect("count");
+        let row = rt.block_on(native_spawn_wait(n, state.path()));
+        println!("{} {}", row.ours, row.baseline);
+        return;
+    }
     if args.first().map(String::as_str) == Some("--memory-probe") {
         rt.block_on(memory_probe(PathBuf::from(&args[1])));
         return;
@@ -812,6 +848,9 @@ fn main() {
     };
     if want("native_spawn_wait") {
         rows.push(rt.block_on(native_spawn_wait(spawns, &state_path)));
+    }
+    if want("native_spawn_wait_portable") {
+        rows.push(native_spawn_wait_portable(spawns));
     }
     if want("forward_throughput") {
         rows.push(rt.block_on(forward_throughput(bytes, rounds, &state_path)));
