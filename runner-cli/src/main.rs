@@ -154,7 +154,7 @@ async fn doctor() -> i32 {
             Ok(Err(e)) => ("no", format!("the engine did not answer: {e}")),
             Err(_) => ("no", "the engine did not answer within 2 s".to_string()),
         },
-        Err(e) => ("no", e.to_string()),
+        Err(e) => ("no", runner_core::error_chain(&e)),
     };
     rows.push(("docker", docker.0, docker.1));
     let nix = match runner_nix::nix_binary() {

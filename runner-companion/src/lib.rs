@@ -231,7 +231,9 @@ async fn docker(opts: &CompanionOpts, preferred: bool) -> Result<Option<Companio
     // is reused by the environment.
     let client = match tokio::time::timeout(DOCKER_DETECT_TIMEOUT, runner_docker::connect()).await {
         Ok(Ok(client)) => client,
-        Ok(Err(e)) if preferred => return Err(unavailable(Backend::Docker, e.to_string())),
+        // The engine's own error, typed: a host can tell "engine down" apart
+        // (`Error::downcast_backend::<DockerError>()`).
+        Ok(Err(e)) if preferred => return Err(e.into()),
         Err(_) if preferred => {
             return Err(unavailable(
                 Backend::Docker,

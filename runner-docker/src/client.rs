@@ -60,7 +60,10 @@ fn current_host() -> String {
 /// without asking again.
 pub async fn connect() -> Result<Docker, DockerError> {
     let host = current_host();
-    let down = |e: bollard::errors::Error| DockerError::EngineDown(e.to_string());
+    let down = |e: bollard::errors::Error| DockerError::EngineDown {
+        action: "connect",
+        source: e.into(),
+    };
     if let Some(version) = remembered(&host) {
         let known = if host.starts_with("unix://") {
             Some(Docker::connect_with_unix(

@@ -435,10 +435,10 @@ impl DockerEnvironment {
                 ..
             })) => Err(DockerError::NoContainer(id).into()),
             Some(Err(e)) => Err(DockerError::op("read the container's stats")(e).into()),
-            None => Err(DockerError::Operation {
-                action: "read the container's stats",
-                message: "the engine sent none".into(),
-            }
+            None => Err(DockerError::unexpected(
+                "read the container's stats",
+                "the engine sent none",
+            )
             .into()),
         }
     }
@@ -514,7 +514,7 @@ impl DockerEnvironment {
                 return DockerError::PortInUse {
                     host_ip: p.host_ip.clone(),
                     host_port: p.host_port,
-                    message,
+                    source: e.into(),
                 };
             }
         }
@@ -565,10 +565,10 @@ impl DockerEnvironment {
         self.remove(&id).await?;
         match self.create_and_start(hash).await {
             Ok(id) => Ok(id),
-            Err(CreateError::NameTaken) => Err(DockerError::Operation {
-                action: "create the container",
-                message: "another process created one by the same name meanwhile".into(),
-            }),
+            Err(CreateError::NameTaken) => Err(DockerError::unexpected(
+                "create the container",
+                "another process created one by the same name meanwhile",
+            )),
             Err(CreateError::Docker(e)) => Err(e),
         }
     }

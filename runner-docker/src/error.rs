@@ -1,27 +1,53 @@
 //! Errors of the Docker backend, one variant per engine operation.
 
-/// What can go wrong talking to the Docker engine.
+/// The engine client's error behind a [`DockerError`], kept whole (shared, so the
+/// error stays `Clone` for every waiter of an exec).
+pub type EngineError = std::sync::Arc<bollard::errors::Error>;
+
+/// What can go wrong talking to the Docker engine. Causes travel as
+/// [`source`](std::error::Error::source), never folded into the message.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DockerError {
-    /// No engine answered (not running, wrong `DOCKER_HOST`, no permission).
-    #[error("the Docker engine is not reachable: {0}")]
-    EngineDown(String),
+    /// No engine answered (not running, wrong `DOCKER_HOST`, no permission), or it
+    /// went away mid-operation.
+    #[error("the Docker engine is not reachable (while trying to {action})")]
+    EngineDown {
+        /// The operation, as a "failed to ..." fragment.
+        action: &'static str,
+        /// The client's error.
+        #[source]
+        source: EngineError,
+    },
     /// The image is not present and could not be pulled.
-    #[error("image `{image}` is not available: {message}")]
+    #[error("image `{image}` is not available{}", reason_suffix(.reason))]
     ImageUnavailable {
         /// The image reference.
         image: String,
-        /// Why (the pull stream's error, or the engine's).
-        message: String,
+        /// The engine's own words, when they came in a pull stream rather than as
+        /// an error of the client (then `source`).
+        reason: Option<String>,
+        /// The client's error.
+        #[source]
+        source: Option<EngineError>,
     },
-    /// An engine operation failed.
-    #[error("failed to {action}: {message}")]
+    /// An engine operation failed: the engine answered with an error.
+    #[error("failed to {action}")]
     Operation {
         /// The operation, as a "failed to ..." fragment.
         action: &'static str,
-        /// The engine's message.
-        message: String,
+        /// The client's error.
+        #[source]
+        source: EngineError,
+    },
+    /// The engine answered, but not as it should have (no exit code, no output
+    /// stream, an ambiguous pid).
+    #[error("failed to {action}: {reason}")]
+    Unexpected {
+        /// The operation, as a "failed to ..." fragment.
+        action: &'static str,
+        /// What was wrong with the answer.
+        reason: String,
     },
     /// The environment has no container (not initialized, or removed from outside).
     #[error("the container `{0}` does not exist")]
@@ -37,15 +63,23 @@ pub enum DockerError {
     #[error("the host path `{}` of a mount does not exist", .0.display())]
     MountSourceMissing(std::path::PathBuf),
     /// A published host port is taken by another process or container.
-    #[error("host port {host_ip}:{host_port} is already in use: {message}")]
+    #[error("host port {host_ip}:{host_port} is already in use")]
     PortInUse {
         /// The host address.
         host_ip: String,
         /// The host port.
         host_port: u16,
-        /// The engine's message.
-        message: String,
+        /// The engine's error.
+        #[source]
+        source: EngineError,
     },
+}
+
+fn reason_suffix(reason: &Option<String>) -> String {
+    reason
+        .as_ref()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default()
 }
 
 impl DockerError {
@@ -58,11 +92,22 @@ impl DockerError {
             | E::HyperResponseError { .. }
             | E::HyperLegacyError { .. }
             | E::RequestTimeoutError
-            | E::SocketNotFoundError(_) => DockerError::EngineDown(format!("{action}: {e}")),
+            | E::SocketNotFoundError(_) => DockerError::EngineDown {
+                action,
+                source: e.into(),
+            },
             e => DockerError::Operation {
                 action,
-                message: e.to_string(),
+                source: e.into(),
             },
+        }
+    }
+
+    /// An answer of the engine that is not what it should be.
+    pub(crate) fn unexpected(action: &'static str, reason: impl Into<String>) -> DockerError {
+        DockerError::Unexpected {
+            action,
+            reason: reason.into(),
         }
     }
 }

@@ -240,14 +240,14 @@ impl ExecShared {
         match matches.as_slice() {
             [] => Ok(None),
             [pid] => Ok(Some(*pid)),
-            many => Err(DockerError::Operation {
-                action: "find the exec's pid",
-                message: format!(
+            many => Err(DockerError::unexpected(
+                "find the exec's pid",
+                format!(
                     "{} processes in the container run exactly {:?}; refusing to guess",
                     many.len(),
                     self.cmd
                 ),
-            }
+            )
             .into()),
         }
     }
@@ -437,11 +437,9 @@ impl Proc for DockerProc {
             .await
             .map_err(DockerError::op("start the exec"))?;
         let StartExecResults::Attached { output, input } = started else {
-            return Err(DockerError::Operation {
-                action: "attach to the exec",
-                message: "the engine detached it".into(),
-            }
-            .into());
+            return Err(
+                DockerError::unexpected("attach to the exec", "the engine detached it").into(),
+            );
         };
         if let Some(mut from_user) = self.stdin.take() {
             let mut input = input;
@@ -620,10 +618,10 @@ async fn exit_status(
             Ok(info) if info.running == Some(true) => {}
             Ok(info) => {
                 return info.exit_code.ok_or_else(|| {
-                    ExecFailure::Docker(DockerError::Operation {
-                        action: "observe the exec",
-                        message: "the engine reported no exit code".into(),
-                    })
+                    ExecFailure::Docker(DockerError::unexpected(
+                        "observe the exec",
+                        "the engine reported no exit code",
+                    ))
                 })
             }
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -644,10 +642,10 @@ async fn exit_status(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
-    Err(ExecFailure::Docker(DockerError::Operation {
-        action: "observe the exec",
-        message: "the engine still reports the exec as running after its output ended".into(),
-    }))
+    Err(ExecFailure::Docker(DockerError::unexpected(
+        "observe the exec",
+        "the engine still reports the exec as running after its output ended",
+    )))
 }
 
 #[cfg(test)]

@@ -48,11 +48,13 @@ pub async fn image_id(docker: &Docker, image: &str) -> Result<String, DockerErro
         .await
         .map_err(|e| DockerError::ImageUnavailable {
             image: image.to_string(),
-            message: e.to_string(),
+            reason: None,
+            source: Some(e.into()),
         })?;
     info.id.ok_or_else(|| DockerError::ImageUnavailable {
         image: image.to_string(),
-        message: "the engine reported no id".into(),
+        reason: Some("the engine reported no id".into()),
+        source: None,
     })
 }
 
@@ -72,7 +74,8 @@ pub(crate) async fn ensure_image_env(
                 .await
                 .map_err(|e| DockerError::ImageUnavailable {
                     image: image.to_string(),
-                    message: e.to_string(),
+                    reason: None,
+                    source: Some(e.into()),
                 })?
         }
         Err(e) => return Err(DockerError::op("inspect an image")(e)),
@@ -90,9 +93,12 @@ pub async fn get_image_if_not_present(
     if image_exists(docker, image).await? {
         return Ok(());
     }
-    let unavailable = |message: String| DockerError::ImageUnavailable {
-        image: image.to_string(),
-        message,
+    let unavailable = |reason: Option<String>, source: Option<bollard::errors::Error>| {
+        DockerError::ImageUnavailable {
+            image: image.to_string(),
+            reason,
+            source: source.map(Into::into),
+        }
     };
     let (from, tag) = match image.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') && !image.contains('@') => (repo, Some(tag)),
@@ -106,10 +112,11 @@ pub async fn get_image_if_not_present(
     let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
     let mut stream = docker.create_image(Some(options), None, None);
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| unavailable(e.to_string()))?;
+        let info = item.map_err(|e| unavailable(None, Some(e)))?;
         if let Some(detail) = info.error_detail {
             return Err(unavailable(
-                detail.message.unwrap_or_else(|| "pull failed".into()),
+                Some(detail.message.unwrap_or_else(|| "pull failed".into())),
+                None,
             ));
         }
         let layer_bytes = info
@@ -133,6 +140,9 @@ pub async fn get_image_if_not_present(
     if image_exists(docker, image).await? {
         Ok(())
     } else {
-        Err(unavailable("the pull ended without the image".into()))
+        Err(unavailable(
+            Some("the pull ended without the image".into()),
+            None,
+        ))
     }
 }

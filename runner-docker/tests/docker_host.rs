@@ -92,7 +92,7 @@ async fn docker_host_over_tcp_engine_down_and_engine_gone_mid_exec() {
             .await
             .unwrap_err();
         assert!(
-            matches!(docker_error(&err), DockerError::EngineDown(_)),
+            matches!(docker_error(&err), DockerError::EngineDown { .. }),
             "{host}: {err}"
         );
     }
@@ -125,14 +125,14 @@ async fn docker_host_over_tcp_engine_down_and_engine_gone_mid_exec() {
         .expect("wait hung after the engine went away");
     let err = r.unwrap_err();
     assert!(
-        matches!(docker_error(&err), DockerError::EngineDown(_)),
+        matches!(docker_error(&err), DockerError::EngineDown { .. }),
         "{err}"
     );
     assert!(!long.is_running().await.unwrap());
     // Shutting down without an engine says so; the guard removes the container.
     let err = env.shutdown().await.unwrap_err();
     assert!(
-        matches!(docker_error(&err), DockerError::EngineDown(_)),
+        matches!(docker_error(&err), DockerError::EngineDown { .. }),
         "{err}"
     );
 }
