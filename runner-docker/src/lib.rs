@@ -16,10 +16,13 @@ mod stats;
 mod stream;
 mod sweep;
 
+/// The engine client (bollard's), re-exported as the named escape hatch for what this
+/// crate does not wrap ([`connect`] makes one, [`DockerEnvironment::with_client`]
+/// takes one). Its API follows bollard's version, not this crate's.
 pub use bollard::Docker;
 pub use client::{connect, docker_engine_running, forget_negotiated_version};
 pub use environment::{DockerEnvironment, DockerPortMapping};
-pub use error::DockerError;
+pub use error::{DockerError, EngineError};
 pub use exec::DockerProc;
 pub use image::{get_image_if_not_present, image_exists, image_id, PullProgress};
 pub use names::{
