@@ -22,9 +22,10 @@ fn main() {
         Some("test-docker") => test_docker(),
         Some("provision") => provision(),
         Some("check-macos") => check_macos(),
+        Some("check-layering") => check_layering(),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick] [ROW-NAME-PART...]\n       cargo xtask test-docker\n       cargo xtask provision\n       cargo xtask check-macos"
+                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick] [ROW-NAME-PART...]\n       cargo xtask test-docker\n       cargo xtask provision\n       cargo xtask check-macos\n       cargo xtask check-layering"
             );
             exit(2);
         }
@@ -118,6 +119,7 @@ fn test(extra: &[String]) -> Result {
         ]),
     )?;
 
+    check_layering()?;
     check_feature_combinations()?;
     check_macos()?;
     apt_install_missing();
@@ -223,6 +225,63 @@ fn test(extra: &[String]) -> Result {
 /// Each backend feature of the facade builds alone, and a docker-only build carries
 /// no Nix code (and the reverse); the ledger crate carries no engine client and no
 /// async runtime.
+/// The crate graph drawn from the manifests: which workspace crates each one may
+/// depend on (normal dependencies). Four floors: core and reaper at the bottom,
+/// native and docker beside each other, nix on native, then companion and CLI.
+const LAYERS: [(&str, &[&str]); 7] = [
+    ("runner-core", &[]),
+    ("runner-reaper", &["runner-core"]),
+    ("runner-native", &["runner-core", "runner-reaper"]),
+    ("runner-docker", &["runner-core"]),
+    ("runner-nix", &["runner-core", "runner-native"]),
+    (
+        "runner-companion",
+        &[
+            "runner-core",
+            "runner-native",
+            "runner-reaper",
+            "runner-docker",
+            "runner-nix",
+        ],
+    ),
+    (
+        "runner-cli",
+        &[
+            "runner-core",
+            "runner-native",
+            "runner-reaper",
+            "runner-docker",
+            "runner-nix",
+        ],
+    ),
+];
+
+/// Fails when a crate depends on a workspace crate its floor does not allow.
+fn check_layering() -> Result {
+    for (krate, allowed) in LAYERS {
+        let tree = cargo()
+            .args([
+                "tree", "--quiet", "-e", "normal", "--depth", "1", "--prefix", "none",
+            ])
+            .args(["-p", krate])
+            .output()
+            .map_err(|e| format!("failed to run cargo tree: {e}"))?;
+        let tree = String::from_utf8_lossy(&tree.stdout);
+        for dep in tree
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+        {
+            if dep.starts_with("runner-") && dep != krate && !allowed.contains(&dep) {
+                return Err(format!(
+                    "{krate} depends on {dep}: the crate graph allows it only {allowed:?} (ARCHITECTURE.md)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_feature_combinations() -> Result {
     let tree = cargo()
         .args(["tree", "--quiet", "-e", "normal", "-p", "runner-reaper"])

@@ -211,14 +211,32 @@ pub(super) fn exit_fd(pid: i32) -> io::Result<OwnedFd> {
     };
     if rc < 0 {
         let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ESRCH) && process(pid).is_ok() {
-            // A zombie cannot be watched, but it has exited: hand back a descriptor
-            // that is readable at once (a pipe whose writer is closed).
+        if e.raw_os_error() == Some(libc::ESRCH) && is_exited_child(pid) {
+            // Our child that has already exited (a zombie) cannot be watched, but it
+            // has exited: hand back a descriptor that is readable at once (a pipe
+            // whose writer is closed).
             return exited_already();
         }
         return Err(e);
     }
     Ok(kq)
+}
+
+/// True when `pid` is a child of ours that has exited and is not reaped (asked with
+/// `WNOWAIT`, so it stays unreaped).
+fn is_exited_child(pid: i32) -> bool {
+    let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
+    // SAFETY: a valid out-pointer; WNOWAIT leaves the child as it is.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            info.as_mut_ptr(),
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: zeroed, then filled by the kernel when a child matched.
+    rc == 0 && unsafe { info.assume_init() }.si_pid == pid
 }
 
 fn exited_already() -> io::Result<OwnedFd> {
