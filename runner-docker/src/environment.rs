@@ -1,66 +1,22 @@
-//! `DockerEnvironment`: one labelled container per environment.
+//! `DockerEnvironment`: one labelled container per environment (what the container
+//! is, its labels and removal: `container.rs`), its execs' shared state, and the
+//! container's own output.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
 use runner_core::{
     Backend, EnvLayers, EnvironmentVariable, Error, Output, Proc, Result, RunnerEnvironment,
 };
-use sha2::{Digest, Sha256};
 
+use crate::container::{self, Config, CreateError, DockerPortMapping};
 use crate::exec::{DockerProc, ExecShared, Inner, Running};
-use crate::names::*;
+use crate::names::{container_name, LABEL_CONFIG};
 use crate::stream::{forward_logs, OutputStream};
 use crate::{client, image, DockerError};
-
-/// A host port published to a container port.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct DockerPortMapping {
-    /// The host address (127.0.0.1 unless asked otherwise).
-    pub host_ip: String,
-    /// The host port.
-    pub host_port: u16,
-    /// The container port.
-    pub container_port: u16,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-struct Config {
-    image: String,
-    mounts: Vec<(PathBuf, PathBuf)>,
-    ports: Vec<DockerPortMapping>,
-    env: Vec<String>,
-    command: Option<Vec<String>>,
-    work_dir: Option<PathBuf>,
-    user: Option<String>,
-    pause: bool,
-    ephemeral: bool,
-}
-
-impl Config {
-    fn hash(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        Sha256::digest(&json)
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-}
-
-/// Why creating the container failed.
-enum CreateError {
-    /// A container by that name exists.
-    NameTaken,
-    /// Anything else.
-    Docker(DockerError),
-}
 
 /// Runs processes as `exec`s in one container.
 ///
@@ -275,127 +231,24 @@ impl DockerEnvironment {
         }
     }
 
-    fn labels(&self, hash: &str) -> HashMap<String, String> {
-        let mut labels = HashMap::from([
-            (LABEL_OWNER.to_string(), "true".to_string()),
-            (LABEL_SESSION.to_string(), crate::names::session_label()),
-            (LABEL_NAME.to_string(), self.name.clone()),
-            (LABEL_HOST.to_string(), crate::names::hostname()),
-            (LABEL_CONFIG.to_string(), hash.to_string()),
-        ]);
-        if self.config.ephemeral {
-            labels.insert(LABEL_EPHEMERAL.to_string(), "true".to_string());
-        }
-        labels
-    }
-
-    fn create_body(&self, hash: &str) -> ContainerCreateBody {
-        let binds = self
-            .config
-            .mounts
-            .iter()
-            .map(|(h, t)| format!("{}:{}", h.display(), t.display()))
-            .collect();
-        let port_bindings = self
-            .config
-            .ports
-            .iter()
-            .map(|p| {
-                (
-                    format!("{}/tcp", p.container_port),
-                    Some(vec![PortBinding {
-                        host_ip: Some(p.host_ip.clone()),
-                        host_port: Some(p.host_port.to_string()),
-                    }]),
-                )
-            })
-            .collect();
-        let cmd = if self.config.pause {
-            Some(vec!["sleep".to_string(), "infinity".to_string()])
-        } else {
-            self.config.command.clone()
-        };
-        // Docker 20.10 ignores a binding for a port the container does not expose.
-        let exposed_ports = self
-            .config
-            .ports
-            .iter()
-            .map(|p| format!("{}/tcp", p.container_port))
-            .collect();
-        ContainerCreateBody {
-            image: Some(self.config.image.clone()),
-            exposed_ports: Some(exposed_ports),
-            cmd,
-            env: Some(self.config.env.clone()),
-            labels: Some(self.labels(hash)),
-            working_dir: self
-                .config
-                .work_dir
-                .as_ref()
-                .map(|d| d.display().to_string()),
-            user: self.config.user.clone(),
-            host_config: Some(HostConfig {
-                binds: Some(binds),
-                port_bindings: Some(port_bindings),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    async fn remove(&self, id: &str) -> std::result::Result<(), DockerError> {
-        let options = RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
-        match self.inner.docker.remove_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            // Already being removed by someone else.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(DockerError::op("remove the container")(e)),
-        }
-    }
-
     async fn create_and_start(&self, hash: &str) -> std::result::Result<String, CreateError> {
         let docker = &self.inner.docker;
-        let options = CreateContainerOptions {
-            name: Some(self.container_name.clone()),
-            ..Default::default()
-        };
-        let created = match docker
-            .create_container(Some(options), self.create_body(hash))
-            .await
-        {
-            Ok(c) => c,
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => return Err(CreateError::NameTaken),
-            Err(e) => {
-                return Err(CreateError::Docker(
-                    DockerError::op("create the container")(e),
-                ))
-            }
-        };
+        let body = self.config.create_body(&self.name, hash);
+        let created = container::create(docker, &self.container_name, body).await?;
         // From here on, anything that fails removes what we created.
-        let logs = match self.attach(&created.id).await {
+        let logs = match self.attach(&created).await {
             Ok(logs) => logs,
             Err(e) => {
-                let _ = self.remove(&created.id).await;
+                let _ = container::remove(&self.inner.docker, &created).await;
                 return Err(CreateError::Docker(e));
             }
         };
-        if let Err(e) = docker.start_container(&created.id, None).await {
-            let _ = self.remove(&created.id).await;
-            return Err(CreateError::Docker(self.start_error(e)));
+        if let Err(e) = docker.start_container(&created, None).await {
+            let _ = container::remove(&self.inner.docker, &created).await;
+            return Err(CreateError::Docker(self.config.start_error(e)));
         }
         self.follow(logs);
-        Ok(created.id)
+        Ok(created)
     }
 
     /// Like [`RunnerEnvironment::new_process`], as the concrete [`DockerProc`] (for its
@@ -497,39 +350,6 @@ impl DockerEnvironment {
         }
     }
 
-    /// A start failure, typed: a published port that is taken becomes `PortInUse`.
-    fn start_error(&self, e: bollard::errors::Error) -> DockerError {
-        let message = e.to_string();
-        let port_taken = message.contains("address already in use")
-            || message.contains("port is already allocated");
-        if port_taken {
-            // The engine names the port in its message; fall back to the first one.
-            let port = self
-                .config
-                .ports
-                .iter()
-                .find(|p| message.contains(&format!(":{}", p.host_port)))
-                .or(self.config.ports.first());
-            if let Some(p) = port {
-                return DockerError::PortInUse {
-                    host_ip: p.host_ip.clone(),
-                    host_port: p.host_port,
-                    source: e.into(),
-                };
-            }
-        }
-        DockerError::op("start the container")(e)
-    }
-
-    /// Every mount's host path must exist: Docker would otherwise create an empty
-    /// root-owned directory in its place.
-    fn check_mounts(&self) -> std::result::Result<(), DockerError> {
-        match self.config.mounts.iter().find(|(h, _)| !h.exists()) {
-            Some((h, _)) => Err(DockerError::MountSourceMissing(h.clone())),
-            None => Ok(()),
-        }
-    }
-
     /// A container by our name exists: reuse it when its configuration hash matches
     /// (starting it if stopped), else replace it.
     async fn reuse_or_replace(&self, hash: &str) -> std::result::Result<String, DockerError> {
@@ -556,13 +376,13 @@ impl DockerEnvironment {
                 docker
                     .start_container(&id, None)
                     .await
-                    .map_err(|e| self.start_error(e))?;
+                    .map_err(|e| self.config.start_error(e))?;
             }
             self.follow(logs);
             return Ok(id);
         }
         tracing::info!(container = %self.container_name, "configuration changed; recreating");
-        self.remove(&id).await?;
+        container::remove(&self.inner.docker, &id).await?;
         match self.create_and_start(hash).await {
             Ok(id) => Ok(id),
             Err(CreateError::NameTaken) => Err(DockerError::unexpected(
@@ -594,7 +414,7 @@ impl RunnerEnvironment for DockerEnvironment {
         if self.shut_down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::ShutDown);
         }
-        self.check_mounts()?;
+        self.config.check_mounts()?;
         let hash = self.config.hash();
         // The common case costs one create and one start; only a name conflict makes us
         // look at the existing container.
@@ -644,7 +464,7 @@ impl RunnerEnvironment for DockerEnvironment {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(r) = running {
-            self.remove(&r.id).await?;
+            container::remove(&self.inner.docker, &r.id).await?;
         }
         self.finish_logs().await;
         stopped

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod container;
 mod environment;
 mod error;
 mod exec;
@@ -21,7 +22,8 @@ mod sweep;
 /// takes one). Its API follows bollard's version, not this crate's.
 pub use bollard::Docker;
 pub use client::{connect, docker_engine_running, forget_negotiated_version};
-pub use environment::{DockerEnvironment, DockerPortMapping};
+pub use container::DockerPortMapping;
+pub use environment::DockerEnvironment;
 pub use error::{DockerError, EngineError};
 pub use exec::DockerProc;
 pub use image::{get_image_if_not_present, image_exists, image_id, PullProgress};

@@ -1,0 +1,200 @@
+//! The container itself: its configuration (and the hash a reused container must
+//! match), labels, the body the engine is asked to create, typed start failures, and
+//! removal. `environment.rs` orchestrates these; this file imports nothing of it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
+use bollard::Docker;
+use sha2::{Digest, Sha256};
+
+use crate::names::{
+    hostname, session_label, LABEL_CONFIG, LABEL_EPHEMERAL, LABEL_HOST, LABEL_NAME, LABEL_OWNER,
+    LABEL_SESSION,
+};
+use crate::DockerError;
+
+/// A host port published to a container port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct DockerPortMapping {
+    /// The host address (127.0.0.1 unless asked otherwise).
+    pub host_ip: String,
+    /// The host port.
+    pub host_port: u16,
+    /// The container port.
+    pub container_port: u16,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Config {
+    pub(crate) image: String,
+    pub(crate) mounts: Vec<(PathBuf, PathBuf)>,
+    pub(crate) ports: Vec<DockerPortMapping>,
+    pub(crate) env: Vec<String>,
+    pub(crate) command: Option<Vec<String>>,
+    pub(crate) work_dir: Option<PathBuf>,
+    pub(crate) user: Option<String>,
+    pub(crate) pause: bool,
+    pub(crate) ephemeral: bool,
+}
+
+impl Config {
+    /// The configuration's hash (`runner.config`): a container is reused only
+    /// when it matches.
+    pub(crate) fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(&json)
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The labels of a container named `name` with this configuration (`hash`).
+    fn labels(&self, name: &str, hash: &str) -> HashMap<String, String> {
+        let mut labels = HashMap::from([
+            (LABEL_OWNER.to_string(), "true".to_string()),
+            (LABEL_SESSION.to_string(), session_label()),
+            (LABEL_NAME.to_string(), name.to_string()),
+            (LABEL_HOST.to_string(), hostname()),
+            (LABEL_CONFIG.to_string(), hash.to_string()),
+        ]);
+        if self.ephemeral {
+            labels.insert(LABEL_EPHEMERAL.to_string(), "true".to_string());
+        }
+        labels
+    }
+
+    /// What the engine is asked to create for the environment `name`.
+    pub(crate) fn create_body(&self, name: &str, hash: &str) -> ContainerCreateBody {
+        let binds = self
+            .mounts
+            .iter()
+            .map(|(h, t)| format!("{}:{}", h.display(), t.display()))
+            .collect();
+        let port_bindings = self
+            .ports
+            .iter()
+            .map(|p| {
+                (
+                    format!("{}/tcp", p.container_port),
+                    Some(vec![PortBinding {
+                        host_ip: Some(p.host_ip.clone()),
+                        host_port: Some(p.host_port.to_string()),
+                    }]),
+                )
+            })
+            .collect();
+        let cmd = if self.pause {
+            Some(vec!["sleep".to_string(), "infinity".to_string()])
+        } else {
+            self.command.clone()
+        };
+        // Docker 20.10 ignores a binding for a port the container does not expose.
+        let exposed_ports = self
+            .ports
+            .iter()
+            .map(|p| format!("{}/tcp", p.container_port))
+            .collect();
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            exposed_ports: Some(exposed_ports),
+            cmd,
+            env: Some(self.env.clone()),
+            labels: Some(self.labels(name, hash)),
+            working_dir: self.work_dir.as_ref().map(|d| d.display().to_string()),
+            user: self.user.clone(),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                port_bindings: Some(port_bindings),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A start failure, typed: a published port that is taken becomes `PortInUse`.
+    pub(crate) fn start_error(&self, e: bollard::errors::Error) -> DockerError {
+        let message = e.to_string();
+        let port_taken = message.contains("address already in use")
+            || message.contains("port is already allocated");
+        if port_taken {
+            // The engine names the port in its message; fall back to the first one.
+            let port = self
+                .ports
+                .iter()
+                .find(|p| message.contains(&format!(":{}", p.host_port)))
+                .or(self.ports.first());
+            if let Some(p) = port {
+                return DockerError::PortInUse {
+                    host_ip: p.host_ip.clone(),
+                    host_port: p.host_port,
+                    source: e.into(),
+                };
+            }
+        }
+        DockerError::op("start the container")(e)
+    }
+
+    /// Every mount's host path must exist: Docker would otherwise create an empty
+    /// root-owned directory in its place.
+    pub(crate) fn check_mounts(&self) -> std::result::Result<(), DockerError> {
+        match self.mounts.iter().find(|(h, _)| !h.exists()) {
+            Some((h, _)) => Err(DockerError::MountSourceMissing(h.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why creating the container failed.
+pub(crate) enum CreateError {
+    /// A container by that name exists.
+    NameTaken,
+    /// Anything else.
+    Docker(DockerError),
+}
+
+/// Creates the container `name` from `body`; its id. A name that is taken is
+/// [`CreateError::NameTaken`] (the caller decides whether to reuse it).
+pub(crate) async fn create(
+    docker: &Docker,
+    name: &str,
+    body: ContainerCreateBody,
+) -> Result<String, CreateError> {
+    let options = CreateContainerOptions {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    match docker.create_container(Some(options), body).await {
+        Ok(created) => Ok(created.id),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => Err(CreateError::NameTaken),
+        Err(e) => Err(CreateError::Docker(
+            DockerError::op("create the container")(e),
+        )),
+    }
+}
+
+/// Removes container `id` with its anonymous volumes; one that is gone or already
+/// being removed is not an error.
+pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        // Already being removed by someone else.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => Ok(()),
+        Err(e) => Err(DockerError::op("remove the container")(e)),
+    }
+}
