@@ -15,19 +15,12 @@ use crate::ProcessState;
 /// `pbi_status` of a zombie (`SZOMB` in `<sys/proc.h>`).
 const SZOMB: u32 = 5;
 
-fn bsdinfo(pid: i32) -> io::Result<libc::proc_bsdinfo> {
-    let mut info = MaybeUninit::<libc::proc_bsdinfo>::zeroed();
-    let size = size_of::<libc::proc_bsdinfo>() as libc::c_int;
+/// `proc_pidinfo(pid, flavor)` into a `T`, the C struct of that flavor.
+fn pidinfo<T>(pid: i32, flavor: libc::c_int) -> io::Result<T> {
+    let mut info = MaybeUninit::<T>::zeroed();
+    let size = size_of::<T>() as libc::c_int;
     // SAFETY: the buffer is as large as the size we pass.
-    let n = unsafe {
-        libc::proc_pidinfo(
-            pid,
-            libc::PROC_PIDTBSDINFO,
-            0,
-            info.as_mut_ptr().cast(),
-            size,
-        )
-    };
+    let n = unsafe { libc::proc_pidinfo(pid, flavor, 0, info.as_mut_ptr().cast(), size) };
     if n != size {
         let e = io::Error::last_os_error();
         return Err(if n == 0 && e.raw_os_error() == Some(0) {
@@ -36,8 +29,12 @@ fn bsdinfo(pid: i32) -> io::Result<libc::proc_bsdinfo> {
             e
         });
     }
-    // SAFETY: the kernel filled the whole struct.
+    // SAFETY: the kernel filled the whole struct (plain C data, zeroed before).
     Ok(unsafe { info.assume_init() })
+}
+
+fn bsdinfo(pid: i32) -> io::Result<libc::proc_bsdinfo> {
+    pidinfo(pid, libc::PROC_PIDTBSDINFO)
 }
 
 pub(super) fn process(pid: i32) -> io::Result<ProcessInfo> {
@@ -77,23 +74,7 @@ pub(super) fn processes() -> Vec<ProcessInfo> {
 }
 
 pub(super) fn usage(pid: i32) -> io::Result<Usage> {
-    let mut info = MaybeUninit::<libc::proc_taskinfo>::zeroed();
-    let size = size_of::<libc::proc_taskinfo>() as libc::c_int;
-    // SAFETY: the buffer is as large as the size we pass.
-    let n = unsafe {
-        libc::proc_pidinfo(
-            pid,
-            libc::PROC_PIDTASKINFO,
-            0,
-            info.as_mut_ptr().cast(),
-            size,
-        )
-    };
-    if n != size {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel filled the whole struct.
-    let info = unsafe { info.assume_init() };
+    let info: libc::proc_taskinfo = pidinfo(pid, libc::PROC_PIDTASKINFO)?;
     // CPU times are in Mach absolute time units: nanoseconds on Intel, not on Apple
     // silicon.
     let (numer, denom) = timebase();
@@ -255,25 +236,7 @@ fn exited_already() -> io::Result<OwnedFd> {
 }
 
 pub(super) fn boot_id() -> io::Result<String> {
-    let name = CString::new("kern.bootsessionuuid").map_err(io::Error::other)?;
-    let mut buf = [0u8; 64];
-    let mut len: libc::size_t = buf.len();
-    // SAFETY: the buffer holds `len` bytes.
-    let rc = unsafe {
-        libc::sysctlbyname(
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            &mut len,
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let id = &buf[..len.min(buf.len())];
-    let id = id.split(|b| *b == 0).next().unwrap_or_default();
-    Ok(String::from_utf8_lossy(id).into_owned())
+    sysctl_string("kern.bootsessionuuid").ok_or_else(io::Error::last_os_error)
 }
 
 /// The arguments from `sysctl(KERN_PROCARGS2)`, NUL-terminated.
