@@ -68,6 +68,9 @@ pub(crate) struct ExecShared {
     sent: Mutex<Option<i32>>,
     /// The exec's pid on the engine's host, once the engine reported it.
     host_pid: std::sync::OnceLock<i64>,
+    /// That process's start time, when the engine runs on this host (so the host's
+    /// process table shows it): what proves a host pid is still the exec's.
+    host_start: std::sync::OnceLock<u64>,
 }
 
 impl ExecShared {
@@ -109,6 +112,12 @@ impl ExecShared {
                 .await
                 .map_err(DockerError::op("inspect the exec"))?;
             if let Some(pid) = info.pid.filter(|p| *p > 0) {
+                if let Some(p) = i32::try_from(pid)
+                    .ok()
+                    .and_then(|p| runner_core::os::process(p).ok())
+                {
+                    let _ = self.host_start.set(p.start_time);
+                }
                 return Ok(Some(*self.host_pid.get_or_init(|| pid)));
             }
             if info.exit_code.is_some() {
@@ -252,24 +261,45 @@ impl ExecShared {
         }
     }
 
+    /// Sends `signal` to the exec's whole process group: runc makes every exec the
+    /// leader of its own session and group, so its children are signalled with it.
+    /// With the engine on this host (the host's process table shows the exec's
+    /// process, with the start time it had when the engine reported it) the group is
+    /// signalled from here, by its host id; otherwise, or where the host refuses (an
+    /// engine of another user), by `kill -s SIG -<pgid>` run as an exec.
     async fn signal(&self, signal: Signal) -> Result<()> {
-        if self.is_finished() {
+        if self.is_finished() || self.inner.running().is_none() {
             return Ok(());
         }
-        if self.inner.running().is_none() {
-            return Ok(());
+        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(signal.number());
+        if let (Some(pid), Some(start)) = (self.host_pid().await?, self.host_start.get()) {
+            if let Ok(pid) = i32::try_from(pid) {
+                // The group outlives its leader while members run; its id is the
+                // leader's, which the start time still names while the leader runs.
+                let leader_is_ours = runner_core::os::process_is(pid, *start);
+                let members_left = !leader_is_ours
+                    && !self.is_finished()
+                    && runner_core::os::processes()
+                        .iter()
+                        .any(|p| p.pgid == pid && p.running && p.start_time >= *start);
+                if (leader_is_ours || members_left)
+                    && runner_core::os::signal_group(pid, signal.number()).is_ok()
+                {
+                    return Ok(());
+                }
+            }
         }
         let Some(pid) = self.container_pid().await? else {
             return Ok(());
         };
-        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(signal.number());
         let cmd = vec![
             "kill".to_string(),
             "-s".to_string(),
             signal.name().trim_start_matches("SIG").to_string(),
-            pid.to_string(),
+            format!("-{pid}"),
         ];
-        self.run_helper("signal the exec", cmd).await?;
+        self.run_helper("signal the exec's process group", cmd)
+            .await?;
         Ok(())
     }
 
@@ -459,6 +489,7 @@ impl Proc for DockerProc {
             status: status_rx,
             sent: Mutex::new(None),
             host_pid: std::sync::OnceLock::new(),
+            host_start: std::sync::OnceLock::new(),
         });
         tokio::spawn(supervise(
             Arc::clone(&shared),

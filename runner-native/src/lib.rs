@@ -29,9 +29,9 @@ pub fn uses_portable_spawn() -> bool {
     spawn::portable()
 }
 pub use process::{BaseEnv, NativeProc, ProcSpec};
-/// The variable that carries a spawned group's token (see the reaper's ledger).
-pub use runner_reaper::GROUP_TOKEN_VAR;
 /// The ledger a [`ProcSpec`] registers its group in, re-exported so that a backend
 /// building specs (Nix) or a caller pointing processes at another state directory
 /// needs no direct dependency on `runner-reaper`.
 pub use runner_reaper::Ledger;
+/// The variable that carries a spawned group's token (see the reaper's ledger).
+pub use runner_reaper::GROUP_TOKEN_VAR;

@@ -185,6 +185,31 @@ async fn suite(c: &Companion, src: &std::path::Path) {
         .unwrap();
     assert_eq!(p.try_status(), Some(ExitStatus::Signaled(9)));
 
+    // Stop ends the whole process tree: a shell and the two children it waits for,
+    // found afterwards by their exact command line wherever the backend runs them.
+    let mut p = c
+        .new_process(
+            "sh",
+            &["-c", "sleep 3001 & sleep 3001 & echo ready; wait"],
+        )
+        .await
+        .unwrap();
+    p.with_stop_grace(Duration::from_secs(10));
+    let mut out = p.stdout_pipe().unwrap();
+    p.start().await.unwrap();
+    let mut ready = [0u8; 6];
+    out.read_exact(&mut ready).await.unwrap();
+    let scan = "for d in /proc/[0-9]*; do tr '\\0' ' ' < $d/cmdline 2>/dev/null; echo; done";
+    let count = |listing: &str| listing.lines().filter(|l| l.trim() == "sleep 3001").count();
+    let (_, before, _) = run(c, scan).await;
+    assert_eq!(count(&before), 2, "{before}");
+    tokio::time::timeout(Duration::from_secs(20), p.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, after, _) = run(c, scan).await;
+    assert_eq!(count(&after), 0, "a child outlived stop:\n{after}");
+
     // A missing binary is a typed error.
     let mut p = c.new_process("no-such-binary-xyz", &[]).await.unwrap();
     assert!(matches!(p.run().await, Err(Error::NotFound { .. })));

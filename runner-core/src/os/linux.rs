@@ -132,3 +132,12 @@ pub(super) fn runs_program(pid: i32, name: &str) -> bool {
         .is_some_and(|exe| exe.file_name().is_some_and(|n| n == name))
         || std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
 }
+
+pub(super) fn signal_group(pgid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: a plain system call.
+    if unsafe { libc::killpg(pgid, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

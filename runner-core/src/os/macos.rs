@@ -313,3 +313,12 @@ pub(super) fn runs_program(pid: i32, name: &str) -> bool {
         comm == name.as_bytes()
     })
 }
+
+pub(super) fn signal_group(pgid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: a plain system call.
+    if unsafe { libc::killpg(pgid, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

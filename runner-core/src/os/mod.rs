@@ -103,6 +103,15 @@ pub fn runs_program(pid: i32, name: &str) -> bool {
     imp::runs_program(pid, name)
 }
 
+/// Sends signal `sig` to process group `pgid`. The caller must know the group is the
+/// one it means (ids are reused once a group is empty).
+pub fn signal_group(pgid: i32, sig: i32) -> io::Result<()> {
+    if pgid <= 1 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    imp::signal_group(pgid, sig)
+}
+
 /// This host's name.
 pub fn hostname() -> String {
     imp::hostname()
