@@ -51,7 +51,7 @@ pub fn forget_negotiated_version() {
     }
 }
 
-fn current_host() -> String {
+pub(crate) fn current_host() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_string())
 }
 

@@ -38,6 +38,10 @@ pub(crate) struct Config {
     pub(crate) user: Option<String>,
     pub(crate) pause: bool,
     pub(crate) ephemeral: bool,
+    /// `Some(argv)` replaces the image's entrypoint, `Some([])` clears it.
+    pub(crate) entrypoint: Option<Vec<String>>,
+    /// Port mappings made from now on bind all interfaces.
+    pub(crate) public_ports: bool,
 }
 
 impl Config {
@@ -106,9 +110,13 @@ impl Config {
             labels: Some(self.labels(name, hash)),
             working_dir: self.work_dir.as_ref().map(|d| d.display().to_string()),
             user: self.user.clone(),
+            entrypoint: self.entrypoint.clone(),
             host_config: Some(HostConfig {
                 binds: Some(binds),
                 port_bindings: Some(port_bindings),
+                // A paused container's init (`sleep infinity`) reaps no orphan: the
+                // engine's init (tini) does, so ended exec trees leave no zombies.
+                init: self.pause.then_some(true),
                 ..Default::default()
             }),
             ..Default::default()

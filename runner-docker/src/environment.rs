@@ -14,7 +14,9 @@ use runner_core::{
 
 use crate::container::{self, Config, CreateError, DockerPortMapping};
 use crate::exec::{DockerProc, ExecShared, Inner, Running};
-use crate::names::{container_name, LABEL_CONFIG};
+use crate::names::{
+    container_name, owner_alive, session_label, LABEL_CONFIG, LABEL_OWNER, LABEL_SESSION,
+};
 use crate::stream::{forward_logs, OutputStream};
 use crate::{client, image, DockerError};
 
@@ -40,6 +42,12 @@ pub struct DockerEnvironment {
     output: Option<Output>,
     /// Forwards the container's output from the current start.
     log_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The container `init` created or reused, until `shutdown` removes it (`stop`
+    /// stops it but keeps it known).
+    known: Mutex<Option<String>>,
+    /// How long the engine waits after SIGTERM before it kills the container's
+    /// command when the container is stopped.
+    grace: std::time::Duration,
 }
 
 impl DockerEnvironment {
@@ -82,7 +90,7 @@ impl DockerEnvironment {
                 procs: Mutex::new(Vec::new()),
             }),
             name: name.to_string(),
-            container_name: container_name(name),
+            container_name: container_name(name, dir.as_deref()),
             config: Config {
                 image: image.to_string(),
                 mounts: Vec::new(),
@@ -93,6 +101,8 @@ impl DockerEnvironment {
                 user: None,
                 pause: false,
                 ephemeral: false,
+                entrypoint: None,
+                public_ports: false,
             },
             layers: EnvLayers::new(),
             image_env,
@@ -100,6 +110,8 @@ impl DockerEnvironment {
             shut_down: std::sync::atomic::AtomicBool::new(false),
             output: None,
             log_task: Mutex::new(None),
+            known: Mutex::new(None),
+            grace: runner_core::DEFAULT_STOP_GRACE,
         }
         .mounting(dir))
     }
@@ -128,10 +140,16 @@ impl DockerEnvironment {
         self
     }
 
-    /// Publishes container port `container` on 127.0.0.1:`host`.
+    /// Publishes container port `container` on 127.0.0.1:`host` (all interfaces
+    /// after [`with_public_ports`](Self::with_public_ports)).
     pub fn with_port_mapping(&mut self, host: u16, container: u16) -> &mut Self {
+        let host_ip = if self.config.public_ports {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        };
         self.config.ports.push(DockerPortMapping {
-            host_ip: "127.0.0.1".into(),
+            host_ip: host_ip.into(),
             host_port: host,
             container_port: container,
         });
@@ -167,6 +185,47 @@ impl DockerEnvironment {
         self
     }
 
+    /// Overrides the image's `ENTRYPOINT`: `Some(argv)` replaces it, `Some(vec![])`
+    /// clears it (an image whose entrypoint exits at once can then be kept running
+    /// with [`with_pause`](Self::with_pause)), `None` keeps the image's.
+    pub fn with_entrypoint(&mut self, entrypoint: Option<Vec<String>>) -> &mut Self {
+        self.config.entrypoint = entrypoint;
+        self
+    }
+
+    /// Publishes every port mapping (those made before and after this call) on all
+    /// interfaces (`0.0.0.0`) instead of 127.0.0.1. Opt-in: it exposes the
+    /// container's services to the network.
+    pub fn with_public_ports(&mut self) -> &mut Self {
+        self.config.public_ports = true;
+        for p in &mut self.config.ports {
+            p.host_ip = "0.0.0.0".into();
+        }
+        self
+    }
+
+    /// Mounts the engine's own socket (the unix socket of `DOCKER_HOST`, else
+    /// `/var/run/docker.sock`) at `/var/run/docker.sock` in the container. Opt-in and
+    /// named so: whatever runs in the container then controls the engine.
+    pub fn with_docker_socket(&mut self) -> &mut Self {
+        let host = crate::client::current_host();
+        let socket = host
+            .strip_prefix("unix://")
+            .unwrap_or("/var/run/docker.sock")
+            .to_string();
+        self.config
+            .mounts
+            .push((PathBuf::from(socket), PathBuf::from("/var/run/docker.sock")));
+        self
+    }
+
+    /// How long stopping the container lets its command go after SIGTERM before the
+    /// engine kills it (default [`runner_core::DEFAULT_STOP_GRACE`]).
+    pub fn with_stop_grace(&mut self, grace: std::time::Duration) -> &mut Self {
+        self.grace = grace;
+        self
+    }
+
     /// Runs the container (and its execs) as `user` (`name`, `uid` or `uid:gid`).
     pub fn with_user(&mut self, user: &str) -> &mut Self {
         self.config.user = Some(user.to_string());
@@ -186,9 +245,10 @@ impl DockerEnvironment {
         &self.container_name
     }
 
-    /// The container's id, once `init` ran.
+    /// The container's id, once `init` ran (still after `stop`, until `shutdown`
+    /// removed it).
     pub fn container_id(&self) -> Option<String> {
-        self.inner.running().map(|r| r.id)
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The port mappings asked for.
@@ -359,12 +419,21 @@ impl DockerEnvironment {
             .await
             .map_err(DockerError::op("inspect the existing container"))?;
         let id = existing.id.clone().unwrap_or_default();
-        let same = existing
-            .config
-            .as_ref()
-            .and_then(|cfg| cfg.labels.as_ref())
+        let labels = existing.config.as_ref().and_then(|cfg| cfg.labels.as_ref());
+        let same = labels
             .and_then(|l| l.get(LABEL_CONFIG))
             .is_some_and(|h| h == hash);
+        // A container another live process uses is never reused, replaced or
+        // removed under it (nor one that is not ours at all).
+        let session = labels.and_then(|l| l.get(LABEL_SESSION));
+        let ours = labels.is_some_and(|l| l.contains_key(LABEL_OWNER));
+        let mine = session.is_some_and(|s| *s == session_label());
+        if !ours || (!mine && session.is_some_and(|s| owner_alive(s))) {
+            return Err(DockerError::InUse {
+                container: self.container_name.clone(),
+                owner: session.cloned().unwrap_or_default(),
+            });
+        }
         if same {
             let running = existing
                 .state
@@ -433,6 +502,7 @@ impl RunnerEnvironment for DockerEnvironment {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
             })
             .collect();
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
         *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running { id, env });
         Ok(())
     }
@@ -445,7 +515,11 @@ impl RunnerEnvironment for DockerEnvironment {
     async fn stop(&self) -> Result<()> {
         self.stop_execs().await?;
         if let Some(r) = self.inner.running() {
-            let _ = self.inner.docker.stop_container(&r.id, None).await;
+            let options = bollard::query_parameters::StopContainerOptions {
+                t: Some(self.grace.as_secs_f64().ceil() as i32),
+                ..Default::default()
+            };
+            let _ = self.inner.docker.stop_container(&r.id, Some(options)).await;
         }
         self.finish_logs().await;
         *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -457,14 +531,16 @@ impl RunnerEnvironment for DockerEnvironment {
         self.shut_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let stopped = self.stop_execs().await;
-        let running = self
-            .inner
+        self.inner
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(r) = running {
-            container::remove(&self.inner.docker, &r.id).await?;
+        // What `init` made, stopped by `stop` or not: removed.
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(id) = known {
+            container::remove(&self.inner.docker, &id).await?;
+            self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
         }
         self.finish_logs().await;
         stopped

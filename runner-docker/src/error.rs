@@ -49,6 +49,19 @@ pub enum DockerError {
         /// What was wrong with the answer.
         reason: String,
     },
+    /// A container by this environment's name exists and another live process uses
+    /// it (or it is not one of ours): it is never reused, replaced or removed under
+    /// its owner.
+    #[error(
+        "the container `{container}` is in use by another live process (session `{owner}`) \
+         or was not made by runner; give this environment another name"
+    )]
+    InUse {
+        /// The container's name.
+        container: String,
+        /// Its owner's session label (`<pid>-<start time>`), empty when it has none.
+        owner: String,
+    },
     /// The environment has no container (not initialized, or removed from outside).
     #[error("the container `{0}` does not exist")]
     NoContainer(String),

@@ -424,6 +424,16 @@ impl Proc for DockerProc {
         if self.shared.is_some() {
             return Err(Error::AlreadyStarted);
         }
+        // The engine would cut an argument at a NUL byte (and report exit status 1).
+        if let Some(arg) = self.cmd.iter().find(|a| a.contains('\0')) {
+            return Err(Error::Spawn {
+                bin: self.cmd[0].clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("a NUL byte in the argument {arg:?}"),
+                ),
+            });
+        }
         let running = self.inner.running().ok_or_else(|| {
             DockerError::NoContainer("the environment has no running container; call init".into())
         })?;

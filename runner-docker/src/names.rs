@@ -38,14 +38,22 @@ pub const LABEL_CONFIG: &str = "runner.config";
 /// The host that created the container.
 pub const LABEL_HOST: &str = "runner.host";
 
-/// A valid Docker container name for any logical name: `runner-` followed by the name
-/// with every character outside `[a-zA-Z0-9_.-]` replaced by `-`, at most 128 chars.
+/// The Docker name of the container of the environment `name` working in `dir`:
+/// `runner-`, the name with every character outside `[a-zA-Z0-9_.-]` replaced by `-`
+/// (at most 100 of them), then `-` and 12 hex digits of a hash of the exact name and
+/// directory. So the mapping is injective (`adv col` and `adv/col` differ) and two
+/// projects using one name get two containers.
 ///
 /// ```
-/// assert_eq!(runner_docker::container_name("lsp go/1.22 ü"), "runner-lsp-go-1.22--");
+/// let a = runner_docker::container_name("lsp go/1.22 ü", None);
+/// assert!(a.starts_with("runner-lsp-go-1.22---"));
+/// assert_ne!(a, runner_docker::container_name("lsp go 1.22 ü", None));
+/// let here = runner_docker::container_name("lsp", Some(std::path::Path::new("/src/a")));
+/// assert_ne!(here, runner_docker::container_name("lsp", Some(std::path::Path::new("/src/b"))));
 /// ```
-pub fn container_name(name: &str) -> String {
-    let cleaned: String = name
+pub fn container_name(name: &str, dir: Option<&std::path::Path>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut cleaned: String = name
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
@@ -55,9 +63,20 @@ pub fn container_name(name: &str) -> String {
             }
         })
         .collect();
-    let mut out = format!("runner-{cleaned}");
-    out.truncate(128);
-    out
+    cleaned.truncate(100);
+    let mut hasher = Sha256::new();
+    hasher.update(name.as_bytes());
+    hasher.update([0]);
+    if let Some(dir) = dir {
+        hasher.update(dir.as_os_str().as_encoded_bytes());
+    }
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("runner-{cleaned}-{digest}")
 }
 
 #[cfg(test)]
@@ -65,13 +84,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_valid() {
-        assert_eq!(container_name("simple"), "runner-simple");
-        assert_eq!(container_name(""), "runner-");
-        let long = container_name(&"x".repeat(500));
-        assert_eq!(long.len(), 128);
-        assert!(container_name("a b/c:d@e")
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)));
+    fn names_are_valid_and_distinct() {
+        assert!(container_name("simple", None).starts_with("runner-simple-"));
+        assert_eq!(container_name("", None).len(), "runner--".len() + 12);
+        let long = container_name(&"x".repeat(500), None);
+        assert_eq!(long.len(), "runner-".len() + 100 + 1 + 12);
+        for name in ["a b/c:d@e", "adv col", "adv/col"] {
+            assert!(container_name(name, None)
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)));
+        }
+        assert_ne!(
+            container_name("adv col", None),
+            container_name("adv/col", None)
+        );
     }
 }

@@ -119,7 +119,7 @@ async fn containers_are_reused_only_when_the_configuration_matches() {
     }
     let dir = tempfile::tempdir().unwrap();
     let name = unique("reuse");
-    let _guard = Cleanup(runner_docker::container_name(&name));
+    let _guard = Cleanup(runner_docker::container_name(&name, Some(dir.path())));
     let make = |extra: Option<&'static str>| {
         let name = name.clone();
         let dir = dir.path().to_path_buf();
@@ -509,4 +509,171 @@ async fn the_sweep_leaves_a_live_owners_unstarted_container_alone() {
     assert!(!report.removed.contains(&live), "{report}");
     assert_eq!(containers_named(&live), 1);
     assert_eq!(containers_named(&dead), 0);
+}
+
+/// `stop` stops the container but keeps it known; `shutdown` after it still removes
+/// it (it used to forget it and leak it).
+#[tokio::test]
+async fn stop_then_shutdown_removes_the_container() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut env, _guard) = paused("stop-shutdown", dir.path()).await;
+    env.with_stop_grace(Duration::from_secs(1));
+    let id = env.container_id().unwrap();
+    env.stop().await.unwrap();
+    assert!(!env.container_deleted().await.unwrap(), "stop removed it");
+    assert_eq!(env.container_id(), Some(id));
+    env.shutdown().await.unwrap();
+    assert!(env.container_deleted().await.unwrap());
+    assert!(!env.is_container_present().await.unwrap());
+}
+
+/// Two projects using one name get two containers; names that clean up to the same
+/// text stay apart; a container another live process owns is never reused,
+/// replaced or removed under it.
+#[tokio::test]
+async fn identities_never_collide_and_live_owners_keep_their_containers() {
+    if !engine().await {
+        return;
+    }
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let name = unique("ident");
+    let (first, _g1) = paused_named(&name, a.path()).await;
+    let (second, _g2) = paused_named(&name, b.path()).await;
+    assert_ne!(first.container_name(), second.container_name());
+    assert_eq!(
+        output(&first, "pwd").await.1.trim(),
+        a.path().to_str().unwrap()
+    );
+    assert_eq!(
+        output(&second, "pwd").await.1.trim(),
+        b.path().to_str().unwrap()
+    );
+    let spaced = format!("{name} col");
+    let slashed = format!("{name}/col");
+    let (x, _g3) = paused_named(&spaced, a.path()).await;
+    let (y, _g4) = paused_named(&slashed, a.path()).await;
+    assert_ne!(x.container_name(), y.container_name());
+    assert!(!x.container_deleted().await.unwrap());
+
+    // A container by our name whose owner is another live process.
+    let mut owner = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let pid = owner.id() as i32;
+    let start = runner_core::os::process(pid).unwrap().start_time;
+    let taken = unique("taken");
+    let probe = DockerEnvironment::new(&image(), a.path(), &taken)
+        .await
+        .unwrap();
+    let container = probe.container_name().to_string();
+    let _g5 = Cleanup(container.clone());
+    let created = std::process::Command::new("docker")
+        .args([
+            "create",
+            "--name",
+            &container,
+            "--label",
+            "runner.owner=true",
+        ])
+        .args(["--label", &format!("runner.session={pid}-{start}")])
+        .args(["--label", "runner.config=other", &image(), "sleep", "300"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let mut env = DockerEnvironment::new(&image(), a.path(), &taken)
+        .await
+        .unwrap();
+    env.with_pause();
+    let err = env.init().await.unwrap_err();
+    assert!(
+        matches!(docker_error(&err), DockerError::InUse { .. }),
+        "{}",
+        err.chain()
+    );
+    assert_eq!(
+        containers_named(&container),
+        1,
+        "the owner's container is gone"
+    );
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    // Its owner gone, the container is ours to replace.
+    env.init().await.unwrap();
+    assert_eq!(output(&env, "echo ok").await.1, "ok\n");
+    env.shutdown().await.unwrap();
+    for e in [first, second, x, y] {
+        e.shutdown().await.unwrap();
+    }
+}
+
+async fn paused_named(name: &str, dir: &std::path::Path) -> (DockerEnvironment, Cleanup) {
+    let mut env = DockerEnvironment::new(&image(), dir, name).await.unwrap();
+    env.with_pause();
+    let guard = Cleanup(env.container_name().to_string());
+    env.init().await.unwrap();
+    (env, guard)
+}
+
+/// The opt-ins: an entrypoint override, ports on all interfaces, the engine socket.
+#[tokio::test]
+async fn entrypoint_public_ports_and_the_engine_socket_are_opt_ins() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = runner_core::find_free_port().unwrap();
+    let mut env = DockerEnvironment::new(&image(), dir.path(), &unique("optins"))
+        .await
+        .unwrap();
+    env.with_pause()
+        .with_entrypoint(Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo ran > /tmp/entrypoint; exec \"$@\"".into(),
+            "entrypoint".into(),
+        ]))
+        .with_public_ports()
+        .with_port_mapping(port, 8080)
+        .with_docker_socket();
+    let _guard = Cleanup(env.container_name().to_string());
+    env.init().await.unwrap();
+    assert_eq!(output(&env, "cat /tmp/entrypoint").await.1, "ran\n");
+    assert!(output(&env, "test -S /var/run/docker.sock")
+        .await
+        .0
+        .success());
+    assert_eq!(env.port_mappings()[0].host_ip, "0.0.0.0");
+    let inspect = std::process::Command::new("docker")
+        .args(["inspect", "--format", "{{json .HostConfig.PortBindings}}"])
+        .arg(env.container_name())
+        .output()
+        .unwrap();
+    let bindings = String::from_utf8_lossy(&inspect.stdout);
+    assert!(bindings.contains("\"HostIp\":\"0.0.0.0\""), "{bindings}");
+    // Without the opt-ins: loopback, no socket.
+    let mut plain = DockerEnvironment::new(&image(), dir.path(), &unique("plain"))
+        .await
+        .unwrap();
+    plain.with_pause().with_port_mapping(port + 1, 8080);
+    let _guard2 = Cleanup(plain.container_name().to_string());
+    plain.init().await.unwrap();
+    assert_eq!(plain.port_mappings()[0].host_ip, "127.0.0.1");
+    assert!(!output(&plain, "test -e /var/run/docker.sock")
+        .await
+        .0
+        .success());
+    // A NUL byte in an argument is a typed error, not exit status 1.
+    let mut p = plain.new_process("echo", &["a\0b"]).await.unwrap();
+    match p.run().await {
+        Err(Error::Spawn { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::InvalidInput)
+        }
+        other => panic!("{other:?}"),
+    }
+    env.shutdown().await.unwrap();
+    plain.shutdown().await.unwrap();
 }

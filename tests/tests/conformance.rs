@@ -188,10 +188,7 @@ async fn suite(c: &Companion, src: &std::path::Path) {
     // Stop ends the whole process tree: a shell and the two children it waits for,
     // found afterwards by their exact command line wherever the backend runs them.
     let mut p = c
-        .new_process(
-            "sh",
-            &["-c", "sleep 3001 & sleep 3001 & echo ready; wait"],
-        )
+        .new_process("sh", &["-c", "sleep 3001 & sleep 3001 & echo ready; wait"])
         .await
         .unwrap();
     p.with_stop_grace(Duration::from_secs(10));
