@@ -42,8 +42,13 @@ enum Command {
     #[command(arg_required_else_help = true)]
     Run(RunArgs),
     /// Clean up process groups and containers left behind by runner processes that
-    /// died, and print what was removed and what was set aside.
-    Reap,
+    /// died, and print what was removed and what was set aside. Their reusable
+    /// containers are stopped and kept for the next run; ephemeral ones are removed.
+    Reap {
+        /// Remove dead owners' reusable containers too.
+        #[arg(long)]
+        all: bool,
+    },
     /// Show which backends work here (and why not), engine versions and the runtimes
     /// found on PATH.
     Doctor,
@@ -121,7 +126,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
-            Command::Reap => reap().await,
+            Command::Reap { all } => reap(all).await,
             Command::Doctor => doctor().await,
         }
     });
@@ -217,14 +222,14 @@ async fn doctor() -> i32 {
     0
 }
 
-async fn reap() -> i32 {
+async fn reap(all: bool) -> i32 {
     let groups = tokio::task::spawn_blocking(|| {
         runner_reaper::reap_stale_process_groups(std::time::Duration::from_secs(30))
     })
     .await
     .unwrap_or_default();
     print_out(&groups.to_string());
-    let containers = runner_docker::reap_stale_containers(std::time::Duration::from_secs(30)).await;
+    let containers = runner_docker::reap_containers(std::time::Duration::from_secs(30), all).await;
     print_out(&containers.to_string());
     if groups.errors.is_empty() && containers.errors.is_empty() {
         0
@@ -302,6 +307,11 @@ async fn run(args: RunArgs) -> i32 {
     for e in &swept.errors {
         eprintln!("runner: the start-up sweep failed: {e}");
     }
+    // Containers of earlier runs that died: swept in the background (bounded), so a
+    // slow or absent engine never delays the command.
+    tokio::spawn(runner_docker::reap_stale_containers(
+        std::time::Duration::from_secs(10),
+    ));
 
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     if let Err(e) = check_dir(&dir) {

@@ -428,7 +428,11 @@ impl DockerEnvironment {
         let session = labels.and_then(|l| l.get(LABEL_SESSION));
         let ours = labels.is_some_and(|l| l.contains_key(LABEL_OWNER));
         let mine = session.is_some_and(|s| *s == session_label());
-        if !ours || (!mine && session.is_some_and(|s| owner_alive(s))) {
+        let live_user = (!mine && session.is_some_and(|s| owner_alive(s)))
+            || crate::names::claims::live_claimants(&self.container_name)
+                .iter()
+                .any(|s| *s != session_label());
+        if !ours || live_user {
             return Err(DockerError::InUse {
                 container: self.container_name.clone(),
                 owner: session.cloned().unwrap_or_default(),
@@ -502,6 +506,11 @@ impl RunnerEnvironment for DockerEnvironment {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
             })
             .collect();
+        // Claimed before anything else may sweep: a reused container's labels name
+        // its first owner, the claim names us.
+        if let Err(e) = crate::names::claims::claim(&self.container_name) {
+            tracing::warn!(container = %self.container_name, error = %e, "failed to claim the container");
+        }
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
         *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running { id, env });
         Ok(())
@@ -541,6 +550,7 @@ impl RunnerEnvironment for DockerEnvironment {
         if let Some(id) = known {
             container::remove(&self.inner.docker, &id).await?;
             self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
+            crate::names::claims::release(&self.container_name);
         }
         self.finish_logs().await;
         stopped

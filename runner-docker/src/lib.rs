@@ -32,4 +32,4 @@ pub use names::{
     LABEL_SESSION,
 };
 pub use stats::ContainerStats;
-pub use sweep::{reap_stale_containers, ContainerSweepReport};
+pub use sweep::{reap_containers, reap_stale_containers, ContainerSweepReport};

@@ -100,3 +100,54 @@ mod tests {
         );
     }
 }
+
+/// Claims: which live processes use which container. Labels are fixed at create, so
+/// a container reused by a later owner still names its first one; each user of a
+/// container (its creator included) therefore leaves a claim,
+/// `<state dir>/containers/<container name>/<pid>-<start time>`, for as long as it
+/// uses the container. The sweep never stops or removes a container that a live
+/// owner claims, and removes dead owners' claims.
+pub(crate) mod claims {
+    use std::path::PathBuf;
+
+    fn dir(container: &str) -> PathBuf {
+        runner_reaper::default_state_dir()
+            .join("containers")
+            .join(container)
+    }
+
+    /// Records that this process uses `container`.
+    pub(crate) fn claim(container: &str) -> std::io::Result<()> {
+        let dir = dir(container);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(super::session_label()), b"")
+    }
+
+    /// This process no longer uses `container`.
+    pub(crate) fn release(container: &str) {
+        let dir = dir(container);
+        let _ = std::fs::remove_file(dir.join(super::session_label()));
+        let _ = std::fs::remove_dir(dir);
+    }
+
+    /// The live processes that claim `container` (their session labels); dead
+    /// owners' claims are removed on the way.
+    pub(crate) fn live_claimants(container: &str) -> Vec<String> {
+        let dir = dir(container);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut live = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if super::owner_alive(&name) {
+                live.push(name);
+            } else {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        // Removed only when empty.
+        let _ = std::fs::remove_dir(&dir);
+        live
+    }
+}

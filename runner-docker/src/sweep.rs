@@ -2,19 +2,25 @@
 //! beside the labels it reads (`names.rs`); owners are judged by the same identity
 //! as the process sweep's (`runner_core::os::OwnerIdentity`).
 //!
-//! Only containers labelled `runner.owner` are looked at. One is removed when it was
-//! created on this host (`runner.host`) by an owner that is dead (`runner.session` is
+//! Only containers labelled `runner.owner` are looked at, and only those created on
+//! this host (`runner.host`) whose owner is dead (`runner.session` is
 //! `<pid>-<start time>`: the pid is gone, a zombie, or alive with another start
-//! time). A live owner's container is never touched, whatever its state (created
-//! and not yet started, or stopped to be restarted). A container of another host, or
-//! without the labels, is never touched. An engine that does not answer is reported,
-//! not an error.
+//! time) and that no live process claims (`names::claims`: a later owner that
+//! reused it). Of those, ephemeral ones (`runner.ephemeral`) are removed and
+//! reusable ones are stopped and kept, for the next run to reuse (a dev database);
+//! [`reap_containers`] with `remove_reusable` removes both (`runner reap --all`).
+//! A live owner's container is never touched, whatever its state (created and not
+//! yet started, or stopped to be restarted). A container of another host, or
+//! without the labels, is never touched. An engine that does not answer is
+//! reported, not an error.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::names::{hostname, owner_alive, LABEL_HOST, LABEL_OWNER, LABEL_SESSION};
+use crate::names::{
+    claims, hostname, owner_alive, LABEL_EPHEMERAL, LABEL_HOST, LABEL_OWNER, LABEL_SESSION,
+};
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 
 /// What a container sweep did.
@@ -22,6 +28,8 @@ use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 pub struct ContainerSweepReport {
     /// Names of the containers removed.
     pub removed: Vec<String>,
+    /// Names of the reusable containers of dead owners that were stopped and kept.
+    pub stopped: Vec<String>,
     /// Labelled containers left alone (live owner, or another host).
     pub kept: usize,
     /// Why the engine could not be swept, when it could not.
@@ -38,6 +46,12 @@ impl fmt::Display for ContainerSweepReport {
         for name in &self.removed {
             writeln!(f, "removed container {name}")?;
         }
+        for name in &self.stopped {
+            writeln!(
+                f,
+                "stopped reusable container {name} (kept; `runner reap --all` removes it)"
+            )?;
+        }
         for e in &self.errors {
             writeln!(f, "error: {e}")?;
         }
@@ -50,21 +64,48 @@ impl fmt::Display for ContainerSweepReport {
     }
 }
 
-/// Why a labelled container should go, or `None` to keep it.
-fn verdict(labels: &HashMap<String, String>, host: &str) -> Option<&'static str> {
+/// What the sweep does to a labelled container.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Keep,
+    Stop,
+    Remove,
+}
+
+fn verdict(
+    labels: &HashMap<String, String>,
+    name: &str,
+    host: &str,
+    remove_reusable: bool,
+) -> Verdict {
     if labels.get(LABEL_HOST).map(String::as_str) != Some(host) {
-        return None;
+        return Verdict::Keep;
     }
     // A live owner's container is never touched, whatever its state: one that is
-    // created but not yet started, or stopped to be restarted, is still in use.
-    match labels.get(LABEL_SESSION) {
-        Some(session) if !owner_alive(session) => Some("owner is dead"),
-        _ => None,
+    // created but not yet started, or stopped to be restarted, is still in use; so
+    // is one a live process reused (its claim).
+    let owner_dead = labels
+        .get(LABEL_SESSION)
+        .is_some_and(|session| !owner_alive(session));
+    if !owner_dead || !claims::live_claimants(name).is_empty() {
+        return Verdict::Keep;
+    }
+    if remove_reusable || labels.get(LABEL_EPHEMERAL).map(String::as_str) == Some("true") {
+        Verdict::Remove
+    } else {
+        Verdict::Stop
     }
 }
 
-/// Sweeps the engine `DOCKER_HOST` (or the local socket) points at.
+/// Sweeps the engine `DOCKER_HOST` (or the local socket) points at: dead owners'
+/// ephemeral containers are removed, their reusable ones stopped and kept.
 pub async fn reap_stale_containers(deadline: Duration) -> ContainerSweepReport {
+    reap_containers(deadline, false).await
+}
+
+/// [`reap_stale_containers`], removing dead owners' reusable containers too when
+/// `remove_reusable` (`runner reap --all`).
+pub async fn reap_containers(deadline: Duration, remove_reusable: bool) -> ContainerSweepReport {
     let mut report = ContainerSweepReport::default();
     let sweep = async {
         let docker = match crate::connect().await {
@@ -99,11 +140,27 @@ pub async fn reap_stale_containers(deadline: Duration) -> ContainerSweepReport {
                 .map(|n| n.trim_start_matches('/').to_string())
                 .or(c.id.clone())
                 .unwrap_or_default();
-            let Some(_why) = verdict(&labels, &host) else {
+            let action = verdict(&labels, &name, &host, remove_reusable);
+            let Some(id) = c.id else { continue };
+            if action == Verdict::Keep {
                 report.kept += 1;
                 continue;
-            };
-            let Some(id) = c.id else { continue };
+            }
+            if action == Verdict::Stop {
+                report.kept += 1;
+                let running = c.state.as_ref().is_some_and(|s| {
+                    matches!(s, bollard::models::ContainerSummaryStateEnum::RUNNING)
+                });
+                if running {
+                    match docker.stop_container(&id, None).await {
+                        Ok(()) => report.stopped.push(name),
+                        Err(e) => report
+                            .errors
+                            .push(format!("failed to stop container {name}: {e}")),
+                    }
+                }
+                continue;
+            }
             let force = RemoveContainerOptions {
                 force: true,
                 v: true,
@@ -131,7 +188,6 @@ pub async fn reap_stale_containers(deadline: Duration) -> ContainerSweepReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::LABEL_EPHEMERAL;
 
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -149,21 +205,27 @@ mod tests {
         let live = format!("{me}-{start}");
         let reused = format!("{me}-{}", start + 1);
         let host = "h1";
+        let n = "runner-verdict-test-unclaimed";
         let base = |session: &str| labels(&[(LABEL_HOST, host), (LABEL_SESSION, session)]);
-        assert_eq!(verdict(&base(&live), host), None);
-        assert_eq!(verdict(&base(&reused), host), Some("owner is dead"));
-        assert_eq!(verdict(&base("999999999-1"), host), Some("owner is dead"));
-        assert_eq!(verdict(&base("garbage"), host), Some("owner is dead"));
+        assert_eq!(verdict(&base(&live), n, host, false), Verdict::Keep);
+        // A dead owner's reusable container is stopped and kept, unless all go.
+        assert_eq!(verdict(&base(&reused), n, host, false), Verdict::Stop);
+        assert_eq!(verdict(&base(&reused), n, host, true), Verdict::Remove);
+        assert_eq!(verdict(&base("999999999-1"), n, host, false), Verdict::Stop);
+        assert_eq!(verdict(&base("garbage"), n, host, false), Verdict::Stop);
         // Another host, or no host label: never touched.
-        assert_eq!(verdict(&base(&reused), "h2"), None);
-        assert_eq!(verdict(&labels(&[(LABEL_SESSION, "1-1")]), host), None);
+        assert_eq!(verdict(&base(&reused), n, "h2", true), Verdict::Keep);
+        assert_eq!(
+            verdict(&labels(&[(LABEL_SESSION, "1-1")]), n, host, true),
+            Verdict::Keep
+        );
         // Ephemeral or not, running or not: a live owner's container stays (it may be
-        // created and not yet started); a dead owner's goes.
+        // created and not yet started); a dead owner's ephemeral one goes.
         let mut eph = base(&live);
         eph.insert(LABEL_EPHEMERAL.into(), "true".into());
-        assert_eq!(verdict(&eph, host), None);
+        assert_eq!(verdict(&eph, n, host, true), Verdict::Keep);
         let mut orphan = base(&reused);
         orphan.insert(LABEL_EPHEMERAL.into(), "true".into());
-        assert_eq!(verdict(&orphan, host), Some("owner is dead"));
+        assert_eq!(verdict(&orphan, n, host, false), Verdict::Remove);
     }
 }

@@ -677,3 +677,76 @@ async fn entrypoint_public_ports_and_the_engine_socket_are_opt_ins() {
     env.shutdown().await.unwrap();
     plain.shutdown().await.unwrap();
 }
+
+/// A reusable container left by a dead owner and reused by a live one keeps the dead
+/// owner's labels (labels are fixed at create): the live owner's claim keeps the
+/// sweep from stopping or removing it; once released, the sweep stops it and keeps
+/// it (reusable), and the sweep with `remove_reusable` removes it.
+#[tokio::test]
+async fn a_reused_container_is_kept_while_its_new_owner_lives() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("claimed");
+    // The configuration hash a container must carry to be reused, from a first run.
+    let (first, _guard) = paused_named(&name, dir.path()).await;
+    let container = first.container_name().to_string();
+    let inspect = |format: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "--format", format, &container])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let config = inspect("{{index .Config.Labels \"runner.config\"}}");
+    let host = inspect("{{index .Config.Labels \"runner.host\"}}");
+    first.shutdown().await.unwrap();
+    // Left behind by an owner that is dead now.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let created = std::process::Command::new("docker")
+        .args(["run", "-d", "--name", &container, "--init"])
+        .args([
+            "--label",
+            "runner.owner=true",
+            "--label",
+            &format!("runner.session={dead_pid}-1"),
+        ])
+        .args(["--label", &format!("runner.config={config}")])
+        .args(["--label", &format!("runner.host={host}")])
+        .args(["-v", &format!("{0}:{0}", dir.path().display())])
+        .args([&image(), "sleep", "infinity"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let (second, _guard2) = paused_named(&name, dir.path()).await;
+    let id = inspect("{{.Id}}");
+    assert_eq!(
+        second.container_id().as_deref(),
+        Some(id.as_str()),
+        "not reused"
+    );
+    let swept = runner_docker::reap_stale_containers(Duration::from_secs(30)).await;
+    assert!(
+        !swept.removed.contains(&container) && !swept.stopped.contains(&container),
+        "{swept}"
+    );
+    assert_eq!(output(&second, "echo alive").await.1, "alive\n");
+    // Released (its owner done with it, the container left in place): the next
+    // sweep stops it and keeps it; `remove_reusable` removes it.
+    drop(second);
+    let claims = std::env::var_os("RUNNER_STATE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(runner_reaper::default_state_dir)
+        .join("containers")
+        .join(&container);
+    let _ = std::fs::remove_dir_all(&claims);
+    let swept = runner_docker::reap_stale_containers(Duration::from_secs(30)).await;
+    assert!(swept.stopped.contains(&container), "{swept}");
+    assert_eq!(containers_named(&container), 1);
+    let swept = runner_docker::reap_containers(Duration::from_secs(30), true).await;
+    assert!(swept.removed.contains(&container), "{swept}");
+    assert_eq!(containers_named(&container), 0);
+}

@@ -100,16 +100,53 @@ fn one_sweep_cleans_up_after_a_sigkilled_owner() {
             swept.errors.is_empty() && swept.engine_unavailable.is_none(),
             "{swept}"
         );
-        assert_eq!(containers_named(&prefix), 0, "{swept}");
-        assert!(
+        // The ephemeral container is removed; the reusable one is stopped and kept for
+        // the next run, until `runner reap --all`.
+        assert_eq!(
             swept
                 .removed
                 .iter()
                 .filter(|n| n.starts_with(&prefix))
-                .count()
-                == 2,
+                .count(),
+            1,
             "{swept}"
         );
+        assert!(
+            swept
+                .removed
+                .iter()
+                .any(|n| n.starts_with(&format!("{prefix}0-"))),
+            "{swept}"
+        );
+        assert!(
+            swept
+                .stopped
+                .iter()
+                .any(|n| n.starts_with(&format!("{prefix}1-"))),
+            "{swept}"
+        );
+        assert_eq!(containers_named(&prefix), 1, "{swept}");
+        let running = Command::new("docker")
+            .args(["ps", "--format", "{{.Names}}"])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&running.stdout)
+                .lines()
+                .any(|n| n.starts_with(&prefix)),
+            "the kept container still runs"
+        );
+        let all = rt.block_on(runner_docker::reap_containers(
+            Duration::from_secs(60),
+            true,
+        ));
+        assert!(
+            all.removed
+                .iter()
+                .any(|n| n.starts_with(&format!("{prefix}1-"))),
+            "{all}"
+        );
+        assert_eq!(containers_named(&prefix), 0, "{all}");
     }
 }
 

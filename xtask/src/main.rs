@@ -232,7 +232,7 @@ const LAYERS: [(&str, &[&str]); 7] = [
     ("runner-core", &[]),
     ("runner-reaper", &["runner-core"]),
     ("runner-native", &["runner-core", "runner-reaper"]),
-    ("runner-docker", &["runner-core"]),
+    ("runner-docker", &["runner-core", "runner-reaper"]),
     ("runner-nix", &["runner-core", "runner-native"]),
     (
         "runner-companion",

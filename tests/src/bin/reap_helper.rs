@@ -4,7 +4,8 @@
 //! `reap-helper top DIR`: a plain tree, a tree that ignores SIGTERM and a nested owner
 //! (`reap-helper nested 2 DIR`), which itself starts a tree and `nested 1`.
 //! Every process of every tree appends its pid to `DIR/pids`. With
-//! `HELPER_DOCKER_IMAGE` set, `top` also starts two paused containers.
+//! `HELPER_DOCKER_IMAGE` set, `top` also starts two paused containers (the first
+//! ephemeral, the second reusable).
 
 use runner_core::{Proc, RunnerEnvironment};
 use runner_native::NativeEnvironment;
@@ -67,7 +68,12 @@ async fn main() {
                 let mut env = runner_docker::DockerEnvironment::new_headless(&image, &name)
                     .await
                     .expect("docker env");
+                // The first ephemeral (removed by the sweep), the second reusable
+                // (stopped and kept for the next run).
                 env.with_pause();
+                if i == 0 {
+                    env.with_ephemeral();
+                }
                 env.init().await.expect("container");
                 containers.push(env);
             }
