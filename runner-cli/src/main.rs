@@ -48,6 +48,9 @@ enum Command {
         /// Remove dead owners' reusable containers too.
         #[arg(long)]
         all: bool,
+        /// Remove runner's cache volumes that no container uses.
+        #[arg(long)]
+        volumes: bool,
     },
     /// Show which backends work here (and why not), engine versions and the runtimes
     /// found on PATH.
@@ -87,6 +90,11 @@ struct RunArgs {
     /// Publish a container port on 127.0.0.1 (docker backend; repeatable).
     #[arg(short = 'p', long = "publish", value_name = "HOST:CONTAINER", value_parser = parse_port)]
     ports: Vec<(u16, u16)>,
+    /// Run as USER (a name the image knows, `uid` or `uid:gid`), or `host`: the user
+    /// and group that own DIR, so files written into it are not root's (docker
+    /// backend).
+    #[arg(long, value_name = "USER|host")]
+    user: Option<String>,
     /// Set an environment variable for the command (repeatable).
     #[arg(short = 'e', long = "env", value_name = "K=V", value_parser = parse_env)]
     env: Vec<EnvironmentVariable>,
@@ -126,7 +134,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
-            Command::Reap { all } => reap(all).await,
+            Command::Reap { all, volumes } => reap(all, volumes).await,
             Command::Doctor => doctor().await,
         }
     });
@@ -222,7 +230,7 @@ async fn doctor() -> i32 {
     0
 }
 
-async fn reap(all: bool) -> i32 {
+async fn reap(all: bool, volumes: bool) -> i32 {
     let groups = tokio::task::spawn_blocking(|| {
         runner_reaper::reap_stale_process_groups(std::time::Duration::from_secs(30))
     })
@@ -231,7 +239,13 @@ async fn reap(all: bool) -> i32 {
     print_out(&groups.to_string());
     let containers = runner_docker::reap_containers(std::time::Duration::from_secs(30), all).await;
     print_out(&containers.to_string());
-    if groups.errors.is_empty() && containers.errors.is_empty() {
+    let mut volume_errors = 0;
+    if volumes {
+        let removed = runner_docker::remove_cache_volumes().await;
+        volume_errors = removed.errors.len();
+        print_out(&removed.to_string());
+    }
+    if groups.errors.is_empty() && containers.errors.is_empty() && volume_errors == 0 {
         0
     } else {
         1
@@ -457,6 +471,15 @@ async fn make_env(
             pull_with_progress(&client, image, args.quiet).await?;
             let mut env = DockerEnvironment::with_client(client, image, Some(dir), &name).await?;
             env.with_pause().with_ephemeral();
+            match args.user.as_deref() {
+                Some("host") => {
+                    env.with_host_user();
+                }
+                Some(user) => {
+                    env.with_user(user);
+                }
+                None => {}
+            }
             for (host, container) in &args.ports {
                 env.with_port_mapping(*host, *container);
             }

@@ -803,3 +803,68 @@ fn non_utf8_host_variables_pass_through() {
         .collect();
     assert_eq!(hex, ["61", "ff", "fe", "62"]);
 }
+
+/// `--user host`: what the command writes into DIR belongs to DIR's owner, not root;
+/// a user the image lacks is a clear error (125) and leaves no container.
+#[test]
+fn docker_user_host_writes_files_the_directory_owner_owns() {
+    if !docker_available() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let cli = Cli::new();
+    let dir = cli.tmp.path().join("project");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(2345), Some(2346)).unwrap();
+    let d = dir.to_str().unwrap();
+    let args = |user: &'static str| {
+        vec![
+            "run",
+            "--backend",
+            "docker",
+            "--image",
+            IMAGE,
+            "--dir",
+            d,
+            "--user",
+            user,
+            "--",
+            "sh",
+            "-c",
+            "id -u; echo x > out",
+        ]
+    };
+    let child = cli
+        .cmd(&args("host"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"2345\n");
+    let meta = std::fs::metadata(dir.join("out")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (2345, 2346));
+    assert_eq!(runner_containers(pid), 0);
+    let child = cli
+        .cmd(&args("nobody-here"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("nobody-here") && err.contains("does not exist in the image"),
+        "{err}"
+    );
+    assert_eq!(runner_containers(pid), 0);
+}

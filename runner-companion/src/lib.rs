@@ -55,6 +55,11 @@ pub struct CompanionOpts {
     pub image: Option<String>,
     /// Forces a backend; `None` auto-detects.
     pub preferred_backend: Option<Backend>,
+    /// Docker only: the user the container and its processes run as (a name the image
+    /// knows, `uid` or `uid:gid`), or `host` for the owner of `source_dir`, so files
+    /// written into the project are not root's. Host processes (native, nix) always
+    /// run as the calling user.
+    pub user: Option<String>,
 }
 
 /// A companion process host (a language server, a code generator, ...) that works the
@@ -242,13 +247,22 @@ async fn docker(opts: &CompanionOpts, preferred: bool) -> Result<Option<Companio
         }
         _ => return Ok(None),
     };
-    let env = runner_docker::DockerEnvironment::with_client(
+    let mut env = runner_docker::DockerEnvironment::with_client(
         client,
         image,
         Some(&opts.source_dir),
         &opts.name,
     )
     .await?;
+    match opts.user.as_deref() {
+        Some("host") => {
+            env.with_host_user();
+        }
+        Some(user) => {
+            env.with_user(user);
+        }
+        None => {}
+    }
     Ok(Some(Companion {
         env: Env::Docker(env),
         work_dir: None,

@@ -18,6 +18,7 @@ async fn an_engine_that_is_down_is_a_typed_docker_error() {
         source_dir: dir.path().to_path_buf(),
         image: Some("busybox:latest".into()),
         preferred_backend: Some(Backend::Docker),
+        user: None,
     };
     let err = new_companion_runner(opts).await.unwrap_err();
     assert!(

@@ -42,6 +42,25 @@ pub(crate) struct Config {
     pub(crate) entrypoint: Option<Vec<String>>,
     /// Port mappings made from now on bind all interfaces.
     pub(crate) public_ports: bool,
+    /// The platform to run (`linux/amd64`), when not the engine's own.
+    pub(crate) platform: Option<String>,
+    /// Cache volumes: (the caller's name, where it is mounted).
+    pub(crate) volumes: Vec<(String, PathBuf)>,
+}
+
+/// The label of the cache volumes runner makes (its value: the caller's name).
+pub const LABEL_CACHE: &str = "runner.cache";
+
+/// The Docker name of the cache volume `name`.
+pub(crate) fn volume_name(name: &str) -> String {
+    format!("runner-cache-{name}")
+}
+
+/// A name Docker accepts for a volume: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub(crate) fn valid_volume_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 impl Config {
@@ -77,6 +96,11 @@ impl Config {
             .mounts
             .iter()
             .map(|(h, t)| format!("{}:{}", h.display(), t.display()))
+            .chain(
+                self.volumes
+                    .iter()
+                    .map(|(name, t)| format!("{}:{}", volume_name(name), t.display())),
+            )
             .collect();
         let port_bindings = self
             .ports
@@ -126,6 +150,16 @@ impl Config {
     /// A start failure, typed: a published port that is taken becomes `PortInUse`.
     pub(crate) fn start_error(&self, e: bollard::errors::Error) -> DockerError {
         let message = e.to_string();
+        if let Some(user) = &self.user {
+            if message.contains("unable to find user")
+                || message.contains("no matching entries in passwd")
+            {
+                return DockerError::NoSuchUser {
+                    user: user.clone(),
+                    source: e.into(),
+                };
+            }
+        }
         let port_taken = message.contains("address already in use")
             || message.contains("port is already allocated");
         if port_taken {
@@ -149,6 +183,9 @@ impl Config {
     /// Every mount's host path must exist: Docker would otherwise create an empty
     /// root-owned directory in its place.
     pub(crate) fn check_mounts(&self) -> std::result::Result<(), DockerError> {
+        if let Some((name, _)) = self.volumes.iter().find(|(n, _)| !valid_volume_name(n)) {
+            return Err(DockerError::InvalidVolumeName(name.clone()));
+        }
         match self.mounts.iter().find(|(h, _)| !h.exists()) {
             Some((h, _)) => Err(DockerError::MountSourceMissing(h.clone())),
             None => Ok(()),
@@ -169,21 +206,51 @@ pub(crate) enum CreateError {
 pub(crate) async fn create(
     docker: &Docker,
     name: &str,
+    config: &Config,
     body: ContainerCreateBody,
 ) -> Result<String, CreateError> {
     let options = CreateContainerOptions {
         name: Some(name.to_string()),
-        ..Default::default()
+        platform: config.platform.clone().unwrap_or_default(),
     };
     match docker.create_container(Some(options), body).await {
         Ok(created) => Ok(created.id),
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 409, ..
         }) => Err(CreateError::NameTaken),
-        Err(e) => Err(CreateError::Docker(
-            DockerError::op("create the container")(e),
-        )),
+        Err(e) => match &config.platform {
+            Some(platform) if e.to_string().contains("platform") => {
+                Err(CreateError::Docker(DockerError::PlatformUnavailable {
+                    image: config.image.clone(),
+                    platform: platform.clone(),
+                    source: e.into(),
+                }))
+            }
+            _ => Err(CreateError::Docker(
+                DockerError::op("create the container")(e),
+            )),
+        },
     }
+}
+
+/// Creates the cache volumes of `config` that do not exist yet, labelled as ours
+/// (`runner.owner`, [`LABEL_CACHE`]); existing ones are kept with their contents.
+pub(crate) async fn ensure_volumes(docker: &Docker, config: &Config) -> Result<(), DockerError> {
+    for (name, _) in &config.volumes {
+        let request = bollard::models::VolumeCreateRequest {
+            name: Some(volume_name(name)),
+            labels: Some(HashMap::from([
+                (LABEL_OWNER.to_string(), "true".to_string()),
+                (LABEL_CACHE.to_string(), name.clone()),
+            ])),
+            ..Default::default()
+        };
+        docker
+            .create_volume(request)
+            .await
+            .map_err(DockerError::op("create a cache volume"))?;
+    }
+    Ok(())
 }
 
 /// Removes container `id` with its anonymous volumes; one that is gone or already

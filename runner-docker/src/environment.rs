@@ -103,6 +103,8 @@ impl DockerEnvironment {
                 ephemeral: false,
                 entrypoint: None,
                 public_ports: false,
+                platform: None,
+                volumes: Vec::new(),
             },
             layers: EnvLayers::new(),
             image_env,
@@ -226,7 +228,37 @@ impl DockerEnvironment {
         self
     }
 
-    /// Runs the container (and its execs) as `user` (`name`, `uid` or `uid:gid`).
+    /// Runs the container for `platform` (e.g. `linux/amd64` on an arm64 host). An
+    /// image without that platform is [`DockerError::PlatformUnavailable`] at `init`.
+    pub fn with_platform(&mut self, platform: &str) -> &mut Self {
+        self.config.platform = Some(platform.to_string());
+        self
+    }
+
+    /// Mounts the persistent cache volume `name` at `target` (e.g. a
+    /// `.cargo/registry` or `node_modules`): a named volume labelled as runner's
+    /// (`runner.owner`, `runner.cache`), created at the first `init` and kept across
+    /// runs and containers, until `runner reap --volumes`
+    /// ([`remove_cache_volumes`](crate::remove_cache_volumes)). A name Docker would
+    /// reject is [`DockerError::InvalidVolumeName`] at `init`.
+    pub fn with_cache_volume(&mut self, name: &str, target: impl Into<PathBuf>) -> &mut Self {
+        self.config.volumes.push((name.to_string(), target.into()));
+        self
+    }
+
+    /// Runs the container and its execs as the user and group that own the mounted
+    /// directory, so files written into the project are not owned by root. Without a
+    /// mounted directory it changes nothing.
+    pub fn with_host_user(&mut self) -> &mut Self {
+        use std::os::unix::fs::MetadataExt;
+        if let Some(meta) = self.dir.as_ref().and_then(|d| std::fs::metadata(d).ok()) {
+            self.config.user = Some(format!("{}:{}", meta.uid(), meta.gid()));
+        }
+        self
+    }
+
+    /// Runs the container (and its execs) as `user` (`name`, `uid` or `uid:gid`). A
+    /// name the image does not know is [`DockerError::NoSuchUser`] at `init`.
     pub fn with_user(&mut self, user: &str) -> &mut Self {
         self.config.user = Some(user.to_string());
         self
@@ -294,7 +326,7 @@ impl DockerEnvironment {
     async fn create_and_start(&self, hash: &str) -> std::result::Result<String, CreateError> {
         let docker = &self.inner.docker;
         let body = self.config.create_body(&self.name, hash);
-        let created = container::create(docker, &self.container_name, body).await?;
+        let created = container::create(docker, &self.container_name, &self.config, body).await?;
         // From here on, anything that fails removes what we created.
         let logs = match self.attach(&created).await {
             Ok(logs) => logs,
@@ -488,6 +520,7 @@ impl RunnerEnvironment for DockerEnvironment {
             return Err(Error::ShutDown);
         }
         self.config.check_mounts()?;
+        container::ensure_volumes(&self.inner.docker, &self.config).await?;
         let hash = self.config.hash();
         // The common case costs one create and one start; only a name conflict makes us
         // look at the existing container.

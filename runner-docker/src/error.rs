@@ -62,6 +62,29 @@ pub enum DockerError {
         /// Its owner's session label (`<pid>-<start time>`), empty when it has none.
         owner: String,
     },
+    /// The user to run as does not exist in the image.
+    #[error("user `{user}` does not exist in the image (give a uid:gid, or a user the image has)")]
+    NoSuchUser {
+        /// The user asked for.
+        user: String,
+        /// The engine's error.
+        #[source]
+        source: EngineError,
+    },
+    /// The image has no variant for the platform asked for.
+    #[error("image `{image}` is not available for platform `{platform}`")]
+    PlatformUnavailable {
+        /// The image.
+        image: String,
+        /// The platform asked for.
+        platform: String,
+        /// The engine's error.
+        #[source]
+        source: EngineError,
+    },
+    /// A cache volume name Docker would reject (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`).
+    #[error("`{0}` is not a valid cache volume name (letters, digits, `_`, `.`, `-`; a letter or digit first)")]
+    InvalidVolumeName(String),
     /// The environment has no container (not initialized, or removed from outside).
     #[error("the container `{0}` does not exist")]
     NoContainer(String),

@@ -23,6 +23,7 @@ mod sweep;
 pub use bollard::Docker;
 pub use client::{connect, docker_engine_running, forget_negotiated_version};
 pub use container::DockerPortMapping;
+pub use container::LABEL_CACHE;
 pub use environment::DockerEnvironment;
 pub use error::{DockerError, EngineError};
 pub use exec::DockerProc;
@@ -32,4 +33,6 @@ pub use names::{
     LABEL_SESSION,
 };
 pub use stats::ContainerStats;
-pub use sweep::{reap_containers, reap_stale_containers, ContainerSweepReport};
+pub use sweep::{
+    reap_containers, reap_stale_containers, remove_cache_volumes, ContainerSweepReport,
+};

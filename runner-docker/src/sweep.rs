@@ -185,6 +185,51 @@ pub async fn reap_containers(deadline: Duration, remove_reusable: bool) -> Conta
     report
 }
 
+/// Removes runner's cache volumes (labelled `runner.cache`) that no container uses
+/// (`runner reap --volumes`); their names, and why others were left.
+pub async fn remove_cache_volumes() -> ContainerSweepReport {
+    let mut report = ContainerSweepReport::default();
+    let docker = match crate::connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            report.engine_unavailable = Some(runner_core::error_chain(&e));
+            return report;
+        }
+    };
+    let options = bollard::query_parameters::ListVolumesOptions {
+        filters: Some(HashMap::from([(
+            "label".to_string(),
+            vec![crate::container::LABEL_CACHE.to_string()],
+        )])),
+    };
+    let volumes = match docker.list_volumes(Some(options)).await {
+        Ok(v) => v.volumes.unwrap_or_default(),
+        Err(e) => {
+            report.engine_unavailable = Some(e.to_string());
+            return report;
+        }
+    };
+    for v in volumes {
+        match docker
+            .remove_volume(
+                &v.name,
+                None::<bollard::query_parameters::RemoveVolumeOptions>,
+            )
+            .await
+        {
+            Ok(()) => report.removed.push(format!("volume {}", v.name)),
+            // In use by a container: kept.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => report.kept += 1,
+            Err(e) => report
+                .errors
+                .push(format!("failed to remove volume {}: {e}", v.name)),
+        }
+    }
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

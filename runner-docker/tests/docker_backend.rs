@@ -750,3 +750,127 @@ async fn a_reused_container_is_kept_while_its_new_owner_lives() {
     assert!(swept.removed.contains(&container), "{swept}");
     assert_eq!(containers_named(&container), 0);
 }
+
+/// Users: the owner of the mounted directory (`with_host_user`) writes files the host
+/// user owns; a user the image does not know is a typed error that leaves no
+/// container behind.
+#[tokio::test]
+async fn users_are_the_hosts_or_a_typed_error() {
+    if !engine().await {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(4321), Some(4322)).unwrap();
+    let mut env = DockerEnvironment::new(&image(), dir.path(), &unique("hostuser"))
+        .await
+        .unwrap();
+    env.with_pause().with_host_user();
+    let _guard = Cleanup(env.container_name().to_string());
+    env.init().await.unwrap();
+    assert_eq!(output(&env, "id -u; id -g").await.1, "4321\n4322\n");
+    assert!(output(&env, "echo x > written").await.0.success());
+    let meta = std::fs::metadata(dir.path().join("written")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
+    env.shutdown().await.unwrap();
+
+    let mut env = DockerEnvironment::new(&image(), dir.path(), &unique("nouser"))
+        .await
+        .unwrap();
+    env.with_pause().with_user("no-such-user-here");
+    let name = env.container_name().to_string();
+    let _guard = Cleanup(name.clone());
+    let err = env.init().await.unwrap_err();
+    assert!(
+        matches!(docker_error(&err), DockerError::NoSuchUser { user, .. } if user == "no-such-user-here"),
+        "{}",
+        err.chain()
+    );
+    assert_eq!(containers_named(&name), 0);
+}
+
+/// A platform the image lacks is a typed error naming it; nothing is left behind.
+#[tokio::test]
+async fn a_platform_the_image_lacks_is_a_typed_error() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = DockerEnvironment::new(&image(), dir.path(), &unique("platform"))
+        .await
+        .unwrap();
+    env.with_pause().with_platform("linux/s390x");
+    let name = env.container_name().to_string();
+    let _guard = Cleanup(name.clone());
+    let err = env.init().await.unwrap_err();
+    assert!(
+        matches!(docker_error(&err), DockerError::PlatformUnavailable { platform, .. } if platform == "linux/s390x"),
+        "{}",
+        err.chain()
+    );
+    assert_eq!(containers_named(&name), 0);
+}
+
+/// Cache volumes outlive their containers, carry runner's labels, and are removed by
+/// `remove_cache_volumes` once no container uses them; a bad name is a typed error.
+#[tokio::test]
+async fn cache_volumes_persist_across_containers() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = unique("cache");
+    let make = |name: String| {
+        let dir = dir.path().to_path_buf();
+        let cache = cache.clone();
+        async move {
+            let mut env = DockerEnvironment::new(&image(), &dir, &name).await.unwrap();
+            env.with_pause().with_cache_volume(&cache, "/cache");
+            let guard = Cleanup(env.container_name().to_string());
+            env.init().await.unwrap();
+            (env, guard)
+        }
+    };
+    let (first, _g1) = make(unique("vol-a")).await;
+    assert!(output(&first, "echo kept > /cache/f").await.0.success());
+    first.shutdown().await.unwrap();
+    let (second, _g2) = make(unique("vol-b")).await;
+    assert_eq!(output(&second, "cat /cache/f").await.1, "kept\n");
+    let volume = format!("runner-cache-{cache}");
+    let label = std::process::Command::new("docker")
+        .args([
+            "volume",
+            "inspect",
+            "--format",
+            "{{index .Labels \"runner.cache\"}}",
+            &volume,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), cache);
+    // In use: kept.
+    let report = runner_docker::remove_cache_volumes().await;
+    assert!(
+        !report.removed.contains(&format!("volume {volume}")),
+        "{report}"
+    );
+    second.shutdown().await.unwrap();
+    let report = runner_docker::remove_cache_volumes().await;
+    assert!(
+        report.removed.contains(&format!("volume {volume}")),
+        "{report}"
+    );
+
+    let mut bad = DockerEnvironment::new(&image(), dir.path(), &unique("badvol"))
+        .await
+        .unwrap();
+    bad.with_pause().with_cache_volume("../escape", "/cache");
+    let name = bad.container_name().to_string();
+    let err = bad.init().await.unwrap_err();
+    assert!(
+        matches!(docker_error(&err), DockerError::InvalidVolumeName(n) if n == "../escape"),
+        "{}",
+        err.chain()
+    );
+    assert_eq!(containers_named(&name), 0);
+}

@@ -50,6 +50,7 @@ impl Fixture {
             source_dir: self.src(),
             image: Some(IMAGE.into()),
             preferred_backend: Some(backend),
+            user: None,
         }
     }
 

@@ -725,6 +725,7 @@ async fn companion_rows(quick: bool) -> Vec<Row> {
         source_dir: dir.path().to_path_buf(),
         image: Some("runner-test/busybox:latest".into()),
         preferred_backend: None,
+        user: None,
     };
     let n = if quick { 10 } else { 50 };
     let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
@@ -773,6 +774,7 @@ async fn detect_probe() {
         source_dir: dir.path().to_path_buf(),
         image: Some("runner-test/busybox:latest".into()),
         preferred_backend: None,
+        user: None,
     })
     .await
     .expect("companion");
