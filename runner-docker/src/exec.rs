@@ -71,6 +71,12 @@ pub(crate) struct ExecShared {
     /// That process's start time, when the engine runs on this host (so the host's
     /// process table shows it): what proves a host pid is still the exec's.
     host_start: std::sync::OnceLock<u64>,
+    /// `wait_on`: a program of the exec's process group that keeps the run alive.
+    wait_on: Option<String>,
+    /// The exec's pid (= its process group id) in the container, learned as soon as
+    /// the engine names its host pid (or, with a remote engine, by a scan at start):
+    /// `wait_on` needs it after the exec's own process is gone.
+    group_in_container: std::sync::OnceLock<i64>,
 }
 
 impl ExecShared {
@@ -117,6 +123,14 @@ impl ExecShared {
                     .and_then(|p| runner_core::os::process(p).ok())
                 {
                     let _ = self.host_start.set(p.start_time);
+                }
+                // Its pid in the container is its process group's id there; read now,
+                // while it still runs.
+                if let Some(ns) = i32::try_from(pid)
+                    .ok()
+                    .and_then(runner_core::os::namespace_pid)
+                {
+                    let _ = self.group_in_container.set(ns);
                 }
                 return Ok(Some(*self.host_pid.get_or_init(|| pid)));
             }
@@ -342,6 +356,7 @@ pub struct DockerProc {
     stdin_taken: bool,
     stdout_taken: bool,
     shared: Option<Arc<ExecShared>>,
+    wait_on: Option<String>,
 }
 
 impl DockerProc {
@@ -364,6 +379,7 @@ impl DockerProc {
             stdin_taken: false,
             stdout_taken: false,
             shared: None,
+            wait_on: None,
         }
     }
 
@@ -397,8 +413,15 @@ impl Proc for DockerProc {
         &mut self.opts
     }
 
-    /// Not supported by the Docker backend yet: the exec's own exit ends the run.
-    fn wait_on(&mut self, _bin: &str) {}
+    /// After the exec's own process exits, the run goes on while a process running
+    /// `bin` is left in the exec's process group (a server its launcher started and
+    /// detached from the output). With the engine on this host the host's process
+    /// table says; with a remote one a scan of the container's `/proc`, which needs
+    /// the exec's process to be seen running first. Looked at every 200 ms (the
+    /// engine has no event for it).
+    fn wait_on(&mut self, bin: &str) {
+        self.wait_on = Some(bin.to_string());
+    }
 
     fn stdin_pipe(&mut self) -> Result<ProcStdin> {
         if self.stdin_taken || self.shared.is_some() {
@@ -500,6 +523,8 @@ impl Proc for DockerProc {
             sent: Mutex::new(None),
             host_pid: std::sync::OnceLock::new(),
             host_start: std::sync::OnceLock::new(),
+            wait_on: self.wait_on.clone(),
+            group_in_container: std::sync::OnceLock::new(),
         });
         tokio::spawn(supervise(
             Arc::clone(&shared),
@@ -514,7 +539,14 @@ impl Proc for DockerProc {
             procs.push(Arc::clone(&shared));
         }
         self.shared = Some(Arc::clone(&shared));
-        shared.until_started().await
+        shared.until_started().await?;
+        if shared.wait_on.is_some() && shared.group_in_container.get().is_none() {
+            // A remote engine: the container's /proc says.
+            if let Some(pid) = shared.find_pid().await? {
+                let _ = shared.group_in_container.set(i64::from(pid));
+            }
+        }
+        Ok(())
     }
 
     async fn wait(&self) -> Result<ExitStatus> {
@@ -613,7 +645,91 @@ async fn supervise(
         Ok(ExitStatus::Exited(126 | 127)) if engine_says_missing => Err(ExecFailure::NotFound),
         other => other,
     };
+    if outcome.is_ok() {
+        shared.wait_for_named().await;
+    }
     status_tx.publish(outcome);
+}
+
+/// Lists the running processes of process group `$1` whose command name is `$2`.
+const GROUP_SCAN: &str = r#"pg=$1; bin=$2; for d in /proc/[0-9]*; do s=$(cat "$d/stat" 2>/dev/null) || continue; set -- ${s##*) }; [ "$3" = "$pg" ] && [ "$1" != Z ] && [ "$(cat "$d/comm" 2>/dev/null)" = "$bin" ] && echo "${d#/proc/}"; done; true"#;
+
+impl ExecShared {
+    /// With `wait_on`, returns once no process running that program is left in the
+    /// exec's process group. With the engine on this host the host's process table
+    /// says (the group's id there is the exec's host pid, known even after the exec's
+    /// own process is gone); otherwise a scan of the container's `/proc`. Every
+    /// 200 ms: the engine has no event for it.
+    async fn wait_for_named(&self) {
+        let Some(bin) = &self.wait_on else {
+            return;
+        };
+        // The engine still reports the exec's host pid after its process exited.
+        let host_group = match self.host_pid.get() {
+            Some(pid) => Some(*pid),
+            None => self
+                .inner
+                .docker
+                .inspect_exec(&self.exec_id)
+                .await
+                .ok()
+                .and_then(|info| info.pid)
+                .filter(|p| *p > 0),
+        }
+        .and_then(|p| i32::try_from(p).ok());
+        // (members of the group still running, of which running `bin`)
+        let on_host = |pgid: i32| {
+            let members: Vec<i32> = runner_core::os::processes()
+                .iter()
+                .filter(|p| p.pgid == pgid && p.running)
+                .map(|p| p.pid)
+                .collect();
+            let named = members
+                .iter()
+                .filter(|p| runner_core::os::runs_program(**p, bin))
+                .count();
+            (members.len(), named)
+        };
+        if let Some(pgid) = host_group.filter(|g| on_host(*g).0 > 0) {
+            // A member forked just before the shell exited may not have executed
+            // its program yet: give unnamed members a moment to become `bin`.
+            let mut settle = 25;
+            loop {
+                let (members, named) = on_host(pgid);
+                if named == 0 && (members == 0 || settle == 0) {
+                    return;
+                }
+                let pause = if named == 0 {
+                    settle -= 1;
+                    20
+                } else {
+                    200
+                };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        }
+        let Some(pgid) = self.group_in_container.get() else {
+            return;
+        };
+        // The kernel keeps a command name to 15 bytes.
+        let comm: String = bin.chars().take(15).collect();
+        loop {
+            let cmd = vec![
+                "sh".into(),
+                "-c".into(),
+                GROUP_SCAN.into(),
+                "sh".into(),
+                pgid.to_string(),
+                comm.clone(),
+            ];
+            match self.run_helper("look for the wait_on process", cmd).await {
+                Ok(listing) if !listing.iter().all(u8::is_ascii_whitespace) => {}
+                // None left, or the container is gone: the run is over.
+                _ => return,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 /// Lists every process of the container as `<pid>\t<argv, NUL-separated>\n`, with

@@ -874,3 +874,40 @@ async fn cache_volumes_persist_across_containers() {
     );
     assert_eq!(containers_named(&name), 0);
 }
+
+/// `wait_on`: the run lasts while the named program is left in the exec's group,
+/// even after the exec's own process and its output are done.
+#[tokio::test]
+async fn wait_on_keeps_an_exec_alive_for_the_named_process() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _guard) = paused("waiton", dir.path()).await;
+    let script = "sleep 2 >/dev/null 2>&1 </dev/null & echo started";
+    let running = || async {
+        output(
+            &env,
+            "for d in /proc/[0-9]*; do tr '\\0' ' ' < $d/cmdline 2>/dev/null; echo; done",
+        )
+        .await
+        .1
+        .lines()
+        .any(|l| l.trim() == "sleep 2")
+    };
+    // Without wait_on the run ends with the shell; the sleep goes on.
+    let mut p = env.new_process("sh", &["-c", script]).await.unwrap();
+    p.with_output(Arc::new(runner_core::NullSink));
+    assert!(p.run().await.unwrap().success());
+    assert!(running().await, "the detached sleep should still run");
+    // With it, the run ends only once the sleep is gone.
+    let mut p = env.new_process("sh", &["-c", script]).await.unwrap();
+    p.with_output(Arc::new(runner_core::NullSink));
+    p.wait_on("sleep");
+    assert!(p.run().await.unwrap().success());
+    assert!(
+        !running().await,
+        "wait returned while the named process ran"
+    );
+    env.shutdown().await.unwrap();
+}
