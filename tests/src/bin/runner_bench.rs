@@ -613,8 +613,65 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
         }
         raw += t.elapsed();
     }
+    // Stopping an exec whose shell has two children (all end on SIGTERM), against one
+    // raw exec of `kill` to the same kind of tree's group, each until the exec ended.
+    let tree = "sleep 300 & sleep 300 & echo ready; wait";
+    let start_tree = || async {
+        let mut p = env.docker_process("sh", &["-c", tree]).expect("proc");
+        let mut out = runner_core::Proc::stdout_pipe(&mut p).expect("pipe");
+        runner_core::Proc::start(&mut p).await.expect("start");
+        let mut ready = [0u8; 6];
+        tokio::io::AsyncReadExt::read_exact(&mut out, &mut ready)
+            .await
+            .expect("ready");
+        (p, out)
+    };
+    let k = if quick { 10 } else { 40 };
+    let (mut stop_ours, mut stop_raw) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..k {
+        let (p, _out) = start_tree().await;
+        let t = Instant::now();
+        runner_core::Proc::stop(&p).await.expect("stop");
+        stop_ours += t.elapsed();
+
+        let (p, _out) = start_tree().await;
+        let pgid = p.find_pid().await.expect("find pid").expect("running");
+        let t = Instant::now();
+        let docker = env.docker();
+        let exec = docker
+            .create_exec(
+                &id,
+                bollard::models::ExecConfig {
+                    cmd: Some(vec![
+                        "kill".into(),
+                        "-s".into(),
+                        "TERM".into(),
+                        format!("-{pgid}"),
+                    ]),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("create exec");
+        if let Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) =
+            docker.start_exec(&exec.id, None).await
+        {
+            while output.next().await.is_some() {}
+        }
+        runner_core::Proc::wait(&p).await.expect("wait");
+        stop_raw += t.elapsed();
+    }
     env.shutdown().await.expect("shutdown");
     let mut rows = vec![
+        Row {
+            name: "docker_stop_tree",
+            ours: stop_ours.as_secs_f64(),
+            baseline: stop_raw.as_secs_f64(),
+            baseline_desc: "one raw bollard exec of `kill -s TERM -PGID`, until the exec ended",
+            target: 1.5,
+        },
         Row {
             name: "docker_exec_run",
             ours: ours.as_secs_f64(),
