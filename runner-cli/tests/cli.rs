@@ -868,3 +868,50 @@ fn docker_user_host_writes_files_the_directory_owner_owns() {
     );
     assert_eq!(runner_containers(pid), 0);
 }
+
+/// Ctrl-C on a Docker run ends the command's whole process tree at once (it used to
+/// signal the exec's own pid only, and take tens of seconds): runner exits 130
+/// promptly and leaves no container and no process of the tree.
+#[test]
+fn ctrl_c_on_a_docker_run_ends_the_whole_tree_promptly() {
+    if !docker_available() {
+        return;
+    }
+    let cli = Cli::new();
+    let dir = cli.tmp.path().to_str().unwrap().to_string();
+    let mut child = cli
+        .cmd(&[
+            "run",
+            "--quiet",
+            "--backend",
+            "docker",
+            "--image",
+            IMAGE,
+            "--dir",
+            &dir,
+            "--",
+            "sh",
+            "-c",
+            "sleep 3002 & sleep 3002 & echo ready; wait",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    let started = std::time::Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = wait_or_kill(&mut child, 60, "runner after Ctrl-C on a docker run");
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(130), "{status}");
+    // The grace is 10 s; a tree that ends on SIGINT/SIGTERM takes far less.
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+    assert_eq!(runner_containers(child.id()), 0);
+    assert_eq!(running_with_argv(&["sleep", "3002"]), Vec::<i32>::new());
+}
