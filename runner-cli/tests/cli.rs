@@ -915,3 +915,57 @@ fn ctrl_c_on_a_docker_run_ends_the_whole_tree_promptly() {
     assert_eq!(runner_containers(child.id()), 0);
     assert_eq!(running_with_argv(&["sleep", "3002"]), Vec::<i32>::new());
 }
+
+/// A Docker run that is SIGKILLed leaves its container; the next `runner run` sweeps
+/// it (in the background, while its own command runs), without `runner reap`.
+#[test]
+fn the_next_run_removes_a_killed_docker_runs_container() {
+    if !docker_available() {
+        return;
+    }
+    let cli = Cli::new();
+    let dir = cli.tmp.path().to_str().unwrap().to_string();
+    let mut child = cli
+        .cmd(&[
+            "run",
+            "--quiet",
+            "--backend",
+            "docker",
+            "--image",
+            IMAGE,
+            "--dir",
+            &dir,
+            "--",
+            "sh",
+            "-c",
+            "echo ready; sleep 300",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        runner_containers(child.id()),
+        1,
+        "the killed run left no container?"
+    );
+    // The next run, on any backend, sweeps while its command runs.
+    let out = cli.run(&["run", "--quiet", "--", "sleep", "3"]);
+    assert_eq!(out.status.code(), Some(0));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while runner_containers(child.id()) != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(runner_containers(child.id()), 0);
+    // Its process groups went with the next run's start-up sweep.
+    assert_eq!(cli.records(), 0);
+}
