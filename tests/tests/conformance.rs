@@ -339,3 +339,23 @@ async fn auto_detection_and_unavailable_preferences() {
     .unwrap();
     assert_eq!(env.backend(), Backend::Native);
 }
+
+/// The companion's `user: Some("host")` runs the Docker backend as the owner of the
+/// source directory.
+#[tokio::test(flavor = "current_thread")]
+async fn a_docker_companion_runs_as_the_source_directorys_owner() {
+    let fx = Fixture::new();
+    let up = runner_docker::docker_engine_running(Duration::from_secs(3)).await;
+    if !engine_gate("a Docker engine", up) {
+        return;
+    }
+    std::os::unix::fs::chown(fx.src(), Some(3456), Some(3457)).unwrap();
+    let mut opts = fx.opts(Backend::Docker);
+    opts.name = format!("conformance-user-{}", std::process::id());
+    opts.user = Some("host".into());
+    let mut c = new_companion_runner(opts).await.unwrap();
+    c.with_pause();
+    c.init().await.unwrap();
+    assert_eq!(run(&c, "id -u; id -g").await.1, "3456\n3457\n");
+    c.shutdown().await.unwrap();
+}
