@@ -878,33 +878,7 @@ fn ctrl_c_on_a_docker_run_ends_the_whole_tree_promptly() {
         return;
     }
     let cli = Cli::new();
-    let dir = cli.tmp.path().to_str().unwrap().to_string();
-    let mut child = cli
-        .cmd(&[
-            "run",
-            "--quiet",
-            "--backend",
-            "docker",
-            "--image",
-            IMAGE,
-            "--dir",
-            &dir,
-            "--",
-            "sh",
-            "-c",
-            "sleep 3002 & sleep 3002 & echo ready; wait",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "ready\n");
+    let mut child = docker_run_until_ready(&cli, "sleep 3002 & sleep 3002 & echo ready; wait");
     let started = std::time::Instant::now();
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let status = wait_or_kill(&mut child, 60, "runner after Ctrl-C on a docker run");
@@ -924,33 +898,7 @@ fn the_next_run_removes_a_killed_docker_runs_container() {
         return;
     }
     let cli = Cli::new();
-    let dir = cli.tmp.path().to_str().unwrap().to_string();
-    let mut child = cli
-        .cmd(&[
-            "run",
-            "--quiet",
-            "--backend",
-            "docker",
-            "--image",
-            IMAGE,
-            "--dir",
-            &dir,
-            "--",
-            "sh",
-            "-c",
-            "echo ready; sleep 300",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "ready\n");
+    let mut child = docker_run_until_ready(&cli, "echo ready; sleep 300");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
     assert_eq!(
@@ -968,4 +916,37 @@ fn the_next_run_removes_a_killed_docker_runs_container() {
     assert_eq!(runner_containers(child.id()), 0);
     // Its process groups went with the next run's start-up sweep.
     assert_eq!(cli.records(), 0);
+}
+
+/// `runner run --backend docker -- sh -c SCRIPT` in the CLI's temp dir, returned once
+/// SCRIPT printed `ready` (its stdout is then no longer read).
+fn docker_run_until_ready(cli: &Cli, script: &str) -> std::process::Child {
+    let dir = cli.tmp.path().to_str().unwrap().to_string();
+    let mut child = cli
+        .cmd(&[
+            "run",
+            "--quiet",
+            "--backend",
+            "docker",
+            "--image",
+            IMAGE,
+            "--dir",
+            &dir,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    child
 }

@@ -560,8 +560,31 @@ async fn nix_rows(quick: bool, state: &std::path::Path) -> Vec<Row> {
     rows
 }
 
-async fn docker_rows(quick: bool) -> Vec<Row> {
+/// One exec through bollard alone: create, start attached, read the output to its
+/// end. Returns the exec's id.
+async fn raw_exec(docker: &bollard::Docker, container: &str, cmd: Vec<String>) -> String {
     use futures_util::StreamExt;
+    let exec = docker
+        .create_exec(
+            container,
+            bollard::models::ExecConfig {
+                cmd: Some(cmd),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create exec");
+    if let Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) =
+        docker.start_exec(&exec.id, None).await
+    {
+        while output.next().await.is_some() {}
+    }
+    exec.id
+}
+
+async fn docker_rows(quick: bool) -> Vec<Row> {
     let image = "runner-test/busybox:latest";
     let mut env = runner_docker::DockerEnvironment::new_headless(image, "bench-exec")
         .await
@@ -588,25 +611,9 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
 
         let t = Instant::now();
         let docker = env.docker();
-        let exec = docker
-            .create_exec(
-                &id,
-                bollard::models::ExecConfig {
-                    cmd: Some(vec!["echo".into(), "hi".into()]),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("create exec");
-        if let Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) =
-            docker.start_exec(&exec.id, None).await
-        {
-            while output.next().await.is_some() {}
-        }
+        let exec = raw_exec(docker, &id, vec!["echo".into(), "hi".into()]).await;
         loop {
-            let info = docker.inspect_exec(&exec.id).await.expect("inspect");
+            let info = docker.inspect_exec(&exec).await.expect("inspect");
             if info.running != Some(true) {
                 break;
             }
@@ -637,29 +644,13 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
         let (p, _out) = start_tree().await;
         let pgid = p.find_pid().await.expect("find pid").expect("running");
         let t = Instant::now();
-        let docker = env.docker();
-        let exec = docker
-            .create_exec(
-                &id,
-                bollard::models::ExecConfig {
-                    cmd: Some(vec![
-                        "kill".into(),
-                        "-s".into(),
-                        "TERM".into(),
-                        format!("-{pgid}"),
-                    ]),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("create exec");
-        if let Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) =
-            docker.start_exec(&exec.id, None).await
-        {
-            while output.next().await.is_some() {}
-        }
+        let kill = vec![
+            "kill".into(),
+            "-s".into(),
+            "TERM".into(),
+            format!("-{pgid}"),
+        ];
+        raw_exec(env.docker(), &id, kill).await;
         runner_core::Proc::wait(&p).await.expect("wait");
         stop_raw += t.elapsed();
     }
