@@ -154,20 +154,29 @@ async fn doctor() -> i32 {
         "yes",
         runner_core::os::kernel().unwrap_or_else(|| "host processes".into()),
     )];
+    // Where the engine is looked for, and why there (variable, context or path).
+    let endpoint = match runner_docker::resolve_endpoint() {
+        Ok(e) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
     let docker = match runner_docker::connect().await {
         Ok(d) => match tokio::time::timeout(std::time::Duration::from_secs(2), d.version()).await {
             Ok(Ok(v)) => (
                 "yes",
                 format!(
-                    "Docker Engine {} (API {})",
+                    "Docker Engine {} (API {}) at {}",
                     v.version.unwrap_or_default(),
-                    v.api_version.unwrap_or_default()
+                    v.api_version.unwrap_or_default(),
+                    endpoint
                 ),
             ),
             Ok(Err(e)) => ("no", format!("the engine did not answer: {e}")),
             Err(_) => ("no", "the engine did not answer within 2 s".to_string()),
         },
-        Err(e) => ("no", runner_core::error_chain(&e)),
+        Err(e) => (
+            "no",
+            format!("{} (looked at {endpoint})", runner_core::error_chain(&e)),
+        ),
     };
     rows.push(("docker", docker.0, docker.1));
     let nix = match runner_nix::nix_binary() {
@@ -330,6 +339,10 @@ async fn run(args: RunArgs) -> i32 {
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     if let Err(e) = check_dir(&dir) {
         return fail(&e, i32::from(EXIT_USAGE));
+    }
+    if matches!(args.backend, BackendArg::Docker) && args.image.is_none() {
+        eprintln!("runner: --image is required with --backend docker");
+        return i32::from(EXIT_USAGE);
     }
     // Making the environment creates nothing that outlives it (a pull at most).
     let mut env = match unless_signalled(&mut signals, make_env(&args, &dir)).await {

@@ -504,8 +504,9 @@ fn docker_backend_runs_in_a_container_and_removes_it() {
         "no-such-binary",
     ]);
     assert_eq!(out.status.code(), Some(127));
+    // A usage error, like any other missing flag.
     let (out, _) = run(&["run", "--backend", "docker", "--", "true"]);
-    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--image is required"));
     let (out, _) = run(&[
         "run",
@@ -561,6 +562,13 @@ fn doctor_reports_every_backend() {
     let text = String::from_utf8_lossy(&out.stdout);
     let docker = text.lines().find(|l| l.starts_with("docker")).unwrap();
     assert!(docker.contains(" no "), "{docker}");
+    // It names the endpoint, what chose it, and what is wrong there.
+    assert!(
+        docker.contains("unix:///nonexistent/docker.sock")
+            && docker.contains("from DOCKER_HOST")
+            && docker.contains("socket does not exist"),
+        "{docker}"
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Connecting to the engine: `DOCKER_HOST` (unix or tcp) or the local socket, with
-//! the API version negotiated (bollard defaults to a version Docker 20.10 rejects).
+//! Connecting to the engine the docker CLI would use (`endpoint.rs`), with the API
+//! version negotiated (bollard defaults to a version Docker 20.10 rejects).
 //!
 //! The negotiated version is remembered per host for the life of the process, so
 //! every environment after the first connects without a round trip. A connection
@@ -14,8 +14,10 @@ use bollard::{ClientVersion, Docker};
 
 use crate::DockerError;
 
-/// Where the engine listens when `DOCKER_HOST` is unset.
-const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+/// How long connecting and negotiating the API version may take: an engine that
+/// accepts connections but never answers must not hang the caller for the
+/// client's default two minutes.
+const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Request timeout of clients made with a remembered version (bollard's default).
 const REQUEST_TIMEOUT_SECS: u64 = 120;
@@ -51,17 +53,23 @@ pub fn forget_negotiated_version() {
     }
 }
 
+/// The engine's address ([`crate::resolve_endpoint`]); the default socket when the
+/// chosen context cannot be resolved (then [`connect`] says why).
 pub(crate) fn current_host() -> String {
-    std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_string())
+    crate::endpoint::resolve_endpoint()
+        .map(|e| e.host)
+        .unwrap_or_else(|_| crate::endpoint::DEFAULT_HOST.to_string())
 }
 
 /// Connects to `DOCKER_HOST` (or the local socket) and negotiates the API version
 /// with the engine; later calls for the same host reuse the negotiated version
 /// without asking again.
 pub async fn connect() -> Result<Docker, DockerError> {
-    let host = current_host();
+    let host = crate::endpoint::resolve_endpoint()?.host;
     let down = |e: bollard::errors::Error| DockerError::EngineDown {
         action: "connect",
+        endpoint: host.clone(),
+        why: crate::error::Unreachable::of(&e),
         source: e.into(),
     };
     if let Some(version) = remembered(&host) {
@@ -84,11 +92,20 @@ pub async fn connect() -> Result<Docker, DockerError> {
             return docker.map_err(down);
         }
     }
-    let docker = Docker::connect_with_host(&host)
+    let negotiate = Docker::connect_with_host(&host)
         .map_err(down)?
-        .negotiate_version()
-        .await
-        .map_err(down)?;
+        .negotiate_version();
+    let docker = match tokio::time::timeout(NEGOTIATE_TIMEOUT, negotiate).await {
+        Ok(negotiated) => negotiated.map_err(down)?,
+        Err(_) => {
+            return Err(DockerError::EngineDown {
+                action: "connect",
+                endpoint: host.clone(),
+                why: crate::error::Unreachable::Timeout,
+                source: std::sync::Arc::new(bollard::errors::Error::RequestTimeoutError),
+            })
+        }
+    };
     remember(&host, docker.client_version());
     Ok(docker)
 }

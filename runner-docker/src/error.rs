@@ -11,14 +11,22 @@ pub type EngineError = std::sync::Arc<bollard::errors::Error>;
 pub enum DockerError {
     /// No engine answered (not running, wrong `DOCKER_HOST`, no permission), or it
     /// went away mid-operation.
-    #[error("the Docker engine is not reachable (while trying to {action})")]
+    #[error("the Docker engine at {endpoint} is not reachable: {why} (while trying to {action})")]
     EngineDown {
         /// The operation, as a "failed to ..." fragment.
         action: &'static str,
+        /// The engine's address (`unix://…`, `tcp://…`).
+        endpoint: String,
+        /// What kind of failure it was.
+        why: Unreachable,
         /// The client's error.
         #[source]
         source: EngineError,
     },
+    /// The docker context chosen by `DOCKER_CONTEXT` or `config.json` cannot be
+    /// resolved.
+    #[error(transparent)]
+    Context(#[from] crate::endpoint::UnknownContext),
     /// The image is not present and could not be pulled.
     #[error("image `{image}` is not available{}", reason_suffix(.reason))]
     ImageUnavailable {
@@ -111,6 +119,62 @@ pub enum DockerError {
     },
 }
 
+/// Why an engine could not be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unreachable {
+    /// Its unix socket does not exist (no engine there).
+    SocketMissing,
+    /// Nothing listens (a stale socket, a stopped engine, a closed port).
+    Refused,
+    /// Not allowed to use the socket.
+    PermissionDenied,
+    /// It accepted the connection but did not answer in time.
+    Timeout,
+    /// The connection failed otherwise (reset, closed mid-request).
+    Other,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unreachable::SocketMissing => "its socket does not exist (is the engine running? `runner doctor` shows where runner looked)",
+            Unreachable::Refused => "it refused the connection (is the engine running?)",
+            Unreachable::PermissionDenied => {
+                "permission denied (add your user to the `docker` group, or use rootless Docker)"
+            }
+            Unreachable::Timeout => "it did not answer in time",
+            Unreachable::Other => "the connection failed",
+        })
+    }
+}
+
+impl Unreachable {
+    /// Classifies a client error by the system error under it.
+    pub(crate) fn of(e: &bollard::errors::Error) -> Unreachable {
+        if matches!(e, bollard::errors::Error::RequestTimeoutError) {
+            return Unreachable::Timeout;
+        }
+        if matches!(e, bollard::errors::Error::SocketNotFoundError(_)) {
+            return Unreachable::SocketMissing;
+        }
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = next {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                return match io.kind() {
+                    std::io::ErrorKind::NotFound => Unreachable::SocketMissing,
+                    std::io::ErrorKind::ConnectionRefused => Unreachable::Refused,
+                    std::io::ErrorKind::PermissionDenied => Unreachable::PermissionDenied,
+                    std::io::ErrorKind::TimedOut => Unreachable::Timeout,
+                    _ => Unreachable::Other,
+                };
+            }
+            next = err.source();
+        }
+        Unreachable::Other
+    }
+}
+
 fn reason_suffix(reason: &Option<String>) -> String {
     reason
         .as_ref()
@@ -130,6 +194,8 @@ impl DockerError {
             | E::RequestTimeoutError
             | E::SocketNotFoundError(_) => DockerError::EngineDown {
                 action,
+                endpoint: crate::client::current_host(),
+                why: Unreachable::of(&e),
                 source: e.into(),
             },
             e => DockerError::Operation {

@@ -8,6 +8,7 @@
 
 mod client;
 mod container;
+mod endpoint;
 mod environment;
 mod error;
 mod exec;
@@ -24,8 +25,9 @@ pub use bollard::Docker;
 pub use client::{connect, docker_engine_running, forget_negotiated_version};
 pub use container::DockerPortMapping;
 pub use container::LABEL_CACHE;
+pub use endpoint::{resolve_endpoint, Endpoint, EndpointSource, UnknownContext};
 pub use environment::DockerEnvironment;
-pub use error::{DockerError, EngineError};
+pub use error::{DockerError, EngineError, Unreachable};
 pub use exec::DockerProc;
 pub use image::{get_image_if_not_present, image_exists, image_id, PullProgress};
 pub use names::{

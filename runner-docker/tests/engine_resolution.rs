@@ -1,0 +1,138 @@
+//! Finding the engine as the docker CLI does (contexts in a temporary
+//! `DOCKER_CONFIG`, `DOCKER_CONTEXT`), and typed errors for each way an engine can be
+//! unreachable. Its own test binary, one test: it sets the process's environment.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runner_docker::{connect, resolve_endpoint, DockerError, EndpointSource, Unreachable};
+use sha2::{Digest, Sha256};
+use tokio::net::{UnixListener, UnixStream};
+
+/// A unix socket at `path` that forwards every connection to the engine's default
+/// socket (a second endpoint of the same engine), counting connections.
+fn proxy(path: &Path) -> Arc<AtomicUsize> {
+    let listener = UnixListener::bind(path).unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock").await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                }
+            });
+        }
+    });
+    count
+}
+
+fn write_context(config: &Path, name: &str, host: &str) {
+    let digest: String = Sha256::digest(name.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = config.join("contexts/meta").join(digest);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("meta.json"),
+        format!(r#"{{"Name":"{name}","Metadata":{{}},"Endpoints":{{"docker":{{"Host":"{host}","SkipTLSVerify":false}}}}}}"#),
+    )
+    .unwrap();
+}
+
+fn why(e: &DockerError) -> Unreachable {
+    match e {
+        DockerError::EngineDown { why, .. } => *why,
+        other => panic!("not EngineDown: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn contexts_and_unreachable_engines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::env::remove_var("DOCKER_HOST");
+    std::env::remove_var("DOCKER_CONTEXT");
+    std::env::set_var("DOCKER_CONFIG", &config);
+
+    let engine = std::path::Path::new("/var/run/docker.sock").exists()
+        && runner_docker::docker_engine_running(Duration::from_secs(3)).await;
+    if runner_core::testing::engine_gate("a Docker engine (contexts)", engine) {
+        let alt = tmp.path().join("alt.sock");
+        let through = proxy(&alt);
+        write_context(&config, "alt", &format!("unix://{}", alt.display()));
+        // The docker CLI's current context.
+        std::fs::write(config.join("config.json"), r#"{"currentContext":"alt"}"#).unwrap();
+        let endpoint = resolve_endpoint().unwrap();
+        assert_eq!(
+            endpoint.source,
+            EndpointSource::CurrentContext("alt".into())
+        );
+        let docker = connect().await.unwrap();
+        docker.ping().await.unwrap();
+        assert!(
+            through.load(Ordering::SeqCst) > 0,
+            "not through the context's socket"
+        );
+        // DOCKER_CONTEXT over config.json.
+        std::fs::write(
+            config.join("config.json"),
+            r#"{"currentContext":"default"}"#,
+        )
+        .unwrap();
+        std::env::set_var("DOCKER_CONTEXT", "alt");
+        let before = through.load(Ordering::SeqCst);
+        assert_eq!(
+            resolve_endpoint().unwrap().source,
+            EndpointSource::DockerContext("alt".into())
+        );
+        connect().await.unwrap().ping().await.unwrap();
+        assert!(through.load(Ordering::SeqCst) > before);
+        // A context that does not exist is an error naming it.
+        std::env::set_var("DOCKER_CONTEXT", "no-such-context");
+        match connect().await {
+            Err(DockerError::Context(e)) => assert_eq!(e.name, "no-such-context"),
+            other => panic!("{other:?}"),
+        }
+        std::env::remove_var("DOCKER_CONTEXT");
+    }
+
+    // Each way an engine can be unreachable is named, with the endpoint.
+    let missing = tmp.path().join("missing.sock");
+    std::env::set_var("DOCKER_HOST", format!("unix://{}", missing.display()));
+    let err = connect().await.unwrap_err();
+    assert_eq!(why(&err), Unreachable::SocketMissing, "{err}");
+    assert!(err.to_string().contains("missing.sock"), "{err}");
+
+    let stale = tmp.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    std::env::set_var("DOCKER_HOST", format!("unix://{}", stale.display()));
+    let err = connect().await.unwrap_err();
+    assert_eq!(why(&err), Unreachable::Refused, "{err}");
+
+    // Accepts, never answers: bounded, not bollard's two minutes.
+    let silent = tmp.path().join("silent.sock");
+    let listener = UnixListener::bind(&silent).unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = listener.accept().await {
+            conns.push(c);
+        }
+    });
+    std::env::set_var("DOCKER_HOST", format!("unix://{}", silent.display()));
+    let started = Instant::now();
+    let err = connect().await.unwrap_err();
+    assert_eq!(why(&err), Unreachable::Timeout, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    held.abort();
+    std::env::remove_var("DOCKER_HOST");
+}
