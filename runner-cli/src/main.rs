@@ -536,7 +536,19 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals) -> i32 {
     };
     let code = match proc.wait().await {
         Ok(status) => status.shell_code(),
-        Err(e) => fail(&e, i32::from(EXIT_INTERNAL)),
+        Err(e) => {
+            let code = fail(&e, i32::from(EXIT_INTERNAL));
+            if matches!(
+                e.downcast_backend::<runner_docker::DockerError>(),
+                Some(runner_docker::DockerError::EngineDown { .. })
+            ) {
+                eprintln!(
+                    "runner: the engine went away while the command ran; once it is back, \
+                     `runner reap` removes what it left"
+                );
+            }
+            code
+        }
     };
     // The forwarder holds the process (and through it the environment's ledger):
     // end it so everything is dropped before `runner` exits.
@@ -547,5 +559,15 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals) -> i32 {
 
 fn fail(e: &Error, default: i32) -> i32 {
     eprintln!("runner: {}", e.chain());
+    if matches!(
+        e.downcast_backend::<runner_docker::DockerError>(),
+        Some(
+            runner_docker::DockerError::EngineDown { .. } | runner_docker::DockerError::Context(_)
+        )
+    ) {
+        eprintln!(
+            "runner: hint: `runner doctor` shows where runner looks for the engine, and why there"
+        );
+    }
     e.shell_exit_code().unwrap_or(default)
 }

@@ -562,6 +562,18 @@ fn doctor_reports_every_backend() {
     let text = String::from_utf8_lossy(&out.stdout);
     let docker = text.lines().find(|l| l.starts_with("docker")).unwrap();
     assert!(docker.contains(" no "), "{docker}");
+    // `runner run` on that engine: one line naming it, and the hint.
+    let out = cli
+        .cmd(&["run", "--backend", "docker", "--image", IMAGE, "--", "true"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("unix:///nonexistent/docker.sock") && err.contains("`runner doctor`"),
+        "{err}"
+    );
     // It names the endpoint, what chose it, and what is wrong there.
     assert!(
         docker.contains("unix:///nonexistent/docker.sock")
