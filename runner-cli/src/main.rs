@@ -363,17 +363,10 @@ async fn run(args: RunArgs) -> i32 {
         match initialized {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(fail(&e, i32::from(EXIT_INTERNAL))),
-            Err(sig) => {
-                // A container's create and start cannot be dropped half-way without
-                // losing track of the container: let them finish (bounded), then remove
-                // it below. Other backends' init is cancelled here, and shutdown ends the
-                // processes it had started (nix, the shell probe).
-                if env.backend() == runner_core::Backend::Docker {
-                    let _ =
-                        tokio::time::timeout(std::time::Duration::from_secs(30), &mut init).await;
-                }
-                Some(128 + sig.number())
-            }
+            // Init is cancelled here, on every backend: shutdown (below) ends what it
+            // had started (a Docker container whose create was under way included:
+            // the environment never loses track of it; nix's shell probe).
+            Err(sig) => Some(128 + sig.number()),
         }
     };
     let code = match code {

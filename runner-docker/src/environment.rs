@@ -43,8 +43,12 @@ pub struct DockerEnvironment {
     /// Forwards the container's output from the current start.
     log_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The container `init` created or reused, until `shutdown` removes it (`stop`
-    /// stops it but keeps it known).
-    known: Mutex<Option<String>>,
+    /// stops it but keeps it known). Shared with the task that creates it, which
+    /// records it even when `init` is cancelled mid-way.
+    known: Arc<Mutex<Option<String>>>,
+    /// Held by that task for as long as the engine's create request runs:
+    /// `shutdown` waits for it before it reads `known`.
+    creating: Arc<tokio::sync::Mutex<()>>,
     /// How long the engine waits after SIGTERM before it kills the container's
     /// command when the container is stopped.
     grace: std::time::Duration,
@@ -112,7 +116,8 @@ impl DockerEnvironment {
             shut_down: std::sync::atomic::AtomicBool::new(false),
             output: None,
             log_task: Mutex::new(None),
-            known: Mutex::new(None),
+            known: Arc::default(),
+            creating: Arc::default(),
             grace: runner_core::DEFAULT_STOP_GRACE,
         }
         .mounting(dir))
@@ -326,17 +331,47 @@ impl DockerEnvironment {
     async fn create_and_start(&self, hash: &str) -> std::result::Result<String, CreateError> {
         let docker = &self.inner.docker;
         let body = self.config.create_body(&self.name, hash);
-        let created = container::create(docker, &self.container_name, &self.config, body).await?;
+        // The create runs in a task of its own that records the container the moment
+        // the engine made it: a cancelled `init` (a dropped future) never loses track
+        // of a container, and `shutdown` removes it.
+        let task = {
+            let (docker, name, config) = (
+                docker.clone(),
+                self.container_name.clone(),
+                self.config.clone(),
+            );
+            let (known, creating) = (Arc::clone(&self.known), Arc::clone(&self.creating));
+            let guard = Arc::clone(&creating).lock_owned().await;
+            tokio::spawn(async move {
+                let created = container::create(&docker, &name, &config, body).await;
+                if let Ok(id) = &created {
+                    *known.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+                }
+                drop(guard);
+                created
+            })
+        };
+        let created = match task.await {
+            Ok(created) => created?,
+            Err(e) => {
+                return Err(CreateError::Docker(DockerError::unexpected(
+                    "create the container",
+                    e.to_string(),
+                )))
+            }
+        };
         // From here on, anything that fails removes what we created.
         let logs = match self.attach(&created).await {
             Ok(logs) => logs,
             Err(e) => {
                 let _ = container::remove(&self.inner.docker, &created).await;
+                self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
                 return Err(CreateError::Docker(e));
             }
         };
         if let Err(e) = docker.start_container(&created, None).await {
             let _ = container::remove(&self.inner.docker, &created).await;
+            self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
             return Err(CreateError::Docker(self.config.start_error(e)));
         }
         self.follow(logs);
@@ -578,7 +613,9 @@ impl RunnerEnvironment for DockerEnvironment {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        // What `init` made, stopped by `stop` or not: removed.
+        // What `init` made, stopped by `stop` or not, or is still making (a cancelled
+        // `init` whose create request the engine is answering): removed.
+        let _created = self.creating.lock().await;
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(id) = known {
             container::remove(&self.inner.docker, &id).await?;

@@ -911,3 +911,49 @@ async fn wait_on_keeps_an_exec_alive_for_the_named_process() {
     );
     env.shutdown().await.unwrap();
 }
+
+/// `init` dropped at any moment (before, during and after the engine's create and
+/// start): `shutdown` removes whatever was made, nothing is left.
+#[tokio::test]
+async fn a_cancelled_init_leaves_no_container_after_shutdown() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // How long a whole init takes here, so the cancellations land all over it.
+    let mut probe = DockerEnvironment::new(&image(), dir.path(), &unique("cancel-probe"))
+        .await
+        .unwrap();
+    probe.with_pause().with_ephemeral();
+    let _probe_guard = Cleanup(probe.container_name().to_string());
+    let t = std::time::Instant::now();
+    probe.init().await.unwrap();
+    let whole = t.elapsed().as_micros() as u64;
+    probe.shutdown().await.unwrap();
+    let steps = 16u64;
+    let mut left_mid_way = 0;
+    for (i, micros) in (1..steps).map(|k| whole * k / steps).enumerate() {
+        let mut env = DockerEnvironment::new(&image(), dir.path(), &unique(&format!("cancel{i}")))
+            .await
+            .unwrap();
+        env.with_pause().with_ephemeral();
+        let name = env.container_name().to_string();
+        let _guard = Cleanup(name.clone());
+        let cancelled = tokio::time::timeout(Duration::from_micros(micros), env.init())
+            .await
+            .is_err();
+        // A container made and not yet finished when init was dropped.
+        if cancelled && containers_named(&name) == 1 {
+            left_mid_way += 1;
+        }
+        env.shutdown().await.unwrap();
+        // The engine may still be finishing a create we no longer wait for; the
+        // environment waited for it, so the name is free now.
+        assert_eq!(containers_named(&name), 0, "cancelled after {micros} µs");
+    }
+    // The test reached the window it is about (a cancellation after the create).
+    assert!(
+        left_mid_way > 0,
+        "no cancellation landed after the create (init: {whole} µs)"
+    );
+}
