@@ -124,10 +124,12 @@ impl ExecShared {
                 {
                     let _ = self.host_start.set(p.start_time);
                 }
-                // Its pid in the container is its process group's id there; read now,
-                // while it still runs.
+                // Its pid in the container is its process group's id there, which
+                // `wait_on` needs after it is gone: read now, while it still runs (only
+                // then; every exec start goes through here).
                 if let Some(ns) = i32::try_from(pid)
                     .ok()
+                    .filter(|_| self.wait_on.is_some())
                     .and_then(runner_core::os::namespace_pid)
                 {
                     let _ = self.group_in_container.set(ns);
@@ -677,13 +679,10 @@ impl ExecShared {
                 .filter(|p| *p > 0),
         }
         .and_then(|p| i32::try_from(p).ok());
-        // (members of the group still running, of which running `bin`)
+        // (members of the group still running, of which running `bin`): the same
+        // reading of the process table the native supervisor's `wait_on` makes.
         let on_host = |pgid: i32| {
-            let members: Vec<i32> = runner_core::os::processes()
-                .iter()
-                .filter(|p| p.pgid == pgid && p.running)
-                .map(|p| p.pid)
-                .collect();
+            let members = runner_reaper::running_members(pgid);
             let named = members
                 .iter()
                 .filter(|p| runner_core::os::runs_program(**p, bin))
