@@ -477,14 +477,8 @@ async fn make_env(
             pull_with_progress(&client, image, args.quiet).await?;
             let mut env = DockerEnvironment::with_client(client, image, Some(dir), &name).await?;
             env.with_pause().with_ephemeral();
-            match args.user.as_deref() {
-                Some("host") => {
-                    env.with_host_user();
-                }
-                Some(user) => {
-                    env.with_user(user);
-                }
-                None => {}
+            if let Some(user) = &args.user {
+                env.with_user_spec(user);
             }
             for (host, container) in &args.ports {
                 env.with_port_mapping(*host, *container);

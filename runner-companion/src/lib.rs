@@ -254,14 +254,8 @@ async fn docker(opts: &CompanionOpts, preferred: bool) -> Result<Option<Companio
         &opts.name,
     )
     .await?;
-    match opts.user.as_deref() {
-        Some("host") => {
-            env.with_host_user();
-        }
-        Some(user) => {
-            env.with_user(user);
-        }
-        None => {}
+    if let Some(user) = &opts.user {
+        env.with_user_spec(user);
     }
     Ok(Some(Companion {
         env: Env::Docker(env),

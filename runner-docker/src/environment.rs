@@ -251,6 +251,17 @@ impl DockerEnvironment {
         self
     }
 
+    /// [`with_host_user`](Self::with_host_user) for `host`, else
+    /// [`with_user`](Self::with_user): how `runner run --user` and the companion's
+    /// `user` are read.
+    pub fn with_user_spec(&mut self, spec: &str) -> &mut Self {
+        if spec == "host" {
+            self.with_host_user()
+        } else {
+            self.with_user(spec)
+        }
+    }
+
     /// Runs the container and its execs as the user and group that own the mounted
     /// directory, so files written into the project are not owned by root. Without a
     /// mounted directory it changes nothing.
