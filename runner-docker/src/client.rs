@@ -19,6 +19,10 @@ use crate::DockerError;
 /// client's default two minutes.
 const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The oldest engine API this backend works with: 1.41 (Docker 20.10), the first
+/// with the create call's `platform` and the exec features the backend uses.
+pub(crate) const MINIMUM_API: (usize, usize) = (1, 41);
+
 /// Request timeout of clients made with a remembered version (bollard's default).
 const REQUEST_TIMEOUT_SECS: u64 = 120;
 
@@ -61,11 +65,39 @@ pub(crate) fn current_host() -> String {
         .unwrap_or_else(|_| crate::endpoint::DEFAULT_HOST.to_string())
 }
 
-/// Connects to `DOCKER_HOST` (or the local socket) and negotiates the API version
-/// with the engine; later calls for the same host reuse the negotiated version
-/// without asking again.
+/// A client for `endpoint` speaking API `version`: TLS when the endpoint has TLS
+/// material, otherwise by the address's scheme.
+fn client_for(
+    endpoint: &crate::Endpoint,
+    timeout: u64,
+    version: &ClientVersion,
+) -> Result<Docker, bollard::errors::Error> {
+    let host = endpoint.host.as_str();
+    match &endpoint.tls {
+        Some(tls) => {
+            // bollard reads these lazily (the key at the handshake); a missing file
+            // is a TLS failure named now rather than a handshake error later.
+            for file in [tls.ca(), tls.cert(), tls.key()] {
+                if !file.is_file() {
+                    return Err(bollard::errors::Error::CertPathError { path: file });
+                }
+            }
+            Docker::connect_with_ssl(host, &tls.key(), &tls.cert(), &tls.ca(), timeout, version)
+        }
+        None if host.starts_with("unix://") => Docker::connect_with_unix(host, timeout, version),
+        None if host.starts_with("tcp://") || host.starts_with("http://") => {
+            Docker::connect_with_http(host, timeout, version)
+        }
+        None => Docker::connect_with_host(host),
+    }
+}
+
+/// Connects to the engine [`crate::resolve_endpoint`] finds (TLS included) and
+/// negotiates the API version with it, within 10 s; later calls for the same host
+/// reuse the negotiated version without asking again.
 pub async fn connect() -> Result<Docker, DockerError> {
-    let host = crate::endpoint::resolve_endpoint()?.host;
+    let endpoint = crate::endpoint::resolve_endpoint()?;
+    let host = endpoint.host.clone();
     let down = |e: bollard::errors::Error| DockerError::EngineDown {
         action: "connect",
         endpoint: host.clone(),
@@ -73,28 +105,15 @@ pub async fn connect() -> Result<Docker, DockerError> {
         source: e.into(),
     };
     if let Some(version) = remembered(&host) {
-        let known = if host.starts_with("unix://") {
-            Some(Docker::connect_with_unix(
-                &host,
-                REQUEST_TIMEOUT_SECS,
-                &version,
-            ))
-        } else if host.starts_with("tcp://") || host.starts_with("http://") {
-            Some(Docker::connect_with_http(
-                &host,
-                REQUEST_TIMEOUT_SECS,
-                &version,
-            ))
-        } else {
-            None
-        };
-        if let Some(docker) = known {
-            return docker.map_err(down);
-        }
+        return client_for(&endpoint, REQUEST_TIMEOUT_SECS, &version).map_err(down);
     }
-    let negotiate = Docker::connect_with_host(&host)
-        .map_err(down)?
-        .negotiate_version();
+    let negotiate = client_for(
+        &endpoint,
+        REQUEST_TIMEOUT_SECS,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .map_err(down)?
+    .negotiate_version();
     let docker = match tokio::time::timeout(NEGOTIATE_TIMEOUT, negotiate).await {
         Ok(negotiated) => negotiated.map_err(down)?,
         Err(_) => {
@@ -106,7 +125,14 @@ pub async fn connect() -> Result<Docker, DockerError> {
             })
         }
     };
-    remember(&host, docker.client_version());
+    let version = docker.client_version();
+    if (version.major_version, version.minor_version) < MINIMUM_API {
+        return Err(DockerError::EngineTooOld {
+            endpoint: host,
+            api: format!("{}.{}", version.major_version, version.minor_version),
+        });
+    }
+    remember(&host, version);
     Ok(docker)
 }
 

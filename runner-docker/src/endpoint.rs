@@ -4,6 +4,11 @@
 //! (`contexts/meta/<sha256 of the name>/meta.json` → `Endpoints.docker.Host`); the
 //! default socket; and when that is absent, the well-known sockets of rootless
 //! Docker, Docker Desktop, colima, OrbStack and Podman, the first that exists.
+//!
+//! A tcp endpoint speaks TLS when `DOCKER_TLS_VERIFY` is set (material from
+//! `DOCKER_CERT_PATH`, default the config directory) or when its context has TLS
+//! material (`contexts/tls/<sha256 of the name>/docker/`); the engine's certificate is
+//! always verified against that `ca.pem`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,6 +25,31 @@ pub struct Endpoint {
     pub host: String,
     /// What chose it.
     pub source: EndpointSource,
+    /// The TLS material, for a tcp endpoint that speaks TLS.
+    pub tls: Option<TlsMaterial>,
+}
+
+/// A directory holding the docker CLI's TLS files: `ca.pem` (the authority the
+/// engine's certificate must chain to), `cert.pem` and `key.pem` (the client's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsMaterial {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl TlsMaterial {
+    /// The certificate authority's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    /// The client's certificate.
+    pub fn cert(&self) -> PathBuf {
+        self.dir.join("cert.pem")
+    }
+    /// The client's private key.
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("key.pem")
+    }
 }
 
 /// What chose an [`Endpoint`].
@@ -57,7 +87,11 @@ impl fmt::Display for EndpointSource {
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.host, self.source)
+        write!(f, "{} ({}", self.host, self.source)?;
+        if let Some(tls) = &self.tls {
+            write!(f, ", TLS material in {}", tls.dir.display())?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -85,16 +119,24 @@ fn resolve_with(
     var: &dyn Fn(&str) -> Option<String>,
     exists: &dyn Fn(&Path) -> bool,
 ) -> Result<Endpoint, UnknownContext> {
-    if let Some(host) = var("DOCKER_HOST") {
-        return Ok(Endpoint {
-            host,
-            source: EndpointSource::DockerHost,
-        });
-    }
     let home = var("HOME").map(PathBuf::from).unwrap_or_default();
     let config_dir = var("DOCKER_CONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|| home.join(".docker"));
+    if let Some(host) = var("DOCKER_HOST") {
+        let tls = (var("DOCKER_TLS_VERIFY").is_some() && host.starts_with("tcp://")
+            || host.starts_with("https://"))
+        .then(|| TlsMaterial {
+            dir: var("DOCKER_CERT_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| config_dir.clone()),
+        });
+        return Ok(Endpoint {
+            host,
+            source: EndpointSource::DockerHost,
+            tls,
+        });
+    }
     let chosen = match var("DOCKER_CONTEXT") {
         Some(name) => Some((
             name.clone(),
@@ -112,7 +154,15 @@ fn resolve_with(
     if let Some((name, chosen_by, source)) = chosen.filter(|(n, _, _)| n != "default") {
         let store = config_dir.join("contexts/meta");
         return match context_host(&store, &name) {
-            Some(host) => Ok(Endpoint { host, source }),
+            Some(host) => {
+                let dir = config_dir
+                    .join("contexts/tls")
+                    .join(digest(&name))
+                    .join("docker");
+                let tls = (!host.starts_with("unix://") && exists(&dir.join("ca.pem")))
+                    .then_some(TlsMaterial { dir });
+                Ok(Endpoint { host, source, tls })
+            }
             None => Err(UnknownContext {
                 name,
                 chosen_by,
@@ -124,6 +174,7 @@ fn resolve_with(
         return Ok(Endpoint {
             host: DEFAULT_HOST.into(),
             source: EndpointSource::Default,
+            tls: None,
         });
     }
     let runtime = var("XDG_RUNTIME_DIR").map(PathBuf::from);
@@ -147,13 +198,23 @@ fn resolve_with(
             return Ok(Endpoint {
                 host: format!("unix://{}", path.display()),
                 source: EndpointSource::WellKnown(what),
+                tls: None,
             });
         }
     }
     Ok(Endpoint {
         host: DEFAULT_HOST.into(),
         source: EndpointSource::Default,
+        tls: None,
     })
+}
+
+/// The context store's directory name for context `name`: its sha256, in hex.
+fn digest(name: &str) -> String {
+    Sha256::digest(name.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `currentContext` of `<config dir>/config.json`.
@@ -169,11 +230,7 @@ fn current_context(config_dir: &Path) -> Option<String> {
 /// `Endpoints.docker.Host` of context `name` in the store `store`
 /// (`<store>/<sha256 of name>/meta.json`).
 fn context_host(store: &Path, name: &str) -> Option<String> {
-    let digest: String = Sha256::digest(name.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let text = std::fs::read_to_string(store.join(digest).join("meta.json")).ok()?;
+    let text = std::fs::read_to_string(store.join(digest(name)).join("meta.json")).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     json.get("Endpoints")?
         .get("docker")?
@@ -188,11 +245,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn with_context(config: &Path, name: &str, host: &str) {
-        let digest: String = Sha256::digest(name.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let dir = config.join("contexts/meta").join(digest);
+        let dir = config.join("contexts/meta").join(digest(name));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("meta.json"),
@@ -231,9 +284,36 @@ mod tests {
             (e.host.as_str(), e.source),
             ("tcp://127.0.0.1:1", EndpointSource::DockerHost)
         );
+        assert_eq!(e.tls, None);
+        // TLS: DOCKER_TLS_VERIFY with DOCKER_CERT_PATH, or the config directory.
+        let tcp = [
+            ("DOCKER_HOST", "tcp://127.0.0.1:1"),
+            ("DOCKER_TLS_VERIFY", "1"),
+        ];
+        let e = resolve(&tcp, &[]).unwrap();
+        assert_eq!(
+            e.tls,
+            Some(TlsMaterial {
+                dir: config.clone()
+            })
+        );
+        let e = resolve(&[tcp[0], tcp[1], ("DOCKER_CERT_PATH", "/certs")], &[]).unwrap();
+        assert_eq!(e.tls.unwrap().ca(), Path::new("/certs/ca.pem"));
+        // A context's TLS material, when its store has a ca.pem.
+        let context_tls = config
+            .join("contexts/tls")
+            .join(digest("other"))
+            .join("docker");
+        let e = resolve(
+            &[("DOCKER_CONTEXT", "other")],
+            &[context_tls.join("ca.pem")],
+        )
+        .unwrap();
+        assert_eq!(e.tls, Some(TlsMaterial { dir: context_tls }));
         // DOCKER_CONTEXT over config.json's current context.
         let e = resolve(&[("DOCKER_CONTEXT", "other")], &[]).unwrap();
         assert_eq!(e.host, "tcp://127.0.0.1:2376");
+        assert_eq!(e.tls, None);
         assert_eq!(e.source, EndpointSource::DockerContext("other".into()));
         let e = resolve(&[], &[]).unwrap();
         assert_eq!(e.host, "unix:///alt.sock");

@@ -23,6 +23,19 @@ pub enum DockerError {
         #[source]
         source: EngineError,
     },
+    /// The engine answers but speaks an API older than this backend needs.
+    #[error(
+        "the Docker engine at {endpoint} speaks API {api}, older than the {}.{} runner needs \
+         (Docker 20.10 or newer)",
+        crate::client::MINIMUM_API.0,
+        crate::client::MINIMUM_API.1
+    )]
+    EngineTooOld {
+        /// The engine's address.
+        endpoint: String,
+        /// The API version negotiated with it.
+        api: String,
+    },
     /// The docker context chosen by `DOCKER_CONTEXT` or `config.json` cannot be
     /// resolved.
     #[error(transparent)]
@@ -131,6 +144,9 @@ pub enum Unreachable {
     PermissionDenied,
     /// It accepted the connection but did not answer in time.
     Timeout,
+    /// The TLS handshake failed (an engine certificate not signed by `ca.pem`, a
+    /// client certificate it refuses) or the TLS files are missing or unreadable.
+    Tls,
     /// The connection failed otherwise (reset, closed mid-request).
     Other,
 }
@@ -144,6 +160,10 @@ impl std::fmt::Display for Unreachable {
                 "permission denied (add your user to the `docker` group, or use rootless Docker)"
             }
             Unreachable::Timeout => "it did not answer in time",
+            Unreachable::Tls => {
+                "TLS failed (check ca.pem, cert.pem and key.pem in DOCKER_CERT_PATH or the \
+                 context's TLS material)"
+            }
             Unreachable::Other => "the connection failed",
         })
     }
@@ -158,18 +178,37 @@ impl Unreachable {
         if matches!(e, bollard::errors::Error::SocketNotFoundError(_)) {
             return Unreachable::SocketMissing;
         }
+        if matches!(
+            e,
+            bollard::errors::Error::CertPathError { .. }
+                | bollard::errors::Error::CertParseError { .. }
+                | bollard::errors::Error::CertMultipleKeys { .. }
+                | bollard::errors::Error::NoNativeCertsError { .. }
+                | bollard::errors::Error::LoadNativeCertsErrors { .. }
+        ) {
+            return Unreachable::Tls;
+        }
+        // Errors nest both ways: as sources, and as io errors wrapping io errors
+        // (`get_ref`, which `source` skips). The first TLS error or specific io kind
+        // on the way down decides.
         let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(err) = next {
-            if let Some(io) = err.downcast_ref::<std::io::Error>() {
-                return match io.kind() {
-                    std::io::ErrorKind::NotFound => Unreachable::SocketMissing,
-                    std::io::ErrorKind::ConnectionRefused => Unreachable::Refused,
-                    std::io::ErrorKind::PermissionDenied => Unreachable::PermissionDenied,
-                    std::io::ErrorKind::TimedOut => Unreachable::Timeout,
-                    _ => Unreachable::Other,
-                };
+            if err.downcast_ref::<rustls::Error>().is_some() {
+                return Unreachable::Tls;
             }
-            next = err.source();
+            next = match err.downcast_ref::<std::io::Error>() {
+                Some(io) => match io.kind() {
+                    std::io::ErrorKind::NotFound => return Unreachable::SocketMissing,
+                    std::io::ErrorKind::ConnectionRefused => return Unreachable::Refused,
+                    std::io::ErrorKind::PermissionDenied => return Unreachable::PermissionDenied,
+                    std::io::ErrorKind::TimedOut => return Unreachable::Timeout,
+                    _ => match io.get_ref() {
+                        Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                        None => return Unreachable::Other,
+                    },
+                },
+                None => err.source(),
+            };
         }
         Unreachable::Other
     }

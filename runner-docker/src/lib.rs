@@ -25,7 +25,7 @@ pub use bollard::Docker;
 pub use client::{connect, docker_engine_running, forget_negotiated_version};
 pub use container::DockerPortMapping;
 pub use container::LABEL_CACHE;
-pub use endpoint::{resolve_endpoint, Endpoint, EndpointSource, UnknownContext};
+pub use endpoint::{resolve_endpoint, Endpoint, EndpointSource, TlsMaterial, UnknownContext};
 pub use environment::DockerEnvironment;
 pub use error::{DockerError, EngineError, Unreachable};
 pub use exec::DockerProc;

@@ -134,5 +134,32 @@ async fn contexts_and_unreachable_engines() {
         started.elapsed()
     );
     held.abort();
+
+    // An engine whose API is older than the backend needs (it answers `/version`
+    // as Docker 1.12 did): a typed error naming the endpoint and the version.
+    let old = tmp.path().join("old.sock");
+    let listener = UnixListener::bind(&old).unwrap();
+    let answering = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut c, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf).await;
+            let body = r#"{"Version":"1.12.6","ApiVersion":"1.24","MinAPIVersion":"1.12"}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = c.write_all(answer.as_bytes()).await;
+        }
+    });
+    std::env::set_var("DOCKER_HOST", format!("unix://{}", old.display()));
+    match connect().await {
+        Err(e @ DockerError::EngineTooOld { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("old.sock") && text.contains("1.24"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    answering.abort();
     std::env::remove_var("DOCKER_HOST");
 }

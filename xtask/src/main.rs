@@ -508,6 +508,17 @@ fn apt_install_missing() {
     if !Path::new("/bin/busybox").exists() && !Path::new("/usr/bin/busybox").exists() {
         wanted.push("busybox-static");
     }
+    // The engine-resolution and registry tests: a TLS dockerd (certificates made
+    // with openssl) and a local registry with htpasswd logins.
+    for (program, package) in [
+        ("openssl", "openssl"),
+        ("docker-registry", "docker-registry"),
+        ("htpasswd", "apache2-utils"),
+    ] {
+        if !on_path(program) {
+            wanted.push(package);
+        }
+    }
     if wanted.is_empty() || !is_root() || !on_path("apt-get") {
         return;
     }
