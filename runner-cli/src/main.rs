@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod pull;
+
 use clap::{Parser, Subcommand};
 use runner_core::{EnvironmentVariable, Error, Proc, RunnerEnvironment, Signal};
 use runner_docker::DockerEnvironment;
@@ -395,41 +397,6 @@ fn check_dir(dir: &std::path::Path) -> Result<(), Error> {
     }
 }
 
-/// Pulls `image` unless present, with a progress bar on stderr (unless quiet).
-async fn pull_with_progress(
-    client: &runner_docker::Docker,
-    image: &str,
-    quiet: bool,
-) -> Result<(), Error> {
-    if runner_docker::image_exists(client, image).await? {
-        return Ok(());
-    }
-    let bar = (!quiet).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "pulling {prefix} {msg:<12} [{bar:30}] {bytes}/{total_bytes} ({percent}%)",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(image.to_string());
-        bar
-    });
-    let pulled = runner_docker::get_image_if_not_present(client, image, |p| {
-        if let Some(bar) = &bar {
-            bar.set_length(p.total);
-            bar.set_position(p.done);
-            bar.set_message(p.status.clone());
-        }
-    })
-    .await;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    Ok(pulled?)
-}
-
 /// The user's cache directory for materialized Nix shells.
 fn nix_cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
@@ -474,7 +441,7 @@ async fn make_env(
             })?;
             let name = format!("run-{}", std::process::id());
             let client = runner_docker::connect().await?;
-            pull_with_progress(&client, image, args.quiet).await?;
+            pull::pull_with_progress(&client, image, args.quiet).await?;
             let mut env = DockerEnvironment::with_client(client, image, Some(dir), &name).await?;
             env.with_pause().with_ephemeral();
             if let Some(user) = &args.user {

@@ -52,6 +52,35 @@ pub enum DockerError {
         #[source]
         source: Option<EngineError>,
     },
+    /// The registry refused the pull: no credentials for it, or wrong ones.
+    #[error(
+        "registry `{registry}` refused to give image `{image}`: {}",
+        if *.had_credentials {
+            "the credentials docker's config gives for it were refused"
+        } else {
+            "it needs a login and docker's config has none for it (`docker login`)"
+        }
+    )]
+    Unauthorized {
+        /// The image reference.
+        image: String,
+        /// The registry (`docker.io`, `host:port`).
+        registry: String,
+        /// Whether credentials were sent.
+        had_credentials: bool,
+        /// The engine's words.
+        reason: String,
+    },
+    /// The user's registry credentials could not be read (a credential helper that
+    /// failed, a malformed `config.json`).
+    #[error("failed to read the credentials for registry `{registry}`")]
+    Credentials {
+        /// The registry.
+        registry: String,
+        /// What went wrong.
+        #[source]
+        source: std::sync::Arc<docker_credential::CredentialRetrievalError>,
+    },
     /// An engine operation failed: the engine answered with an error.
     #[error("failed to {action}")]
     Operation {

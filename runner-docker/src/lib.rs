@@ -8,6 +8,7 @@
 
 mod client;
 mod container;
+mod credentials;
 mod endpoint;
 mod environment;
 mod error;
@@ -25,11 +26,14 @@ pub use bollard::Docker;
 pub use client::{connect, docker_engine_running, forget_negotiated_version};
 pub use container::DockerPortMapping;
 pub use container::LABEL_CACHE;
+pub use credentials::registry_of;
 pub use endpoint::{resolve_endpoint, Endpoint, EndpointSource, TlsMaterial, UnknownContext};
 pub use environment::DockerEnvironment;
 pub use error::{DockerError, EngineError, Unreachable};
 pub use exec::DockerProc;
-pub use image::{get_image_if_not_present, image_exists, image_id, PullProgress};
+pub use image::{
+    get_image_if_not_present, image_exists, image_id, LayerPhase, LayerProgress, PullProgress,
+};
 pub use names::{
     container_name, LABEL_CONFIG, LABEL_EPHEMERAL, LABEL_HOST, LABEL_NAME, LABEL_OWNER,
     LABEL_SESSION,

@@ -70,6 +70,23 @@ fn client_material(to: &Path, ca_from: &Path, client_from: &Path) {
     std::fs::copy(client_from.join("client-key.pem"), to.join("key.pem")).unwrap();
 }
 
+/// A bridge interface of its own for the second engine, deleted when dropped.
+struct Bridge(String);
+
+impl Bridge {
+    fn add(name: &str) -> Bridge {
+        let _ = Command::new("ip").args(["link", "del", name]).status();
+        run(Command::new("ip").args(["link", "add", name, "type", "bridge"]));
+        Bridge(name.to_string())
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
 /// The second engine, stopped by its pid when dropped.
 struct SecondEngine {
     child: Child,
@@ -77,7 +94,7 @@ struct SecondEngine {
 }
 
 impl SecondEngine {
-    fn start(dir: &Path, port: u16, certs: &Path) -> SecondEngine {
+    fn start(dir: &Path, port: u16, certs: &Path, bridge: &str) -> SecondEngine {
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
         let child = Command::new("dockerd")
             .arg("--data-root")
@@ -97,7 +114,9 @@ impl SecondEngine {
             .arg(certs.join("server-cert.pem"))
             .arg("--tlskey")
             .arg(certs.join("server-key.pem"))
-            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            // Its own bridge: with `--bridge none` dockerd deletes `docker0`, the
+            // first engine's.
+            .args(["--bridge", bridge, "--iptables=false", "--ip6tables=false"])
             .args(["--storage-driver", "vfs"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -167,6 +186,15 @@ async fn reached() -> String {
     docker.info().await.unwrap().docker_root_dir.unwrap()
 }
 
+fn docker0() -> bool {
+    Command::new("ip")
+        .args(["link", "show", "docker0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -181,7 +209,7 @@ async fn a_second_engine_through_contexts_and_tls() {
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let tools = ["dockerd", "openssl"].iter().all(|t| {
+    let tools = ["dockerd", "openssl", "ip"].iter().all(|t| {
         Command::new("sh")
             .args(["-c", &format!("command -v {t}")])
             .stdout(Stdio::null())
@@ -189,7 +217,7 @@ async fn a_second_engine_through_contexts_and_tls() {
             .is_ok_and(|s| s.success())
     });
     if !runner_core::testing::engine_gate(
-        "a second dockerd (root, dockerd, openssl)",
+        "a second dockerd (root, dockerd, openssl, ip)",
         root && tools,
     ) {
         return;
@@ -214,7 +242,9 @@ async fn a_second_engine_through_contexts_and_tls() {
     let port = free_port();
     let engine_dir = tmp.path().join("e");
     std::fs::create_dir_all(&engine_dir).unwrap();
-    let mut engine = SecondEngine::start(&engine_dir, port, &certs);
+    let had_docker0 = docker0();
+    let bridge = Bridge::add("runner-e2");
+    let mut engine = SecondEngine::start(&engine_dir, port, &certs, &bridge.0);
     engine.wait_ready();
     let data_root = engine_dir.join("data").display().to_string();
 
@@ -324,4 +354,10 @@ async fn a_second_engine_through_contexts_and_tls() {
     assert_eq!(reached().await, data_root);
     std::env::remove_var("DOCKER_CONTEXT");
     drop(engine);
+    drop(bridge);
+    assert_eq!(
+        docker0(),
+        had_docker0,
+        "the first engine's bridge is left as it was"
+    );
 }

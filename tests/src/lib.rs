@@ -1,1 +1,3 @@
 //! Helpers for runner's cross-crate tests (see `tests/`).
+
+pub mod registry;

@@ -514,6 +514,7 @@ fn apt_install_missing() {
         ("openssl", "openssl"),
         ("docker-registry", "docker-registry"),
         ("htpasswd", "apache2-utils"),
+        ("ip", "iproute2"),
     ] {
         if !on_path(program) {
             wanted.push(package);

@@ -1,0 +1,112 @@
+//! `runner run --backend docker` pulling a multi-layer image from a real registry
+//! that needs a login (the docker CLI's `auths` in a temporary `DOCKER_CONFIG`): in a
+//! log (stderr a pipe) one plain line per layer state change; on a terminal (stderr
+//! a pseudo-terminal) per-layer bars, cleared at the end.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+
+use runner_tests::registry::{LocalRegistry, PASSWORD};
+
+fn runner(tmp: &std::path::Path, config: &std::path::Path, image: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_runner"));
+    c.args(["run", "--backend", "docker", "--image", image, "--", "true"])
+        .env("RUNNER_STATE_DIR", tmp.join("state"))
+        .env("HOME", tmp)
+        .env("DOCKER_CONFIG", config)
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT")
+        .current_dir(tmp)
+        .stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn pull_progress_in_a_log_and_on_a_terminal() {
+    let engine = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let unavailable = LocalRegistry::unavailable();
+    if !runner_core::testing::engine_gate(
+        "a Docker engine and a local registry",
+        engine && unavailable.is_none(),
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = LocalRegistry::start().unwrap();
+    let image = registry
+        .push_layered_image("progress", 3, 4 * 1024 * 1024)
+        .unwrap();
+    let config = registry.docker_config("auths", &registry.auths_json(PASSWORD));
+
+    // A log: plain lines, no terminal control.
+    let out = runner(tmp.path(), &config, &image)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains('\x1b'), "terminal control in a log:\n{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines.contains(&format!("runner: pulling {image}").as_str()),
+        "{log}"
+    );
+    let layer_lines = |phase: &str| {
+        lines
+            .iter()
+            .filter(|l| {
+                l.starts_with(&format!("runner: pulling {image}: layer ")) && l.contains(phase)
+            })
+            .count()
+    };
+    assert!(
+        layer_lines(" complete") >= 3,
+        "every new layer completes:\n{log}"
+    );
+    assert!(
+        layer_lines(" extracting") >= 3,
+        "extracting is its own state:\n{log}"
+    );
+    assert!(layer_lines(" downloaded") >= 1, "{log}");
+    registry.remove_local(&image);
+
+    // A terminal: bars drawn, then cleared.
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave: OwnedFd = pty.slave;
+    let mut child = runner(tmp.path(), &config, &image)
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once the last holder of the terminal's other side is gone.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    });
+    let status = child.wait().unwrap();
+    let screen = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(status.success(), "{screen}");
+    assert!(screen.contains(&format!("pulling {image}")), "{screen:?}");
+    assert!(
+        !screen.contains("runner: pulling"),
+        "plain lines on a terminal: {screen:?}"
+    );
+    // indicatif moves the cursor up and clears lines to redraw and to clear.
+    assert!(
+        screen.contains("\x1b[2K") || screen.contains("\x1b[1A"),
+        "{screen:?}"
+    );
+    registry.remove_local(&image);
+}
