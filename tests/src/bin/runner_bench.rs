@@ -857,6 +857,62 @@ fn companion_engine_down() -> Row {
     }
 }
 
+/// Pulls of a multi-layer image from a registry on 127.0.0.1 that needs a login:
+/// ours (credentials from `DOCKER_CONFIG`, per-layer progress computed for every
+/// message) against `docker pull` with the same configuration, alternating which
+/// goes first, the image removed before every pull.
+async fn docker_pull_rows(quick: bool) -> Vec<Row> {
+    use runner_tests::registry::{LocalRegistry, PASSWORD};
+    if let Some(why) = LocalRegistry::unavailable() {
+        eprintln!("docker_pull_local_registry SKIPPED: {why}");
+        return Vec::new();
+    }
+    let registry = LocalRegistry::start().expect("registry");
+    let image = registry
+        .push_layered_image("bench-pull", 4, 8 << 20)
+        .expect("push");
+    let config = registry.docker_config("bench", &registry.auths_json(PASSWORD));
+    std::env::set_var("DOCKER_CONFIG", &config);
+    let docker = runner_docker::connect().await.expect("connect");
+    let rounds = if quick { 3 } else { 8 };
+    let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..rounds {
+        for side in [round % 2, 1 - round % 2] {
+            registry.remove_local(&image);
+            let t = Instant::now();
+            if side == 0 {
+                let mut seen = 0u64;
+                runner_docker::get_image_if_not_present(&docker, &image, |p| {
+                    seen = seen.max(p.downloaded().0);
+                })
+                .await
+                .expect("our pull");
+                ours += t.elapsed();
+            } else {
+                let out = std::process::Command::new("docker")
+                    .args(["pull", &image])
+                    .output()
+                    .expect("docker pull");
+                base += t.elapsed();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+    registry.remove_local(&image);
+    std::env::remove_var("DOCKER_CONFIG");
+    vec![Row {
+        name: "docker_pull_local_registry",
+        ours: ours.as_secs_f64(),
+        baseline: base.as_secs_f64(),
+        baseline_desc: "`docker pull` (same registry, same login), image removed before each",
+        target: 1.05,
+    }]
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -921,8 +977,11 @@ fn main() {
     if want("reap_50_slow_exit_groups") {
         rows.push(reap_slow_exit_groups(50, reap_rounds));
     }
-    if want("docker_exec_run docker_exec_overhead docker_init companion_detect") {
+    if want("docker_exec_run docker_exec_overhead docker_init companion_detect docker_pull_local_registry") {
         if rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2))) {
+            if want("docker_pull_local_registry") {
+                rows.extend(rt.block_on(docker_pull_rows(quick)));
+            }
             if want("docker_exec_run docker_exec_overhead docker_init") {
                 rows.extend(rt.block_on(docker_rows(quick)));
             }
