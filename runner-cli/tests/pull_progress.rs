@@ -110,3 +110,96 @@ fn pull_progress_in_a_log_and_on_a_terminal() {
     );
     registry.remove_local(&image);
 }
+
+/// A loopback proxy to `upstream` that, once, holds back the rest of a response
+/// after its first `after` bytes for `pause` (a registry stalling mid-layer).
+fn stalling_proxy(upstream: String, after: usize, pause: std::time::Duration) -> String {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stalled = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { break };
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+                let _ = s_write.shutdown(std::net::Shutdown::Write);
+            });
+            let stalled = Arc::clone(&stalled);
+            let (mut s_read, mut c_write) = (server, client);
+            std::thread::spawn(move || {
+                let mut sent = 0usize;
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = s_read.read(&mut buf) {
+                    if n == 0 || c_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                    if sent >= after && !stalled.swap(true, Ordering::SeqCst) {
+                        std::thread::sleep(pause);
+                    }
+                }
+                let _ = c_write.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_stalled_pull_says_so_in_a_log() {
+    let engine = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !runner_core::testing::engine_gate(
+        "a Docker engine and a local registry",
+        engine && LocalRegistry::unavailable().is_none(),
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = LocalRegistry::start().unwrap();
+    let pushed = registry
+        .push_layered_image("stall", 1, 4 * 1024 * 1024)
+        .unwrap();
+    // The same repository through a proxy that stalls 12 s a megabyte into a layer.
+    let proxy = stalling_proxy(
+        registry.addr.clone(),
+        1 << 20,
+        std::time::Duration::from_secs(12),
+    );
+    let image = pushed.replacen(&registry.addr, &proxy, 1);
+    let auths = registry
+        .auths_json(PASSWORD)
+        .replacen(&registry.addr, &proxy, 1);
+    let config = registry.docker_config("stall", &auths);
+    let out = runner(tmp.path(), &config, &image)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let stall = log
+        .lines()
+        .position(|l| l.contains("no progress for 1") && l.contains("stalled"))
+        .unwrap_or_else(|| panic!("no stall note:\n{log}"));
+    let again = log
+        .lines()
+        .position(|l| l.ends_with(": moving again"))
+        .unwrap_or_else(|| panic!("no note that it moves again:\n{log}"));
+    assert!(stall < again, "{log}");
+    assert_eq!(
+        log.matches("no progress for").count(),
+        1,
+        "one note per stall in a log:\n{log}"
+    );
+    registry.remove_local(&image);
+}
