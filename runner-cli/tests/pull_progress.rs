@@ -177,6 +177,7 @@ fn a_stalled_pull_says_so_in_a_log() {
         std::time::Duration::from_secs(12),
     );
     let image = pushed.replacen(&registry.addr, &proxy, 1);
+    registry.remove_on_drop(&image);
     let auths = registry
         .auths_json(PASSWORD)
         .replacen(&registry.addr, &proxy, 1);

@@ -50,6 +50,9 @@ pub struct LocalRegistry {
     /// `127.0.0.1:<port>`.
     pub addr: String,
     dir: tempfile::TempDir,
+    /// Local image references removed when the registry is dropped (a failed test
+    /// leaves none behind).
+    pushed: std::sync::Mutex<Vec<String>>,
 }
 
 impl LocalRegistry {
@@ -94,7 +97,12 @@ impl LocalRegistry {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("failed to start docker-registry: {e}"))?;
-        let mut registry = LocalRegistry { child, addr, dir };
+        let mut registry = LocalRegistry {
+            child,
+            addr,
+            dir,
+            pushed: std::sync::Mutex::new(Vec::new()),
+        };
         registry.wait_ready()?;
         Ok(registry)
     }
@@ -156,6 +164,7 @@ impl LocalRegistry {
         layer_bytes: usize,
     ) -> Result<String, String> {
         let reference = format!("{}/runner-test/{name}:latest", self.addr);
+        self.remove_on_drop(&reference);
         let context = self.dir.path().join("build").join(name);
         std::fs::create_dir_all(&context).map_err(|e| e.to_string())?;
         let mut dockerfile = format!("FROM {BASE_IMAGE}\n");
@@ -195,6 +204,15 @@ impl LocalRegistry {
             .status();
     }
 
+    /// Removes the local image `reference` (pulled under another name, say) when the
+    /// registry is dropped.
+    pub fn remove_on_drop(&self, reference: &str) {
+        self.pushed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(reference.to_string());
+    }
+
     /// The registry's temporary directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -203,6 +221,9 @@ impl LocalRegistry {
 
 impl Drop for LocalRegistry {
     fn drop(&mut self) {
+        for reference in self.pushed.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            self.remove_local(reference);
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
