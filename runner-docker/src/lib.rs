@@ -1,7 +1,9 @@
 //! The Docker backend: one labelled container per environment, processes as `exec`s.
 //!
-//! Talks to the engine with bollard (`DOCKER_HOST` for unix and tcp sockets is
-//! honoured, the API version is negotiated so Docker 20.10 works). See
+//! Talks to the engine with bollard, found as the docker CLI finds it
+//! ([`resolve_endpoint`]: `DOCKER_HOST` over unix, tcp or TLS, contexts, well-known
+//! sockets), with the API version negotiated (Docker 20.10 and newer). Pulls use the
+//! user's registry login ([`registry_of`], [`get_image_if_not_present`]). See
 //! [`DockerEnvironment`] and [`DockerProc`].
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
