@@ -136,6 +136,25 @@ pub async fn connect() -> Result<Docker, DockerError> {
     Ok(docker)
 }
 
+/// How long creating a container may take before the engine counts as not
+/// answering.
+pub(crate) const CREATE_DEADLINE: Duration = Duration::from_secs(30);
+/// How long starting a container may take (mounts, the init process, networking).
+pub(crate) const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// `request`, or the client's timeout error after `deadline`: an engine that
+/// accepted the request and never answers is reported as not answering
+/// ([`crate::Unreachable::Timeout`]) instead of holding the caller for the client's
+/// two minutes.
+pub(crate) async fn bounded<T>(
+    deadline: Duration,
+    request: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, bollard::errors::Error> {
+    tokio::time::timeout(deadline, request)
+        .await
+        .unwrap_or(Err(bollard::errors::Error::RequestTimeoutError))
+}
+
 /// True when an engine answers a ping within `timeout`.
 pub async fn docker_engine_running(timeout: Duration) -> bool {
     let attempt = async {

@@ -213,7 +213,8 @@ pub(crate) async fn create(
         name: Some(name.to_string()),
         platform: config.platform.clone().unwrap_or_default(),
     };
-    match docker.create_container(Some(options), body).await {
+    let request = docker.create_container(Some(options), body);
+    match crate::client::bounded(crate::client::CREATE_DEADLINE, request).await {
         Ok(created) => Ok(created.id),
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 409, ..

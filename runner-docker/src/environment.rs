@@ -380,7 +380,8 @@ impl DockerEnvironment {
                 return Err(CreateError::Docker(e));
             }
         };
-        if let Err(e) = docker.start_container(&created, None).await {
+        let start = docker.start_container(&created, None);
+        if let Err(e) = crate::client::bounded(crate::client::START_DEADLINE, start).await {
             let _ = container::remove(&self.inner.docker, &created).await;
             self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
             return Err(CreateError::Docker(self.config.start_error(e)));
@@ -524,8 +525,8 @@ impl DockerEnvironment {
                 .unwrap_or(false);
             let logs = self.attach(&id).await?;
             if !running {
-                docker
-                    .start_container(&id, None)
+                let start = docker.start_container(&id, None);
+                crate::client::bounded(crate::client::START_DEADLINE, start)
                     .await
                     .map_err(|e| self.config.start_error(e))?;
             }

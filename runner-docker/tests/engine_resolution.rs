@@ -161,5 +161,104 @@ async fn contexts_and_unreachable_engines() {
         other => panic!("{other:?}"),
     }
     answering.abort();
+
+    // An engine that answers the handshake and the image inspect but never answers
+    // the create: bounded, named, not the client's two minutes.
+    let hangs = tmp.path().join("hangs.sock");
+    let listener = UnixListener::bind(&hangs).unwrap();
+    let engine = tokio::spawn(async move {
+        while let Ok((c, _)) = listener.accept().await {
+            tokio::spawn(serve_until_create(c));
+        }
+    });
+    std::env::set_var("DOCKER_HOST", format!("unix://{}", hangs.display()));
+    let started = Instant::now();
+    let env = runner_docker::DockerEnvironment::new_headless("hangs:latest", "hangs")
+        .await
+        .unwrap();
+    let err = runner_core::RunnerEnvironment::init(&env)
+        .await
+        .unwrap_err();
+    let docker = err
+        .downcast_backend::<DockerError>()
+        .unwrap_or_else(|| panic!("{err:?}"));
+    match docker {
+        DockerError::EngineDown { why, action, .. } => {
+            assert_eq!(
+                (*why, *action),
+                (Unreachable::Timeout, "create the container")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "{:?}",
+        started.elapsed()
+    );
+    engine.abort();
     std::env::remove_var("DOCKER_HOST");
+}
+
+/// Answers a Docker API client on `c` (`/version`, `/_ping`, image inspect; 404
+/// otherwise) until it asks to create a container, which it never answers.
+async fn serve_until_create(mut c: UnixStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        while pending.len() < end + 4 + length {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+        }
+        pending.drain(..end + 4 + length);
+        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+        let (status, body) = if path.contains("/containers/create") {
+            // Hold the connection open, never answer.
+            std::future::pending::<()>().await;
+            unreachable!()
+        } else if path.ends_with("/version") {
+            (
+                "200 OK",
+                r#"{"Version":"20.10.24","ApiVersion":"1.41","MinAPIVersion":"1.12"}"#.to_string(),
+            )
+        } else if path.ends_with("/_ping") {
+            ("200 OK", "OK".to_string())
+        } else if path.contains("/images/") && path.ends_with("/json") {
+            (
+                "200 OK",
+                r#"{"Id":"sha256:0","Config":{"Env":["PATH=/bin"]}}"#.to_string(),
+            )
+        } else {
+            (
+                "404 Not Found",
+                format!(r#"{{"message":"no {path} here"}}"#),
+            )
+        };
+        let answer = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if c.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+    }
 }
