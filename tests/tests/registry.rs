@@ -9,6 +9,14 @@ use std::time::Duration;
 use runner_docker::{connect, get_image_if_not_present, image_exists, DockerError, LayerPhase};
 use runner_tests::registry::{LocalRegistry, PASSWORD, USER};
 
+/// Writes an executable script.
+fn script(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    let mut perms = std::fs::metadata(path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(path, perms).unwrap();
+}
+
 #[tokio::test]
 async fn pulls_use_the_users_registry_login() {
     let engine = runner_docker::docker_engine_running(Duration::from_secs(3)).await;
@@ -83,19 +91,15 @@ async fn pulls_use_the_users_registry_login() {
     std::fs::create_dir_all(&bin).unwrap();
     let helper = bin.join("docker-credential-runnertest");
     let asked = registry.dir().join("helper-asked");
-    std::fs::write(
+    script(
         &helper,
-        format!(
+        &format!(
             "#!/bin/sh\n[ \"$1\" = get ] || exit 1\ncat > '{}'\n\
              printf '{{\"ServerURL\":\"{}\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}'\n",
             asked.display(),
             registry.addr
         ),
-    )
-    .unwrap();
-    let mut perms = std::fs::metadata(&helper).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&helper, perms).unwrap();
+    );
     let helpers = registry.docker_config(
         "helpers",
         &format!(r#"{{"credHelpers":{{"{}":"runnertest"}}}}"#, registry.addr),
@@ -113,6 +117,54 @@ async fn pulls_use_the_users_registry_login() {
         "the helper was asked for this registry"
     );
     registry.remove_local(&image);
+
+    // The same helper as the store for every registry (`credsStore`).
+    std::fs::remove_file(&asked).unwrap();
+    let store = registry.docker_config("store", r#"{"credsStore":"runnertest"}"#);
+    std::env::set_var("DOCKER_CONFIG", &store);
+    get_image_if_not_present(&docker, &image, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&asked).unwrap().trim(),
+        registry.addr
+    );
+    registry.remove_local(&image);
+
+    // A store that has nothing for this registry (it says so and fails, as
+    // docker-credential-* helpers do): an anonymous pull, refused.
+    script(
+        &bin.join("docker-credential-empty"),
+        "#!/bin/sh\necho 'credentials not found in native keychain'\nexit 1\n",
+    );
+    let empty = registry.docker_config("empty", r#"{"credsStore":"empty"}"#);
+    std::env::set_var("DOCKER_CONFIG", &empty);
+    let err = get_image_if_not_present(&docker, &image, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DockerError::Unauthorized {
+                had_credentials: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // A helper that fails otherwise is an error naming the registry.
+    script(
+        &bin.join("docker-credential-broken"),
+        "#!/bin/sh\necho 'the keychain is locked' >&2\nexit 3\n",
+    );
+    let broken = registry.docker_config("broken", r#"{"credsStore":"broken"}"#);
+    std::env::set_var("DOCKER_CONFIG", &broken);
+    match get_image_if_not_present(&docker, &image, |_| {}).await {
+        Err(DockerError::Credentials {
+            registry: named, ..
+        }) => assert_eq!(named, registry.addr),
+        other => panic!("{other:?}"),
+    }
     std::env::set_var("PATH", path);
     std::env::remove_var("DOCKER_CONFIG");
 }
