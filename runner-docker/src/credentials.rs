@@ -38,9 +38,19 @@ pub(crate) async fn credentials_for(
 ) -> Result<Option<DockerCredentials>, DockerError> {
     use docker_credential::{CredentialRetrievalError as E, DockerCredential};
     let key = config_key(registry).to_string();
+    // No config.json is no credentials (the crate calls that a read error).
+    let Some(config) = crate::endpoint::config_dir().map(|d| d.join("config.json")) else {
+        return Ok(None);
+    };
+    if !config.exists() {
+        return Ok(None);
+    }
     let lookup = {
         let key = key.clone();
-        tokio::task::spawn_blocking(move || docker_credential::get_credential(&key))
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&config).map_err(|_| E::ConfigReadError)?;
+            docker_credential::get_credential_from_reader(std::io::BufReader::new(file), &key)
+        })
     };
     let found = match lookup.await {
         Ok(found) => found,
@@ -63,7 +73,7 @@ pub(crate) async fn credentials_for(
             serveraddress: Some(key),
             ..Default::default()
         },
-        Err(E::NoCredentialConfigured | E::ConfigNotFound) => return Ok(None),
+        Err(E::NoCredentialConfigured) => return Ok(None),
         // A store that has nothing for this registry says so on stdout and fails.
         Err(E::HelperFailure { stdout, .. })
             if stdout

@@ -209,6 +209,14 @@ fn resolve_with(
     })
 }
 
+/// The docker CLI's configuration directory: `DOCKER_CONFIG`, else `~/.docker`.
+pub(crate) fn config_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    var("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".docker")))
+}
+
 /// The context store's directory name for context `name`: its sha256, in hex.
 fn digest(name: &str) -> String {
     Sha256::digest(name.as_bytes())

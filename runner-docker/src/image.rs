@@ -234,9 +234,10 @@ pub async fn get_image_if_not_present(
                 reason,
             }
         } else {
+            // The engine's words are either the reason or in the source, not both.
             DockerError::ImageUnavailable {
                 image: image.to_string(),
-                reason: (!reason.is_empty()).then_some(reason),
+                reason: (source.is_none() && !reason.is_empty()).then_some(reason),
                 source: source.map(Into::into),
             }
         }

@@ -40,16 +40,20 @@ async fn pulls_use_the_users_registry_login() {
     let docker = connect().await.unwrap();
     assert!(!image_exists(&docker, &image).await.unwrap());
 
-    // No credentials: refused, typed, naming the registry.
-    let none = registry.docker_config("none", "{}");
-    std::env::set_var("DOCKER_CONFIG", &none);
-    match get_image_if_not_present(&docker, &image, |_| {}).await {
-        Err(DockerError::Unauthorized {
-            registry: named,
-            had_credentials: false,
-            ..
-        }) => assert_eq!(named, registry.addr),
-        other => panic!("{other:?}"),
+    // No credentials (no config.json at all, or none for this registry): refused,
+    // typed, naming the registry.
+    let no_file = registry.dir().join("no-config");
+    std::fs::create_dir_all(&no_file).unwrap();
+    for config in [no_file, registry.docker_config("none", "{}")] {
+        std::env::set_var("DOCKER_CONFIG", &config);
+        match get_image_if_not_present(&docker, &image, |_| {}).await {
+            Err(DockerError::Unauthorized {
+                registry: named,
+                had_credentials: false,
+                ..
+            }) => assert_eq!(named, registry.addr),
+            other => panic!("{other:?}"),
+        }
     }
     // A wrong password: refused, and it says the credentials were refused.
     let wrong = registry.docker_config("wrong", &registry.auths_json("not-the-password"));
