@@ -135,11 +135,11 @@ async fn pulls_use_the_users_registry_login() {
     );
     registry.remove_local(&image);
 
-    // A store that has nothing for this registry (it says so and fails, as
-    // docker-credential-* helpers do): an anonymous pull, refused.
+    // A store that has nothing for this registry (it reads the request, says so and
+    // fails, as docker-credential-* helpers do): an anonymous pull, refused.
     script(
         &bin.join("docker-credential-empty"),
-        "#!/bin/sh\necho 'credentials not found in native keychain'\nexit 1\n",
+        "#!/bin/sh\ncat >/dev/null\necho 'credentials not found in native keychain'\nexit 1\n",
     );
     let empty = registry.docker_config("empty", r#"{"credsStore":"empty"}"#);
     std::env::set_var("DOCKER_CONFIG", &empty);
@@ -159,7 +159,7 @@ async fn pulls_use_the_users_registry_login() {
     // A helper that fails otherwise is an error naming the registry.
     script(
         &bin.join("docker-credential-broken"),
-        "#!/bin/sh\necho 'the keychain is locked' >&2\nexit 3\n",
+        "#!/bin/sh\ncat >/dev/null\necho 'the keychain is locked' >&2\nexit 3\n",
     );
     let broken = registry.docker_config("broken", r#"{"credsStore":"broken"}"#);
     std::env::set_var("DOCKER_CONFIG", &broken);
