@@ -92,6 +92,8 @@ impl DockerEnvironment {
                 docker,
                 running: Mutex::new(None),
                 procs: Mutex::new(Vec::new()),
+                helped: Mutex::new(Vec::new()),
+                helper: Mutex::new(crate::exec::HelperState::NotStarted),
             }),
             name: name.to_string(),
             container_name: container_name(name, dir.as_deref()),
@@ -551,8 +553,88 @@ impl DockerEnvironment {
             procs.retain(|p| !p.is_finished());
             procs.clone()
         };
-        runner_core::join_all_first_error(live.into_iter().map(|p| async move { p.stop().await }))
-            .await
+        let helped: Vec<Arc<crate::helper::HelpedShared>> = {
+            let mut procs = self.inner.helped.lock().unwrap_or_else(|p| p.into_inner());
+            procs.retain(|p| !p.is_finished());
+            procs.clone()
+        };
+        let execs = runner_core::join_all_first_error(
+            live.into_iter().map(|p| async move { p.stop().await }),
+        );
+        let helped = runner_core::join_all_first_error(
+            helped.into_iter().map(|p| async move { p.stop().await }),
+        );
+        let (execs, helped) = tokio::join!(execs, helped);
+        execs.and(helped)
+    }
+
+    /// Whether processes run through runner's helper in the container (about a
+    /// millisecond each) or as plain execs (tens of milliseconds): `Ok(pid)` of the
+    /// helper in the container, or why not (not initialized, turned off with
+    /// [`with_exec_helper`](Self::with_exec_helper), or it could not run there).
+    pub fn exec_helper(&self) -> std::result::Result<u32, String> {
+        match &*self.inner.helper.lock().unwrap_or_else(|p| p.into_inner()) {
+            crate::exec::HelperState::Ready(h) if !h.is_gone() => Ok(h.pid),
+            crate::exec::HelperState::Ready(_) => Err("the helper ended".into()),
+            crate::exec::HelperState::Off => Err("turned off (with_exec_helper(false))".into()),
+            crate::exec::HelperState::NotStarted => Err("not started (call init)".into()),
+            crate::exec::HelperState::Unavailable(why) => Err(why.clone()),
+        }
+    }
+
+    /// Runs processes through runner's helper in the container (the default) or,
+    /// with `false`, every process as a plain `docker exec`.
+    pub fn with_exec_helper(&mut self, on: bool) -> &mut Self {
+        *self.inner.helper.lock().unwrap_or_else(|p| p.into_inner()) = if on {
+            crate::exec::HelperState::NotStarted
+        } else {
+            crate::exec::HelperState::Off
+        };
+        self
+    }
+
+    /// Starts the helper in container `id` unless it is off or already runs there.
+    async fn start_helper(&self, id: &str) {
+        let wanted = match &*self.inner.helper.lock().unwrap_or_else(|p| p.into_inner()) {
+            crate::exec::HelperState::Off => false,
+            crate::exec::HelperState::Ready(h) => h.is_gone(),
+            _ => true,
+        };
+        if !wanted {
+            return;
+        }
+        let state = match crate::helper::Helper::start(
+            &self.inner.docker,
+            id,
+            self.config.user.clone(),
+        )
+        .await
+        {
+            Ok(h) => crate::exec::HelperState::Ready(h),
+            Err(why) => {
+                tracing::info!(container = %self.container_name, reason = %why, "processes run as plain execs: the helper cannot run");
+                crate::exec::HelperState::Unavailable(why)
+            }
+        };
+        *self.inner.helper.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// Closes the helper's stream (it kills what it started and exits).
+    async fn close_helper(&self) {
+        let helper = {
+            let mut state = self.inner.helper.lock().unwrap_or_else(|p| p.into_inner());
+            match &*state {
+                crate::exec::HelperState::Ready(h) => {
+                    let h = Arc::clone(h);
+                    *state = crate::exec::HelperState::NotStarted;
+                    Some(h)
+                }
+                _ => None,
+            }
+        };
+        if let Some(h) = helper {
+            h.close().await;
+        }
     }
 }
 
@@ -592,6 +674,7 @@ impl RunnerEnvironment for DockerEnvironment {
             tracing::warn!(container = %self.container_name, error = %e, "failed to claim the container");
         }
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+        self.start_helper(&id).await;
         *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running { id, env });
         Ok(())
     }
@@ -603,6 +686,7 @@ impl RunnerEnvironment for DockerEnvironment {
     /// Stops every exec and the container (it can be started again by `init`).
     async fn stop(&self) -> Result<()> {
         self.stop_execs().await?;
+        self.close_helper().await;
         if let Some(r) = self.inner.running() {
             let options = bollard::query_parameters::StopContainerOptions {
                 t: Some(self.grace.as_secs_f64().ceil() as i32),
@@ -620,6 +704,7 @@ impl RunnerEnvironment for DockerEnvironment {
         self.shut_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let stopped = self.stop_execs().await;
+        self.close_helper().await;
         self.inner
             .running
             .lock()

@@ -71,6 +71,13 @@ pub enum DockerError {
         /// The engine's words.
         reason: String,
     },
+    /// The in-container helper that runs the environment's processes ended (the
+    /// container stopped, the engine restarted or went away).
+    #[error("runner's helper in the container is gone: {reason}")]
+    HelperGone {
+        /// What was seen.
+        reason: String,
+    },
     /// The user's registry credentials could not be read (a credential helper that
     /// failed, a malformed `config.json`).
     #[error("failed to read the credentials for registry `{registry}`")]

@@ -22,6 +22,7 @@ use runner_core::{
 };
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
+use crate::helper::{HelpedShared, Helper, SpawnFailure};
 use crate::stream::{split_frame, OutputStream};
 use crate::DockerError;
 
@@ -43,9 +44,34 @@ pub(crate) struct Inner {
     pub(crate) docker: Docker,
     pub(crate) running: Mutex<Option<Running>>,
     pub(crate) procs: Mutex<Vec<Arc<ExecShared>>>,
+    /// Processes the helper runs.
+    pub(crate) helped: Mutex<Vec<Arc<HelpedShared>>>,
+    /// The in-container helper, or why processes run as plain execs.
+    pub(crate) helper: Mutex<HelperState>,
+}
+
+/// Whether processes go through the in-container helper.
+#[derive(Debug, Clone)]
+pub(crate) enum HelperState {
+    /// `with_exec_helper(false)`.
+    Off,
+    /// Not yet started (`init` starts it).
+    NotStarted,
+    /// Running.
+    Ready(Arc<Helper>),
+    /// It could not be used, and why.
+    Unavailable(String),
 }
 
 impl Inner {
+    /// The helper, while it runs.
+    pub(crate) fn helper(&self) -> Option<Arc<Helper>> {
+        match &*self.helper.lock().unwrap_or_else(|p| p.into_inner()) {
+            HelperState::Ready(h) if !h.is_gone() => Some(Arc::clone(h)),
+            _ => None,
+        }
+    }
+
     pub(crate) fn running(&self) -> Option<Running> {
         self.running
             .lock()
@@ -358,6 +384,7 @@ pub struct DockerProc {
     stdin_taken: bool,
     stdout_taken: bool,
     shared: Option<Arc<ExecShared>>,
+    helped: Option<Arc<HelpedShared>>,
     wait_on: Option<String>,
 }
 
@@ -381,6 +408,7 @@ impl DockerProc {
             stdin_taken: false,
             stdout_taken: false,
             shared: None,
+            helped: None,
             wait_on: None,
         }
     }
@@ -395,10 +423,94 @@ impl DockerProc {
     /// a remote engine too). `None` once it ended; an error when several processes
     /// run the very same argv.
     pub async fn find_pid(&self) -> Result<Option<u32>> {
+        if let Some(h) = &self.helped {
+            return Ok((!h.is_finished()).then_some(h.pid));
+        }
         match &self.shared {
             Some(s) => s.find_pid().await,
             None => Err(Error::NotStarted),
         }
+    }
+
+    /// True when the environment's helper runs this process (not a plain exec).
+    pub fn via_helper(&self) -> bool {
+        self.helped.is_some()
+    }
+
+    fn started(&self) -> bool {
+        self.shared.is_some() || self.helped.is_some()
+    }
+
+    /// Starts the process through the helper.
+    async fn start_helped(
+        &mut self,
+        helper: Arc<Helper>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = match &self.work_dir {
+            Some(d) => d.as_os_str().as_bytes().to_vec(),
+            None => b"/".to_vec(),
+        };
+        let req = runner_shim::protocol::Spawn {
+            dir,
+            argv: self.cmd.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}").into_bytes())
+                .collect(),
+            stdin: self.stdin.is_some(),
+        };
+        let started = HelpedShared::start(
+            &helper,
+            req,
+            self.stdin.take(),
+            self.stdout.take(),
+            Arc::clone(&self.opts.output),
+            self.opts.grace,
+        )
+        .await;
+        let shared = match started {
+            Ok(s) => s,
+            Err(SpawnFailure::Docker(e)) => return Err(e.into()),
+            Err(SpawnFailure::Refused {
+                stage: 0,
+                errno,
+                message,
+            }) => {
+                let dir = self.work_dir.clone().unwrap_or_else(|| PathBuf::from("/"));
+                return Err(match errno {
+                    2 => Error::DirNotFound(dir),
+                    20 => Error::NotADirectory(dir),
+                    _ => Error::Spawn {
+                        bin: self.cmd[0].clone(),
+                        source: std::io::Error::other(message),
+                    },
+                });
+            }
+            Err(SpawnFailure::Refused { errno, message, .. }) => {
+                return Err(match errno {
+                    2 => Error::NotFound {
+                        bin: self.cmd[0].clone(),
+                        searched: Some("the container's PATH".into()),
+                    },
+                    13 | 21 => Error::NotExecutable {
+                        path: PathBuf::from(&self.cmd[0]),
+                    },
+                    _ => Error::Spawn {
+                        bin: self.cmd[0].clone(),
+                        source: std::io::Error::other(message),
+                    },
+                })
+            }
+        };
+        {
+            let mut helped = self.inner.helped.lock().unwrap_or_else(|p| p.into_inner());
+            helped.retain(|p| !p.is_finished());
+            helped.push(Arc::clone(&shared));
+        }
+        self.helped = Some(shared);
+        Ok(())
     }
 }
 
@@ -426,7 +538,7 @@ impl Proc for DockerProc {
     }
 
     fn stdin_pipe(&mut self) -> Result<ProcStdin> {
-        if self.stdin_taken || self.shared.is_some() {
+        if self.stdin_taken || self.started() {
             return Err(Error::PipeUnavailable("stdin"));
         }
         let (user, ours) = tokio::io::duplex(PIPE_SIZE);
@@ -436,7 +548,7 @@ impl Proc for DockerProc {
     }
 
     fn stdout_pipe(&mut self) -> Result<ProcStdout> {
-        if self.stdout_taken || self.shared.is_some() {
+        if self.stdout_taken || self.started() {
             return Err(Error::PipeUnavailable("stdout"));
         }
         let (user, ours) = tokio::io::duplex(PIPE_SIZE);
@@ -446,7 +558,7 @@ impl Proc for DockerProc {
     }
 
     async fn start(&mut self) -> Result<()> {
-        if self.shared.is_some() {
+        if self.started() {
             return Err(Error::AlreadyStarted);
         }
         // The engine would cut an argument at a NUL byte (and report exit status 1).
@@ -465,6 +577,13 @@ impl Proc for DockerProc {
         let mut env = running.env.clone();
         self.env_layers.apply_to(&mut env);
         self.opts.env.apply_to(&mut env);
+        // `wait_on` needs the exec's view of the group; everything else goes through
+        // the helper when it runs.
+        if self.wait_on.is_none() {
+            if let Some(helper) = self.inner.helper() {
+                return self.start_helped(helper, &env).await;
+            }
+        }
         let docker = &self.inner.docker;
         let exec = docker
             .create_exec(
@@ -552,10 +671,16 @@ impl Proc for DockerProc {
     }
 
     async fn wait(&self) -> Result<ExitStatus> {
+        if let Some(h) = &self.helped {
+            return h.wait().await;
+        }
         self.shared.as_ref().ok_or(Error::NotStarted)?.wait().await
     }
 
     async fn stop(&self) -> Result<()> {
+        if let Some(h) = &self.helped {
+            return h.stop().await;
+        }
         match &self.shared {
             Some(s) => s.stop().await,
             None => Ok(()),
@@ -563,6 +688,9 @@ impl Proc for DockerProc {
     }
 
     async fn signal(&self, signal: Signal) -> Result<()> {
+        if let Some(h) = &self.helped {
+            return h.signal(signal).await;
+        }
         self.shared
             .as_ref()
             .ok_or(Error::NotStarted)?
@@ -571,10 +699,16 @@ impl Proc for DockerProc {
     }
 
     async fn is_running(&self) -> Result<bool> {
+        if let Some(h) = &self.helped {
+            return Ok(!h.is_finished());
+        }
         Ok(self.shared.as_ref().is_some_and(|s| !s.is_finished()))
     }
 
     fn try_status(&self) -> Option<ExitStatus> {
+        if let Some(h) = &self.helped {
+            return h.try_status();
+        }
         self.shared.as_ref().and_then(|s| s.try_status())
     }
 

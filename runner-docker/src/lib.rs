@@ -15,6 +15,7 @@ mod endpoint;
 mod environment;
 mod error;
 mod exec;
+mod helper;
 mod image;
 mod names;
 mod stats;

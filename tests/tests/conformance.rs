@@ -81,19 +81,21 @@ async fn run(c: &Companion, script: &str) -> (ExitStatus, String, String) {
     (status, cap.stdout_string(), cap.stderr_string())
 }
 
-/// The whole contract, against one backend whose source dir is `src`.
-async fn suite(c: &Companion, src: &std::path::Path) {
+/// The whole contract, against one backend whose source dir is `src`; `plain_exec`
+/// for Docker without its in-container helper.
+async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
     let backend = c.backend();
 
     // Exit codes are statuses.
     assert_eq!(run(c, "exit 0").await.0, ExitStatus::Exited(0));
     assert_eq!(run(c, "exit 3").await.0, ExitStatus::Exited(3));
 
-    // Killed by a signal. EXCEPTION (docker): the engine reports an exec killed by a
-    // signal we did not send as the shell code 128+n; the shell code is the same.
+    // Killed by a signal. EXCEPTION (docker without its helper): the engine reports
+    // an exec killed by a signal we did not send as the shell code 128+n; the shell
+    // code is the same. Through the helper the status is exact.
     let killed = run(c, "kill -9 $$").await.0;
     match backend {
-        Backend::Docker => assert_eq!(killed, ExitStatus::Exited(137)),
+        Backend::Docker if plain_exec => assert_eq!(killed, ExitStatus::Exited(137)),
         _ => assert_eq!(killed, ExitStatus::Signaled(9)),
     }
     assert_eq!(killed.shell_code(), 137);
@@ -235,11 +237,15 @@ async fn suite(c: &Companion, src: &std::path::Path) {
     }
 }
 
-async fn check(fx: &Fixture, mut c: Companion, expected: Backend) {
+async fn check(fx: &Fixture, c: Companion, expected: Backend) {
+    check_path(fx, c, expected, false).await
+}
+
+async fn check_path(fx: &Fixture, mut c: Companion, expected: Backend, plain_exec: bool) {
     assert_eq!(c.backend(), expected);
     c.with_pause();
     c.init().await.unwrap();
-    suite(&c, &fx.src()).await;
+    suite(&c, &fx.src(), plain_exec).await;
     c.shutdown().await.unwrap();
     c.shutdown().await.unwrap();
 }
@@ -295,6 +301,25 @@ async fn docker_conforms() {
         .await
         .unwrap();
     check(&fx, c, Backend::Docker).await;
+}
+
+/// The same contract with every process a plain `docker exec` (the helper off).
+#[tokio::test(flavor = "current_thread")]
+async fn docker_conforms_with_plain_execs() {
+    let fx = Fixture::new();
+    let up = runner_docker::docker_engine_running(Duration::from_secs(3)).await;
+    if !engine_gate("a Docker engine", up) {
+        return;
+    }
+    let mut env = runner_docker::DockerEnvironment::new(
+        IMAGE,
+        fx.src(),
+        &format!("conformance-plain-{}", std::process::id()),
+    )
+    .await
+    .unwrap();
+    env.with_exec_helper(false);
+    check_path(&fx, Companion::from_docker(env), Backend::Docker, true).await;
 }
 
 #[tokio::test]

@@ -228,11 +228,15 @@ fn test(extra: &[String]) -> Result {
 /// The crate graph drawn from the manifests: which workspace crates each one may
 /// depend on (normal dependencies). Four floors: core and reaper at the bottom,
 /// native and docker beside each other, nix on native, then companion and CLI.
-const LAYERS: [(&str, &[&str]); 7] = [
+const LAYERS: [(&str, &[&str]); 8] = [
     ("runner-core", &[]),
+    ("runner-shim", &[]),
     ("runner-reaper", &["runner-core"]),
     ("runner-native", &["runner-core", "runner-reaper"]),
-    ("runner-docker", &["runner-core", "runner-reaper"]),
+    (
+        "runner-docker",
+        &["runner-core", "runner-reaper", "runner-shim"],
+    ),
     ("runner-nix", &["runner-core", "runner-native"]),
     (
         "runner-companion",

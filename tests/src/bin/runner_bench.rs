@@ -584,6 +584,40 @@ async fn raw_exec(docker: &bollard::Docker, container: &str, cmd: Vec<String>) -
     exec.id
 }
 
+/// Runs `p` to its end with stdout through a pipe, counting the bytes.
+async fn drain_stdout(p: &mut dyn runner_core::Proc) -> u64 {
+    let mut out = p.stdout_pipe().expect("pipe");
+    p.start().await.expect("start");
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        match tokio::io::AsyncReadExt::read(&mut out, &mut buf)
+            .await
+            .expect("read")
+        {
+            0 => break,
+            k => n += k as u64,
+        }
+    }
+    assert!(p.wait().await.expect("wait").success());
+    n
+}
+
+/// Starts `sh -c TREE` (two sleeping children) and waits for its "ready".
+async fn start_tree(
+    mut p: Box<dyn runner_core::Proc>,
+) -> (Box<dyn runner_core::Proc>, runner_core::ProcStdout) {
+    let mut out = p.stdout_pipe().expect("pipe");
+    p.start().await.expect("start");
+    let mut ready = [0u8; 6];
+    tokio::io::AsyncReadExt::read_exact(&mut out, &mut ready)
+        .await
+        .expect("ready");
+    (p, out)
+}
+
+const TREE: &str = "sleep 300 & sleep 300 & echo ready; wait";
+
 async fn docker_rows(quick: bool) -> Vec<Row> {
     let image = "runner-test/busybox:latest";
     let mut env = runner_docker::DockerEnvironment::new_headless(image, "bench-exec")
@@ -591,15 +625,48 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
         .expect("docker env");
     env.with_pause();
     env.init().await.expect("init");
-    let id = env.container_id().expect("id");
+    assert!(
+        env.exec_helper().is_ok(),
+        "the helper: {:?}",
+        env.exec_helper()
+    );
+    let mut plain = runner_docker::DockerEnvironment::new_headless(image, "bench-exec-plain")
+        .await
+        .expect("docker env");
+    plain.with_pause().with_exec_helper(false);
+    plain.init().await.expect("init");
+    let state = tempfile::tempdir().expect("state");
+    let native = env_in(state.path());
+    let id = plain.container_id().expect("id");
     let n = if quick { 40 } else { 200 };
-    let (mut ours, mut cli, mut raw) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut helped, mut execs, mut cli, mut raw, mut host) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
+    let mut helped_each = Vec::with_capacity(n);
     for _ in 0..n {
-        let t = Instant::now();
-        let mut p = env.new_process("echo", &["hi"]).await.expect("proc");
-        p.with_output(Arc::new(runner_core::NullSink));
-        assert!(p.run().await.expect("run").success());
-        ours += t.elapsed();
+        for (which, e) in [
+            (0, &env as &dyn RunnerEnvironment),
+            (1, &plain),
+            (2, &native),
+        ] {
+            let t = Instant::now();
+            let mut p = e.new_process("echo", &["hi"]).await.expect("proc");
+            p.with_output(Arc::new(runner_core::NullSink));
+            assert!(p.run().await.expect("run").success());
+            let took = t.elapsed();
+            match which {
+                0 => {
+                    helped += took;
+                    helped_each.push(took);
+                }
+                1 => execs += took,
+                _ => host += took,
+            }
+        }
 
         let t = Instant::now();
         let out = std::process::Command::new("docker")
@@ -610,7 +677,7 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
         assert!(out.status.success());
 
         let t = Instant::now();
-        let docker = env.docker();
+        let docker = plain.docker();
         let exec = raw_exec(docker, &id, vec!["echo".into(), "hi".into()]).await;
         loop {
             let info = docker.inspect_exec(&exec).await.expect("inspect");
@@ -620,28 +687,60 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
         }
         raw += t.elapsed();
     }
-    // Stopping an exec whose shell has two children (all end on SIGTERM), against one
-    // raw exec of `kill` to the same kind of tree's group, each until the exec ended.
-    let tree = "sleep 300 & sleep 300 & echo ready; wait";
-    let start_tree = || async {
-        let mut p = env.docker_process("sh", &["-c", tree]).expect("proc");
+    helped_each.sort();
+    eprintln!(
+        "docker_exec_run: median {:.2} ms through the helper",
+        helped_each[n / 2].as_secs_f64() * 1e3
+    );
+    // 100 MiB through stdout: the helper against native, same command.
+    let bytes = 100u64 << 20;
+    let cmd = ["-c", "104857600", "/dev/zero"];
+    let (mut thr_helped, mut thr_native) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..(if quick { 1 } else { 3 }) {
+        let t = Instant::now();
+        let mut p = env.new_process("head", &cmd).await.expect("proc");
+        assert_eq!(drain_stdout(&mut *p).await, bytes);
+        thr_helped += t.elapsed();
+        let t = Instant::now();
+        let mut p = native.new_process("head", &cmd).await.expect("proc");
+        assert_eq!(drain_stdout(&mut *p).await, bytes);
+        thr_native += t.elapsed();
+    }
+    // Stopping an exec whose shell has two children (all end on SIGTERM): the plain
+    // exec against one raw exec of `kill` to the same kind of tree's group, and the
+    // helper against native, each until the process ended.
+    let k = if quick { 10 } else { 40 };
+    let (mut stop_ours, mut stop_raw, mut stop_helped, mut stop_native) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
+    for _ in 0..k {
+        for e in [&env as &dyn RunnerEnvironment, &native] {
+            let (p, _out) =
+                start_tree(e.new_process("sh", &["-c", TREE]).await.expect("proc")).await;
+            let t = Instant::now();
+            p.stop().await.expect("stop");
+            if std::ptr::addr_eq(e, &env as &dyn RunnerEnvironment) {
+                stop_helped += t.elapsed();
+            } else {
+                stop_native += t.elapsed();
+            }
+        }
+        let (p, _out) =
+            start_tree(plain.new_process("sh", &["-c", TREE]).await.expect("proc")).await;
+        let t = Instant::now();
+        p.stop().await.expect("stop");
+        stop_ours += t.elapsed();
+
+        let mut p = plain.docker_process("sh", &["-c", TREE]).expect("proc");
         let mut out = runner_core::Proc::stdout_pipe(&mut p).expect("pipe");
         runner_core::Proc::start(&mut p).await.expect("start");
         let mut ready = [0u8; 6];
         tokio::io::AsyncReadExt::read_exact(&mut out, &mut ready)
             .await
             .expect("ready");
-        (p, out)
-    };
-    let k = if quick { 10 } else { 40 };
-    let (mut stop_ours, mut stop_raw) = (Duration::ZERO, Duration::ZERO);
-    for _ in 0..k {
-        let (p, _out) = start_tree().await;
-        let t = Instant::now();
-        runner_core::Proc::stop(&p).await.expect("stop");
-        stop_ours += t.elapsed();
-
-        let (p, _out) = start_tree().await;
         let pgid = p.find_pid().await.expect("find pid").expect("running");
         let t = Instant::now();
         let kill = vec![
@@ -650,11 +749,12 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
             "TERM".into(),
             format!("-{pgid}"),
         ];
-        raw_exec(env.docker(), &id, kill).await;
+        raw_exec(plain.docker(), &id, kill).await;
         runner_core::Proc::wait(&p).await.expect("wait");
         stop_raw += t.elapsed();
     }
     env.shutdown().await.expect("shutdown");
+    plain.shutdown().await.expect("shutdown");
     let mut rows = vec![
         Row {
             name: "docker_stop_tree",
@@ -664,15 +764,43 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
             target: 1.5,
         },
         Row {
+            name: "docker_stop_tree_helper",
+            ours: stop_helped.as_secs_f64(),
+            baseline: stop_native.as_secs_f64(),
+            baseline_desc: "native stop of the same tree",
+            target: 1.5,
+        },
+        Row {
             name: "docker_exec_run",
-            ours: ours.as_secs_f64(),
+            ours: helped.as_secs_f64(),
             baseline: cli.as_secs_f64(),
-            baseline_desc: "the `docker exec` CLI",
+            baseline_desc: "the `docker exec` CLI (ours through the helper)",
+            target: 0.05,
+        },
+        Row {
+            name: "docker_exec_vs_native",
+            ours: helped.as_secs_f64(),
+            baseline: host.as_secs_f64(),
+            baseline_desc: "native spawn+wait of the same echo",
+            target: 3.0,
+        },
+        Row {
+            name: "docker_exec_throughput",
+            ours: thr_helped.as_secs_f64(),
+            baseline: thr_native.as_secs_f64(),
+            baseline_desc: "native, 100 MiB of stdout through a pipe",
+            target: 1.5,
+        },
+        Row {
+            name: "docker_exec_run_plain",
+            ours: execs.as_secs_f64(),
+            baseline: cli.as_secs_f64(),
+            baseline_desc: "the `docker exec` CLI (ours as plain execs)",
             target: 0.75,
         },
         Row {
             name: "docker_exec_overhead",
-            ours: ours.as_secs_f64(),
+            ours: execs.as_secs_f64(),
             baseline: raw.as_secs_f64(),
             baseline_desc: "raw bollard create_exec + start_exec + inspect_exec",
             target: 1.1,
@@ -977,12 +1105,12 @@ fn main() {
     if want("reap_50_slow_exit_groups") {
         rows.push(reap_slow_exit_groups(50, reap_rounds));
     }
-    if want("docker_exec_run docker_exec_overhead docker_init companion_detect docker_pull_local_registry") {
+    if want("docker_exec_run docker_exec_overhead docker_exec_vs_native docker_exec_throughput docker_stop_tree_helper docker_init companion_detect docker_pull_local_registry") {
         if rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2))) {
             if want("docker_pull_local_registry") {
                 rows.extend(rt.block_on(docker_pull_rows(quick)));
             }
-            if want("docker_exec_run docker_exec_overhead docker_init") {
+            if want("docker_exec_run docker_exec_overhead docker_exec_vs_native docker_exec_throughput docker_stop_tree_helper docker_init") {
                 rows.extend(rt.block_on(docker_rows(quick)));
             }
             if want("companion_detect") {

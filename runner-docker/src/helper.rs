@@ -1,0 +1,574 @@
+//! The resident helper (`runner-shim`, built static by `build.rs` and embedded
+//! here): copied into the container by `init` and started once as one long-lived
+//! exec, it spawns every later process of the environment (its own process group,
+//! directory, environment, stdio) over one multiplexed stream, which costs about a
+//! millisecond instead of an exec's tens. Signals reach the whole group, exits are
+//! exact (`Exited`/`Signaled`), the pid in the container is known at start. Output
+//! and input have per-stream credit ([`protocol::WINDOW`]), so a slow reader stalls
+//! only its own process. When the stream closes (we shut down, or died) the helper
+//! kills every group it started.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use bollard::Docker;
+use futures_util::{Stream as FutStream, StreamExt};
+use runner_core::{ExitPublisher, ExitStatus, ExitWatch, LineBuffer, Output, Signal, Stream};
+use runner_shim::protocol::{self, Fields, Frame, Kind, Spawn};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::exec::ExecFailure;
+use crate::DockerError;
+
+/// The helper, static for this crate's target (empty when it could not be built).
+static SHIM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runner-shim"));
+/// Why it could not be built, when it is empty.
+static SHIM_WHY: &str = include_str!(concat!(env!("OUT_DIR"), "/runner-shim.why"));
+
+/// How long the helper may take from copy to its first frame.
+const READY_DEADLINE: Duration = Duration::from_secs(15);
+
+/// What the helper tells one process's watcher.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Started(u32),
+    SpawnFailed {
+        stage: u8,
+        errno: i32,
+        message: String,
+    },
+    Output(Stream, Vec<u8>),
+    OutputEnd,
+    Exited(i32),
+    Signaled(i32),
+    StdinCredit(u32),
+    /// The helper's stream ended (the container stopped, the engine went away).
+    Gone,
+}
+
+type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// A running helper.
+pub(crate) struct Helper {
+    writer: tokio::sync::Mutex<Writer>,
+    routes: Mutex<HashMap<u32, mpsc::UnboundedSender<Event>>>,
+    next: AtomicU32,
+    gone: AtomicBool,
+    /// Its pid in the container.
+    pub(crate) pid: u32,
+}
+
+impl std::fmt::Debug for Helper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Helper").field("pid", &self.pid).finish()
+    }
+}
+
+/// The tar archive holding the helper at `<dir>/runner-shim`.
+fn archive(dir: &str) -> std::io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_size(0);
+    tar.append_data(&mut header, format!("{dir}/"), std::io::empty())?;
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(0o755);
+    header.set_size(SHIM.len() as u64);
+    tar.append_data(&mut header, format!("{dir}/runner-shim"), SHIM)?;
+    tar.into_inner()
+}
+
+/// Turns the exec's output chunks into frames.
+#[derive(Default)]
+struct Decoder {
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn next(&mut self) -> std::io::Result<Option<Frame>> {
+        let Some(header) = self.buf.get(..9) else {
+            return Ok(None);
+        };
+        let header: [u8; 9] = header.try_into().unwrap_or([0; 9]);
+        let (kind, id, len) = protocol::parse_header(&header)?;
+        let end = 9 + len as usize;
+        if self.buf.len() < end {
+            return Ok(None);
+        }
+        let payload = self.buf[9..end].to_vec();
+        self.buf.drain(..end);
+        Ok(Some(Frame { kind, id, payload }))
+    }
+}
+
+type ExecOutput = Pin<Box<dyn FutStream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+/// Reads frames from the helper's output until one is complete.
+async fn next_frame(output: &mut ExecOutput, decoder: &mut Decoder) -> Option<Frame> {
+    loop {
+        match decoder.next() {
+            Ok(Some(frame)) => return Some(frame),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the helper's stream is corrupt");
+                return None;
+            }
+        }
+        match output.next().await? {
+            Ok(LogOutput::StdOut { message }) => decoder.push(&message),
+            Ok(LogOutput::StdErr { message }) => {
+                tracing::debug!(helper = %String::from_utf8_lossy(&message), "helper stderr");
+            }
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+impl Helper {
+    /// Copies the helper into container `id`, starts it as `user` and waits for it
+    /// to say it is ready. `Err` is why it cannot be used (then every process runs
+    /// as a plain exec).
+    pub(crate) async fn start(
+        docker: &Docker,
+        id: &str,
+        user: Option<String>,
+    ) -> Result<Arc<Helper>, String> {
+        if SHIM.is_empty() {
+            return Err(format!("no helper was built into runner: {SHIM_WHY}"));
+        }
+        let digest: String = {
+            use sha2::{Digest, Sha256};
+            Sha256::digest(SHIM)
+                .iter()
+                .take(6)
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        let dir = format!(".runner-shim-{digest}");
+        let body = archive(&dir).map_err(|e| format!("failed to pack the helper: {e}"))?;
+        let options = bollard::query_parameters::UploadToContainerOptions {
+            path: "/tmp".into(),
+            ..Default::default()
+        };
+        let upload = docker.upload_to_container(id, Some(options), bollard::body_full(body.into()));
+        crate::client::bounded(READY_DEADLINE, upload)
+            .await
+            .map_err(|e| format!("the helper could not be copied to /tmp in the container: {e}"))?;
+        let path = format!("/tmp/{dir}/runner-shim");
+        let exec = docker
+            .create_exec(
+                id,
+                ExecConfig {
+                    cmd: Some(vec![path.clone()]),
+                    user,
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| format!("the helper's exec could not be created: {e}"))?;
+        let started = docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| format!("the helper's exec could not be started: {e}"))?;
+        let StartExecResults::Attached { mut output, input } = started else {
+            return Err("the engine detached the helper's exec".into());
+        };
+        let mut decoder = Decoder::default();
+        let ready = tokio::time::timeout(READY_DEADLINE, next_frame(&mut output, &mut decoder));
+        let frame = match ready.await {
+            Ok(Some(f)) if f.kind == Kind::Ready => f,
+            Ok(Some(f)) => return Err(format!("the helper said {:?} before it was ready", f.kind)),
+            Ok(None) => {
+                // It could not run: ask the engine why (an image of another
+                // architecture, a /tmp mounted noexec, a user without access).
+                let why = match docker.inspect_exec(&exec.id).await {
+                    Ok(i) => format!("it exited with {:?}", i.exit_code),
+                    Err(e) => e.to_string(),
+                };
+                return Err(format!("the helper did not start in the container ({why})"));
+            }
+            Err(_) => return Err("the helper did not answer within 15 s".into()),
+        };
+        let mut f = Fields(&frame.payload);
+        let version = f.u32().unwrap_or(0);
+        if version != protocol::VERSION {
+            return Err(format!(
+                "the helper speaks protocol {version}, runner {}",
+                protocol::VERSION
+            ));
+        }
+        let helper = Arc::new(Helper {
+            writer: tokio::sync::Mutex::new(input),
+            routes: Mutex::new(HashMap::new()),
+            next: AtomicU32::new(1),
+            gone: AtomicBool::new(false),
+            pid: f.u32().unwrap_or(0),
+        });
+        tokio::spawn(read_events(Arc::downgrade(&helper), output, decoder));
+        Ok(helper)
+    }
+
+    /// True once the helper's stream ended.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
+    async fn send(&self, kind: Kind, id: u32, payload: &[u8]) -> Result<(), DockerError> {
+        let mut w = self.writer.lock().await;
+        let frame = Frame::new(kind, id, payload.to_vec()).encode();
+        let written = async {
+            w.write_all(&frame).await?;
+            w.flush().await
+        };
+        written.await.map_err(|e| DockerError::HelperGone {
+            reason: format!("writing to it failed: {e}"),
+        })
+    }
+
+    /// Closes the helper's input: it kills every group it started and exits.
+    pub(crate) async fn close(&self) {
+        let mut w = self.writer.lock().await;
+        let _ = w.shutdown().await;
+    }
+
+    /// Starts a process; its events arrive on the returned receiver.
+    async fn spawn(
+        self: &Arc<Helper>,
+        req: &Spawn,
+    ) -> Result<(u32, u32, mpsc::UnboundedReceiver<Event>), SpawnFailure> {
+        let id = self.next.fetch_add(1, Ordering::SeqCst);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        if self.is_gone() {
+            self.forget(id);
+            return Err(SpawnFailure::Docker(DockerError::HelperGone {
+                reason: "its stream had ended".into(),
+            }));
+        }
+        if let Err(e) = self.send(Kind::Spawn, id, &req.encode()).await {
+            self.forget(id);
+            return Err(SpawnFailure::Docker(e));
+        }
+        match rx.recv().await {
+            Some(Event::Started(pid)) => Ok((id, pid, rx)),
+            Some(Event::SpawnFailed {
+                stage,
+                errno,
+                message,
+            }) => {
+                self.forget(id);
+                Err(SpawnFailure::Refused {
+                    stage,
+                    errno,
+                    message,
+                })
+            }
+            _ => {
+                self.forget(id);
+                Err(SpawnFailure::Docker(DockerError::HelperGone {
+                    reason: "it ended while starting a process".into(),
+                }))
+            }
+        }
+    }
+
+    fn forget(&self, id: u32) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+}
+
+/// Routes the helper's frames to the processes' watchers; at the stream's end every
+/// watcher learns the helper is gone.
+async fn read_events(
+    helper: std::sync::Weak<Helper>,
+    mut output: ExecOutput,
+    mut decoder: Decoder,
+) {
+    while let Some(frame) = next_frame(&mut output, &mut decoder).await {
+        let Some(helper) = helper.upgrade() else {
+            return;
+        };
+        let mut f = Fields(&frame.payload);
+        let event = match frame.kind {
+            Kind::Started => Event::Started(f.u32().unwrap_or(0)),
+            Kind::SpawnFailed => {
+                let stage = f.u8().unwrap_or(1);
+                let errno = f.i32().unwrap_or(0);
+                Event::SpawnFailed {
+                    stage,
+                    errno,
+                    message: String::from_utf8_lossy(f.0).into_owned(),
+                }
+            }
+            Kind::Stdout => Event::Output(Stream::Stdout, frame.payload),
+            Kind::Stderr => Event::Output(Stream::Stderr, frame.payload),
+            Kind::OutputEnd => Event::OutputEnd,
+            Kind::Exited => Event::Exited(f.i32().unwrap_or(-1)),
+            Kind::Signaled => Event::Signaled(f.i32().unwrap_or(9)),
+            Kind::StdinCredit => Event::StdinCredit(f.u32().unwrap_or(0)),
+            _ => continue,
+        };
+        let routes = helper.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = routes.get(&frame.id) {
+            let _ = tx.send(event);
+        }
+    }
+    if let Some(helper) = helper.upgrade() {
+        helper.gone.store(true, Ordering::SeqCst);
+        for (_, tx) in helper
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+        {
+            let _ = tx.send(Event::Gone);
+        }
+    }
+}
+
+/// Why the helper did not start a process.
+#[derive(Debug)]
+pub(crate) enum SpawnFailure {
+    /// The helper refused: stage 0 the directory, 1 the program.
+    Refused {
+        stage: u8,
+        errno: i32,
+        message: String,
+    },
+    /// The helper is gone.
+    Docker(DockerError),
+}
+
+/// A process the helper runs: what its watchers, signals and stops share.
+#[derive(Debug)]
+pub(crate) struct HelpedShared {
+    helper: Arc<Helper>,
+    id: u32,
+    bin: String,
+    pub(crate) pid: u32,
+    grace: Duration,
+    status: ExitWatch<ExecFailure>,
+}
+
+impl HelpedShared {
+    /// Spawns `req` through `helper`, feeding `stdin` and forwarding output to
+    /// `raw_stdout` (else `sink`) in the background.
+    pub(crate) async fn start(
+        helper: &Arc<Helper>,
+        req: Spawn,
+        stdin: Option<DuplexStream>,
+        raw_stdout: Option<DuplexStream>,
+        sink: Output,
+        grace: Duration,
+    ) -> Result<Arc<HelpedShared>, SpawnFailure> {
+        let (id, pid, events) = helper.spawn(&req).await?;
+        let (status_tx, status) = runner_core::exit_channel();
+        let bin =
+            String::from_utf8_lossy(req.argv.first().map_or(&[][..], |a| &a[..])).into_owned();
+        let shared = Arc::new(HelpedShared {
+            helper: Arc::clone(helper),
+            id,
+            bin,
+            pid,
+            grace,
+            status,
+        });
+        let credit = Arc::new(Semaphore::new(protocol::WINDOW as usize));
+        if let Some(stdin) = stdin {
+            tokio::spawn(feed(Arc::clone(helper), id, stdin, Arc::clone(&credit)));
+        }
+        tokio::spawn(watch(
+            Arc::clone(&shared),
+            events,
+            raw_stdout,
+            sink,
+            status_tx,
+            credit,
+        ));
+        Ok(shared)
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.status.is_finished()
+    }
+
+    pub(crate) fn try_status(&self) -> Option<ExitStatus> {
+        self.status.try_status()
+    }
+
+    pub(crate) async fn wait(&self) -> runner_core::Result<ExitStatus> {
+        match self.status.wait().await? {
+            Ok(s) => Ok(s),
+            Err(ExecFailure::NotFound) => Err(runner_core::Error::NotFound {
+                bin: self.bin.clone(),
+                searched: Some("the container's PATH".into()),
+            }),
+            Err(ExecFailure::Docker(e)) => Err(e.into()),
+        }
+    }
+
+    /// Sends `signal` to the process's whole group (inside the container).
+    pub(crate) async fn signal(&self, signal: Signal) -> runner_core::Result<()> {
+        if self.is_finished() || self.helper.is_gone() {
+            return Ok(());
+        }
+        self.helper
+            .send(Kind::Signal, self.id, &signal.number().to_le_bytes())
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn stop(&self) -> runner_core::Result<()> {
+        if self.is_finished() {
+            return Ok(());
+        }
+        self.signal(Signal::Terminate).await?;
+        if tokio::time::timeout(self.grace, self.wait()).await.is_err() {
+            self.signal(Signal::Kill).await?;
+        }
+        self.wait().await.map(|_| ())
+    }
+}
+
+/// Copies the user's stdin writes to the helper within the process's stdin credit,
+/// then closes the process's stdin.
+async fn feed(
+    helper: Arc<Helper>,
+    id: u32,
+    mut from: impl AsyncRead + Unpin,
+    credit: Arc<Semaphore>,
+) {
+    let mut buf = vec![0u8; protocol::CHUNK];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        match credit.acquire_many(n as u32).await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return,
+        }
+        if helper.send(Kind::Stdin, id, &buf[..n]).await.is_err() {
+            return;
+        }
+    }
+    let _ = helper.send(Kind::StdinEnd, id, &[]).await;
+}
+
+/// Forwards a helped process's output, grants credit as it is delivered, and
+/// publishes its exit.
+async fn watch(
+    shared: Arc<HelpedShared>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    raw_stdout: Option<DuplexStream>,
+    sink: Output,
+    status_tx: ExitPublisher<ExecFailure>,
+    stdin_credit: Arc<Semaphore>,
+) {
+    let mut out_lines = LineBuffer::new(Stream::Stdout);
+    let mut err_lines = LineBuffer::new(Stream::Stderr);
+    let mut status_tx = Some(status_tx);
+    // A raw stdout pipe is written by a task of its own, which grants credit as the
+    // user reads: a user who never reads holds back the process's output, never
+    // this watcher (its exit, a stop, stderr still get through).
+    let raw_stdout = raw_stdout.map(|mut raw| {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (helper, id) = (Arc::clone(&shared.helper), shared.id);
+        tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if raw.write_all(&bytes).await.is_err() {
+                    break;
+                }
+                let mut credit = vec![1u8];
+                credit.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                let _ = helper.send(Kind::Credit, id, &credit).await;
+            }
+        });
+        tx
+    });
+    let mut outcome = None;
+    let mut ended = 0;
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Output(stream, bytes) => {
+                match (stream, raw_stdout.as_ref()) {
+                    (Stream::Stdout, Some(raw)) => {
+                        // Credit follows when the user has it.
+                        let _ = raw.send(bytes);
+                        continue;
+                    }
+                    (Stream::Stdout, None) => out_lines.push(&bytes, &*sink),
+                    (Stream::Stderr, _) => err_lines.push(&bytes, &*sink),
+                }
+                let mut credit = vec![if stream == Stream::Stdout { 1 } else { 2 }];
+                credit.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                let _ = shared.helper.send(Kind::Credit, shared.id, &credit).await;
+            }
+            Event::OutputEnd => ended += 1,
+            Event::Exited(code) => outcome = Some(Ok(ExitStatus::Exited(code))),
+            Event::Signaled(sig) => outcome = Some(Ok(ExitStatus::Signaled(sig))),
+            Event::StdinCredit(n) => stdin_credit.add_permits(n as usize),
+            Event::Gone => {
+                outcome.get_or_insert(Err(ExecFailure::Docker(DockerError::HelperGone {
+                    reason: "its stream ended while the process ran (the container stopped, \
+                             or the engine went away)"
+                        .into(),
+                })));
+                break;
+            }
+            Event::Started(_) | Event::SpawnFailed { .. } => {}
+        }
+        if outcome.is_some() && ended == 2 {
+            break;
+        }
+        // The exit came first (a background process holds the output): the run
+        // ends now; what it still writes is forwarded until the streams end.
+        if let (Some(o), true) = (&outcome, ended < 2) {
+            if let Some(tx) = status_tx.take() {
+                tx.publish(o.clone());
+            }
+        }
+    }
+    shared.helper.forget(shared.id);
+    // Input for a process that is gone has nowhere to go: the feeder stops.
+    stdin_credit.close();
+    out_lines.finish(&*sink);
+    err_lines.finish(&*sink);
+    drop(raw_stdout);
+    if let Some(tx) = status_tx {
+        tx.publish(
+            outcome.unwrap_or(Err(ExecFailure::Docker(DockerError::HelperGone {
+                reason: "it stopped reporting on the process".into(),
+            }))),
+        );
+    }
+}

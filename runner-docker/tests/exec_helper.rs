@@ -1,0 +1,204 @@
+//! Processes through runner's helper in the container (`runner-shim`): the same
+//! contract as execs with exact exits, a reader that does not read stalling only its
+//! own process, a typed error when the helper dies, and each fallback to plain
+//! execs (turned off, no /tmp in the image, the helper gone).
+
+mod common;
+use common::{docker_error, image, Cleanup};
+
+use std::time::Duration;
+
+use runner_core::{CaptureSink, Error, ExitStatus, Proc, RunnerEnvironment};
+use runner_docker::{docker_engine_running, DockerEnvironment, DockerError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn engine() -> bool {
+    let up = docker_engine_running(Duration::from_secs(3)).await;
+    runner_core::testing::engine_gate("a Docker engine", up)
+}
+
+async fn env_of(image: &str, name: &str, helper: bool) -> (DockerEnvironment, Cleanup) {
+    let mut env =
+        DockerEnvironment::new_headless(image, &format!("helper-{name}-{}", std::process::id()))
+            .await
+            .unwrap();
+    env.with_pause().with_exec_helper(helper);
+    let guard = Cleanup(env.container_name().to_string());
+    env.init().await.unwrap();
+    (env, guard)
+}
+
+async fn run(env: &DockerEnvironment, script: &str) -> (ExitStatus, String, String, bool) {
+    let mut p = env.docker_process("sh", &["-c", script]).unwrap();
+    let cap = CaptureSink::new();
+    p.with_output(cap.clone());
+    let status = p.run().await.unwrap();
+    (
+        status,
+        cap.stdout_string(),
+        cap.stderr_string(),
+        p.via_helper(),
+    )
+}
+
+#[tokio::test]
+async fn processes_run_through_the_helper() {
+    if !engine().await {
+        return;
+    }
+    let (env, _guard) = env_of(&image(), "contract", true).await;
+    let helper_pid = env.exec_helper().expect("the helper runs");
+    assert!(helper_pid > 1);
+
+    let (status, out, err, helped) = run(&env, "echo hi; printf e >&2; exit 3").await;
+    assert!(helped);
+    assert_eq!(
+        (status, out.as_str(), err.as_str()),
+        (ExitStatus::Exited(3), "hi\n", "e")
+    );
+    // Exact: a signal the process got is a signal, not the shell's 128+n.
+    assert_eq!(run(&env, "kill -TERM $$").await.0, ExitStatus::Signaled(15));
+
+    // The pid in the container is known at start, no /proc scan.
+    let mut p = env.docker_process("sleep", &["1000"]).unwrap();
+    p.start().await.unwrap();
+    let pid = p.find_pid().await.unwrap().unwrap();
+    let (_, listing, _, _) = run(&env, &format!("cat /proc/{pid}/cmdline | tr '\\0' ' '")).await;
+    assert_eq!(listing.trim(), "sleep 1000");
+    p.signal(runner_core::Signal::Interrupt).await.unwrap();
+    assert_eq!(p.wait().await.unwrap(), ExitStatus::Signaled(2));
+
+    // stdin and a raw stdout pipe.
+    let mut p = env.docker_process("cat", &[]).unwrap();
+    let mut stdin = p.stdin_pipe().unwrap();
+    let mut stdout = p.stdout_pipe().unwrap();
+    p.start().await.unwrap();
+    stdin.write_all(b"through the helper\n").await.unwrap();
+    drop(stdin);
+    let mut got = String::new();
+    stdout.read_to_string(&mut got).await.unwrap();
+    assert_eq!(got, "through the helper\n");
+    assert_eq!(p.wait().await.unwrap(), ExitStatus::Exited(0));
+
+    // Bad input: typed, as on every path.
+    let mut p = env.docker_process("no-such-program", &[]).unwrap();
+    assert!(matches!(p.start().await, Err(Error::NotFound { .. })));
+    let mut p = env.docker_process("true", &[]).unwrap();
+    p.with_dir(std::path::Path::new("/no/such/dir"));
+    assert!(matches!(p.start().await, Err(Error::DirNotFound(_))));
+
+    // A process whose output nobody reads holds back only itself.
+    let mut unread = env
+        .docker_process("head", &["-c", "50000000", "/dev/zero"])
+        .unwrap();
+    let _pipe = unread.stdout_pipe().unwrap();
+    unread.start().await.unwrap();
+    let (status, out, _, _) = run(&env, "echo still here").await;
+    assert_eq!(
+        (status, out.as_str()),
+        (ExitStatus::Exited(0), "still here\n")
+    );
+    assert!(unread.is_running().await.unwrap());
+    unread.stop().await.unwrap();
+
+    // Many at once, each exact.
+    let runs = (0..20).map(|i| {
+        let env = &env;
+        async move { run(env, &format!("exit {i}")).await.0 }
+    });
+    let statuses = futures_util::future::join_all(runs).await;
+    for (i, s) in statuses.into_iter().enumerate() {
+        assert_eq!(s, ExitStatus::Exited(i as i32));
+    }
+    env.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dead_helper_is_a_typed_error_and_execs_take_over() {
+    if !engine().await {
+        return;
+    }
+    let (env, _guard) = env_of(&image(), "dies", true).await;
+    let helper_pid = env.exec_helper().unwrap();
+    let mut sleeper = env.docker_process("sleep", &["1000"]).unwrap();
+    sleeper.start().await.unwrap();
+    // The helper killed from inside the container.
+    let mut p = env
+        .docker_process("kill", &["-9", &helper_pid.to_string()])
+        .unwrap();
+    let _ = p.run().await;
+    let err = tokio::time::timeout(Duration::from_secs(30), sleeper.wait())
+        .await
+        .expect("the wait ends")
+        .unwrap_err();
+    assert!(
+        matches!(docker_error(&err), DockerError::HelperGone { .. }),
+        "{err:?}"
+    );
+    assert!(env.exec_helper().is_err());
+    let (status, out, _, helped) = run(&env, "echo plain").await;
+    assert_eq!(
+        (status, out.as_str(), helped),
+        (ExitStatus::Exited(0), "plain\n", false)
+    );
+    env.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_the_helper_processes_are_plain_execs() {
+    if !engine().await {
+        return;
+    }
+    // Turned off.
+    let (env, _guard) = env_of(&image(), "off", false).await;
+    assert!(env.exec_helper().unwrap_err().contains("turned off"));
+    let (status, out, _, helped) = run(&env, "echo exec").await;
+    assert_eq!(
+        (status, out.as_str(), helped),
+        (ExitStatus::Exited(0), "exec\n", false)
+    );
+    // The exec path's exception: a signal it did not send is the shell's code.
+    assert_eq!(run(&env, "kill -TERM $$").await.0, ExitStatus::Exited(143));
+    env.shutdown().await.unwrap();
+
+    // An image without /tmp: the helper cannot be copied; the reason is kept.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("busybox");
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "echo", "sleep", "true"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let no_tmp = format!("runner-test/no-tmp-{}:latest", std::process::id());
+    let imported = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C '{}' -c . | docker import --change 'ENV PATH=/bin' - {no_tmp}",
+            root.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{imported:?}");
+    struct RemoveImage(String);
+    impl Drop for RemoveImage {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", &self.0])
+                .output();
+        }
+    }
+    let _image = RemoveImage(no_tmp.clone());
+    let (env, _guard2) = env_of(&no_tmp, "no-tmp", true).await;
+    let why = env.exec_helper().unwrap_err();
+    assert!(why.contains("/tmp"), "{why}");
+    let (status, out, _, helped) = run(&env, "echo fallback").await;
+    assert_eq!(
+        (status, out.as_str(), helped),
+        (ExitStatus::Exited(0), "fallback\n", false)
+    );
+    env.shutdown().await.unwrap();
+}

@@ -1,0 +1,312 @@
+//! `runner-shim`: runner's resident helper inside a container. Started once per
+//! environment as one long-lived exec, it spawns the owner's processes (each leading
+//! its own process group) and multiplexes their stdin, stdout, stderr, signals and
+//! exits over its own stdin and stdout (see `protocol.rs`). It listens on nothing.
+//! When its stdin closes (the owner died, the engine restarted) it kills every
+//! process group it started and exits, so nothing runs unowned.
+//!
+//! Standard library only, built static by runner-docker's build script.
+
+// Shared with the owner, whose half (encoding requests) the helper does not use.
+#[allow(dead_code)]
+mod protocol;
+
+use std::collections::HashMap;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use protocol::{Fields, Frame, Kind, Spawn, CHUNK, WINDOW};
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Sends `sig` to the process group `pgid`.
+fn kill_group(pgid: u32, sig: i32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe {
+        kill(-(pgid as i32), sig);
+    }
+}
+
+/// The shim's stdout, shared by every thread; a frame is written whole.
+#[derive(Clone)]
+struct Out(Arc<Mutex<BufWriter<io::Stdout>>>);
+
+impl Out {
+    fn send(&self, kind: Kind, id: u32, payload: &[u8]) {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut header = [0u8; 9];
+        header[0] = kind as u8;
+        header[1..5].copy_from_slice(&id.to_le_bytes());
+        header[5..9].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        // A dead owner cannot be told anything; stdin's end will stop us.
+        let _ = w.write_all(&header);
+        let _ = w.write_all(payload);
+        let _ = w.flush();
+    }
+}
+
+/// Bytes a stream may still send: taken by its reader, given back by the owner.
+#[derive(Default)]
+struct Credit {
+    left: Mutex<u64>,
+    more: Condvar,
+}
+
+impl Credit {
+    fn new(initial: u32) -> Arc<Credit> {
+        let c = Credit::default();
+        *c.left.lock().unwrap_or_else(|p| p.into_inner()) = u64::from(initial);
+        Arc::new(c)
+    }
+
+    /// Waits for credit, takes up to `want` bytes of it.
+    fn take(&self, want: usize) -> usize {
+        let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
+        while *left == 0 {
+            left = self.more.wait(left).unwrap_or_else(|p| p.into_inner());
+        }
+        let n = (*left).min(want as u64);
+        *left -= n;
+        n as usize
+    }
+
+    fn give(&self, n: u32) {
+        *self.left.lock().unwrap_or_else(|p| p.into_inner()) += u64::from(n);
+        self.more.notify_all();
+    }
+}
+
+/// A process the shim started.
+struct Child {
+    pgid: u32,
+    stdin: Option<mpsc::Sender<Option<Vec<u8>>>>,
+    credit: [Arc<Credit>; 2],
+}
+
+/// Forwards one output stream of process `id` as frames, within its credit.
+fn forward(mut from: impl Read, id: u32, stream: u8, credit: Arc<Credit>, out: Out) {
+    let kind = if stream == 1 {
+        Kind::Stdout
+    } else {
+        Kind::Stderr
+    };
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let allowed = credit.take(CHUNK);
+        let n = match from.read(&mut buf[..allowed]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                credit.give(allowed as u32);
+                continue;
+            }
+            Err(_) => break,
+        };
+        credit.give((allowed - n) as u32);
+        out.send(kind, id, &buf[..n]);
+    }
+    out.send(Kind::OutputEnd, id, &[stream]);
+}
+
+/// Writes what the owner sends to process `id`'s stdin, granting credit back.
+fn feed(mut to: ChildStdin, id: u32, chunks: mpsc::Receiver<Option<Vec<u8>>>, out: Out) {
+    while let Ok(Some(chunk)) = chunks.recv() {
+        let ok = to.write_all(&chunk).is_ok();
+        out.send(Kind::StdinCredit, id, &(chunk.len() as u32).to_le_bytes());
+        if !ok {
+            // The process closed its stdin: drain (and grant) what is still sent.
+            while let Ok(Some(chunk)) = chunks.recv() {
+                out.send(Kind::StdinCredit, id, &(chunk.len() as u32).to_le_bytes());
+            }
+            return;
+        }
+    }
+}
+
+fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child>>>) {
+    let dir = std::ffi::OsStr::from_bytes(&req.dir);
+    if let Err(e) = std::fs::read_dir(dir) {
+        let payload = protocol::spawn_failed(0, e.raw_os_error().unwrap_or(0), &e.to_string());
+        out.send(Kind::SpawnFailed, id, &payload);
+        return;
+    }
+    let Some((program, args)) = req.argv.split_first() else {
+        out.send(
+            Kind::SpawnFailed,
+            id,
+            &protocol::spawn_failed(1, 0, "no program"),
+        );
+        return;
+    };
+    let mut cmd = Command::new(std::ffi::OsStr::from_bytes(program));
+    cmd.args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
+        .current_dir(dir)
+        .env_clear()
+        .process_group(0)
+        .stdin(if req.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for entry in &req.env {
+        if let Some(eq) = entry.iter().position(|&b| b == b'=') {
+            cmd.env(
+                std::ffi::OsStr::from_bytes(&entry[..eq]),
+                std::ffi::OsStr::from_bytes(&entry[eq + 1..]),
+            );
+        }
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let payload = protocol::spawn_failed(1, e.raw_os_error().unwrap_or(0), &e.to_string());
+            out.send(Kind::SpawnFailed, id, &payload);
+            return;
+        }
+    };
+    let pid = child.id();
+    let credit = [Credit::new(WINDOW), Credit::new(WINDOW)];
+    let stdin = child.stdin.take().map(|to| {
+        let (tx, rx) = mpsc::channel();
+        let out = out.clone();
+        std::thread::spawn(move || feed(to, id, rx, out));
+        tx
+    });
+    children.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        id,
+        Child {
+            pgid: pid,
+            stdin,
+            credit: credit.clone(),
+        },
+    );
+    out.send(Kind::Started, id, &pid.to_le_bytes());
+    let (done_tx, done_rx) = mpsc::channel();
+    for (stream, pipe) in [
+        (
+            1u8,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            2u8,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ] {
+        if let Some(pipe) = pipe {
+            let (out, credit, done) = (
+                out.clone(),
+                credit[stream as usize - 1].clone(),
+                done_tx.clone(),
+            );
+            std::thread::spawn(move || {
+                forward(pipe, id, stream, credit, out);
+                let _ = done.send(());
+            });
+        }
+    }
+    drop(done_tx);
+    let (out, children) = (out.clone(), Arc::clone(children));
+    std::thread::spawn(move || {
+        let status = child.wait();
+        // Output written before the exit comes before the exit: wait for both
+        // streams' ends, but not for ever (a background process may hold them).
+        let mut ended = 0;
+        while ended < 2 && done_rx.recv_timeout(Duration::from_millis(500)).is_ok() {
+            ended += 1;
+        }
+        {
+            let mut map = children.lock().unwrap_or_else(|p| p.into_inner());
+            if ended == 2 {
+                // Nothing of the group holds its output: forget it, so no later
+                // signal can reach a reused group id.
+                map.remove(&id);
+            } else if let Some(c) = map.get_mut(&id) {
+                c.stdin = None;
+            }
+        }
+        match status {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => out.send(Kind::Exited, id, &code.to_le_bytes()),
+                (None, Some(sig)) => out.send(Kind::Signaled, id, &sig.to_le_bytes()),
+                (None, None) => out.send(Kind::Exited, id, &(-1i32).to_le_bytes()),
+            },
+            Err(_) => out.send(Kind::Exited, id, &(-1i32).to_le_bytes()),
+        }
+    });
+}
+
+fn main() {
+    let out = Out(Arc::new(Mutex::new(BufWriter::with_capacity(
+        CHUNK + 9,
+        io::stdout(),
+    ))));
+    let mut ready = protocol::VERSION.to_le_bytes().to_vec();
+    ready.extend_from_slice(&std::process::id().to_le_bytes());
+    out.send(Kind::Ready, 0, &ready);
+    let children: Arc<Mutex<HashMap<u32, Child>>> = Arc::default();
+    let mut input = io::BufReader::with_capacity(CHUNK + 9, io::stdin().lock());
+    while let Ok(Some(frame)) = Frame::read_from(&mut input) {
+        let id = frame.id;
+        match frame.kind {
+            Kind::Spawn => match Spawn::decode(&frame.payload) {
+                Ok(req) => spawn(id, req, &out, &children),
+                Err(e) => out.send(
+                    Kind::SpawnFailed,
+                    id,
+                    &protocol::spawn_failed(1, 0, &format!("bad request: {e}")),
+                ),
+            },
+            Kind::Stdin | Kind::StdinEnd => {
+                let map = children.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(tx) = map.get(&id).and_then(|c| c.stdin.as_ref()) {
+                    let chunk = (frame.kind == Kind::Stdin).then_some(frame.payload);
+                    let _ = tx.send(chunk);
+                }
+                drop(map);
+                if frame.kind == Kind::StdinEnd {
+                    if let Some(c) = children
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_mut(&id)
+                    {
+                        c.stdin = None;
+                    }
+                }
+            }
+            Kind::Signal => {
+                let sig = Fields(&frame.payload).i32().unwrap_or(15);
+                if let Some(c) = children.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+                    kill_group(c.pgid, sig);
+                }
+            }
+            Kind::Credit => {
+                let mut f = Fields(&frame.payload);
+                if let (Ok(stream @ 1..=2), Ok(n)) = (f.u8(), f.u32()) {
+                    if let Some(c) = children.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+                        c.credit[stream as usize - 1].give(n);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // The owner is gone: nothing we started may outlive it.
+    for c in children.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        kill_group(c.pgid, 9);
+    }
+}
