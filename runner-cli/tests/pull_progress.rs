@@ -22,21 +22,29 @@ fn runner(tmp: &std::path::Path, config: &std::path::Path, image: &str) -> Comma
     c
 }
 
-#[test]
-fn pull_progress_in_a_log_and_on_a_terminal() {
+/// A scratch directory and a running registry, or `None` (skipped loudly) without
+/// an engine or the registry's packages.
+fn registry_and_engine() -> Option<(tempfile::TempDir, LocalRegistry)> {
     let engine = Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
         .output()
         .is_ok_and(|o| o.status.success());
-    let unavailable = LocalRegistry::unavailable();
-    if !runner_core::testing::engine_gate(
-        "a Docker engine and a local registry",
-        engine && unavailable.is_none(),
-    ) {
+    let available = engine && LocalRegistry::unavailable().is_none();
+    runner_core::testing::engine_gate("a Docker engine and a local registry", available).then(
+        || {
+            (
+                tempfile::tempdir().unwrap(),
+                LocalRegistry::start().unwrap(),
+            )
+        },
+    )
+}
+
+#[test]
+fn pull_progress_in_a_log_and_on_a_terminal() {
+    let Some((tmp, registry)) = registry_and_engine() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let registry = LocalRegistry::start().unwrap();
+    };
     let image = registry
         .push_layered_image("progress", 3, 4 * 1024 * 1024)
         .unwrap();
@@ -155,18 +163,9 @@ fn stalling_proxy(upstream: String, after: usize, pause: std::time::Duration) ->
 
 #[test]
 fn a_stalled_pull_says_so_in_a_log() {
-    let engine = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !runner_core::testing::engine_gate(
-        "a Docker engine and a local registry",
-        engine && LocalRegistry::unavailable().is_none(),
-    ) {
+    let Some((tmp, registry)) = registry_and_engine() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let registry = LocalRegistry::start().unwrap();
+    };
     let pushed = registry
         .push_layered_image("stall", 1, 4 * 1024 * 1024)
         .unwrap();

@@ -418,7 +418,13 @@ async fn find_pid_scans_the_containers_proc_for_the_exact_argv() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (env, _guard) = paused("findpid", dir.path()).await;
+    // The exec path's scan (through the helper the pid is known at start).
+    let mut env = DockerEnvironment::new(&image(), dir.path(), &unique("findpid"))
+        .await
+        .unwrap();
+    env.with_pause().with_exec_helper(false);
+    let _guard = Cleanup(env.container_name().to_string());
+    env.init().await.unwrap();
     // A near-miss with a longer argument must not match.
     let mut decoy = env.new_process("sleep", &["610"]).await.unwrap();
     decoy.start().await.unwrap();

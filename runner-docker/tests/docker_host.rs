@@ -114,8 +114,9 @@ async fn docker_host_over_tcp_engine_down_and_engine_gone_mid_exec() {
     assert!(p.run().await.unwrap().success());
     assert_eq!(cap.stdout_string(), "over tcp\n");
 
-    // The engine goes away while an exec runs: wait returns a typed EngineDown
-    // promptly instead of hanging, and is_running turns false.
+    // The engine goes away while a process runs: wait returns a typed error promptly
+    // instead of hanging (EngineDown for an exec; HelperGone, the helper's stream
+    // ended, through the helper), and is_running turns false.
     let mut long = env.new_process("sleep", &["60"]).await.unwrap();
     long.start().await.unwrap();
     assert!(long.is_running().await.unwrap());
@@ -125,7 +126,10 @@ async fn docker_host_over_tcp_engine_down_and_engine_gone_mid_exec() {
         .expect("wait hung after the engine went away");
     let err = r.unwrap_err();
     assert!(
-        matches!(docker_error(&err), DockerError::EngineDown { .. }),
+        matches!(
+            docker_error(&err),
+            DockerError::EngineDown { .. } | DockerError::HelperGone { .. }
+        ),
         "{err}"
     );
     assert!(!long.is_running().await.unwrap());

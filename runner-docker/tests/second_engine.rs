@@ -159,6 +159,23 @@ impl Drop for SecondEngine {
     }
 }
 
+/// Connects (negotiating afresh) and expects a typed TLS failure.
+async fn tls_refusal() -> DockerError {
+    runner_docker::forget_negotiated_version();
+    let err = connect().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DockerError::EngineDown {
+                why: Unreachable::Tls,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    err
+}
+
 fn write_context(config: &Path, name: &str, host: &str, tls: Option<&Path>) {
     let digest: String = Sha256::digest(name.as_bytes())
         .iter()
@@ -315,32 +332,10 @@ async fn a_second_engine_through_contexts_and_tls() {
     let untrusted = tmp.path().join("untrusted");
     client_material(&untrusted, &certs, &other_ca);
     std::env::set_var("DOCKER_CERT_PATH", &untrusted);
-    runner_docker::forget_negotiated_version();
-    let err = connect().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DockerError::EngineDown {
-                why: Unreachable::Tls,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    tls_refusal().await;
     // Missing material is named before any connection.
     std::env::set_var("DOCKER_CERT_PATH", tmp.path().join("nothing-here"));
-    runner_docker::forget_negotiated_version();
-    let err = connect().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DockerError::EngineDown {
-                why: Unreachable::Tls,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err = tls_refusal().await;
     assert!(format!("{:?}", err).contains("nothing-here"), "{err:?}");
     std::env::remove_var("DOCKER_HOST");
     std::env::remove_var("DOCKER_TLS_VERIFY");
