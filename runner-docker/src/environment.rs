@@ -572,13 +572,15 @@ impl DockerEnvironment {
     /// millisecond each) or as plain execs (tens of milliseconds): `Ok(pid)` of the
     /// helper in the container, or why not (not initialized, turned off with
     /// [`with_exec_helper`](Self::with_exec_helper), or it could not run there).
-    pub fn exec_helper(&self) -> std::result::Result<u32, String> {
-        match &*self.inner.helper.lock().unwrap_or_else(|p| p.into_inner()) {
+    pub async fn exec_helper(&self) -> std::result::Result<u32, String> {
+        match self.inner.settled_helper().await {
             crate::exec::HelperState::Ready(h) if !h.is_gone() => Ok(h.pid),
             crate::exec::HelperState::Ready(_) => Err("the helper ended".into()),
             crate::exec::HelperState::Off => Err("turned off (with_exec_helper(false))".into()),
-            crate::exec::HelperState::NotStarted => Err("not started (call init)".into()),
-            crate::exec::HelperState::Unavailable(why) => Err(why.clone()),
+            crate::exec::HelperState::NotStarted | crate::exec::HelperState::Starting(_) => {
+                Err("not started (call init)".into())
+            }
+            crate::exec::HelperState::Unavailable(why) => Err(why),
         }
     }
 
@@ -593,34 +595,44 @@ impl DockerEnvironment {
         self
     }
 
-    /// Starts the helper in container `id` unless it is off or already runs there.
-    async fn start_helper(&self, id: &str) {
-        let wanted = match &*self.inner.helper.lock().unwrap_or_else(|p| p.into_inner()) {
-            crate::exec::HelperState::Off => false,
+    /// Starts the helper in container `id` in the background unless it is off or
+    /// already runs there: `init` does not wait for the copy and start (about 100 ms),
+    /// the first process does if it comes sooner.
+    fn start_helper(&self, id: &str) {
+        let mut state = self.inner.helper.lock().unwrap_or_else(|p| p.into_inner());
+        let wanted = match &*state {
+            crate::exec::HelperState::Off | crate::exec::HelperState::Starting(_) => false,
             crate::exec::HelperState::Ready(h) => h.is_gone(),
             _ => true,
         };
         if !wanted {
             return;
         }
-        let state = match crate::helper::Helper::start(
-            &self.inner.docker,
-            id,
+        let (done_tx, done) = tokio::sync::watch::channel(false);
+        *state = crate::exec::HelperState::Starting(done);
+        drop(state);
+        let inner = Arc::clone(&self.inner);
+        let (id, user, name) = (
+            id.to_string(),
             self.config.user.clone(),
-        )
-        .await
-        {
-            Ok(h) => crate::exec::HelperState::Ready(h),
-            Err(why) => {
-                tracing::info!(container = %self.container_name, reason = %why, "processes run as plain execs: the helper cannot run");
-                crate::exec::HelperState::Unavailable(why)
-            }
-        };
-        *self.inner.helper.lock().unwrap_or_else(|p| p.into_inner()) = state;
+            self.container_name.clone(),
+        );
+        tokio::spawn(async move {
+            let state = match crate::helper::Helper::start(&inner.docker, &id, user).await {
+                Ok(h) => crate::exec::HelperState::Ready(h),
+                Err(why) => {
+                    tracing::info!(container = %name, reason = %why, "processes run as plain execs: the helper cannot run");
+                    crate::exec::HelperState::Unavailable(why)
+                }
+            };
+            *inner.helper.lock().unwrap_or_else(|p| p.into_inner()) = state;
+            let _ = done_tx.send(true);
+        });
     }
 
     /// Closes the helper's stream (it kills what it started and exits).
     async fn close_helper(&self) {
+        let _ = self.inner.settled_helper().await;
         let helper = {
             let mut state = self.inner.helper.lock().unwrap_or_else(|p| p.into_inner());
             match &*state {
@@ -674,7 +686,7 @@ impl RunnerEnvironment for DockerEnvironment {
             tracing::warn!(container = %self.container_name, error = %e, "failed to claim the container");
         }
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
-        self.start_helper(&id).await;
+        self.start_helper(&id);
         *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running { id, env });
         Ok(())
     }

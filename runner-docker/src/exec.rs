@@ -57,6 +57,8 @@ pub(crate) enum HelperState {
     Off,
     /// Not yet started (`init` starts it).
     NotStarted,
+    /// Being copied and started, in the background of `init`; true once done.
+    Starting(tokio::sync::watch::Receiver<bool>),
     /// Running.
     Ready(Arc<Helper>),
     /// It could not be used, and why.
@@ -64,10 +66,28 @@ pub(crate) enum HelperState {
 }
 
 impl Inner {
+    /// The helper's state once it is not starting any more (waits for a start in
+    /// progress).
+    pub(crate) async fn settled_helper(&self) -> HelperState {
+        loop {
+            let state = self
+                .helper
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            match state {
+                HelperState::Starting(mut done) => {
+                    let _ = done.wait_for(|d| *d).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The helper, while it runs.
-    pub(crate) fn helper(&self) -> Option<Arc<Helper>> {
-        match &*self.helper.lock().unwrap_or_else(|p| p.into_inner()) {
-            HelperState::Ready(h) if !h.is_gone() => Some(Arc::clone(h)),
+    pub(crate) async fn helper(&self) -> Option<Arc<Helper>> {
+        match self.settled_helper().await {
+            HelperState::Ready(h) if !h.is_gone() => Some(h),
             _ => None,
         }
     }
@@ -580,7 +600,7 @@ impl Proc for DockerProc {
         // `wait_on` needs the exec's view of the group; everything else goes through
         // the helper when it runs.
         if self.wait_on.is_none() {
-            if let Some(helper) = self.inner.helper() {
+            if let Some(helper) = self.inner.helper().await {
                 return self.start_helped(helper, &env).await;
             }
         }

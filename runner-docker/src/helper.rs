@@ -459,6 +459,17 @@ impl HelpedShared {
     }
 }
 
+/// Output credit is granted back in batches of this many bytes (or when nothing
+/// more is queued), a quarter of the window: one frame back per 256 KiB, not per chunk.
+const CREDIT_BATCH: usize = protocol::WINDOW as usize / 4;
+
+/// The payload of a `Credit` frame.
+fn credit(stream: u8, bytes: usize) -> Vec<u8> {
+    let mut out = vec![stream];
+    out.extend_from_slice(&(bytes as u32).to_le_bytes());
+    out
+}
+
 /// Copies the user's stdin writes to the helper within the process's stdin credit,
 /// then closes the process's stdin.
 async fn feed(
@@ -504,19 +515,23 @@ async fn watch(
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let (helper, id) = (Arc::clone(&shared.helper), shared.id);
         tokio::spawn(async move {
+            let mut owed = 0usize;
             while let Some(bytes) = rx.recv().await {
                 if raw.write_all(&bytes).await.is_err() {
                     break;
                 }
-                let mut credit = vec![1u8];
-                credit.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-                let _ = helper.send(Kind::Credit, id, &credit).await;
+                owed += bytes.len();
+                if owed >= CREDIT_BATCH || rx.is_empty() {
+                    let _ = helper.send(Kind::Credit, id, &credit(1, owed)).await;
+                    owed = 0;
+                }
             }
         });
         tx
     });
     let mut outcome = None;
     let mut ended = 0;
+    let mut owed = [0usize; 2];
     while let Some(event) = events.recv().await {
         match event {
             Event::Output(stream, bytes) => {
@@ -529,9 +544,13 @@ async fn watch(
                     (Stream::Stdout, None) => out_lines.push(&bytes, &*sink),
                     (Stream::Stderr, _) => err_lines.push(&bytes, &*sink),
                 }
-                let mut credit = vec![if stream == Stream::Stdout { 1 } else { 2 }];
-                credit.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-                let _ = shared.helper.send(Kind::Credit, shared.id, &credit).await;
+                let which = usize::from(stream != Stream::Stdout);
+                owed[which] += bytes.len();
+                if owed[which] >= CREDIT_BATCH || events.is_empty() {
+                    let grant = credit(which as u8 + 1, owed[which]);
+                    let _ = shared.helper.send(Kind::Credit, shared.id, &grant).await;
+                    owed[which] = 0;
+                }
             }
             Event::OutputEnd => ended += 1,
             Event::Exited(code) => outcome = Some(Ok(ExitStatus::Exited(code))),

@@ -47,7 +47,7 @@ async fn processes_run_through_the_helper() {
         return;
     }
     let (env, _guard) = env_of(&image(), "contract", true).await;
-    let helper_pid = env.exec_helper().expect("the helper runs");
+    let helper_pid = env.exec_helper().await.expect("the helper runs");
     assert!(helper_pid > 1);
 
     let (status, out, err, helped) = run(&env, "echo hi; printf e >&2; exit 3").await;
@@ -119,7 +119,7 @@ async fn a_dead_helper_is_a_typed_error_and_execs_take_over() {
         return;
     }
     let (env, _guard) = env_of(&image(), "dies", true).await;
-    let helper_pid = env.exec_helper().unwrap();
+    let helper_pid = env.exec_helper().await.unwrap();
     let mut sleeper = env.docker_process("sleep", &["1000"]).unwrap();
     sleeper.start().await.unwrap();
     // The helper killed from inside the container.
@@ -135,7 +135,7 @@ async fn a_dead_helper_is_a_typed_error_and_execs_take_over() {
         matches!(docker_error(&err), DockerError::HelperGone { .. }),
         "{err:?}"
     );
-    assert!(env.exec_helper().is_err());
+    assert!(env.exec_helper().await.is_err());
     let (status, out, _, helped) = run(&env, "echo plain").await;
     assert_eq!(
         (status, out.as_str(), helped),
@@ -151,7 +151,7 @@ async fn without_the_helper_processes_are_plain_execs() {
     }
     // Turned off.
     let (env, _guard) = env_of(&image(), "off", false).await;
-    assert!(env.exec_helper().unwrap_err().contains("turned off"));
+    assert!(env.exec_helper().await.unwrap_err().contains("turned off"));
     let (status, out, _, helped) = run(&env, "echo exec").await;
     assert_eq!(
         (status, out.as_str(), helped),
@@ -193,7 +193,7 @@ async fn without_the_helper_processes_are_plain_execs() {
     }
     let _image = RemoveImage(no_tmp.clone());
     let (env, _guard2) = env_of(&no_tmp, "no-tmp", true).await;
-    let why = env.exec_helper().unwrap_err();
+    let why = env.exec_helper().await.unwrap_err();
     assert!(why.contains("/tmp"), "{why}");
     let (status, out, _, helped) = run(&env, "echo fallback").await;
     assert_eq!(

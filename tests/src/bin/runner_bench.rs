@@ -625,11 +625,8 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
         .expect("docker env");
     env.with_pause();
     env.init().await.expect("init");
-    assert!(
-        env.exec_helper().is_ok(),
-        "the helper: {:?}",
-        env.exec_helper()
-    );
+    let helper = env.exec_helper().await;
+    assert!(helper.is_ok(), "the helper: {helper:?}");
     let mut plain = runner_docker::DockerEnvironment::new_headless(image, "bench-exec-plain")
         .await
         .expect("docker env");
