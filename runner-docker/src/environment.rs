@@ -631,8 +631,9 @@ impl DockerEnvironment {
     }
 
     /// Closes the helper's stream (it kills what it started and exits).
+    /// A helper still starting is not waited for: the container's stop or removal
+    /// ends it.
     async fn close_helper(&self) {
-        let _ = self.inner.settled_helper().await;
         let helper = {
             let mut state = self.inner.helper.lock().unwrap_or_else(|p| p.into_inner());
             match &*state {
