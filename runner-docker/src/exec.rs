@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::exec::StartExecResults;
 use bollard::models::ExecConfig;
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -629,18 +629,10 @@ impl Proc for DockerProc {
                 } => DockerError::NoContainer(running.id.clone()),
                 e => DockerError::op("create the exec")(e),
             })?;
-        let started = docker
-            .start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: None,
-                }),
-            )
+        let Some((output, input)) = crate::stream::start_attached(docker, &exec.id)
             .await
-            .map_err(DockerError::op("start the exec"))?;
-        let StartExecResults::Attached { output, input } = started else {
+            .map_err(DockerError::op("start the exec"))?
+        else {
             return Err(
                 DockerError::unexpected("attach to the exec", "the engine detached it").into(),
             );

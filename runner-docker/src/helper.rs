@@ -9,19 +9,17 @@
 //! kills every group it started.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::Docker;
-use futures_util::{Stream as FutStream, StreamExt};
+use futures_util::StreamExt;
 use runner_core::{ExitPublisher, ExitStatus, ExitWatch, LineBuffer, Output, Signal, Stream};
 use runner_shim::protocol::{self, Fields, Frame, Kind, Spawn};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::exec::ExecFailure;
@@ -53,7 +51,7 @@ pub(crate) enum Event {
     Gone,
 }
 
-type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+type Writer = crate::stream::ExecInput;
 
 /// A running helper.
 pub(crate) struct Helper {
@@ -113,7 +111,7 @@ impl Decoder {
     }
 }
 
-type ExecOutput = Pin<Box<dyn FutStream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+type ExecOutput = crate::stream::OutputStream;
 
 /// Reads frames from the helper's output until one is complete.
 async fn next_frame(output: &mut ExecOutput, decoder: &mut Decoder) -> Option<Frame> {
@@ -182,18 +180,10 @@ impl Helper {
             )
             .await
             .map_err(|e| format!("the helper's exec could not be created: {e}"))?;
-        let started = docker
-            .start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: None,
-                }),
-            )
+        let Some((mut output, input)) = crate::stream::start_attached(docker, &exec.id)
             .await
-            .map_err(|e| format!("the helper's exec could not be started: {e}"))?;
-        let StartExecResults::Attached { mut output, input } = started else {
+            .map_err(|e| format!("the helper's exec could not be started: {e}"))?
+        else {
             return Err("the engine detached the helper's exec".into());
         };
         let mut decoder = Decoder::default();

@@ -39,3 +39,23 @@ pub(crate) async fn forward_logs(mut logs: OutputStream, sink: Output) {
     out.finish(&*sink);
     err.finish(&*sink);
 }
+
+/// An exec's stdin, as the engine's attach gives it.
+pub(crate) type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+/// Starts exec `exec_id` attached (no terminal): its output and its stdin. `Ok(None)`
+/// when the engine detached it instead.
+pub(crate) async fn start_attached(
+    docker: &bollard::Docker,
+    exec_id: &str,
+) -> Result<Option<(OutputStream, ExecInput)>, bollard::errors::Error> {
+    let options = bollard::exec::StartExecOptions {
+        detach: false,
+        tty: false,
+        output_capacity: None,
+    };
+    Ok(match docker.start_exec(exec_id, Some(options)).await? {
+        bollard::exec::StartExecResults::Attached { output, input } => Some((output, input)),
+        bollard::exec::StartExecResults::Detached => None,
+    })
+}
