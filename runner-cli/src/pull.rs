@@ -36,9 +36,11 @@ pub(crate) async fn pull_with_progress(
     let watchdog = {
         let view = Arc::clone(&view);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
-                tick.tick().await;
+                // Asleep until the pull would count as stalled; while it is, once a
+                // second to keep the note's count of seconds current.
+                let wake = lock(&view).next_check();
+                tokio::time::sleep_until(wake.into()).await;
                 lock(&view).check_stall();
             }
         })
@@ -193,6 +195,15 @@ impl View {
                     ));
                 }
             }
+        }
+    }
+
+    /// When the stall note is due next.
+    fn next_check(&self) -> Instant {
+        if self.stalled {
+            Instant::now() + Duration::from_secs(1)
+        } else {
+            self.last_change + STALL
         }
     }
 
