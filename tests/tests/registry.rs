@@ -9,6 +9,22 @@ use std::time::Duration;
 use runner_docker::{connect, get_image_if_not_present, image_exists, DockerError, LayerPhase};
 use runner_tests::registry::{LocalRegistry, PASSWORD, USER};
 
+/// Asserts `err` is the registry `addr` refusing, with or without credentials sent.
+fn refused(err: &DockerError, addr: &str, had: bool) {
+    match err {
+        DockerError::Unauthorized {
+            registry,
+            had_credentials,
+            ..
+        } => assert_eq!(
+            (registry.as_str(), *had_credentials),
+            (addr, had),
+            "{err:?}"
+        ),
+        other => panic!("not Unauthorized: {other:?}"),
+    }
+}
+
 /// Writes an executable script.
 fn script(path: &std::path::Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -46,14 +62,10 @@ async fn pulls_use_the_users_registry_login() {
     std::fs::create_dir_all(&no_file).unwrap();
     for config in [no_file, registry.docker_config("none", "{}")] {
         std::env::set_var("DOCKER_CONFIG", &config);
-        match get_image_if_not_present(&docker, &image, |_| {}).await {
-            Err(DockerError::Unauthorized {
-                registry: named,
-                had_credentials: false,
-                ..
-            }) => assert_eq!(named, registry.addr),
-            other => panic!("{other:?}"),
-        }
+        let err = get_image_if_not_present(&docker, &image, |_| {})
+            .await
+            .unwrap_err();
+        refused(&err, &registry.addr, false);
     }
     // A wrong password: refused, and it says the credentials were refused.
     let wrong = registry.docker_config("wrong", &registry.auths_json("not-the-password"));
@@ -61,16 +73,7 @@ async fn pulls_use_the_users_registry_login() {
     let err = get_image_if_not_present(&docker, &image, |_| {})
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DockerError::Unauthorized {
-                had_credentials: true,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    refused(&err, &registry.addr, true);
     assert!(err.to_string().contains("were refused"), "{err}");
 
     // `auths` in config.json: pulled, layer by layer.
@@ -146,16 +149,7 @@ async fn pulls_use_the_users_registry_login() {
     let err = get_image_if_not_present(&docker, &image, |_| {})
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DockerError::Unauthorized {
-                had_credentials: false,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    refused(&err, &registry.addr, false);
     // A helper that fails otherwise is an error naming the registry.
     script(
         &bin.join("docker-credential-broken"),
