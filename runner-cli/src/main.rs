@@ -181,6 +181,21 @@ async fn doctor() -> i32 {
         ),
     };
     rows.push(("docker", docker.0, docker.1));
+    // The in-container helper: built in or not, and when it is skipped.
+    let helper = match runner_docker::embedded_helper() {
+        Ok(what) => (
+            "yes",
+            format!(
+                "{what}; processes in a container of another architecture or with a \
+                 read-only root run as plain execs (RUST_LOG=runner_docker=info says why)"
+            ),
+        ),
+        Err(why) => (
+            "no",
+            format!("processes in containers run as plain execs: {why}"),
+        ),
+    };
+    rows.push(("  helper", helper.0, helper.1));
     let nix = match runner_nix::nix_binary() {
         Some(path) => {
             let version = tokio::process::Command::new(&path)

@@ -553,6 +553,12 @@ fn doctor_reports_every_backend() {
         text.lines().any(|l| l.starts_with("native   yes")),
         "{text}"
     );
+    // The in-container helper this build carries (Linux builds embed it).
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("  helper yes") && l.contains("runner-shim for linux/")),
+        "{text}"
+    );
     // Without an engine at DOCKER_HOST, docker says why.
     let out = cli
         .cmd(&["doctor"])

@@ -46,6 +46,8 @@ pub(crate) struct Config {
     pub(crate) platform: Option<String>,
     /// Cache volumes: (the caller's name, where it is mounted).
     pub(crate) volumes: Vec<(String, PathBuf)>,
+    /// The root filesystem is mounted read-only.
+    pub(crate) read_only: bool,
 }
 
 /// The label of the cache volumes runner makes (its value: the caller's name).
@@ -141,6 +143,7 @@ impl Config {
                 // A paused container's init (`sleep infinity`) reaps no orphan: the
                 // engine's init (tini) does, so ended exec trees leave no zombies.
                 init: self.pause.then_some(true),
+                readonly_rootfs: self.read_only.then_some(true),
                 ..Default::default()
             }),
             ..Default::default()

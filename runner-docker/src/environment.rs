@@ -110,6 +110,7 @@ impl DockerEnvironment {
                 entrypoint: None,
                 public_ports: false,
                 platform: None,
+                read_only: false,
                 volumes: Vec::new(),
             },
             layers: EnvLayers::new(),
@@ -239,6 +240,14 @@ impl DockerEnvironment {
     /// image without that platform is [`DockerError::PlatformUnavailable`] at `init`.
     pub fn with_platform(&mut self, platform: &str) -> &mut Self {
         self.config.platform = Some(platform.to_string());
+        self
+    }
+
+    /// Mounts the container's root filesystem read-only (`docker run --read-only`);
+    /// mounts and cache volumes stay writable. runner's helper cannot be copied into
+    /// such a container, so its processes run as plain execs.
+    pub fn with_read_only_root(&mut self) -> &mut Self {
+        self.config.read_only = true;
         self
     }
 

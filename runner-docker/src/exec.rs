@@ -401,6 +401,8 @@ pub struct DockerProc {
     user: Option<String>,
     stdin: Option<DuplexStream>,
     stdout: Option<DuplexStream>,
+    /// Where the process's own stdout pipe goes, when the helper lets us read it.
+    direct_stdout: Option<crate::helper::DirectStdout>,
     stdin_taken: bool,
     stdout_taken: bool,
     shared: Option<Arc<ExecShared>>,
@@ -425,6 +427,7 @@ impl DockerProc {
             user,
             stdin: None,
             stdout: None,
+            direct_stdout: None,
             stdin_taken: false,
             stdout_taken: false,
             shared: None,
@@ -480,12 +483,14 @@ impl DockerProc {
                 .map(|(k, v)| format!("{k}={v}").into_bytes())
                 .collect(),
             stdin: self.stdin.is_some(),
+            direct_stdout: false,
         };
         let started = HelpedShared::start(
             &helper,
             req,
             self.stdin.take(),
             self.stdout.take(),
+            self.direct_stdout.take(),
             Arc::clone(&self.opts.output),
             self.opts.grace,
         )
@@ -572,9 +577,11 @@ impl Proc for DockerProc {
             return Err(Error::PipeUnavailable("stdout"));
         }
         let (user, ours) = tokio::io::duplex(PIPE_SIZE);
+        let (reader, direct) = crate::stream::LateStdout::new(user);
         self.stdout = Some(ours);
+        self.direct_stdout = Some(direct);
         self.stdout_taken = true;
-        Ok(Box::new(user))
+        Ok(Box::new(reader))
     }
 
     async fn start(&mut self) -> Result<()> {
@@ -604,6 +611,8 @@ impl Proc for DockerProc {
                 return self.start_helped(helper, &env).await;
             }
         }
+        // A plain exec's output comes through the engine's stream only.
+        self.direct_stdout = None;
         let docker = &self.inner.docker;
         let exec = docker
             .create_exec(

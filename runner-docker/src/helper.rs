@@ -36,7 +36,9 @@ const READY_DEADLINE: Duration = Duration::from_secs(15);
 /// What the helper tells one process's watcher.
 #[derive(Debug)]
 pub(crate) enum Event {
-    Started(u32),
+    /// Its pid in the container, and the helper's descriptor of its stdout pipe
+    /// (-1 unless asked for).
+    Started(u32, i32),
     SpawnFailed {
         stage: u8,
         errno: i32,
@@ -61,6 +63,9 @@ pub(crate) struct Helper {
     gone: AtomicBool,
     /// Its pid in the container.
     pub(crate) pid: u32,
+    /// Its pid on this host, when the engine runs here and we may open its
+    /// descriptors (`/proc/<pid>/fd`): then processes' stdout pipes are read directly.
+    host_pid: Option<u32>,
 }
 
 impl std::fmt::Debug for Helper {
@@ -82,6 +87,96 @@ fn archive(dir: &str) -> std::io::Result<Vec<u8>> {
     header.set_size(SHIM.len() as u64);
     tar.append_data(&mut header, format!("{dir}/runner-shim"), SHIM)?;
     tar.into_inner()
+}
+
+/// The helper's architecture as Docker names it (`amd64`, `arm64`, …).
+pub(crate) fn docker_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// What `runner doctor` says of the helper: `Ok` with its size and architecture
+/// when one is built in, else why not.
+pub fn embedded_helper() -> Result<String, String> {
+    if SHIM.is_empty() {
+        return Err(format!("not built into this runner: {SHIM_WHY}"));
+    }
+    Ok(format!(
+        "runner-shim for linux/{} ({} KiB), copied into each container at init",
+        docker_arch(),
+        SHIM.len() / 1024
+    ))
+}
+
+/// Whether the helper can run in container `id`: an image of another architecture
+/// (run under emulation) or a read-only root filesystem (no place to copy it to)
+/// cannot have it, and say so.
+async fn fits(docker: &Docker, id: &str) -> Result<(), String> {
+    let container = docker
+        .inspect_container(id, None)
+        .await
+        .map_err(|e| format!("the container could not be inspected: {e}"))?;
+    if container
+        .host_config
+        .as_ref()
+        .and_then(|h| h.readonly_rootfs)
+        .unwrap_or(false)
+    {
+        return Err(
+            "the container's root filesystem is read-only: the helper cannot be copied in".into(),
+        );
+    }
+    if let Some(image) = container.image {
+        let arch = docker
+            .inspect_image(&image)
+            .await
+            .ok()
+            .and_then(|i| i.architecture)
+            .unwrap_or_default();
+        if !arch.is_empty() && arch != docker_arch() {
+            return Err(format!(
+                "the image is built for {arch}, the helper for {}",
+                docker_arch()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether host process `host` is the helper whose pid in the container is `pid`
+/// (an engine on this host: the last `NSpid` of its status), and its descriptors may
+/// be opened by us (`/proc/<host>/fd` can be listed).
+fn descriptors_reachable(host: u32, pid: u32) -> bool {
+    let Ok(host) = i32::try_from(host) else {
+        return false;
+    };
+    runner_core::os::namespace_pid(host) == Some(i64::from(pid))
+        && std::fs::read_dir(format!("/proc/{host}/fd")).is_ok()
+}
+
+/// The helper exec's pid on the engine's host (0 until the engine has recorded it,
+/// which may be just after the helper's first frame); `None` if it never says.
+async fn exec_host_pid(docker: &Docker, exec_id: &str) -> Option<u32> {
+    let mut pause = Duration::from_micros(200);
+    for _ in 0..50 {
+        let pid = docker.inspect_exec(exec_id).await.ok()?.pid.unwrap_or(0);
+        if pid > 0 {
+            return u32::try_from(pid).ok();
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 3 / 2).min(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Opens the read end of a process's stdout pipe through the helper's descriptor.
+fn open_pipe(host_pid: u32, fd: i32) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    tokio::net::unix::pipe::OpenOptions::new().open_receiver(format!("/proc/{host_pid}/fd/{fd}"))
 }
 
 /// Turns the exec's output chunks into frames.
@@ -147,6 +242,7 @@ impl Helper {
         if SHIM.is_empty() {
             return Err(format!("no helper was built into runner: {SHIM_WHY}"));
         }
+        fits(docker, id).await?;
         let digest: String = {
             use sha2::{Digest, Sha256};
             Sha256::digest(SHIM)
@@ -210,12 +306,26 @@ impl Helper {
                 protocol::VERSION
             ));
         }
+        let pid = f.u32().unwrap_or(0);
+        let host_pid = exec_host_pid(docker, &exec.id)
+            .await
+            .filter(|&host| descriptors_reachable(host, pid));
+        tracing::debug!(
+            ?host_pid,
+            "the helper runs; its processes' stdout is read {}",
+            if host_pid.is_some() {
+                "from their own pipes"
+            } else {
+                "from its stream"
+            }
+        );
         let helper = Arc::new(Helper {
             writer: tokio::sync::Mutex::new(input),
             routes: Mutex::new(HashMap::new()),
             next: AtomicU32::new(1),
             gone: AtomicBool::new(false),
-            pid: f.u32().unwrap_or(0),
+            pid,
+            host_pid,
         });
         tokio::spawn(read_events(Arc::downgrade(&helper), output, decoder));
         Ok(helper)
@@ -248,7 +358,7 @@ impl Helper {
     async fn spawn(
         self: &Arc<Helper>,
         req: &Spawn,
-    ) -> Result<(u32, u32, mpsc::UnboundedReceiver<Event>), SpawnFailure> {
+    ) -> Result<(u32, u32, i32, mpsc::UnboundedReceiver<Event>), SpawnFailure> {
         let id = self.next.fetch_add(1, Ordering::SeqCst);
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.routes
@@ -266,7 +376,7 @@ impl Helper {
             return Err(SpawnFailure::Docker(e));
         }
         match rx.recv().await {
-            Some(Event::Started(pid)) => Ok((id, pid, rx)),
+            Some(Event::Started(pid, fd)) => Ok((id, pid, fd, rx)),
             Some(Event::SpawnFailed {
                 stage,
                 errno,
@@ -309,7 +419,10 @@ async fn read_events(
         };
         let mut f = Fields(&frame.payload);
         let event = match frame.kind {
-            Kind::Started => Event::Started(f.u32().unwrap_or(0)),
+            Kind::Started => {
+                let pid = f.u32().unwrap_or(0);
+                Event::Started(pid, f.i32().unwrap_or(-1))
+            }
             Kind::SpawnFailed => {
                 let stage = f.u8().unwrap_or(1);
                 let errno = f.i32().unwrap_or(0);
@@ -345,6 +458,9 @@ async fn read_events(
     }
 }
 
+/// Where a process's own stdout pipe goes when it can be read directly.
+pub(crate) type DirectStdout = tokio::sync::oneshot::Sender<tokio::net::unix::pipe::Receiver>;
+
 /// Why the helper did not start a process.
 #[derive(Debug)]
 pub(crate) enum SpawnFailure {
@@ -371,16 +487,38 @@ pub(crate) struct HelpedShared {
 
 impl HelpedShared {
     /// Spawns `req` through `helper`, feeding `stdin` and forwarding output to
-    /// `raw_stdout` (else `sink`) in the background.
+    /// `raw_stdout` (else `sink`) in the background. With `direct`, stdout is the
+    /// process's own pipe, opened through the helper's descriptor when the engine
+    /// runs on this host (the sender is dropped when it cannot be).
     pub(crate) async fn start(
         helper: &Arc<Helper>,
-        req: Spawn,
+        mut req: Spawn,
         stdin: Option<DuplexStream>,
-        raw_stdout: Option<DuplexStream>,
+        mut raw_stdout: Option<DuplexStream>,
+        direct: Option<DirectStdout>,
         sink: Output,
         grace: Duration,
     ) -> Result<Arc<HelpedShared>, SpawnFailure> {
-        let (id, pid, events) = helper.spawn(&req).await?;
+        req.direct_stdout = direct.is_some() && helper.host_pid.is_some();
+        let (id, pid, fd, events) = helper.spawn(&req).await?;
+        if let (Some(host_pid), Some(direct), true) = (helper.host_pid, direct, fd >= 0) {
+            let opened = open_pipe(host_pid, fd);
+            let ok = opened.is_ok();
+            // Until told, the helper holds the pipe and forwards nothing.
+            helper
+                .send(Kind::Attached, id, &[u8::from(ok)])
+                .await
+                .map_err(SpawnFailure::Docker)?;
+            match opened {
+                Ok(pipe) => {
+                    let _ = direct.send(pipe);
+                    raw_stdout = None;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "stdout is forwarded: its pipe could not be opened")
+                }
+            }
+        }
         let (status_tx, status) = runner_core::exit_channel();
         let bin =
             String::from_utf8_lossy(req.argv.first().map_or(&[][..], |a| &a[..])).into_owned();
@@ -554,7 +692,7 @@ async fn watch(
                 })));
                 break;
             }
-            Event::Started(_) | Event::SpawnFailed { .. } => {}
+            Event::Started(..) | Event::SpawnFailed { .. } => {}
         }
         if outcome.is_some() && ended == 2 {
             break;

@@ -34,6 +34,7 @@ pub use endpoint::{resolve_endpoint, Endpoint, EndpointSource, TlsMaterial, Unkn
 pub use environment::DockerEnvironment;
 pub use error::{DockerError, EngineError, Unreachable};
 pub use exec::DockerProc;
+pub use helper::embedded_helper;
 pub use image::{
     get_image_if_not_present, image_exists, image_id, LayerPhase, LayerProgress, PullProgress,
 };

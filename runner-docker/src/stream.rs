@@ -59,3 +59,56 @@ pub(crate) async fn start_attached(
         bollard::exec::StartExecResults::Detached => None,
     })
 }
+
+/// The reader `stdout_pipe` hands out before the process starts: the process's own
+/// stdout pipe when the helper lets us open it (an engine on this host, see
+/// [`runner_shim::protocol::Spawn::direct_stdout`]), else what runner forwards from
+/// the engine's stream.
+pub(crate) struct LateStdout {
+    direct: Option<tokio::sync::oneshot::Receiver<tokio::net::unix::pipe::Receiver>>,
+    pipe: Option<tokio::net::unix::pipe::Receiver>,
+    forwarded: tokio::io::DuplexStream,
+}
+
+impl LateStdout {
+    /// The user's reader and the process's end: a sender for the pipe, which is
+    /// dropped to mean "read what is forwarded into `forwarded`".
+    pub(crate) fn new(
+        forwarded: tokio::io::DuplexStream,
+    ) -> (
+        LateStdout,
+        tokio::sync::oneshot::Sender<tokio::net::unix::pipe::Receiver>,
+    ) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let reader = LateStdout {
+            direct: Some(rx),
+            pipe: None,
+            forwarded,
+        };
+        (reader, tx)
+    }
+}
+
+impl tokio::io::AsyncRead for LateStdout {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Some(direct) = this.direct.as_mut() {
+            match std::future::Future::poll(std::pin::Pin::new(direct), cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(pipe) => {
+                    this.pipe = pipe.ok();
+                    this.direct = None;
+                }
+            }
+        }
+        match this.pipe.as_mut() {
+            Some(pipe) => std::pin::Pin::new(pipe).poll_read(cx, buf),
+            None => std::pin::Pin::new(&mut this.forwarded).poll_read(cx, buf),
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! Processes through runner's helper in the container (`runner-shim`): the same
 //! contract as execs with exact exits, a reader that does not read stalling only its
 //! own process, a typed error when the helper dies, and each fallback to plain
-//! execs (turned off, no /tmp in the image, the helper gone).
+//! execs (turned off, no /tmp in the image, a read-only root filesystem, an image
+//! of another architecture, the helper gone).
 
 mod common;
 use common::{docker_error, image, Cleanup};
@@ -78,6 +79,37 @@ async fn processes_run_through_the_helper() {
     let mut got = String::new();
     stdout.read_to_string(&mut got).await.unwrap();
     assert_eq!(got, "through the helper\n");
+    assert_eq!(p.wait().await.unwrap(), ExitStatus::Exited(0));
+
+    // With the engine on this host (and a user allowed to open the helper's
+    // descriptors, as root is), a stdout pipe is the process's own pipe: no byte goes
+    // through the engine's stream. Its "pipe:[inode]" is one of our descriptors.
+    let mut p = env
+        .docker_process(
+            "sh",
+            &["-c", "readlink /proc/$$/fd/1; head -c 20000000 /dev/zero"],
+        )
+        .unwrap();
+    let mut stdout = p.stdout_pipe().unwrap();
+    p.start().await.unwrap();
+    let mut first = Vec::new();
+    while !first.ends_with(b"\n") {
+        let mut b = [0u8; 1];
+        stdout.read_exact(&mut b).await.unwrap();
+        first.push(b[0]);
+    }
+    let link = String::from_utf8(first).unwrap();
+    let ours = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|l| l.to_string_lossy() == link.trim());
+    let local_root = std::env::var_os("DOCKER_HOST").is_none()
+        && std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    assert!(link.starts_with("pipe:["), "{link}");
+    assert_eq!(ours, local_root, "{link} among our descriptors");
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.len() == 20_000_000 && rest.iter().all(|&b| b == 0));
     assert_eq!(p.wait().await.unwrap(), ExitStatus::Exited(0));
 
     // Bad input: typed, as on every path.
@@ -199,6 +231,73 @@ async fn without_the_helper_processes_are_plain_execs() {
     assert_eq!(
         (status, out.as_str(), helped),
         (ExitStatus::Exited(0), "fallback\n", false)
+    );
+    env.shutdown().await.unwrap();
+
+    // A read-only root filesystem: nowhere to copy it to.
+    let mut env =
+        DockerEnvironment::new_headless(&image(), &format!("helper-ro-{}", std::process::id()))
+            .await
+            .unwrap();
+    env.with_pause().with_read_only_root();
+    let _guard3 = Cleanup(env.container_name().to_string());
+    env.init().await.unwrap();
+    let why = env.exec_helper().await.unwrap_err();
+    assert!(why.contains("read-only"), "{why}");
+    let (status, out, _, helped) =
+        run(&env, "echo read-only; touch /x 2>/dev/null || echo ro").await;
+    assert_eq!(
+        (status, out.as_str(), helped),
+        (ExitStatus::Exited(0), "read-only\nro\n", false)
+    );
+    env.shutdown().await.unwrap();
+
+    // An image of another architecture (here only its metadata says arm64, so its
+    // programs still run): the helper is not tried.
+    let other = format!("runner-test/other-arch-{}:latest", std::process::id());
+    let _image2 = RemoveImage(other.clone());
+    let saved = tempfile::tempdir().unwrap();
+    let save = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker save '{}' | tar -C '{}' -x",
+            image(),
+            saved.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(save.status.success(), "{save:?}");
+    let manifest_path = saved.path().join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let config_name = manifest[0]["Config"].as_str().unwrap().to_string();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(saved.path().join(&config_name)).unwrap()).unwrap();
+    let ours = config["architecture"].as_str().unwrap().to_string();
+    let foreign = if ours == "arm64" { "amd64" } else { "arm64" };
+    config["architecture"] = foreign.into();
+    std::fs::remove_file(saved.path().join(&config_name)).unwrap();
+    std::fs::write(saved.path().join("other.json"), config.to_string()).unwrap();
+    manifest[0]["Config"] = "other.json".into();
+    manifest[0]["RepoTags"] = serde_json::json!([other]);
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let _ = std::fs::remove_file(saved.path().join("repositories"));
+    let load = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C '{}' -c . | docker load",
+            saved.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "{load:?}");
+    let (env, _guard4) = env_of(&other, "arch", true).await;
+    let why = env.exec_helper().await.unwrap_err();
+    assert!(why.contains(&format!("built for {foreign}")), "{why}");
+    let (status, out, _, helped) = run(&env, "echo emulated").await;
+    assert_eq!(
+        (status, out.as_str(), helped),
+        (ExitStatus::Exited(0), "emulated\n", false)
     );
     env.shutdown().await.unwrap();
 }

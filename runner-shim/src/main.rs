@@ -14,8 +14,9 @@ mod protocol;
 use std::collections::HashMap;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -88,6 +89,24 @@ struct Child {
     pgid: u32,
     stdin: Option<mpsc::Sender<Option<Vec<u8>>>>,
     credit: [Arc<Credit>; 2],
+    /// The stdout pipe's read end while the owner decides whether it reads the
+    /// pipe itself ([`Kind::Attached`]), and the signal that the stream is done.
+    pending_stdout: Option<(ChildStdout, mpsc::Sender<()>)>,
+}
+
+/// Forwards one output stream on a thread of its own; `done` hears when it ends.
+fn start_forward(
+    pipe: impl Read + Send + 'static,
+    id: u32,
+    stream: u8,
+    credit: Arc<Credit>,
+    out: Out,
+    done: mpsc::Sender<()>,
+) {
+    std::thread::spawn(move || {
+        forward(pipe, id, stream, credit, out);
+        let _ = done.send(());
+    });
 }
 
 /// Forwards one output stream of process `id` as frames, within its credit.
@@ -181,43 +200,30 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
         std::thread::spawn(move || feed(to, id, rx, out));
         tx
     });
+    let (done_tx, done_rx) = mpsc::channel();
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    // The owner hears of the process before any of its output.
+    let (direct_fd, pending_stdout, forwarded_stdout) = match stdout {
+        Some(pipe) if req.direct_stdout => (pipe.as_raw_fd(), Some((pipe, done_tx.clone())), None),
+        other => (-1i32, None, other),
+    };
     children.lock().unwrap_or_else(|p| p.into_inner()).insert(
         id,
         Child {
             pgid: pid,
             stdin,
             credit: credit.clone(),
+            pending_stdout,
         },
     );
-    out.send(Kind::Started, id, &pid.to_le_bytes());
-    let (done_tx, done_rx) = mpsc::channel();
-    for (stream, pipe) in [
-        (
-            1u8,
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-        (
-            2u8,
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-    ] {
-        if let Some(pipe) = pipe {
-            let (out, credit, done) = (
-                out.clone(),
-                credit[stream as usize - 1].clone(),
-                done_tx.clone(),
-            );
-            std::thread::spawn(move || {
-                forward(pipe, id, stream, credit, out);
-                let _ = done.send(());
-            });
-        }
+    let mut started = pid.to_le_bytes().to_vec();
+    started.extend_from_slice(&direct_fd.to_le_bytes());
+    out.send(Kind::Started, id, &started);
+    if let Some(pipe) = forwarded_stdout {
+        start_forward(pipe, id, 1, credit[0].clone(), out.clone(), done_tx.clone());
+    }
+    if let Some(pipe) = stderr {
+        start_forward(pipe, id, 2, credit[1].clone(), out.clone(), done_tx.clone());
     }
     drop(done_tx);
     let (out, children) = (out.clone(), Arc::clone(children));
@@ -292,6 +298,23 @@ fn main() {
                 let sig = Fields(&frame.payload).i32().unwrap_or(15);
                 if let Some(c) = children.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
                     kill_group(c.pgid, sig);
+                }
+            }
+            Kind::Attached => {
+                let pending = children
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&id)
+                    .and_then(|c| c.pending_stdout.take().map(|p| (p, c.credit[0].clone())));
+                if let Some(((pipe, done), credit)) = pending {
+                    if frame.payload.first() == Some(&1) {
+                        // The owner reads the pipe itself: our end closes.
+                        drop(pipe);
+                        out.send(Kind::OutputEnd, id, &[1]);
+                        let _ = done.send(());
+                    } else {
+                        start_forward(pipe, id, 1, credit, out.clone(), done);
+                    }
                 }
             }
             Kind::Credit => {

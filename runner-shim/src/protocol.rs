@@ -9,7 +9,7 @@
 use std::io::{self, Read};
 
 /// Protocol version, sent in [`Kind::Ready`]; the owner refuses another.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bytes of output a process may send per stream before the owner grants more
 /// (and of input the owner may send before the shim grants more).
 pub const WINDOW: u32 = 1 << 20;
@@ -32,9 +32,15 @@ pub enum Kind {
     Signal = 4,
     /// owner → shim: more output credit: stream (`u8`: 1 stdout, 2 stderr), bytes (`u32`).
     Credit = 5,
+    /// owner → shim, after a [`Spawn`] with `direct_stdout`: whether the owner opened
+    /// the stdout pipe itself (`u8`: 1 yes, 0 no). Yes: the shim closes its end and
+    /// forwards nothing; no: it forwards stdout as frames.
+    Attached = 6,
     /// shim → owner, id 0: the shim is up; payload: [`VERSION`] (`u32`), its pid (`u32`).
     Ready = 64,
-    /// shim → owner: the process runs; payload: its pid in the container (`u32`).
+    /// shim → owner: the process runs; payload: its pid in the container (`u32`),
+    /// then the shim's descriptor of the read end of its stdout pipe (`i32`, -1 unless
+    /// the spawn asked for `direct_stdout`; the owner then answers [`Kind::Attached`]).
     Started = 65,
     /// shim → owner: it could not be started; payload: stage (`u8`: 0 directory,
     /// 1 program), errno (`i32`), then a message.
@@ -63,6 +69,7 @@ impl Kind {
             3 => StdinEnd,
             4 => Signal,
             5 => Credit,
+            6 => Attached,
             64 => Ready,
             65 => Started,
             66 => SpawnFailed,
@@ -154,6 +161,10 @@ pub struct Spawn {
     pub env: Vec<Vec<u8>>,
     /// Whether the owner writes the process's stdin (else it reads /dev/null).
     pub stdin: bool,
+    /// Whether the owner would rather read the stdout pipe itself, through
+    /// `/proc/<shim>/fd/<fd>` (an engine on the owner's host): no copy through the
+    /// engine's stream, native throughput.
+    pub direct_stdout: bool,
 }
 
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -202,7 +213,7 @@ impl Spawn {
     /// The request's payload.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        out.push(u8::from(self.stdin));
+        out.push(u8::from(self.stdin) | u8::from(self.direct_stdout) << 1);
         put(&mut out, &self.dir);
         out.extend_from_slice(&(self.argv.len() as u32).to_le_bytes());
         for a in &self.argv {
@@ -218,7 +229,7 @@ impl Spawn {
     /// A request from its payload.
     pub fn decode(payload: &[u8]) -> io::Result<Spawn> {
         let mut f = Fields(payload);
-        let stdin = f.u8()? != 0;
+        let flags = f.u8()?;
         let dir = f.bytes()?.to_vec();
         let argc = f.u32()?;
         let argv = (0..argc)
@@ -232,7 +243,8 @@ impl Spawn {
             dir,
             argv,
             env,
-            stdin,
+            stdin: flags & 1 != 0,
+            direct_stdout: flags & 2 != 0,
         })
     }
 }
@@ -256,6 +268,7 @@ mod tests {
             argv: vec![b"sh".to_vec(), b"-c".to_vec(), b"echo \xff".to_vec()],
             env: vec![b"PATH=/bin".to_vec(), b"K=".to_vec()],
             stdin: true,
+            direct_stdout: true,
         };
         let frame = Frame::new(Kind::Spawn, 7, spawn.encode());
         let bytes = [

@@ -1,6 +1,7 @@
 //! The helper program itself, driven over its stdin/stdout on the host as the
 //! owner drives it in a container: exact exits, a process whose output nobody
-//! reads stalls only itself, and closing its stdin ends every group it started.
+//! reads stalls only itself, closing its stdin ends every group it started, and a
+//! stdout pipe the owner opens through `/proc/<shim>/fd` carries the output itself.
 
 use std::io::Write;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -41,11 +42,16 @@ impl Shim {
     }
 
     fn spawn(&mut self, id: u32, script: &str) {
+        self.spawn_with(id, script, false);
+    }
+
+    fn spawn_with(&mut self, id: u32, script: &str, direct_stdout: bool) {
         let req = Spawn {
             dir: b"/".to_vec(),
             argv: vec![b"sh".to_vec(), b"-c".to_vec(), script.as_bytes().to_vec()],
             env: vec![b"PATH=/usr/bin:/bin".to_vec()],
             stdin: false,
+            direct_stdout,
         };
         self.send(Kind::Spawn, id, req.encode());
     }
@@ -120,7 +126,7 @@ fn exits_are_exact_and_output_is_framed() {
         dir: b"/no/such/dir".to_vec(),
         argv: vec![b"true".to_vec()],
         env: vec![],
-        stdin: false,
+        ..Spawn::default()
     };
     shim.send(Kind::Spawn, 4, req.encode());
     let f = shim.until(Kind::SpawnFailed, 4);
@@ -132,7 +138,7 @@ fn exits_are_exact_and_output_is_framed() {
         dir: b"/".to_vec(),
         argv: vec![b"no-such-program-here".to_vec()],
         env: vec![b"PATH=/bin".to_vec()],
-        stdin: false,
+        ..Spawn::default()
     };
     shim.send(Kind::Spawn, 5, req.encode());
     let f = shim.until(Kind::SpawnFailed, 5);
@@ -207,4 +213,65 @@ fn closing_its_input_ends_every_group_it_started() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The bytes of a stdout the owner reads itself, and the frames the shim sent meanwhile.
+fn run_direct(shim: &mut Shim, id: u32, open_it: bool) -> (Vec<u8>, Vec<u8>, i32) {
+    use std::io::Read;
+    shim.spawn_with(
+        id,
+        "head -c 3000000 /dev/zero | tr '\\0' x; echo; exit 4",
+        true,
+    );
+    let started = shim.until(Kind::Started, id);
+    let mut f = Fields(&started.payload);
+    let (_pid, fd) = (f.u32().unwrap(), f.i32().unwrap());
+    assert!(fd >= 0, "a direct stdout is offered by its descriptor");
+    let pipe = open_it.then(|| {
+        std::fs::File::open(format!("/proc/{}/fd/{fd}", shim.child.id())).expect("open the pipe")
+    });
+    shim.send(Kind::Attached, id, vec![u8::from(pipe.is_some())]);
+    // Read the pipe on a thread: the process blocks until it is read.
+    let reader = pipe.map(|mut p| {
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            p.read_to_end(&mut all).unwrap();
+            all
+        })
+    });
+    let mut framed = Vec::new();
+    let code = loop {
+        let f = shim.next();
+        match (f.kind, f.id == id) {
+            (Kind::Stdout, true) => {
+                framed.extend_from_slice(&f.payload);
+                let mut grant = vec![1u8];
+                grant.extend_from_slice(&(f.payload.len() as u32).to_le_bytes());
+                shim.send(Kind::Credit, id, grant);
+            }
+            (Kind::Exited, true) => break Fields(&f.payload).i32().unwrap(),
+            _ => {}
+        }
+    };
+    let direct = reader.map(|r| r.join().unwrap()).unwrap_or_default();
+    (direct, framed, code)
+}
+
+#[test]
+fn a_stdout_opened_by_the_owner_is_not_framed_and_a_refused_one_is() {
+    let mut shim = Shim::start();
+    let want = [vec![b'x'; 3_000_000], b"\n".to_vec()].concat();
+    let (direct, framed, code) = run_direct(&mut shim, 1, true);
+    assert_eq!(code, 4);
+    assert!(
+        framed.is_empty(),
+        "{} bytes were framed as well",
+        framed.len()
+    );
+    assert!(direct == want, "{} bytes read directly", direct.len());
+    // The owner could not open it: the shim forwards it as frames after all.
+    let (direct, framed, code) = run_direct(&mut shim, 2, false);
+    assert_eq!(code, 4);
+    assert!(direct.is_empty());
+    assert!(framed == want, "{} bytes framed", framed.len());
 }
