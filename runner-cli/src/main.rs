@@ -478,6 +478,9 @@ async fn make_env(
 
 /// Runs a configured process with the terminal's streams and signals.
 async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals) -> i32 {
+    // Bytes as they arrive: a prompt, a `\r` progress line or a JSON-RPC body without
+    // a newline is never held back.
+    proc.with_output(Arc::new(runner_core::PassthroughSink));
     let mut stdin_pipe = match proc.stdin_pipe() {
         Ok(p) => p,
         Err(e) => return fail(&e, i32::from(EXIT_INTERNAL)),

@@ -985,3 +985,143 @@ fn docker_run_until_ready(cli: &Cli, script: &str) -> std::process::Child {
     assert_eq!(line, "ready\n");
     child
 }
+
+/// A JSON-RPC server in plain `sh` (it runs on the host, in a nix shell and in a
+/// busybox container alike): `Content-Length` framed requests in, framed replies out,
+/// no body ends with a newline. `dd bs=1` reads exactly the body, nothing more.
+const JSONRPC_SERVER: &str = r#"cr=$(printf '\r')
+while IFS= read -r line; do
+  line=${line%"$cr"}
+  case "$line" in
+    Content-Length:*) n=${line#Content-Length: } ;;
+    "") body=$(dd bs=1 count="$n" 2>/dev/null)
+        id=${body#*\"id\":}; id=${id%%[,\}]*}
+        reply="{\"jsonrpc\":\"2.0\",\"id\":$id,\"result\":\"pong $id\"}"
+        printf 'Content-Length: %d\r\n\r\n%s' "${#reply}" "$reply" ;;
+  esac
+done"#;
+
+/// Reads from `from` on a thread of its own, handing each read's bytes over.
+fn reader(mut from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Collects bytes from `rx` until `have` holds `want` (or fails after 60 s).
+fn read_until(rx: &std::sync::mpsc::Receiver<Vec<u8>>, have: &mut Vec<u8>, want: &[u8]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !have.windows(want.len()).any(|w| w == want) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(bytes) => have.extend_from_slice(&bytes),
+            Err(_) => panic!(
+                "waited for {:?}, got {:?}: output held back?",
+                String::from_utf8_lossy(want),
+                String::from_utf8_lossy(have)
+            ),
+        }
+    }
+}
+
+/// Two framed JSON-RPC round trips (each reply is awaited before the next request:
+/// a reply held back until a newline deadlocks here), then a prompt without a newline.
+fn framed_exchange_and_prompt(mut runner: Command) {
+    let mut child = runner
+        .args(["--", "sh", "-c", JSONRPC_SERVER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to = child.stdin.take().unwrap();
+    let from = reader(child.stdout.take().unwrap());
+    let mut got = Vec::new();
+    for id in 1..=2 {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+        write!(to, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        to.flush().unwrap();
+        let reply = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"pong {id}"}}"#);
+        let framed = format!("Content-Length: {}\r\n\r\n{reply}", reply.len());
+        read_until(&from, &mut got, framed.as_bytes());
+    }
+    drop(to);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    // Nothing but the two replies came out.
+    assert!(!got.ends_with(b"\n"));
+
+    // A prompt: it shows before the answer is typed.
+    let mut args: Vec<String> = runner
+        .get_args()
+        .map(|a| a.to_string_lossy().into())
+        .collect();
+    let dashes = args.iter().position(|a| a == "--").unwrap();
+    args.truncate(dashes);
+    let mut child = Command::new(runner.get_program())
+        .args(&args)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            r#"printf 'name? '; read name; echo "hi $name""#,
+        ])
+        .envs(runner.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(runner.get_current_dir().unwrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to = child.stdin.take().unwrap();
+    let from = reader(child.stdout.take().unwrap());
+    let mut got = Vec::new();
+    read_until(&from, &mut got, b"name? ");
+    to.write_all(b"bob\n").unwrap();
+    drop(to);
+    read_until(&from, &mut got, b"hi bob\n");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn output_is_streamed_as_bytes_native() {
+    let cli = Cli::new();
+    framed_exchange_and_prompt(cli.cmd(&["run", "-q", "--backend", "native"]));
+}
+
+#[test]
+fn output_is_streamed_as_bytes_docker() {
+    if !docker_available() {
+        return;
+    }
+    let cli = Cli::new();
+    framed_exchange_and_prompt(cli.cmd(&["run", "-q", "--backend", "docker", "--image", IMAGE]));
+}
+
+#[test]
+fn output_is_streamed_as_bytes_nix() {
+    if !nix_available() {
+        return;
+    }
+    let cli = Cli::new();
+    let (flake, nix_config) = write_flake(&cli, "");
+    framed_exchange_and_prompt(cli.nix_cmd(
+        &nix_config,
+        &[
+            "run",
+            "-q",
+            "--backend",
+            "nix",
+            "--dir",
+            flake.to_str().unwrap(),
+        ],
+    ));
+}

@@ -53,7 +53,7 @@ pub use exit::{exit_channel, join_all_first_error, ExitPublisher, ExitWatch};
 #[cfg(feature = "contract")]
 pub use output::{
     forward, CaptureSink, FnSink, ForwardReport, LineBuffer, NullSink, Output, OutputSink,
-    StdioSink, Stream, WriterSink, MAX_CHUNK,
+    PassthroughSink, StdioSink, Stream, WriterSink, MAX_CHUNK,
 };
 #[cfg(feature = "contract")]
 pub use port::{find_free_port, is_free_port, wait_for_port_unbound};

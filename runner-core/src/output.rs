@@ -48,6 +48,13 @@ pub trait OutputSink: Send + Sync + fmt::Debug {
     fn may_block(&self) -> bool {
         true
     }
+
+    /// False for a sink that wants bytes as they arrive, not whole lines (a terminal,
+    /// a framed protocol such as JSON-RPC without trailing newlines, a prompt): the
+    /// forwarder then holds nothing back. The default is true (whole lines).
+    fn wants_lines(&self) -> bool {
+        true
+    }
 }
 
 /// Calls `sink.write`, off the runtime's workers when it may block (see the module
@@ -85,6 +92,23 @@ impl OutputSink for StdioSink {
                 err.flush()
             }
         }
+    }
+}
+
+/// Writes the child's stdout to our stdout and its stderr to our stderr as the bytes
+/// arrive, flushing each chunk: nothing is held back until a newline, so prompts,
+/// `\r` progress lines and framed protocols pass through (`runner run` uses it).
+/// Order is kept within each stream; across streams, as the chunks arrive.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassthroughSink;
+
+impl OutputSink for PassthroughSink {
+    fn write(&self, stream: Stream, chunk: &[u8]) -> io::Result<()> {
+        StdioSink.write(stream, chunk)
+    }
+
+    fn wants_lines(&self) -> bool {
+        false
     }
 }
 
@@ -278,9 +302,20 @@ impl LineBuffer {
     }
 
     /// Takes `bytes` and hands `sink` every complete line (and every full
-    /// [`MAX_CHUNK`] of an overlong one).
+    /// [`MAX_CHUNK`] of an overlong one); a sink that does not
+    /// [want lines](OutputSink::wants_lines) gets every byte at once.
     pub fn push(&mut self, mut bytes: &[u8], sink: &dyn OutputSink) {
         self.report.bytes += bytes.len() as u64;
+        if !sink.wants_lines() {
+            // Nothing is ever pending for such a sink: hand the chunk on as it is.
+            if self.report.sink_error.is_none() {
+                match write_to(sink, self.stream, bytes) {
+                    Ok(()) => self.report.delivered += bytes.len() as u64,
+                    Err(e) => self.report.sink_error = Some(e),
+                }
+            }
+            return;
+        }
         while !bytes.is_empty() {
             // Never hold more than MAX_CHUNK bytes of one line.
             let take = bytes.len().min(MAX_CHUNK - self.pending.len());
@@ -378,6 +413,29 @@ mod tests {
             self.0 = &self.0[n..];
             std::task::Poll::Ready(Ok(()))
         }
+    }
+
+    #[derive(Debug, Default)]
+    struct Bytes(Chunks);
+    impl OutputSink for Bytes {
+        fn write(&self, stream: Stream, chunk: &[u8]) -> io::Result<()> {
+            self.0.write(stream, chunk)
+        }
+        fn wants_lines(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_sink_that_wants_bytes_gets_each_chunk_as_it_comes() {
+        let sink = Bytes::default();
+        let mut lines = LineBuffer::new(Stream::Stdout);
+        lines.push(b"name? ", &sink);
+        assert_eq!(*sink.0 .0.lock().unwrap(), vec![b"name? ".to_vec()]);
+        lines.push(b"a\nb", &sink);
+        let report = lines.finish(&sink);
+        assert_eq!(sink.0 .0.lock().unwrap().concat(), b"name? a\nb");
+        assert_eq!((report.bytes, report.delivered), (9, 9));
     }
 
     #[tokio::test]

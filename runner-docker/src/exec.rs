@@ -334,16 +334,21 @@ impl ExecShared {
             return Ok(());
         }
         *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(signal.number());
-        if let (Some(pid), Some(start)) = (self.host_pid().await?, self.host_start.get()) {
+        let host = self.host_pid().await?;
+        let start = self.host_start.get().copied();
+        // A leader gone before its start time was read: a `wait_on` run still
+        // lasting has members in its group (the supervisor watches them), which
+        // keeps the group's id from being reused.
+        if let (Some(pid), true) = (host, start.is_some() || self.wait_on.is_some()) {
             if let Ok(pid) = i32::try_from(pid) {
                 // The group outlives its leader while members run; its id is the
                 // leader's, which the start time still names while the leader runs.
-                let leader_is_ours = runner_core::os::process_is(pid, *start);
+                let leader_is_ours = start.is_some_and(|s| runner_core::os::process_is(pid, s));
                 let members_left = !leader_is_ours
                     && !self.is_finished()
-                    && runner_core::os::processes()
-                        .iter()
-                        .any(|p| p.pgid == pid && p.running && p.start_time >= *start);
+                    && runner_core::os::processes().iter().any(|p| {
+                        p.pgid == pid && p.running && start.is_none_or(|s| p.start_time >= s)
+                    });
                 if (leader_is_ours || members_left)
                     && runner_core::os::signal_group(pid, signal.number()).is_ok()
                 {
@@ -351,8 +356,14 @@ impl ExecShared {
                 }
             }
         }
-        let Some(pid) = self.container_pid().await? else {
-            return Ok(());
+        // The leader is gone, but a `wait_on` run lasts while its group has the named
+        // process: the group's id in the container, read at start, still names it.
+        let pid = match self.container_pid().await? {
+            Some(pid) => pid,
+            None => match self.group_in_container.get() {
+                Some(&group) if self.wait_on.is_some() => group,
+                _ => return Ok(()),
+            },
         };
         let cmd = vec![
             "kill".to_string(),
@@ -484,6 +495,7 @@ impl DockerProc {
                 .collect(),
             stdin: self.stdin.is_some(),
             direct_stdout: false,
+            wait_on: self.wait_on.clone().unwrap_or_default().into_bytes(),
         };
         let started = HelpedShared::start(
             &helper,
@@ -604,12 +616,8 @@ impl Proc for DockerProc {
         let mut env = running.env.clone();
         self.env_layers.apply_to(&mut env);
         self.opts.env.apply_to(&mut env);
-        // `wait_on` needs the exec's view of the group; everything else goes through
-        // the helper when it runs.
-        if self.wait_on.is_none() {
-            if let Some(helper) = self.inner.helper().await {
-                return self.start_helped(helper, &env).await;
-            }
+        if let Some(helper) = self.inner.helper().await {
+            return self.start_helped(helper, &env).await;
         }
         // A plain exec's output comes through the engine's stream only.
         self.direct_stdout = None;

@@ -881,41 +881,74 @@ async fn cache_volumes_persist_across_containers() {
     assert_eq!(containers_named(&name), 0);
 }
 
-/// `wait_on`: the run lasts while the named program is left in the exec's group,
-/// even after the exec's own process and its output are done.
+/// `wait_on`: the run lasts while the named program is left in the process's group,
+/// even after its own first process and its output are done; through the helper and
+/// as plain execs.
 #[tokio::test]
-async fn wait_on_keeps_an_exec_alive_for_the_named_process() {
+async fn wait_on_keeps_a_process_alive_for_the_named_process() {
     if !engine().await {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (env, _guard) = paused("waiton", dir.path()).await;
-    let script = "sleep 2 >/dev/null 2>&1 </dev/null & echo started";
-    let running = || async {
-        output(
-            &env,
-            "for d in /proc/[0-9]*; do tr '\\0' ' ' < $d/cmdline 2>/dev/null; echo; done",
-        )
-        .await
-        .1
-        .lines()
-        .any(|l| l.trim() == "sleep 2")
-    };
-    // Without wait_on the run ends with the shell; the sleep goes on.
-    let mut p = env.new_process("sh", &["-c", script]).await.unwrap();
-    p.with_output(Arc::new(runner_core::NullSink));
-    assert!(p.run().await.unwrap().success());
-    assert!(running().await, "the detached sleep should still run");
-    // With it, the run ends only once the sleep is gone.
-    let mut p = env.new_process("sh", &["-c", script]).await.unwrap();
-    p.with_output(Arc::new(runner_core::NullSink));
-    p.wait_on("sleep");
-    assert!(p.run().await.unwrap().success());
-    assert!(
-        !running().await,
-        "wait returned while the named process ran"
-    );
-    env.shutdown().await.unwrap();
+    for helper in [true, false] {
+        let mut env = DockerEnvironment::new(&image(), dir.path(), &unique("waiton"))
+            .await
+            .unwrap();
+        env.with_pause().with_exec_helper(helper);
+        let _guard = Cleanup(env.container_name().to_string());
+        env.init().await.unwrap();
+        assert_eq!(env.exec_helper().await.is_ok(), helper);
+        let script = "sleep 2 >/dev/null 2>&1 </dev/null & echo started";
+        let running = || async {
+            output(
+                &env,
+                "for d in /proc/[0-9]*; do tr '\\0' ' ' < $d/cmdline 2>/dev/null; echo; done",
+            )
+            .await
+            .1
+            .lines()
+            .any(|l| l.trim() == "sleep 2")
+        };
+        // Without wait_on the run ends with the shell; the sleep goes on.
+        let mut p = env.new_process("sh", &["-c", script]).await.unwrap();
+        p.with_output(Arc::new(runner_core::NullSink));
+        assert!(p.run().await.unwrap().success());
+        assert!(
+            running().await,
+            "the detached sleep should still run (helper: {helper})"
+        );
+        // With it, the run ends only once the sleep is gone.
+        let mut p = env.new_process("sh", &["-c", script]).await.unwrap();
+        p.with_output(Arc::new(runner_core::NullSink));
+        p.wait_on("sleep");
+        let t = std::time::Instant::now();
+        assert!(p.run().await.unwrap().success());
+        assert!(
+            !running().await,
+            "wait returned while the named process ran (helper: {helper})"
+        );
+        assert!(
+            t.elapsed() >= Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        // A stop ends the named process too, and the run with it.
+        let mut p = env
+            .new_process(
+                "sh",
+                &["-c", "sleep 300 >/dev/null 2>&1 </dev/null & echo started"],
+            )
+            .await
+            .unwrap();
+        p.with_output(Arc::new(runner_core::NullSink));
+        p.wait_on("sleep");
+        p.start().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(p.is_running().await.unwrap());
+        p.stop().await.unwrap();
+        assert!(!p.is_running().await.unwrap());
+        env.shutdown().await.unwrap();
+    }
 }
 
 /// `init` dropped at any moment (before, during and after the engine's create and

@@ -109,6 +109,45 @@ fn start_forward(
     });
 }
 
+/// How many live processes group `pgid` has, and how many of them run the program
+/// `name` (its executable's file name, or its `comm`).
+fn members_named(pgid: u32, name: &[u8]) -> (usize, usize) {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return (0, 0);
+    };
+    let (mut members, mut named) = (0, 0);
+    for e in procs.filter_map(Result::ok) {
+        let path = e.path();
+        let Ok(stat) = std::fs::read(path.join("stat")) else {
+            continue;
+        };
+        // After the command's closing parenthesis: state, ppid, pgrp.
+        let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+            continue;
+        };
+        let mut fields = stat[close + 1..]
+            .split(|&b| b == b' ')
+            .filter(|f| !f.is_empty());
+        let state = fields.next();
+        let pgrp = fields.nth(1);
+        if state == Some(b"Z") || pgrp != Some(pgid.to_string().as_bytes()) {
+            continue;
+        }
+        members += 1;
+        let exe = std::fs::read_link(path.join("exe")).ok();
+        let comm = std::fs::read(path.join("comm")).ok();
+        if exe
+            .as_deref()
+            .and_then(std::path::Path::file_name)
+            .is_some_and(|n| n.as_bytes() == name)
+            || comm.is_some_and(|c| c.strip_suffix(b"\n").unwrap_or(&c) == name)
+        {
+            named += 1;
+        }
+    }
+    (members, named)
+}
+
 /// Forwards one output stream of process `id` as frames, within its credit.
 fn forward(mut from: impl Read, id: u32, stream: u8, credit: Arc<Credit>, out: Out) {
     let kind = if stream == 1 {
@@ -227,8 +266,28 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
     }
     drop(done_tx);
     let (out, children) = (out.clone(), Arc::clone(children));
+    let wait_on = req.wait_on;
     std::thread::spawn(move || {
         let status = child.wait();
+        // A program named by `wait_on` left in the group keeps the run alive.
+        if !wait_on.is_empty() {
+            // A member forked just before the leader exited may not have executed
+            // its program yet: unnamed members get a moment to become it.
+            let mut settle = 25;
+            loop {
+                let (members, named) = members_named(pid, &wait_on);
+                if named == 0 && (members == 0 || settle == 0) {
+                    break;
+                }
+                let pause = if named == 0 {
+                    settle -= 1;
+                    20
+                } else {
+                    100
+                };
+                std::thread::sleep(Duration::from_millis(pause));
+            }
+        }
         // Output written before the exit comes before the exit: wait for both
         // streams' ends, but not for ever (a background process may hold them).
         let mut ended = 0;

@@ -165,6 +165,9 @@ pub struct Spawn {
     /// `/proc/<shim>/fd/<fd>` (an engine on the owner's host): no copy through the
     /// engine's stream, native throughput.
     pub direct_stdout: bool,
+    /// After the process exits, the run goes on while a process running this program
+    /// (its executable's or its `comm` name) is left in its group (empty: none).
+    pub wait_on: Vec<u8>,
 }
 
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -223,6 +226,7 @@ impl Spawn {
         for e in &self.env {
             put(&mut out, e);
         }
+        put(&mut out, &self.wait_on);
         out
     }
 
@@ -239,12 +243,14 @@ impl Spawn {
         let env = (0..envc)
             .map(|_| f.bytes().map(<[u8]>::to_vec))
             .collect::<io::Result<Vec<_>>>()?;
+        let wait_on = f.bytes()?.to_vec();
         Ok(Spawn {
             dir,
             argv,
             env,
             stdin: flags & 1 != 0,
             direct_stdout: flags & 2 != 0,
+            wait_on,
         })
     }
 }
@@ -269,6 +275,7 @@ mod tests {
             env: vec![b"PATH=/bin".to_vec(), b"K=".to_vec()],
             stdin: true,
             direct_stdout: true,
+            wait_on: b"node".to_vec(),
         };
         let frame = Frame::new(Kind::Spawn, 7, spawn.encode());
         let bytes = [

@@ -52,6 +52,7 @@ impl Shim {
             env: vec![b"PATH=/usr/bin:/bin".to_vec()],
             stdin: false,
             direct_stdout,
+            ..Spawn::default()
         };
         self.send(Kind::Spawn, id, req.encode());
     }
