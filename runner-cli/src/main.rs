@@ -13,6 +13,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 mod pull;
+mod say;
+
+use say::{say, Kind};
 
 use clap::{Parser, Subcommand};
 use runner_core::{EnvironmentVariable, Error, Proc, RunnerEnvironment, Signal};
@@ -36,6 +39,10 @@ const EXIT_USAGE: u8 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Show what runner decides and does (-v), in detail (-vv), everything (-vvv);
+    /// `RUNNER_LOG` or `RUST_LOG` take a filter such as `runner_docker=debug`.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,10 +60,17 @@ enum Command {
         /// Remove runner's cache volumes that no container uses.
         #[arg(long)]
         volumes: bool,
+        /// Print the result as one JSON object (schema in the README).
+        #[arg(long)]
+        json: bool,
     },
     /// Show which backends work here (and why not), engine versions and the runtimes
     /// found on PATH.
-    Doctor,
+    Doctor {
+        /// Print the result as one JSON object (schema in the README).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the command runs.
@@ -75,15 +89,15 @@ enum BackendArg {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Backend to run the command with.
-    #[arg(long, value_enum, default_value_t = BackendArg::Native)]
+    /// Backend to run the command with; `auto` says which it chose and why (unless -q).
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     backend: BackendArg,
     /// Working directory of the command (default: the current directory); for the
     /// nix backend, the directory holding flake.nix.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Print nothing of runner's own (no sweep notes, no pull progress); errors still go
-    /// to stderr.
+    /// Print nothing of runner's own (no backend note, no sweep notes, no pull
+    /// progress, no warnings); errors still go to stderr.
     #[arg(short, long)]
     quiet: bool,
     /// Image for the docker backend.
@@ -121,7 +135,12 @@ fn parse_env(s: &str) -> Result<EnvironmentVariable, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let quiet = matches!(&cli.command, Command::Run(args) if args.quiet);
+    say::init_logging(cli.verbose, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -129,19 +148,41 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("runner: failed to start the async runtime: {e}");
+            say(
+                Kind::Error,
+                format!("failed to start the async runtime: {e}"),
+            );
             return ExitCode::from(EXIT_INTERNAL);
         }
     };
     let code = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
-            Command::Reap { all, volumes } => reap(all, volumes).await,
-            Command::Doctor => doctor().await,
+            Command::Reap { all, volumes, json } => reap(all, volumes, json).await,
+            Command::Doctor { json } => doctor(json).await,
         }
     });
     // Do not wait for the thread blocked on our stdin.
     std::process::exit(code);
+}
+
+/// clap's own messages: help and version on stdout (exit 0), a usage error in
+/// runner's style on stderr (exit 2).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+    }
+    let text = e.render().to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    eprint!("{}{text}", Kind::Error.prefix(say::color()));
+    ExitCode::from(EXIT_USAGE)
 }
 
 /// Writes to stdout; a closed pipe (`runner doctor | head`) is not an error.
@@ -150,21 +191,46 @@ fn print_out(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
-async fn doctor() -> i32 {
-    let mut rows: Vec<(&str, &str, String)> = vec![(
-        "native",
-        "yes",
-        runner_core::os::kernel().unwrap_or_else(|| "host processes".into()),
-    )];
+/// `runner doctor --json` (schema 1): what works here.
+#[derive(Debug, serde::Serialize)]
+struct DoctorReport {
+    /// The schema's version; fields are only ever added within one.
+    schema: u32,
+    /// `native`, `docker`, `docker-helper`, `nix`, in that order.
+    backends: Vec<BackendReport>,
+    /// Language runtimes on PATH.
+    runtimes: Vec<RuntimeReport>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct BackendReport {
+    name: &'static str,
+    available: bool,
+    detail: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct RuntimeReport {
+    name: String,
+    found: bool,
+    version: Option<String>,
+}
+
+async fn doctor(json: bool) -> i32 {
+    let mut backends = vec![BackendReport {
+        name: "native",
+        available: true,
+        detail: runner_core::os::kernel().unwrap_or_else(|| "host processes".into()),
+    }];
     // Where the engine is looked for, and why there (variable, context or path).
     let endpoint = match runner_docker::resolve_endpoint() {
         Ok(e) => e.to_string(),
         Err(e) => e.to_string(),
     };
-    let docker = match runner_docker::connect().await {
+    let (available, detail) = match runner_docker::connect().await {
         Ok(d) => match tokio::time::timeout(std::time::Duration::from_secs(2), d.version()).await {
             Ok(Ok(v)) => (
-                "yes",
+                true,
                 format!(
                     "Docker Engine {} (API {}) at {}",
                     v.version.unwrap_or_default(),
@@ -172,31 +238,39 @@ async fn doctor() -> i32 {
                     endpoint
                 ),
             ),
-            Ok(Err(e)) => ("no", format!("the engine did not answer: {e}")),
-            Err(_) => ("no", "the engine did not answer within 2 s".to_string()),
+            Ok(Err(e)) => (false, format!("the engine did not answer: {e}")),
+            Err(_) => (false, "the engine did not answer within 2 s".to_string()),
         },
         Err(e) => (
-            "no",
+            false,
             format!("{} (looked at {endpoint})", runner_core::error_chain(&e)),
         ),
     };
-    rows.push(("docker", docker.0, docker.1));
+    backends.push(BackendReport {
+        name: "docker",
+        available,
+        detail,
+    });
     // The in-container helper: built in or not, and when it is skipped.
-    let helper = match runner_docker::embedded_helper() {
+    let (available, detail) = match runner_docker::embedded_helper() {
         Ok(what) => (
-            "yes",
+            true,
             format!(
                 "{what}; processes in a container of another architecture or with a \
-                 read-only root run as plain execs (RUST_LOG=runner_docker=info says why)"
+                 read-only root run as plain execs (-v says why)"
             ),
         ),
         Err(why) => (
-            "no",
+            false,
             format!("processes in containers run as plain execs: {why}"),
         ),
     };
-    rows.push(("  helper", helper.0, helper.1));
-    let nix = match runner_nix::nix_binary() {
+    backends.push(BackendReport {
+        name: "docker-helper",
+        available,
+        detail,
+    });
+    let (available, detail) = match runner_nix::nix_binary() {
         Some(path) => {
             let version = tokio::process::Command::new(&path)
                 .arg("--version")
@@ -205,29 +279,27 @@ async fn doctor() -> i32 {
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
                 .unwrap_or_default();
             match runner_nix::check_nix_can_build(&path, &[]).await {
-                Ok(()) => ("yes", format!("{version} (needs a flake.nix in --dir)")),
+                Ok(()) => (true, format!("{version} (needs a flake.nix in --dir)")),
                 Err(why) => (
-                    "no",
+                    false,
                     format!("{version} is installed but cannot build: {why}"),
                 ),
             }
         }
         None => (
-            "no",
+            false,
             format!(
                 "nix is not installed (install: {})",
                 runner_nix::nix_install_command()
             ),
         ),
     };
-    rows.push(("nix", nix.0, nix.1));
-    use std::fmt::Write as _;
-    let mut text = String::new();
-    let _ = writeln!(text, "{:<8} {:<10} detail", "backend", "available");
-    for (name, ok, detail) in &rows {
-        let _ = writeln!(text, "{name:<8} {ok:<10} {detail}");
-    }
-    let runtimes: Vec<runner_core::RuntimeRequirement> = [
+    backends.push(BackendReport {
+        name: "nix",
+        available,
+        detail,
+    });
+    let wanted: Vec<runner_core::RuntimeRequirement> = [
         ("Rust", "cargo"),
         ("Go", "go"),
         ("Node.js", "node"),
@@ -238,44 +310,112 @@ async fn doctor() -> i32 {
     .into_iter()
     .map(|(n, b)| runner_core::RuntimeRequirement::new(n, b))
     .collect();
-    let report = runner_core::check_for_runtimes(&runtimes).await;
-    let _ = writeln!(text, "\n{:<8} {:<10} version", "runtime", "found");
-    for f in &report.found {
-        let _ = writeln!(
-            text,
-            "{:<8} {:<10} {}",
-            f.name,
-            "yes",
-            f.version.as_deref().unwrap_or("?")
-        );
+    let found = runner_core::check_for_runtimes(&wanted).await;
+    let mut runtimes: Vec<RuntimeReport> = found
+        .found
+        .iter()
+        .map(|f| RuntimeReport {
+            name: f.name.to_string(),
+            found: true,
+            version: f.version.clone(),
+        })
+        .collect();
+    runtimes.extend(found.missing.iter().map(|m| RuntimeReport {
+        name: m.to_string(),
+        found: false,
+        version: None,
+    }));
+    let report = DoctorReport {
+        schema: 1,
+        backends,
+        runtimes,
+    };
+    if json {
+        print_json(&report);
+        return 0;
     }
-    for m in &report.missing {
-        let _ = writeln!(text, "{m:<8} no");
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let _ = writeln!(text, "{:<8} {:<10} detail", "backend", "available");
+    for b in &report.backends {
+        let name = if b.name == "docker-helper" {
+            "  helper"
+        } else {
+            b.name
+        };
+        let ok = if b.available { "yes" } else { "no" };
+        let _ = writeln!(text, "{name:<8} {ok:<10} {}", b.detail);
+    }
+    let _ = writeln!(text, "\n{:<8} {:<10} version", "runtime", "found");
+    for r in &report.runtimes {
+        match (&r.version, r.found) {
+            (v, true) => {
+                let _ = writeln!(
+                    text,
+                    "{:<8} {:<10} {}",
+                    r.name,
+                    "yes",
+                    v.as_deref().unwrap_or("?")
+                );
+            }
+            (_, false) => {
+                let _ = writeln!(text, "{:<8} no", r.name);
+            }
+        }
     }
     print_out(&text);
     0
 }
 
-async fn reap(all: bool, volumes: bool) -> i32 {
+/// Prints `value` as one line of JSON on stdout.
+fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string(value) {
+        Ok(line) => print_out(&format!("{line}\n")),
+        Err(e) => say(Kind::Error, format!("failed to write JSON: {e}")),
+    }
+}
+
+/// `runner reap --json` (schema 1).
+#[derive(Debug, serde::Serialize)]
+struct ReapReport {
+    schema: u32,
+    /// The process-group sweep (runner-reaper's `SweepReport`).
+    process_groups: runner_reaper::SweepReport,
+    /// The container sweep.
+    containers: runner_docker::ContainerSweepReport,
+    /// Cache volumes removed (with `--volumes`).
+    volumes: Option<runner_docker::ContainerSweepReport>,
+}
+
+async fn reap(all: bool, volumes: bool, json: bool) -> i32 {
     let groups = tokio::task::spawn_blocking(|| {
         runner_reaper::reap_stale_process_groups(std::time::Duration::from_secs(30))
     })
     .await
     .unwrap_or_default();
-    print_out(&groups.to_string());
     let containers = runner_docker::reap_containers(std::time::Duration::from_secs(30), all).await;
-    print_out(&containers.to_string());
-    let mut volume_errors = 0;
-    if volumes {
-        let removed = runner_docker::remove_cache_volumes().await;
-        volume_errors = removed.errors.len();
-        print_out(&removed.to_string());
-    }
-    if groups.errors.is_empty() && containers.errors.is_empty() && volume_errors == 0 {
-        0
+    let removed = match volumes {
+        true => Some(runner_docker::remove_cache_volumes().await),
+        false => None,
+    };
+    let failed = !groups.errors.is_empty()
+        || !containers.errors.is_empty()
+        || removed.as_ref().is_some_and(|r| !r.errors.is_empty());
+    if json {
+        print_json(&ReapReport {
+            schema: 1,
+            process_groups: groups,
+            containers,
+            volumes: removed,
+        });
     } else {
-        1
+        print_out(&groups.to_string());
+        print_out(&containers.to_string());
+        if let Some(removed) = &removed {
+            print_out(&removed.to_string());
+        }
     }
+    i32::from(failed)
 }
 
 /// The signals runner forwards to its command, caught from the start of `run`: a
@@ -337,15 +477,15 @@ async fn run(args: RunArgs) -> i32 {
         Err(code) => return code,
     };
     if !swept.reaped.is_empty() && !args.quiet {
-        eprintln!(
-            "runner: reaped {} stale process group(s)",
-            swept.reaped.len()
+        say(
+            Kind::Note,
+            format!("reaped {} stale process group(s)", swept.reaped.len()),
         );
     }
     // A ledger the sweep cannot use (not ours, a symlink) is refused by the spawn
     // too; say why here, where it was found.
     for e in &swept.errors {
-        eprintln!("runner: the start-up sweep failed: {e}");
+        say(Kind::Warning, format!("the start-up sweep failed: {e}"));
     }
     // Containers of earlier runs that died: swept in the background (bounded), so a
     // slow or absent engine never delays the command.
@@ -357,8 +497,8 @@ async fn run(args: RunArgs) -> i32 {
     if let Err(e) = check_dir(&dir) {
         return fail(&e, i32::from(EXIT_USAGE));
     }
-    if matches!(args.backend, BackendArg::Docker) && args.image.is_none() {
-        eprintln!("runner: --image is required with --backend docker");
+    if let Err(usage) = check_backend_args(&args) {
+        say(Kind::Error, usage);
         return i32::from(EXIT_USAGE);
     }
     // Making the environment creates nothing that outlives it (a pull at most).
@@ -404,6 +544,24 @@ async fn run(args: RunArgs) -> i32 {
     code
 }
 
+/// Flags that contradict the backend asked for.
+fn check_backend_args(args: &RunArgs) -> Result<(), String> {
+    let docker_only = |flag: &str| {
+        format!("{flag} is for the docker backend; drop it or use --backend docker (or auto)")
+    };
+    match args.backend {
+        BackendArg::Docker if args.image.is_none() => {
+            Err("--image is required with --backend docker".into())
+        }
+        BackendArg::Native | BackendArg::Nix if args.image.is_some() => Err(docker_only("--image")),
+        BackendArg::Native | BackendArg::Nix if !args.ports.is_empty() => {
+            Err(docker_only("--publish"))
+        }
+        BackendArg::Native | BackendArg::Nix if args.user.is_some() => Err(docker_only("--user")),
+        _ => Ok(()),
+    }
+}
+
 fn check_dir(dir: &std::path::Path) -> Result<(), Error> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
@@ -430,22 +588,7 @@ async fn make_env(
     args: &RunArgs,
     dir: &std::path::Path,
 ) -> Result<Box<dyn RunnerEnvironment>, Error> {
-    let backend = match args.backend {
-        BackendArg::Auto
-            if args.image.is_some()
-                && runner_docker::docker_engine_running(std::time::Duration::from_secs(1))
-                    .await =>
-        {
-            BackendArg::Docker
-        }
-        BackendArg::Auto
-            if runner_nix::check_nix_installed() && dir.join("flake.nix").is_file() =>
-        {
-            BackendArg::Nix
-        }
-        BackendArg::Auto => BackendArg::Native,
-        other => other,
-    };
+    let backend = choose_backend(args, dir).await;
     match backend {
         BackendArg::Docker => {
             let image = args.image.as_deref().ok_or_else(|| {
@@ -474,6 +617,72 @@ async fn make_env(
         }
         BackendArg::Native | BackendArg::Auto => Ok(Box::new(NativeEnvironment::new(dir)?)),
     }
+}
+
+/// The backend `--backend` names, or the one `auto` picks, said aloud (unless `-q`)
+/// with the reason: `--image` and an engine that answers → docker; a `flake.nix` in
+/// DIR and nix installed → nix; else native.
+async fn choose_backend(args: &RunArgs, dir: &std::path::Path) -> BackendArg {
+    if args.backend != BackendArg::Auto {
+        tracing::debug!(backend = ?args.backend, "backend given with --backend");
+        return args.backend;
+    }
+    let has_flake = dir.join("flake.nix").is_file();
+    let (backend, why) = if let Some(image) = &args.image {
+        if runner_docker::docker_engine_running(std::time::Duration::from_secs(1)).await {
+            (
+                BackendArg::Docker,
+                format!("--image {image} and a Docker engine answers"),
+            )
+        } else {
+            let endpoint = runner_docker::resolve_endpoint()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|e| e.to_string());
+            let fallback = if has_flake && runner_nix::check_nix_installed() {
+                BackendArg::Nix
+            } else {
+                BackendArg::Native
+            };
+            say(
+                Kind::Warning,
+                format!(
+                    "--image {image} given, but no Docker engine answers at {endpoint}: \
+                     running on the {} backend instead (`runner doctor` says more)",
+                    if fallback == BackendArg::Nix {
+                        "nix"
+                    } else {
+                        "native"
+                    }
+                ),
+            );
+            (fallback, "no Docker engine answers".to_string())
+        }
+    } else if has_flake && runner_nix::check_nix_installed() {
+        (
+            BackendArg::Nix,
+            format!("{} has a flake.nix and nix is installed", dir.display()),
+        )
+    } else if has_flake {
+        (
+            BackendArg::Native,
+            format!("{} has a flake.nix but nix is not installed", dir.display()),
+        )
+    } else {
+        (
+            BackendArg::Native,
+            "no --image and no flake.nix".to_string(),
+        )
+    };
+    let name = match backend {
+        BackendArg::Docker => "docker",
+        BackendArg::Nix => "nix",
+        _ => "native",
+    };
+    tracing::info!(backend = name, reason = %why, "backend chosen");
+    if !args.quiet {
+        say(Kind::Note, format!("backend {name} ({why}; -q hides this)"));
+    }
+    backend
 }
 
 /// Runs a configured process with the terminal's streams and signals.
@@ -514,9 +723,10 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals) -> i32 {
                 e.downcast_backend::<runner_docker::DockerError>(),
                 Some(runner_docker::DockerError::EngineDown { .. })
             ) {
-                eprintln!(
-                    "runner: the engine went away while the command ran; once it is back, \
-                     `runner reap` removes what it left"
+                say(
+                    Kind::Hint,
+                    "the engine went away while the command ran; once it is back, \
+                     `runner reap` removes what it left",
                 );
             }
             code
@@ -530,15 +740,16 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals) -> i32 {
 }
 
 fn fail(e: &Error, default: i32) -> i32 {
-    eprintln!("runner: {}", e.chain());
+    say(Kind::Error, e.chain());
     if matches!(
         e.downcast_backend::<runner_docker::DockerError>(),
         Some(
             runner_docker::DockerError::EngineDown { .. } | runner_docker::DockerError::Context(_)
         )
     ) {
-        eprintln!(
-            "runner: hint: `runner doctor` shows where runner looks for the engine, and why there"
+        say(
+            Kind::Hint,
+            "`runner doctor` shows where runner looks for the engine, and why there",
         );
     }
     e.shell_exit_code().unwrap_or(default)

@@ -67,7 +67,7 @@ fn echo_hello_streams_and_exits_zero() {
 #[test]
 fn exit_codes_follow_the_child() {
     let cli = Cli::new();
-    let out = cli.run(&["run", "--", "sh", "-c", "echo oops >&2; exit 42"]);
+    let out = cli.run(&["run", "-q", "--", "sh", "-c", "echo oops >&2; exit 42"]);
     assert_eq!(out.status.code(), Some(42));
     assert_eq!(out.stderr, b"oops\n");
     let out = cli.run(&["run", "--", "sh", "-c", "kill -KILL $$"]);
@@ -104,6 +104,110 @@ fn bad_flags_and_missing_dir_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let out = cli.run(&["run"]);
     assert_eq!(out.status.code(), Some(2));
+    // One style: clap's usage errors and runner's own, plain without a terminal.
+    let out = cli.run(&["run", "--nope", "--", "true"]);
+    assert!(out
+        .stderr
+        .starts_with(b"runner: error: unexpected argument"));
+    // Flags that contradict the backend are usage errors too.
+    for args in [
+        &["run", "--backend", "native", "--image", "x", "--", "true"][..],
+        &["run", "--backend", "nix", "-p", "8080:80", "--", "true"],
+        &["run", "--backend", "native", "--user", "host", "--", "true"],
+        &["run", "--backend", "docker", "--", "true"],
+    ] {
+        let out = cli.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("runner: error: "), "{err}");
+    }
+}
+
+/// `auto` is the default and says what it chose and why, unless -q; -v and
+/// RUNNER_LOG/RUST_LOG show the libraries' events.
+#[test]
+fn decisions_are_said_aloud_and_logs_are_there_on_request() {
+    let cli = Cli::new();
+    let out = cli.run(&["run", "--", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "runner: note: backend native (no --image and no flake.nix; -q hides this)\n"
+    );
+    let out = cli.run(&["run", "-q", "--", "true"]);
+    assert!(out.stderr.is_empty());
+    // An image with no engine to run it: said, and the command runs on the host.
+    let out = cli
+        .cmd(&["run", "--image", "busybox", "--", "echo", "ran"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("runner: warning: --image busybox given, but no Docker engine answers at unix:///nonexistent/docker.sock"),
+        "{err}"
+    );
+    assert_eq!(out.stdout, b"ran\n");
+    // Logs: -v shows the decision as an event; RUST_LOG and RUNNER_LOG filter.
+    let out = cli.run(&["-v", "run", "-q", "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("runner: info: runner: backend chosen"),
+        "{err}"
+    );
+    for var in ["RUST_LOG", "RUNNER_LOG"] {
+        let out = cli
+            .cmd(&["run", "-q", "--", "true"])
+            .env(var, "runner=info")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("backend chosen"), "{var}: {err}");
+    }
+    let out = cli
+        .cmd(&["run", "-q", "--", "true"])
+        .env("RUST_LOG", "runner_docker=info")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `doctor --json` and `reap --json`: one JSON object each, in the README's schema.
+#[test]
+fn doctor_and_reap_speak_json() {
+    let cli = Cli::new();
+    let out = cli.run(&["doctor", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema"], 1);
+    let names: Vec<&str> = doc["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["native", "docker", "docker-helper", "nix"]);
+    assert_eq!(doc["backends"][0]["available"], true);
+    assert!(doc["backends"][1]["detail"].is_string());
+    assert!(doc["runtimes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["name"].is_string() && r["found"].is_boolean()));
+    let out = cli.run(&["reap", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let reap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reap["schema"], 1);
+    assert_eq!(reap["process_groups"]["reaped"], serde_json::json!([]));
+    assert!(reap["containers"]["removed"].is_array());
+    assert!(reap["volumes"].is_null());
 }
 
 #[test]

@@ -295,10 +295,21 @@ impl LineBuffer {
         if self.report.sink_error.is_none() {
             match write_to(sink, self.stream, &self.pending[..end]) {
                 Ok(()) => self.report.delivered += end as u64,
-                Err(e) => self.report.sink_error = Some(e),
+                Err(e) => self.sink_failed(e),
             }
         }
         self.pending.drain(..end);
+    }
+
+    /// Remembers the sink's first error (the rest of the stream is drained).
+    fn sink_failed(&mut self, e: io::Error) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            tracing::debug!(stream = ?self.stream, "the output's reader is gone");
+        } else {
+            tracing::warn!(stream = ?self.stream, error = %e,
+                "the output sink failed; the rest of the stream is discarded");
+        }
+        self.report.sink_error = Some(e);
     }
 
     /// Takes `bytes` and hands `sink` every complete line (and every full
@@ -311,7 +322,7 @@ impl LineBuffer {
             if self.report.sink_error.is_none() {
                 match write_to(sink, self.stream, bytes) {
                     Ok(()) => self.report.delivered += bytes.len() as u64,
-                    Err(e) => self.report.sink_error = Some(e),
+                    Err(e) => self.sink_failed(e),
                 }
             }
             return;

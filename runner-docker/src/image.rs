@@ -251,6 +251,7 @@ pub async fn get_image_if_not_present(
         tag: tag.map(str::to_string),
         ..Default::default()
     };
+    tracing::info!(image, "pulling the image");
     let mut state = PullProgress::default();
     let mut stream = docker.create_image(Some(options), None, credentials);
     while let Some(item) = stream.next().await {

@@ -24,7 +24,7 @@ use crate::names::{
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 
 /// What a container sweep did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ContainerSweepReport {
     /// Names of the containers removed.
     pub removed: Vec<String>,

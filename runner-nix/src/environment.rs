@@ -301,6 +301,7 @@ impl RunnerEnvironment for NixEnvironment {
             None => None,
         };
         if let Some(entry) = cached.as_ref().filter(|e| e.fingerprint == fingerprint) {
+            tracing::info!(dir = %self.dir.display(), "dev shell from the cache (fingerprint matches)");
             self.set(
                 &entry.shell,
                 Materialization {
@@ -310,6 +311,11 @@ impl RunnerEnvironment for NixEnvironment {
             );
             return Ok(());
         }
+        tracing::info!(
+            dir = %self.dir.display(),
+            cached = cached.is_some(),
+            "evaluating the dev shell (no cache entry, or its fingerprint differs)"
+        );
         match self.evaluate().await {
             Ok(shell) => {
                 if let Some(path) = &entry_path {

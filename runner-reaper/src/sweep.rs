@@ -36,7 +36,7 @@ pub const SWEEP_GRACE: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(10);
 
 /// A group the sweep ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReapedGroup {
     /// The process group id.
     pub pgid: i32,
@@ -47,7 +47,7 @@ pub struct ReapedGroup {
 }
 
 /// A record moved aside instead of being acted on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SetAside {
     /// Where the record was.
     pub path: PathBuf,
@@ -56,7 +56,7 @@ pub struct SetAside {
 }
 
 /// What a sweep did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SweepReport {
     /// Groups that were signalled and ended.
     pub reaped: Vec<ReapedGroup>,
@@ -279,6 +279,7 @@ impl Ledger {
                     let killed = pgids
                         .binary_search(&pgid)
                         .is_ok_and(|i| killed.get(i).copied().unwrap_or(false));
+                    tracing::info!(pgid, argv = ?record.argv, killed, "reaped a stale process group");
                     report.reaped.push(ReapedGroup {
                         pgid,
                         argv: record.argv.clone(),
@@ -378,6 +379,7 @@ impl Ledger {
                 .errors
                 .push(format!("failed to set aside {}: {e}", path.display()));
         }
+        tracing::warn!(path = %path.display(), %reason, "set a ledger record aside");
         report.set_aside.push(SetAside {
             path: path.to_path_buf(),
             reason,
