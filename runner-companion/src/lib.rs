@@ -12,7 +12,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use runner_core::{Backend, Error, Proc, Result, RunnerEnvironment};
+
+pub use runner_core::{Backend, Error, Proc, Result, RunnerEnvironment};
+/// The contract the companion hands out, re-exported: depending on the companion
+/// alone is enough to program against it.
+pub use runner_core::{
+    CaptureSink, EnvironmentVariable, ExitStatus, Output, OutputSink, ProcOutput, Signal, Stream,
+};
+
+/// `use runner_companion::prelude::*;`: the contract and [`new_companion_runner`].
+pub mod prelude {
+    pub use crate::{new_companion_runner, Companion, CompanionOpts, CompanionRunner};
+    pub use runner_core::prelude::*;
+}
 
 /// How long auto-detection waits for a Docker engine to answer.
 pub const DOCKER_DETECT_TIMEOUT: Duration = Duration::from_millis(250);

@@ -65,5 +65,18 @@ pub use status::{ExitStatus, Signal};
 pub use tracked::{Event, TrackedProcess};
 #[cfg(feature = "contract")]
 pub use traits::{
-    Backend, Proc, ProcOptions, ProcStdin, ProcStdout, RunnerEnvironment, DEFAULT_STOP_GRACE,
+    Backend, Proc, ProcOptions, ProcOutput, ProcStdin, ProcStdout, RunnerEnvironment,
+    DEFAULT_STOP_GRACE,
 };
+
+/// The contract in one import: `use runner_core::prelude::*;` (each backend crate
+/// and the companion re-export it as their own `prelude`, so one dependency
+/// suffices).
+#[cfg(feature = "contract")]
+pub mod prelude {
+    pub use crate::{
+        Backend, CaptureSink, EnvironmentVariable, Error, ExitStatus, NullSink, Output, OutputSink,
+        PassthroughSink, Proc, ProcOutput, ProcStdin, ProcStdout, Result, RunnerEnvironment,
+        Signal, StdioSink, Stream,
+    };
+}

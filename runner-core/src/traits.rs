@@ -136,6 +136,20 @@ pub trait Proc: Send + Sync + fmt::Debug {
         self.start().await?;
         self.wait().await
     }
+    /// Runs the process to its exit and returns its status with everything it wrote
+    /// (like `std::process::Command::output`): stdout and stderr in memory, bytes as
+    /// written (a `stdout_pipe` taken before leaves stdout to that pipe). For commands
+    /// whose output fits in memory; stream larger ones with `with_output`.
+    async fn output(&mut self) -> Result<ProcOutput> {
+        let capture = crate::CaptureSink::new();
+        self.with_output(capture.clone());
+        let status = self.run().await?;
+        Ok(ProcOutput {
+            status,
+            stdout: capture.stdout(),
+            stderr: capture.stderr(),
+        })
+    }
     /// Waits for the process to exit. Idempotent and cancel-safe: any number of
     /// callers, before or after the exit, get the same status.
     async fn wait(&self) -> Result<ExitStatus>;
@@ -150,6 +164,29 @@ pub trait Proc: Send + Sync + fmt::Debug {
     fn try_status(&self) -> Option<ExitStatus>;
     /// The host pid of the process (group leader), when the backend has one.
     fn pid(&self) -> Option<u32>;
+}
+
+/// What [`Proc::output`] returns: how the process ended and what it wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcOutput {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl ProcOutput {
+    /// Stdout as text (invalid UTF-8 replaced).
+    pub fn stdout_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Stderr as text (invalid UTF-8 replaced).
+    pub fn stderr_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
 }
 
 /// A place processes run: the host, a container, a Nix dev shell.

@@ -483,7 +483,9 @@ impl DockerEnvironment {
     }
 
     /// Lets the output forwarder deliver the container's last lines (it ends with the
-    /// container), then stops it.
+    /// container), then stops it. The container has stopped by then, so the engine
+    /// closes the stream; under load that can take seconds (the bound is for an
+    /// engine that never does).
     async fn finish_logs(&self) {
         let task = self
             .log_task
@@ -491,7 +493,7 @@ impl DockerEnvironment {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(mut task) = task {
-            if tokio::time::timeout(std::time::Duration::from_secs(2), &mut task)
+            if tokio::time::timeout(std::time::Duration::from_secs(10), &mut task)
                 .await
                 .is_err()
             {

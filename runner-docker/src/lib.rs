@@ -46,3 +46,16 @@ pub use stats::ContainerStats;
 pub use sweep::{
     reap_containers, reap_stale_containers, remove_cache_volumes, ContainerSweepReport,
 };
+
+/// The contract this crate implements, re-exported: depending on this crate alone is
+/// enough to program against it.
+pub use runner_core::{
+    Backend, CaptureSink, EnvironmentVariable, Error, ExitStatus, Output, OutputSink, Proc,
+    ProcOutput, Result, RunnerEnvironment, Signal, Stream,
+};
+
+/// `use runner_docker::prelude::*;`: the contract and this backend's environment.
+pub mod prelude {
+    pub use crate::DockerEnvironment;
+    pub use runner_core::prelude::*;
+}

@@ -4,6 +4,18 @@
 //! registered in the reaper's ledger before it runs its program, and is watched by a
 //! supervisor task that reaps it, ends what is left of its group, unregisters it and
 //! publishes its [`ExitStatus`](runner_core::ExitStatus) to any number of waiters.
+//!
+//! ```no_run
+//! use runner_native::prelude::*; // the contract and NativeEnvironment: one dependency
+//!
+//! # async fn demo() -> runner_native::Result<()> {
+//! let env = NativeEnvironment::new(".")?;
+//! let out = env.new_process("cargo", &["--version"]).await?.output().await?;
+//! assert!(out.status.success());
+//! println!("{}", out.stdout_lossy());
+//! env.shutdown().await?;
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 
 #[cfg(target_os = "linux")]
@@ -35,3 +47,16 @@ pub use process::{BaseEnv, NativeProc, ProcSpec};
 pub use runner_reaper::Ledger;
 /// The variable that carries a spawned group's token (see the reaper's ledger).
 pub use runner_reaper::GROUP_TOKEN_VAR;
+
+/// The contract this crate implements, re-exported: depending on this crate alone is
+/// enough to program against it.
+pub use runner_core::{
+    Backend, CaptureSink, EnvironmentVariable, Error, ExitStatus, Output, OutputSink, Proc,
+    ProcOutput, Result, RunnerEnvironment, Signal, Stream,
+};
+
+/// `use runner_native::prelude::*;`: the contract and this backend's environment.
+pub mod prelude {
+    pub use crate::NativeEnvironment;
+    pub use runner_core::prelude::*;
+}

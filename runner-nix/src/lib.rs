@@ -22,3 +22,16 @@ pub use install::{check_nix_installed, is_nix_supported, nix_binary, nix_install
 
 /// The `NixProc` of the contract: the native process machinery in the shell's env.
 pub type NixProc = runner_native::NativeProc;
+
+/// The contract this crate implements, re-exported: depending on this crate alone is
+/// enough to program against it.
+pub use runner_core::{
+    Backend, CaptureSink, EnvironmentVariable, Error, ExitStatus, Output, OutputSink, Proc,
+    ProcOutput, Result, RunnerEnvironment, Signal, Stream,
+};
+
+/// `use runner_nix::prelude::*;`: the contract and this backend's environment.
+pub mod prelude {
+    pub use crate::NixEnvironment;
+    pub use runner_core::prelude::*;
+}

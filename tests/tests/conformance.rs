@@ -104,6 +104,19 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
     let (_, out, err) = run(c, "printf 'a\\nb'; printf 'e' >&2").await;
     assert_eq!((out.as_str(), err.as_str()), ("a\nb", "e"));
 
+    // `output()`: status and both streams in one call, bytes as written.
+    let out = c
+        .new_process("sh", &["-c", "printf 'o\\377'; printf 'e' >&2; exit 4"])
+        .await
+        .unwrap()
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.status, out.stdout.as_slice(), out.stderr.as_slice()),
+        (ExitStatus::Exited(4), &b"o\xff"[..], &b"e"[..])
+    );
+
     // stdin and raw stdout pipes.
     let mut p = c
         .new_process("sh", &["-c", "while read l; do echo got:$l; done"])

@@ -189,6 +189,32 @@ fn test(extra: &[String]) -> Result {
             .env(key, value);
         tested = run(&format!("cargo test {} ({why})", args.join(" ")), &mut cmd);
     }
+    // The examples users copy from: a command's output, and a JSON-RPC exchange with
+    // a server over stdio through the companion.
+    for (example, args) in [("run", &["echo", "hello"][..]), ("lsp_host", &[][..])] {
+        if tested.is_err() {
+            break;
+        }
+        let mut cmd = cargo();
+        cmd.args([
+            "run",
+            "-q",
+            "-p",
+            "runner-companion",
+            "--example",
+            example,
+            "--",
+        ])
+        .args(args)
+        .current_dir(&scratch);
+        for (k, v) in toolchain_homes() {
+            cmd.env(k, v);
+        }
+        cmd.env("HOME", &home)
+            .env("XDG_STATE_HOME", home.join(".local/state"))
+            .env("RUNNER_STATE_DIR", &state);
+        tested = run(&format!("cargo run --example {example}"), &mut cmd);
+    }
     let leftovers = docker_leftovers();
     if let Some(mut d) = dockerd {
         eprintln!("xtask: stopping the dockerd we started");
