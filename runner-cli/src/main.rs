@@ -100,6 +100,13 @@ struct RunArgs {
     /// progress, no warnings); errors still go to stderr.
     #[arg(short, long)]
     quiet: bool,
+    /// Hand the command the terminal (the default when stdin and stdout are
+    /// terminals): native and nix commands get it as their own, foreground included.
+    #[arg(short = 't', long = "tty", conflicts_with = "no_tty")]
+    tty: bool,
+    /// Never hand the command the terminal: it gets pipes.
+    #[arg(long = "no-tty")]
+    no_tty: bool,
     /// Image for the docker backend.
     #[arg(long, value_name = "IMG")]
     image: Option<String>,
@@ -535,7 +542,12 @@ async fn run(args: RunArgs) -> i32 {
             };
             let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
             match env.new_process(bin, &rest).await {
-                Ok(proc) => run_proc(proc, signals).await,
+                Ok(proc) => {
+                    // Docker processes keep their pipes (no pseudo-terminal yet).
+                    let terminal =
+                        wants_terminal(&args) && env.backend() != runner_core::Backend::Docker;
+                    run_proc(proc, signals, terminal).await
+                }
                 Err(e) => fail(&e, i32::from(EXIT_INTERNAL)),
             }
         }
@@ -686,13 +698,27 @@ async fn choose_backend(args: &RunArgs, dir: &std::path::Path) -> BackendArg {
 }
 
 /// Runs a configured process with the terminal's streams and signals.
-async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals) -> i32 {
+/// Whether the command gets runner's terminal: `-t`, or stdin and stdout are
+/// terminals and `--no-tty` was not given.
+fn wants_terminal(args: &RunArgs) -> bool {
+    use std::io::IsTerminal;
+    args.tty || (!args.no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal())
+}
+
+async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: bool) -> i32 {
     // Bytes as they arrive: a prompt, a `\r` progress line or a JSON-RPC body without
     // a newline is never held back.
     proc.with_output(Arc::new(runner_core::PassthroughSink));
-    let mut stdin_pipe = match proc.stdin_pipe() {
-        Ok(p) => p,
-        Err(e) => return fail(&e, i32::from(EXIT_INTERNAL)),
+    // With the terminal the command reads it itself; otherwise runner copies stdin.
+    let on_terminal = terminal;
+    let stdin_pipe = if on_terminal {
+        proc.with_terminal();
+        None
+    } else {
+        match proc.stdin_pipe() {
+            Ok(p) => Some(p),
+            Err(e) => return fail(&e, i32::from(EXIT_INTERNAL)),
+        }
     };
     // The handlers were installed before any work: a signal that arrives the moment
     // the child runs is forwarded, never taken by our own default disposition.
@@ -701,11 +727,18 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals) -> i32 {
     }
     let proc: Arc<dyn Proc> = Arc::from(proc);
 
-    tokio::spawn(async move {
-        let mut stdin = tokio::io::stdin();
-        let _ = tokio::io::copy(&mut stdin, &mut stdin_pipe).await;
-        let _ = stdin_pipe.shutdown().await;
-    });
+    if let Some(mut stdin_pipe) = stdin_pipe {
+        tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let _ = tokio::io::copy(&mut stdin, &mut stdin_pipe).await;
+            let _ = stdin_pipe.shutdown().await;
+        });
+    }
+    if on_terminal {
+        if let Some(pid) = proc.pid() {
+            tokio::spawn(job_control(pid as i32));
+        }
+    }
     let forwarder = {
         let proc = Arc::clone(&proc);
         tokio::spawn(async move {
@@ -737,6 +770,48 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals) -> i32 {
     forwarder.abort();
     let _ = forwarder.await;
     code
+}
+
+/// Ctrl-Z for a command that has the terminal, as a shell's job control does it:
+/// when the command's leader stops, runner takes the terminal back and stops itself
+/// (its own shell then shows the job as stopped); once continued (`fg`), it hands
+/// the terminal back to the command's group and continues it.
+async fn job_control(pgid: i32) {
+    use nix::sys::signal::{killpg, raise, SigSet, SigmaskHow, Signal as Sig};
+    use nix::unistd::{getpgrp, tcsetpgrp, Pid};
+    let stdin = std::io::stdin();
+    let modes = nix::sys::termios::tcgetattr(&stdin).ok();
+    let with_ttou_blocked = |f: &dyn Fn()| {
+        let mut ttou = SigSet::empty();
+        ttou.add(Sig::SIGTTOU);
+        let old = ttou.thread_swap_mask(SigmaskHow::SIG_BLOCK);
+        f();
+        if let Ok(old) = old {
+            let _ = old.thread_set_mask();
+        }
+    };
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let Some(p) = runner_core::os::process(pgid).ok() else {
+            return;
+        };
+        if p.state != runner_core::ProcessState::Stopped {
+            continue;
+        }
+        with_ttou_blocked(&|| {
+            let _ = tcsetpgrp(&stdin, getpgrp());
+            if let Some(m) = &modes {
+                let _ =
+                    nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSADRAIN, m);
+            }
+        });
+        // Stopped here until the user's shell continues us.
+        let _ = raise(Sig::SIGSTOP);
+        with_ttou_blocked(&|| {
+            let _ = tcsetpgrp(&stdin, Pid::from_raw(pgid));
+        });
+        let _ = killpg(Pid::from_raw(pgid), Sig::SIGCONT);
+    }
 }
 
 fn fail(e: &Error, default: i32) -> i32 {

@@ -26,6 +26,8 @@ pub struct ProcOptions {
     pub output: Output,
     /// How long `stop` waits between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// The process gets the caller's terminal (see [`Proc::with_terminal`]).
+    pub terminal: bool,
 }
 
 impl Default for ProcOptions {
@@ -34,6 +36,7 @@ impl Default for ProcOptions {
             env: EnvLayers::new(),
             output: std::sync::Arc::new(StdioSink),
             grace: DEFAULT_STOP_GRACE,
+            terminal: false,
         }
     }
 }
@@ -119,6 +122,16 @@ pub trait Proc: Send + Sync + fmt::Debug {
     /// How long `stop` waits between SIGTERM and SIGKILL (default 5 s).
     fn with_stop_grace(&mut self, grace: Duration) {
         self.options_mut().grace = grace;
+    }
+    /// Hands the process the caller's terminal, as a shell does: its stdin, stdout
+    /// and stderr are the caller's own (no pipes, no sink: colours, prompts and
+    /// `isatty` work), and on the host (native, nix) it is the terminal's foreground
+    /// process group while it runs, so Ctrl-C and window resizes reach it; when it
+    /// ends the terminal and its modes are taken back. Without a terminal on the
+    /// caller's stdin this changes nothing. The Docker backend does not support it
+    /// yet (its processes keep their pipes).
+    fn with_terminal(&mut self) {
+        self.options_mut().terminal = true;
     }
     /// Makes `run`/`wait` also wait for the process named `bin` in the process's group
     /// (for launchers that start the real program and exit).

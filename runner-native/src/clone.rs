@@ -53,6 +53,8 @@ struct ChildCtx {
     pass: *const (RawFd, RawFd),
     pass_len: usize,
     record: *mut PreparedRecord,
+    /// The terminal whose foreground group the child's group becomes (-1: none).
+    foreground: RawFd,
     /// [`Stage::Died`] until the child reports; written by the child.
     stage: i32,
     errno: i32,
@@ -92,6 +94,7 @@ pub(crate) fn spawn(
         record: writer
             .as_mut()
             .map_or(std::ptr::null_mut(), |w| w as *mut PreparedRecord),
+        foreground: c.foreground,
         stage: Stage::Died as i32,
         errno: 0,
     };
@@ -216,6 +219,15 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         // signal) aimed at that group no longer reaches this child.
         if libc::setpgid(0, 0) != 0 {
             fail(ctx, Stage::Group);
+        }
+        // The caller's terminal: our group becomes its foreground before the program
+        // can read it (every signal is blocked here, SIGTTOU included, so this
+        // background process may). A failure leaves the program in the background.
+        if ctx.foreground >= 0 {
+            libc::tcsetpgrp(
+                ctx.foreground,
+                libc::syscall(libc::SYS_getpid) as libc::pid_t,
+            );
         }
         if !reset_signal_handlers() {
             fail(ctx, Stage::Signals);

@@ -29,6 +29,7 @@ mod spawn;
 #[cfg(target_os = "linux")]
 mod stack;
 mod supervisor;
+mod terminal;
 
 pub use environment::NativeEnvironment;
 

@@ -72,6 +72,59 @@ pub struct NativeProc {
 }
 
 impl NativeProc {
+    /// `start` with the caller's terminal as the child's stdin, stdout and stderr,
+    /// and the child's group its foreground until the supervisor takes it back.
+    async fn start_on_terminal(
+        &mut self,
+        terminal: crate::terminal::Terminal,
+        program: std::path::PathBuf,
+        env: runner_core::OsEnv,
+        token: Option<String>,
+    ) -> Result<()> {
+        let argv: Vec<String> = std::iter::once(self.spec.bin.clone())
+            .chain(self.spec.args.iter().cloned())
+            .collect();
+        let pass: Vec<(BorrowedFd<'_>, RawFd)> =
+            self.pass.iter().map(|(fd, t)| (fd.as_fd(), *t)).collect();
+        // SAFETY: our own standard descriptors, open for the whole process.
+        let own = unsafe {
+            [
+                BorrowedFd::borrow_raw(0),
+                BorrowedFd::borrow_raw(1),
+                BorrowedFd::borrow_raw(2),
+            ]
+        };
+        let launch = Launch {
+            program: &program,
+            argv: &argv,
+            env: &env,
+            dir: &self.spec.dir,
+            stdio: own,
+            pass: &pass,
+            token: token.as_deref(),
+            foreground: Some(&terminal),
+        };
+        let spawned = spawn_group(launch, self.spec.ledger.clone());
+        let (leader, registration) = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                terminal.take_back();
+                return Err(spawn_error(&self.spec.bin, &program, &self.spec.dir, e));
+            }
+        };
+        let shared = supervise(Supervised {
+            leader,
+            registration,
+            forwarders: Vec::new(),
+            grace: self.opts.grace,
+            wait_on: self.wait_on.clone(),
+            terminal: Some(terminal),
+        });
+        self.registry.add(&shared);
+        self.shared = Some(shared);
+        Ok(())
+    }
+
     /// A process from a spec, stopped together with the others of `registry`'s
     /// environment.
     pub(crate) fn new(spec: ProcSpec, registry: Arc<Registry>) -> Self {
@@ -239,6 +292,14 @@ impl Proc for NativeProc {
             &self.spec.dir,
         )?;
 
+        // The caller's terminal, when asked for, there is one and no pipe was taken:
+        // the child gets our own 0, 1 and 2 and the terminal's foreground.
+        let terminal = (self.opts.terminal && self.stdin.is_none() && self.stdout.is_none())
+            .then(crate::terminal::Terminal::of_stdin)
+            .flatten();
+        if let Some(terminal) = terminal {
+            return self.start_on_terminal(terminal, program, env, token).await;
+        }
         // The child's ends of its pipes; ours are wrapped for the forwarders.
         let stdin = self.stdin.take();
         let (stdout, stdout_reader) = match self.stdout.take() {
@@ -270,6 +331,7 @@ impl Proc for NativeProc {
             ],
             pass: &pass,
             token: token.as_deref(),
+            foreground: None,
         };
         let spawned = spawn_group(launch, self.spec.ledger.clone());
         // Closed now, so EOF on our ends means the child side closed.
@@ -295,6 +357,7 @@ impl Proc for NativeProc {
             forwarders,
             grace: self.opts.grace,
             wait_on: self.wait_on.clone(),
+            terminal: None,
         });
         self.registry.add(&shared);
         self.shared = Some(shared);

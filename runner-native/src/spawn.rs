@@ -119,6 +119,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) pass: &'a [(BorrowedFd<'a>, RawFd)],
     /// The group's token (in `env` too), for the record.
     pub(crate) token: Option<&'a str>,
+    /// A terminal whose foreground group the new group becomes.
+    pub(crate) foreground: Option<&'a crate::terminal::Terminal>,
 }
 
 /// What both paths hand the child, prepared by the parent: C strings (and the
@@ -139,6 +141,8 @@ pub(crate) struct CLaunch {
     pub(crate) pass: Vec<(RawFd, RawFd)>,
     /// One above the highest number the child gets a descriptor as (3 at least).
     pub(crate) floor: RawFd,
+    /// The terminal whose foreground group the child's group becomes (-1: none).
+    pub(crate) foreground: RawFd,
 }
 
 impl CLaunch {
@@ -204,6 +208,7 @@ impl CLaunch {
             stdio: [sources[0], sources[1], sources[2]],
             pass,
             floor,
+            foreground: launch.foreground.map_or(-1, |t| t.fd()),
         })
     }
 }
@@ -232,9 +237,20 @@ pub(crate) fn spawn_group(
     let c = CLaunch::new(&launch).map_err(SpawnError::Prepare)?;
     #[cfg(target_os = "linux")]
     if !portable() {
+        // The child took the terminal itself before its exec.
         return crate::clone::spawn(&c, launch.argv, launch.dir, launch.token, ledger);
     }
-    crate::posix::spawn(&c, &launch, ledger)
+    let spawned = crate::posix::spawn(&c, &launch, ledger)?;
+    if let Some(terminal) = launch.foreground {
+        let pgid = spawned.0.pid();
+        terminal.hand_to(pgid);
+        // A child that read the terminal before it was its foreground was stopped.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+    Ok(spawned)
 }
 
 /// Starts watching the running leader `pid` (its pidfd when the spawn gave one). A

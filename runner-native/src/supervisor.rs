@@ -78,6 +78,8 @@ pub(crate) struct Supervised {
     pub(crate) forwarders: Vec<JoinHandle<()>>,
     pub(crate) grace: Duration,
     pub(crate) wait_on: Option<String>,
+    /// The caller's terminal, taken back (foreground and modes) once the group ended.
+    pub(crate) terminal: Option<crate::terminal::Terminal>,
 }
 
 /// Starts the supervisor task for a freshly spawned child.
@@ -120,13 +122,29 @@ async fn run(
     let early = s.leader.signals_outlive_reap().then(|| reap(&mut s.leader));
     // The leader is gone. A process named by `wait_on` keeps the run alive.
     if let Some(bin) = &s.wait_on {
+        // A member forked just before the leader exited may not have executed its
+        // program yet: unnamed members get a moment (25 x 20 ms) to become `bin`.
+        let mut settle = 25;
         loop {
-            let named: Vec<i32> = runner_reaper::running_members(pgid)
-                .into_iter()
+            let members = runner_reaper::running_members(pgid);
+            let named: Vec<i32> = members
+                .iter()
+                .copied()
                 .filter(|&pid| is_named(pid, bin))
                 .collect();
-            if named.is_empty() || !s.leader.signal_group(0) {
+            if !s.leader.signal_group(0) {
                 break;
+            }
+            if named.is_empty() {
+                if members.is_empty() || settle == 0 {
+                    break;
+                }
+                settle -= 1;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    Some(sig) = signals.recv() => { s.leader.signal_group(sig); }
+                }
+                continue;
             }
             tokio::select! {
                 () = exits(&named) => {}
@@ -156,6 +174,9 @@ async fn run(
             "output pipes still open after the process group ended: a process that left \
              the group holds them; not waiting for it"
         );
+    }
+    if let Some(terminal) = s.terminal.take() {
+        terminal.take_back();
     }
     status_tx.publish(outcome);
 }
