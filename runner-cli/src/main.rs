@@ -543,9 +543,11 @@ async fn run(args: RunArgs) -> i32 {
             let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
             match env.new_process(bin, &rest).await {
                 Ok(proc) => {
-                    // Docker processes keep their pipes (no pseudo-terminal yet).
-                    let terminal =
-                        wants_terminal(&args) && env.backend() != runner_core::Backend::Docker;
+                    let terminal = match (wants_terminal(&args), env.backend()) {
+                        (false, _) => TerminalMode::Pipes,
+                        (true, runner_core::Backend::Docker) => TerminalMode::Pseudo,
+                        (true, _) => TerminalMode::Own,
+                    };
                     run_proc(proc, signals, terminal).await
                 }
                 Err(e) => fail(&e, i32::from(EXIT_INTERNAL)),
@@ -705,14 +707,57 @@ fn wants_terminal(args: &RunArgs) -> bool {
     args.tty || (!args.no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal())
 }
 
-async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: bool) -> i32 {
+/// How the command meets runner's terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TerminalMode {
+    /// No terminal (or `--no-tty`): pipes.
+    Pipes,
+    /// A host process (native, nix) gets runner's terminal itself.
+    Own,
+    /// A container process gets a pseudo-terminal of its own: runner's terminal goes
+    /// raw, keys are copied in, output out, window changes forwarded.
+    Pseudo,
+}
+
+/// Runner's terminal in raw mode until dropped (then its modes come back).
+struct RawTerminal(Option<nix::sys::termios::Termios>);
+
+impl RawTerminal {
+    fn enter() -> RawTerminal {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok();
+        if let Some(modes) = &saved {
+            let mut raw = modes.clone();
+            cfmakeraw(&mut raw);
+            let _ = tcsetattr(&stdin, SetArg::TCSADRAIN, &raw);
+        }
+        RawTerminal(saved)
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(modes) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSADRAIN,
+                modes,
+            );
+        }
+    }
+}
+
+async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: TerminalMode) -> i32 {
     // Bytes as they arrive: a prompt, a `\r` progress line or a JSON-RPC body without
     // a newline is never held back.
     proc.with_output(Arc::new(runner_core::PassthroughSink));
-    // With the terminal the command reads it itself; otherwise runner copies stdin.
-    let on_terminal = terminal;
-    let stdin_pipe = if on_terminal {
+    // With its own terminal the command reads it itself; otherwise runner copies stdin.
+    let on_terminal = terminal == TerminalMode::Own;
+    if terminal != TerminalMode::Pipes {
         proc.with_terminal();
+    }
+    let stdin_pipe = if on_terminal {
         None
     } else {
         match proc.stdin_pipe() {
@@ -726,6 +771,21 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: bool)
         return fail(&e, i32::from(EXIT_INTERNAL));
     }
     let proc: Arc<dyn Proc> = Arc::from(proc);
+    // A pseudo-terminal in the container: ours goes raw (the container's does the
+    // line editing, echo and Ctrl-C), window changes follow.
+    let _raw = (terminal == TerminalMode::Pseudo).then(RawTerminal::enter);
+    if terminal == TerminalMode::Pseudo {
+        let proc = Arc::clone(&proc);
+        if let Ok(mut winch) = signal(SignalKind::window_change()) {
+            tokio::spawn(async move {
+                while winch.recv().await.is_some() {
+                    if let Some((w, h)) = terminal_size::terminal_size_of(std::io::stdin()) {
+                        let _ = proc.resize_terminal(h.0, w.0).await;
+                    }
+                }
+            });
+        }
+    }
 
     if let Some(mut stdin_pipe) = stdin_pipe {
         tokio::spawn(async move {

@@ -2,7 +2,8 @@
 //! pty as its controlling terminal, as under a terminal emulator): the command gets
 //! the terminal itself — `isatty` on every stream, Ctrl-C reaches it and ends the job
 //! with 130, a window resize reaches it, Ctrl-Z stops the job and `fg` resumes it,
-//! and the terminal's modes are restored however it ends.
+//! and the terminal's modes are restored however it ends. In a container the command
+//! gets a pseudo-terminal of its own, sized like runner's, with the same behaviour.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -26,6 +27,11 @@ struct Session {
 impl Session {
     /// `runner run --backend native ARGS...` on a fresh 24x80 pty.
     fn start(args: &[&str]) -> Session {
+        Session::start_on(&["--backend", "native"], args)
+    }
+
+    /// `runner run BACKEND_ARGS... -- ARGS...` on a fresh 24x80 pty.
+    fn start_on(backend: &[&str], args: &[&str]) -> Session {
         let tmp = tempfile::tempdir().unwrap();
         let size = Winsize {
             ws_row: 24,
@@ -36,7 +42,9 @@ impl Session {
         let pty = openpty(Some(&size), None).unwrap();
         let slave = pty.slave;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
-        cmd.args(["run", "-q", "--backend", "native", "--"])
+        cmd.args(["run", "-q"])
+            .args(backend)
+            .arg("--")
             .args(args)
             .env("RUNNER_STATE_DIR", tmp.path().join("state"))
             .env("HOME", tmp.path())
@@ -210,4 +218,76 @@ fn ctrl_z_stops_the_job_and_fg_resumes_it() {
     s.type_bytes(b"hello\n");
     s.expect("got:hello");
     assert_eq!(s.exit_code(), Some(0));
+}
+
+fn docker_available() -> bool {
+    let up = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    runner_core::testing::engine_gate("a Docker engine", up)
+}
+
+const DOCKER: [&str; 4] = [
+    "--backend",
+    "docker",
+    "--image",
+    "runner-test/busybox:latest",
+];
+
+#[test]
+fn a_container_process_gets_a_pseudo_terminal_of_its_own() {
+    if !docker_available() {
+        return;
+    }
+    // isatty on every stream, the size of runner's window, typed input echoed by
+    // the container's terminal, Ctrl-C ending the job with 130.
+    let mut s = Session::start_on(
+        &DOCKER,
+        &[
+            "sh",
+            "-c",
+            "for fd in 0 1 2; do [ -t $fd ] && printf 'tty%s ' $fd; done; stty size; \
+             echo ready; read line; echo got:$line; sleep 100",
+        ],
+    );
+    s.expect("tty0 tty1 tty2");
+    s.expect("24 80");
+    s.expect("ready");
+    // runner's own terminal is raw meanwhile: the container's does the editing.
+    assert_eq!(s.cooked(), (false, false));
+    s.type_bytes(b"hello\r");
+    s.expect("got:hello");
+    s.type_bytes(b"\x03");
+    assert_eq!(s.exit_code(), Some(130));
+    assert_eq!(s.cooked(), (true, true));
+
+    // A resize of runner's window reaches the process.
+    let mut s = Session::start_on(
+        &DOCKER,
+        &[
+            "sh",
+            "-c",
+            "trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 0.05; done",
+        ],
+    );
+    s.expect("ready");
+    let size = Winsize {
+        ws_row: 40,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from our struct.
+    let set = unsafe {
+        nix::libc::ioctl(
+            s.master.as_raw_fd(),
+            nix::libc::TIOCSWINSZ as _,
+            &size as *const Winsize,
+        )
+    };
+    assert_eq!(set, 0);
+    s.expect("40 100");
+    assert_eq!(s.exit_code(), Some(0));
+    assert_eq!(s.cooked(), (true, true));
 }

@@ -123,15 +123,26 @@ pub trait Proc: Send + Sync + fmt::Debug {
     fn with_stop_grace(&mut self, grace: Duration) {
         self.options_mut().grace = grace;
     }
-    /// Hands the process the caller's terminal, as a shell does: its stdin, stdout
-    /// and stderr are the caller's own (no pipes, no sink: colours, prompts and
-    /// `isatty` work), and on the host (native, nix) it is the terminal's foreground
+    /// Hands the process the caller's terminal, as a shell does: on the host
+    /// (native, nix) its stdin, stdout and stderr are the caller's own (no pipes, no
+    /// sink: colours, prompts and `isatty` work) and it is the terminal's foreground
     /// process group while it runs, so Ctrl-C and window resizes reach it; when it
     /// ends the terminal and its modes are taken back. Without a terminal on the
-    /// caller's stdin this changes nothing. The Docker backend does not support it
-    /// yet (its processes keep their pipes).
+    /// caller's stdin this changes nothing. In Docker (through runner's helper) it
+    /// gets a pseudo-terminal of its own, sized like the caller's, for its stdin,
+    /// stdout and stderr: what it writes arrives as stdout (sink or pipe), what is
+    /// written to its stdin pipe is typed into it; forward window changes with
+    /// [`resize_terminal`](Self::resize_terminal). Plain execs keep their pipes.
     fn with_terminal(&mut self) {
         self.options_mut().terminal = true;
+    }
+    /// Tells a process started [`with_terminal`](Self::with_terminal) on a
+    /// pseudo-terminal of its own (Docker) that the caller's window is now `rows` by
+    /// `cols`. A no-op for a process that has the caller's terminal itself (native,
+    /// nix: the kernel tells it) or none.
+    async fn resize_terminal(&self, rows: u16, cols: u16) -> Result<()> {
+        let _ = (rows, cols);
+        Ok(())
     }
     /// Makes `run`/`wait` also wait for the process named `bin` in the process's group
     /// (for launchers that start the real program and exit).

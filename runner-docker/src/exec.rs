@@ -496,6 +496,11 @@ impl DockerProc {
             stdin: self.stdin.is_some(),
             direct_stdout: false,
             wait_on: self.wait_on.clone().unwrap_or_default().into_bytes(),
+            // A pseudo-terminal as large as the caller's window (24x80 without one).
+            tty: self.opts.terminal.then(|| {
+                terminal_size::terminal_size_of(std::io::stdin())
+                    .map_or((24, 80), |(w, h)| (h.0, w.0))
+            }),
         };
         let started = HelpedShared::start(
             &helper,
@@ -725,6 +730,13 @@ impl Proc for DockerProc {
             .ok_or(Error::NotStarted)?
             .signal(signal)
             .await
+    }
+
+    async fn resize_terminal(&self, rows: u16, cols: u16) -> Result<()> {
+        match &self.helped {
+            Some(h) => h.resize(rows, cols).await,
+            None => Ok(()),
+        }
     }
 
     async fn is_running(&self) -> Result<bool> {

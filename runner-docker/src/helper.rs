@@ -499,7 +499,7 @@ impl HelpedShared {
         sink: Output,
         grace: Duration,
     ) -> Result<Arc<HelpedShared>, SpawnFailure> {
-        req.direct_stdout = direct.is_some() && helper.host_pid.is_some();
+        req.direct_stdout = direct.is_some() && helper.host_pid.is_some() && req.tty.is_none();
         let (id, pid, fd, events) = helper.spawn(&req).await?;
         if let (Some(host_pid), Some(direct), true) = (helper.host_pid, direct, fd >= 0) {
             let opened = open_pipe(host_pid, fd);
@@ -562,6 +562,18 @@ impl HelpedShared {
             }),
             Err(ExecFailure::Docker(e)) => Err(e.into()),
         }
+    }
+
+    /// Gives the process's pseudo-terminal a new size.
+    pub(crate) async fn resize(&self, rows: u16, cols: u16) -> runner_core::Result<()> {
+        if self.is_finished() || self.helper.is_gone() {
+            return Ok(());
+        }
+        let size = u32::from(rows) | u32::from(cols) << 16;
+        self.helper
+            .send(Kind::Resize, self.id, &size.to_le_bytes())
+            .await?;
+        Ok(())
     }
 
     /// Sends `signal` to the process's whole group (inside the container).

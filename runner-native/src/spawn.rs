@@ -141,7 +141,9 @@ pub(crate) struct CLaunch {
     pub(crate) pass: Vec<(RawFd, RawFd)>,
     /// One above the highest number the child gets a descriptor as (3 at least).
     pub(crate) floor: RawFd,
-    /// The terminal whose foreground group the child's group becomes (-1: none).
+    /// The terminal whose foreground group the child's group becomes (-1: none);
+    /// read by the `clone` child (the portable path hands it over from the parent).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) foreground: RawFd,
 }
 

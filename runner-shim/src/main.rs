@@ -14,9 +14,10 @@ mod protocol;
 use std::collections::HashMap;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -25,6 +26,58 @@ use protocol::{Fields, Frame, Kind, Spawn, CHUNK, WINDOW};
 
 extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
+    fn posix_openpt(flags: i32) -> i32;
+    fn grantpt(fd: i32) -> i32;
+    fn unlockpt(fd: i32) -> i32;
+    fn ptsname_r(fd: i32, buf: *mut u8, len: usize) -> i32;
+    fn ioctl(fd: i32, request: u64, ...) -> i32;
+    fn setsid() -> i32;
+}
+
+/// `O_RDWR | O_NOCTTY`.
+const OPENPT_FLAGS: i32 = 0o2 | 0o400;
+/// Linux's `TIOCSCTTY` and `TIOCSWINSZ` (the same on x86_64 and aarch64).
+const TIOCSCTTY: u64 = 0x540E;
+const TIOCSWINSZ: u64 = 0x5414;
+
+/// A pseudo-terminal: its master (ours) and its slave's path.
+fn open_pty(rows: u16, cols: u16) -> io::Result<(std::fs::File, std::fs::File)> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain system calls on a descriptor we own from here on; ptsname_r
+    // writes at most `buf.len()` bytes.
+    unsafe {
+        let fd = posix_openpt(OPENPT_FLAGS);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let master = std::fs::File::from_raw_fd(fd);
+        if grantpt(fd) != 0 || unlockpt(fd) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = [0u8; 128];
+        let e = ptsname_r(fd, buf.as_mut_ptr(), buf.len());
+        if e != 0 {
+            return Err(io::Error::from_raw_os_error(e));
+        }
+        let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        let path = std::ffi::OsStr::from_bytes(&buf[..len]);
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(0o400)
+            .open(path)?;
+        resize(&master, rows, cols);
+        Ok((master, slave))
+    }
+}
+
+/// Sets the terminal's window size (its foreground group gets SIGWINCH).
+fn resize(master: &std::fs::File, rows: u16, cols: u16) {
+    let size: [u16; 4] = [rows, cols, 0, 0];
+    // SAFETY: TIOCSWINSZ reads a `struct winsize` (four u16) from `size`.
+    unsafe {
+        ioctl(master.as_raw_fd(), TIOCSWINSZ, size.as_ptr());
+    }
 }
 
 /// Sends `sig` to the process group `pgid`.
@@ -92,6 +145,8 @@ struct Child {
     /// The stdout pipe's read end while the owner decides whether it reads the
     /// pipe itself ([`Kind::Attached`]), and the signal that the stream is done.
     pending_stdout: Option<(ChildStdout, mpsc::Sender<()>)>,
+    /// The master of the process's pseudo-terminal, for resizes.
+    tty: Option<std::fs::File>,
 }
 
 /// Forwards one output stream on a thread of its own; `done` hears when it ends.
@@ -174,7 +229,7 @@ fn forward(mut from: impl Read, id: u32, stream: u8, credit: Arc<Credit>, out: O
 }
 
 /// Writes what the owner sends to process `id`'s stdin, granting credit back.
-fn feed(mut to: ChildStdin, id: u32, chunks: mpsc::Receiver<Option<Vec<u8>>>, out: Out) {
+fn feed(mut to: impl Write, id: u32, chunks: mpsc::Receiver<Option<Vec<u8>>>, out: Out) {
     while let Ok(Some(chunk)) = chunks.recv() {
         let ok = to.write_all(&chunk).is_ok();
         out.send(Kind::StdinCredit, id, &(chunk.len() as u32).to_le_bytes());
@@ -206,15 +261,55 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
     let mut cmd = Command::new(std::ffi::OsStr::from_bytes(program));
     cmd.args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
         .current_dir(dir)
-        .env_clear()
-        .process_group(0)
-        .stdin(if req.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_clear();
+    let mut master = None;
+    match req.tty {
+        Some((rows, cols)) => {
+            let (m, slave) = match open_pty(rows, cols) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    let payload = protocol::spawn_failed(
+                        1,
+                        e.raw_os_error().unwrap_or(0),
+                        &format!("no pseudo-terminal: {e}"),
+                    );
+                    out.send(Kind::SpawnFailed, id, &payload);
+                    return;
+                }
+            };
+            let (a, b) = match (slave.try_clone(), slave.try_clone()) {
+                (Ok(a), Ok(b)) => (a, b),
+                _ => {
+                    out.send(Kind::SpawnFailed, id, &protocol::spawn_failed(1, 0, "dup"));
+                    return;
+                }
+            };
+            cmd.stdin(Stdio::from(slave))
+                .stdout(Stdio::from(a))
+                .stderr(Stdio::from(b));
+            // SAFETY: setsid and an ioctl on the child's own stdin, between fork and
+            // exec: a session (and group) of its own, the terminal its controlling one.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if setsid() < 0 || ioctl(0, TIOCSCTTY, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            master = Some(m);
+        }
+        None => {
+            cmd.process_group(0)
+                .stdin(if req.stdin {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+    }
     for entry in &req.env {
         if let Some(eq) = entry.iter().position(|&b| b == b'=') {
             cmd.env(
@@ -231,16 +326,28 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
             return;
         }
     };
+    // The parent's copies of the slave are closed with `cmd`: the master reads EIO
+    // once the process and its children have closed theirs.
+    drop(cmd);
     let pid = child.id();
     let credit = [Credit::new(WINDOW), Credit::new(WINDOW)];
-    let stdin = child.stdin.take().map(|to| {
-        let (tx, rx) = mpsc::channel();
-        let out = out.clone();
-        std::thread::spawn(move || feed(to, id, rx, out));
-        tx
-    });
+    let stdin = match &master {
+        Some(m) => m.try_clone().ok().map(|to| {
+            let (tx, rx) = mpsc::channel();
+            let out = out.clone();
+            std::thread::spawn(move || feed(to, id, rx, out));
+            tx
+        }),
+        None => child.stdin.take().map(|to| {
+            let (tx, rx) = mpsc::channel();
+            let out = out.clone();
+            std::thread::spawn(move || feed(to, id, rx, out));
+            tx
+        }),
+    };
     let (done_tx, done_rx) = mpsc::channel();
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let tty_reader = master.as_ref().and_then(|m| m.try_clone().ok());
     // The owner hears of the process before any of its output.
     let (direct_fd, pending_stdout, forwarded_stdout) = match stdout {
         Some(pipe) if req.direct_stdout => (pipe.as_raw_fd(), Some((pipe, done_tx.clone())), None),
@@ -253,6 +360,7 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
             stdin,
             credit: credit.clone(),
             pending_stdout,
+            tty: master,
         },
     );
     let mut started = pid.to_le_bytes().to_vec();
@@ -263,6 +371,19 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
     }
     if let Some(pipe) = stderr {
         start_forward(pipe, id, 2, credit[1].clone(), out.clone(), done_tx.clone());
+    }
+    if let Some(reader) = tty_reader {
+        // The terminal is stdout and stderr at once: one stream, and no stderr.
+        start_forward(
+            reader,
+            id,
+            1,
+            credit[0].clone(),
+            out.clone(),
+            done_tx.clone(),
+        );
+        out.send(Kind::OutputEnd, id, &[2]);
+        let _ = done_tx.send(());
     }
     drop(done_tx);
     let (out, children) = (out.clone(), Arc::clone(children));
@@ -373,6 +494,15 @@ fn main() {
                         let _ = done.send(());
                     } else {
                         start_forward(pipe, id, 1, credit, out.clone(), done);
+                    }
+                }
+            }
+            Kind::Resize => {
+                let mut f = Fields(&frame.payload);
+                if let Ok(size) = f.u32() {
+                    let map = children.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(tty) = map.get(&id).and_then(|c| c.tty.as_ref()) {
+                        resize(tty, size as u16, (size >> 16) as u16);
                     }
                 }
             }

@@ -36,6 +36,8 @@ pub enum Kind {
     /// the stdout pipe itself (`u8`: 1 yes, 0 no). Yes: the shim closes its end and
     /// forwards nothing; no: it forwards stdout as frames.
     Attached = 6,
+    /// owner → shim: the process's terminal has a new size: rows (`u16`), columns (`u16`).
+    Resize = 7,
     /// shim → owner, id 0: the shim is up; payload: [`VERSION`] (`u32`), its pid (`u32`).
     Ready = 64,
     /// shim → owner: the process runs; payload: its pid in the container (`u32`),
@@ -70,6 +72,7 @@ impl Kind {
             4 => Signal,
             5 => Credit,
             6 => Attached,
+            7 => Resize,
             64 => Ready,
             65 => Started,
             66 => SpawnFailed,
@@ -168,6 +171,10 @@ pub struct Spawn {
     /// After the process exits, the run goes on while a process running this program
     /// (its executable's or its `comm` name) is left in its group (empty: none).
     pub wait_on: Vec<u8>,
+    /// A pseudo-terminal for the process (its stdin, stdout and stderr, and its
+    /// controlling terminal, in a session of its own) of this many rows and columns;
+    /// its output comes as `Stdout`, its input goes in as `Stdin`.
+    pub tty: Option<(u16, u16)>,
 }
 
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -216,7 +223,11 @@ impl Spawn {
     /// The request's payload.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        out.push(u8::from(self.stdin) | u8::from(self.direct_stdout) << 1);
+        out.push(
+            u8::from(self.stdin)
+                | u8::from(self.direct_stdout) << 1
+                | u8::from(self.tty.is_some()) << 2,
+        );
         put(&mut out, &self.dir);
         out.extend_from_slice(&(self.argv.len() as u32).to_le_bytes());
         for a in &self.argv {
@@ -227,6 +238,10 @@ impl Spawn {
             put(&mut out, e);
         }
         put(&mut out, &self.wait_on);
+        if let Some((rows, cols)) = self.tty {
+            out.extend_from_slice(&rows.to_le_bytes());
+            out.extend_from_slice(&cols.to_le_bytes());
+        }
         out
     }
 
@@ -244,6 +259,12 @@ impl Spawn {
             .map(|_| f.bytes().map(<[u8]>::to_vec))
             .collect::<io::Result<Vec<_>>>()?;
         let wait_on = f.bytes()?.to_vec();
+        let tty = if flags & 4 != 0 {
+            let size = f.u32()?;
+            Some((size as u16, (size >> 16) as u16))
+        } else {
+            None
+        };
         Ok(Spawn {
             dir,
             argv,
@@ -251,6 +272,7 @@ impl Spawn {
             stdin: flags & 1 != 0,
             direct_stdout: flags & 2 != 0,
             wait_on,
+            tty,
         })
     }
 }
@@ -276,6 +298,7 @@ mod tests {
             stdin: true,
             direct_stdout: true,
             wait_on: b"node".to_vec(),
+            tty: Some((40, 100)),
         };
         let frame = Frame::new(Kind::Spawn, 7, spawn.encode());
         let bytes = [
