@@ -66,7 +66,7 @@ pub use tracked::{Event, TrackedProcess};
 #[cfg(feature = "contract")]
 pub use traits::{
     Backend, Proc, ProcOptions, ProcOutput, ProcStdin, ProcStdout, RunnerEnvironment,
-    DEFAULT_STOP_GRACE,
+    RunnerEnvironmentExt, DEFAULT_STOP_GRACE,
 };
 
 /// The contract in one import: `use runner_core::prelude::*;` (each backend crate
@@ -77,6 +77,6 @@ pub mod prelude {
     pub use crate::{
         Backend, CaptureSink, EnvironmentVariable, Error, ExitStatus, NullSink, Output, OutputSink,
         PassthroughSink, Proc, ProcOutput, ProcStdin, ProcStdout, Result, RunnerEnvironment,
-        Signal, StdioSink, Stream,
+        RunnerEnvironmentExt, Signal, StdioSink, Stream,
     };
 }

@@ -1,6 +1,9 @@
 //! The two traits every backend implements.
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
+
+use crate::Error;
 use std::path::Path;
 use std::time::Duration;
 
@@ -190,6 +193,32 @@ pub trait Proc: Send + Sync + fmt::Debug {
     fn pid(&self) -> Option<u32>;
 }
 
+/// Generic conveniences over any [`RunnerEnvironment`] (also `dyn`).
+pub trait RunnerEnvironmentExt: RunnerEnvironment {
+    /// A process of `bin` with `args`, each anything that is an `OsStr` (`&str`,
+    /// `String`, `&Path`, `PathBuf`, `OsString`): see
+    /// [`new_process_os`](RunnerEnvironment::new_process_os).
+    fn command<B, I, A>(
+        &self,
+        bin: B,
+        args: I,
+    ) -> impl std::future::Future<Output = Result<Box<dyn Proc>>> + Send + '_
+    where
+        B: AsRef<OsStr>,
+        I: IntoIterator<Item = A>,
+        A: AsRef<OsStr>,
+    {
+        let bin: OsString = bin.as_ref().to_owned();
+        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        async move {
+            let refs: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
+            self.new_process_os(&bin, &refs).await
+        }
+    }
+}
+
+impl<T: RunnerEnvironment + ?Sized> RunnerEnvironmentExt for T {}
+
 /// What [`Proc::output`] returns: how the process ended and what it wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcOutput {
@@ -225,6 +254,28 @@ pub trait RunnerEnvironment: Send + Sync + fmt::Debug {
     async fn init(&self) -> Result<()>;
     /// A new, not yet started process running `bin` with `args`.
     async fn new_process(&self, bin: &str, args: &[&str]) -> Result<Box<dyn Proc>>;
+    /// [`new_process`](Self::new_process) with arguments that need not be UTF-8
+    /// (paths, bytes): passed as they are where the backend can (native, nix, Docker
+    /// through its helper); elsewhere a non-UTF-8 argument is a spawn error
+    /// (`InvalidInput`), never a silently changed one. The generic form is
+    /// [`RunnerEnvironmentExt::command`].
+    async fn new_process_os(&self, bin: &OsStr, args: &[&OsStr]) -> Result<Box<dyn Proc>> {
+        fn utf8<'a>(bin: &OsStr, s: &'a OsStr) -> Result<&'a str> {
+            s.to_str().ok_or_else(|| Error::Spawn {
+                bin: bin.to_string_lossy().into_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{s:?} is not UTF-8, which this backend needs for its arguments"),
+                ),
+            })
+        }
+        let name = utf8(bin, bin)?;
+        let args = args
+            .iter()
+            .map(|a| utf8(bin, a))
+            .collect::<Result<Vec<&str>>>()?;
+        self.new_process(name, &args).await
+    }
     /// Stops every process started here; the environment can still start new ones.
     async fn stop(&self) -> Result<()>;
     /// Stops everything and releases every resource. Idempotent; no new process

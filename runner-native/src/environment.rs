@@ -92,9 +92,15 @@ impl NativeEnvironment {
 
     /// The spec of a new process, for backends that adjust it before running.
     pub fn spec(&self, bin: &str, args: &[&str]) -> ProcSpec {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        self.spec_os(bin, &args)
+    }
+
+    /// [`spec`](Self::spec) with arguments that need not be UTF-8.
+    pub fn spec_os(&self, bin: &str, args: &[&std::ffi::OsStr]) -> ProcSpec {
         ProcSpec {
             bin: bin.to_string(),
-            args: args.iter().map(|a| a.to_string()).collect(),
+            args: args.iter().map(|a| a.to_os_string()).collect(),
             dir: self.dir.clone(),
             base: self.base.clone(),
             env: self.env.clone(),
@@ -140,6 +146,21 @@ impl RunnerEnvironment for NativeEnvironment {
 
     async fn new_process(&self, bin: &str, args: &[&str]) -> Result<Box<dyn Proc>> {
         Ok(Box::new(self.process_from_spec(self.spec(bin, args))?))
+    }
+
+    async fn new_process_os(
+        &self,
+        bin: &std::ffi::OsStr,
+        args: &[&std::ffi::OsStr],
+    ) -> Result<Box<dyn Proc>> {
+        let name = bin.to_str().ok_or_else(|| Error::Spawn {
+            bin: bin.to_string_lossy().into_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a program name must be UTF-8 (its arguments need not be)",
+            ),
+        })?;
+        Ok(Box::new(self.process_from_spec(self.spec_os(name, args))?))
     }
 
     async fn stop(&self) -> Result<()> {

@@ -43,8 +43,8 @@ impl BaseEnv {
 pub struct ProcSpec {
     /// The program as the caller named it (resolved on the final `PATH` at start).
     pub bin: String,
-    /// Its arguments.
-    pub args: Vec<String>,
+    /// Its arguments (any bytes but NUL).
+    pub args: Vec<std::ffi::OsString>,
     /// The working directory.
     pub dir: PathBuf,
     /// The variables below every edit.
@@ -81,8 +81,12 @@ impl NativeProc {
         env: runner_core::OsEnv,
         token: Option<String>,
     ) -> Result<()> {
-        let argv: Vec<String> = std::iter::once(self.spec.bin.clone())
+        let exec_argv: Vec<std::ffi::OsString> = std::iter::once(self.spec.bin.clone().into())
             .chain(self.spec.args.iter().cloned())
+            .collect();
+        let argv: Vec<String> = exec_argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
             .collect();
         let pass: Vec<(BorrowedFd<'_>, RawFd)> =
             self.pass.iter().map(|(fd, t)| (fd.as_fd(), *t)).collect();
@@ -96,6 +100,7 @@ impl NativeProc {
         };
         let launch = Launch {
             program: &program,
+            exec_argv: &exec_argv,
             argv: &argv,
             env: &env,
             dir: &self.spec.dir,
@@ -311,13 +316,18 @@ impl Proc for NativeProc {
         };
         let (stderr_reader, stderr) = os_pipe()?;
 
-        let argv: Vec<String> = std::iter::once(self.spec.bin.clone())
+        let exec_argv: Vec<std::ffi::OsString> = std::iter::once(self.spec.bin.clone().into())
             .chain(self.spec.args.iter().cloned())
+            .collect();
+        let argv: Vec<String> = exec_argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
             .collect();
         let pass: Vec<(BorrowedFd<'_>, RawFd)> =
             self.pass.iter().map(|(fd, t)| (fd.as_fd(), *t)).collect();
         let launch = Launch {
             program: &program,
+            exec_argv: &exec_argv,
             argv: &argv,
             env: &env,
             dir: &self.spec.dir,

@@ -106,7 +106,10 @@ pub(crate) struct Registration {
 pub(crate) struct Launch<'a> {
     /// The resolved program.
     pub(crate) program: &'a Path,
-    /// `argv[0]` (the name the caller used) and the arguments.
+    /// `argv[0]` (the name the caller used) and the arguments, as the program gets
+    /// them.
+    pub(crate) exec_argv: &'a [std::ffi::OsString],
+    /// The same as text, for the ledger record (non-UTF-8 bytes replaced).
     pub(crate) argv: &'a [String],
     /// The whole environment.
     pub(crate) env: &'a runner_core::OsEnv,
@@ -152,9 +155,9 @@ impl CLaunch {
         let program = cstring(launch.program.as_os_str())?;
         let dir = cstring(launch.dir.as_os_str())?;
         let argv = launch
-            .argv
+            .exec_argv
             .iter()
-            .map(|a| cstring(OsStr::new(a)))
+            .map(|a| cstring(a))
             .collect::<io::Result<Vec<_>>>()?;
         let envp = launch
             .env

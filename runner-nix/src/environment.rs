@@ -1,5 +1,6 @@
 //! `NixEnvironment`: processes inside a flake's dev shell.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -159,22 +160,33 @@ impl NixEnvironment {
     }
 
     fn wrapped(&self, bin: &str, args: &[&str]) -> Result<NativeProc> {
-        let mut nix_args = self.nix_args();
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        self.wrapped_os(bin, &args)
+    }
+
+    fn wrapped_os(&self, bin: &str, args: &[&OsStr]) -> Result<NativeProc> {
+        let mut nix_args: Vec<std::ffi::OsString> =
+            self.nix_args().into_iter().map(Into::into).collect();
         nix_args.extend([
-            "develop".to_string(),
-            self.flake_ref(),
-            "--command".to_string(),
+            "develop".into(),
+            self.flake_ref().into(),
+            "--command".into(),
         ]);
-        nix_args.push(bin.to_string());
-        nix_args.extend(args.iter().map(|a| a.to_string()));
-        let nix_args: Vec<&str> = nix_args.iter().map(String::as_str).collect();
+        nix_args.push(bin.into());
+        nix_args.extend(args.iter().map(|a| a.to_os_string()));
+        let nix_args: Vec<&OsStr> = nix_args.iter().map(|a| a.as_os_str()).collect();
         let nix = self.nix.to_string_lossy();
         self.native
-            .process_from_spec(self.native.spec(&nix, &nix_args))
+            .process_from_spec(self.native.spec_os(&nix, &nix_args))
     }
 
     fn direct(&self, base: &BaseEnv, bin: &str, args: &[&str]) -> Result<NativeProc> {
-        let mut spec = self.native.spec(bin, args);
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        self.direct_os(base, bin, &args)
+    }
+
+    fn direct_os(&self, base: &BaseEnv, bin: &str, args: &[&OsStr]) -> Result<NativeProc> {
+        let mut spec = self.native.spec_os(bin, args);
         spec.base = base.clone();
         self.native.process_from_spec(spec)
     }
@@ -364,6 +376,20 @@ impl RunnerEnvironment for NixEnvironment {
         Ok(Box::new(match self.current() {
             Some(m) => self.direct(&m.base, bin, args)?,
             None => self.wrapped(bin, args)?,
+        }))
+    }
+
+    async fn new_process_os(&self, bin: &OsStr, args: &[&OsStr]) -> Result<Box<dyn Proc>> {
+        let name = bin.to_str().ok_or_else(|| Error::Spawn {
+            bin: bin.to_string_lossy().into_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a program name must be UTF-8 (its arguments need not be)",
+            ),
+        })?;
+        Ok(Box::new(match self.current() {
+            Some(m) => self.direct_os(&m.base, name, args)?,
+            None => self.wrapped_os(name, args)?,
         }))
     }
 

@@ -117,6 +117,32 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
         (ExitStatus::Exited(4), &b"o\xff"[..], &b"e"[..])
     );
 
+    // Arguments that are not UTF-8 (a path's bytes): passed exactly on the host; a
+    // typed refusal where the backend takes text (Docker's exec API), never mangled.
+    {
+        use runner_core::RunnerEnvironmentExt;
+        use std::os::unix::ffi::OsStrExt;
+        let raw = std::ffi::OsStr::from_bytes(b"a\xffb");
+        let made = c
+            .runner_env()
+            .command(
+                "sh",
+                [std::ffi::OsStr::new("-c"), "printf %s \"$0\"".as_ref(), raw],
+            )
+            .await;
+        match backend {
+            Backend::Docker => assert!(
+                matches!(&made, Err(runner_core::Error::Spawn { source, .. })
+                    if source.kind() == std::io::ErrorKind::InvalidInput),
+                "{made:?}"
+            ),
+            _ => {
+                let out = made.unwrap().output().await.unwrap();
+                assert_eq!(out.stdout, b"a\xffb");
+            }
+        }
+    }
+
     // stdin and raw stdout pipes.
     let mut p = c
         .new_process("sh", &["-c", "while read l; do echo got:$l; done"])
