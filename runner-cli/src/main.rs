@@ -584,20 +584,6 @@ fn check_dir(dir: &std::path::Path) -> Result<(), Error> {
     }
 }
 
-/// The user's cache directory for materialized Nix shells.
-fn nix_cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/"))
-                .join(".cache")
-        });
-    base.join("runner/nix")
-}
-
 async fn make_env(
     args: &RunArgs,
     dir: &std::path::Path,
@@ -624,11 +610,8 @@ async fn make_env(
             }
             Ok(Box::new(env))
         }
-        BackendArg::Nix => {
-            let mut env = NixEnvironment::new(dir)?;
-            env.with_cache_dir(nix_cache_dir());
-            Ok(Box::new(env))
-        }
+        // Cached in runner-nix's default cache directory, as for every library user.
+        BackendArg::Nix => Ok(Box::new(NixEnvironment::new(dir)?)),
         BackendArg::Native | BackendArg::Auto => Ok(Box::new(NativeEnvironment::new(dir)?)),
     }
 }

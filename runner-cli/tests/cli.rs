@@ -472,12 +472,19 @@ fn nix_backend_runs_in_the_dev_shell_with_the_same_exit_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.stdout, b"hi yes\nshell-uname\n");
-    // The materialized shell was cached in the user's cache directory.
+    // The materialized shell was cached in the user's cache directory (one entry,
+    // with its GC root: a nix profile and its generation).
+    let mut cached: Vec<String> = std::fs::read_dir(cli.tmp.path().join("cache/runner/nix"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    cached.sort();
     assert_eq!(
-        std::fs::read_dir(cli.tmp.path().join("cache/runner/nix"))
-            .unwrap()
-            .count(),
-        1
+        cached
+            .iter()
+            .map(|n| n.rsplit_once('.').map_or("", |(_, ext)| ext))
+            .collect::<Vec<_>>(),
+        ["json", "profile", "profile-1-link"]
     );
     let out = run(&[
         "run",

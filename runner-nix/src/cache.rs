@@ -42,6 +42,36 @@ pub fn entry_path(cache_dir: &Path, dir: &Path) -> PathBuf {
     cache_dir.join(format!("{}.json", &hex(&digest)[..32]))
 }
 
+/// The nix profile that roots the store paths of the entry at `entry` (a symlink
+/// nix makes, `<entry>.profile`, to its current generation `<entry>.profile-N-link`).
+pub fn profile_path(entry: &Path) -> PathBuf {
+    entry.with_extension("profile")
+}
+
+/// Removes the generations of `profile` other than the current one: the shell they
+/// kept alive was replaced, so their store paths may be collected.
+pub fn release_old_generations(profile: &Path) {
+    let (Some(dir), Some(name)) = (profile.parent(), profile.file_name()) else {
+        return;
+    };
+    let current = fs::read_link(profile).ok();
+    let prefix = format!("{}-", name.to_string_lossy());
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        let is_generation = file.starts_with(&prefix) && file.ends_with("-link");
+        let is_current = current
+            .as_ref()
+            .is_some_and(|c| c.file_name().is_some_and(|n| n.to_string_lossy() == file));
+        if is_generation && !is_current {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn nix_files(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
     let Ok(rd) = fs::read_dir(dir) else {
         return;
@@ -62,13 +92,78 @@ fn nix_files(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
     }
 }
 
-/// The fingerprint of a flake directory under a nix binary and options.
+/// The directories of the flake's local `path` inputs, from its `flake.lock`
+/// (relative ones resolved against `dir`): their contents are what nix evaluates,
+/// wherever they live.
+pub fn local_inputs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(lock) = fs::read(dir.join("flake.lock")) else {
+        return Vec::new();
+    };
+    let Ok(lock) = serde_json::from_slice::<serde_json::Value>(&lock) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = lock["nodes"]
+        .as_object()
+        .into_iter()
+        .flat_map(|nodes| nodes.values())
+        .filter_map(|node| {
+            let locked = &node["locked"];
+            (locked["type"] == "path")
+                .then(|| locked["path"].as_str())
+                .flatten()
+                .map(|p| dir.join(p))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every file under `dir` (not `.git`, `target`, `node_modules`), at most `left`.
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>, depth: usize, left: &mut usize) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        if *left == 0 {
+            return;
+        }
+        let name = entry.file_name();
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
+            let skip = name == ".git" || name == "target" || name == "node_modules";
+            if !skip && depth < 16 {
+                all_files(&entry.path(), out, depth + 1, left);
+            }
+        } else {
+            *left -= 1;
+            out.push(entry.path());
+        }
+    }
+}
+
+/// The most files of local inputs read into a fingerprint.
+const MAX_INPUT_FILES: usize = 20_000;
+
+/// The fingerprint of a flake directory under a nix binary and options: its `.nix`
+/// files and `flake.lock`, the files of its local `path` inputs (a change there
+/// invalidates the entry, a change to the project's other files does not), the nix
+/// binary, the platform and the options.
 pub fn fingerprint(dir: &Path, nix: &Path, options: &[(String, String)]) -> String {
     let mut h = Sha256::new();
     h.update(CACHE_SCHEMA.to_le_bytes());
     let mut files = Vec::new();
     nix_files(dir, &mut files, 0);
     files.sort();
+    let mut left = MAX_INPUT_FILES;
+    for input in local_inputs(dir) {
+        // An input inside the flake's directory is the flake itself (or part of it):
+        // its .nix files are in already; its other files count too.
+        let mut of_input = Vec::new();
+        all_files(&input, &mut of_input, 0, &mut left);
+        of_input.sort();
+        files.extend(of_input);
+    }
     for f in &files {
         h.update(
             f.strip_prefix(dir)
@@ -167,6 +262,32 @@ mod tests {
             c,
             fingerprint(d, nix, &[("sandbox".into(), "false".into())])
         );
+    }
+
+    #[test]
+    fn fingerprint_follows_the_files_of_local_path_inputs() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path().join("project");
+        let lib = root.path().join("lib");
+        fs::create_dir_all(&d).unwrap();
+        fs::create_dir_all(&lib).unwrap();
+        fs::write(d.join("flake.nix"), "{}").unwrap();
+        fs::write(lib.join("greeting.txt"), "hi").unwrap();
+        fs::write(
+            d.join("flake.lock"),
+            r#"{"nodes":{"lib":{"locked":{"path":"../lib","type":"path"}},
+                "root":{"inputs":{"lib":"lib"}}},"root":"root","version":7}"#,
+        )
+        .unwrap();
+        assert_eq!(local_inputs(&d), vec![d.join("../lib")]);
+        let nix = Path::new("/bin/sh");
+        let a = fingerprint(&d, nix, &[]);
+        // A file of the project that is not nix: same entry.
+        fs::write(d.join("main.go"), "package main").unwrap();
+        assert_eq!(a, fingerprint(&d, nix, &[]));
+        // A file of the input, nix or not: a new entry.
+        fs::write(lib.join("greeting.txt"), "hello").unwrap();
+        assert_ne!(a, fingerprint(&d, nix, &[]));
     }
 
     #[test]

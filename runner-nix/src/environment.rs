@@ -16,6 +16,48 @@ use crate::install::{nix_binary, nix_install_command};
 use crate::shell::{parse_nul_env, DevShell, ShellEnv};
 use crate::NixError;
 
+/// The default cache directory: `$XDG_CACHE_HOME/runner/nix`, else
+/// `$HOME/.cache/runner/nix` (`None` with neither set). The companion and the CLI use
+/// it; [`NixEnvironment::with_cache_dir`] and [`NixEnvironment::without_cache`]
+/// override it.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    cache_dir_from(
+        std::env::var_os("XDG_CACHE_HOME").as_deref(),
+        std::env::var_os("HOME").as_deref(),
+    )
+}
+
+fn cache_dir_from(
+    xdg: Option<&std::ffi::OsStr>,
+    home: Option<&std::ffi::OsStr>,
+) -> Option<PathBuf> {
+    // The XDG spec ignores a relative path.
+    match xdg.map(Path::new).filter(|p| p.is_absolute()) {
+        Some(xdg) => Some(xdg.join("runner/nix")),
+        None => home
+            .filter(|h| !h.is_empty())
+            .map(|h| Path::new(h).join(".cache/runner/nix")),
+    }
+}
+
+/// Tool caches that a toolchain from the read-only store would otherwise put in a
+/// read-only place or in the user's real home, pointed under the runner cache when
+/// neither the shell nor the host sets them: `GOCACHE` and `GOMODCACHE` (what the
+/// reimplemented system pins). `GOPATH` and `CARGO_HOME` are left alone: their
+/// defaults are in the user's home, where the user's own tools expect them.
+pub const PINNED_CACHES: [(&str, &str); 2] = [("GOCACHE", "go/build"), ("GOMODCACHE", "go/mod")];
+
+fn pin_tool_caches(env: &mut runner_core::OsEnv, cache: &Path) {
+    for (var, sub) in PINNED_CACHES {
+        let set = env
+            .get(std::ffi::OsStr::new(var))
+            .is_some_and(|v| !v.is_empty());
+        if !set {
+            env.insert(var.into(), cache.join(sub).into_os_string());
+        }
+    }
+}
+
 /// Where the environment's variables came from at `init`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvSource {
@@ -89,17 +131,29 @@ impl NixEnvironment {
             dir,
             nix,
             options: Vec::new(),
-            cache_dir: None,
+            cache_dir: default_cache_dir(),
             native,
             init_lock: tokio::sync::Mutex::new(()),
             materialized: RwLock::new(None),
         })
     }
 
-    /// Persists the materialized env under `dir` (see the `cache` module).
+    /// Persists the materialized env under `dir` (see the `cache` module) instead of
+    /// the default, [`default_cache_dir`].
     pub fn with_cache_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.cache_dir = Some(dir.into());
         self
+    }
+
+    /// Keeps nothing on disk: every `init` evaluates the shell.
+    pub fn without_cache(&mut self) -> &mut Self {
+        self.cache_dir = None;
+        self
+    }
+
+    /// Where materialized shells are cached (`None`: not at all).
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache_dir.as_deref()
     }
 
     /// Passes `--option name value` to every nix invocation (e.g. `substituters ""`
@@ -221,13 +275,16 @@ impl NixEnvironment {
     }
 
     /// Evaluates the dev shell and captures what its hook exports.
-    async fn evaluate(&self) -> Result<ShellEnv> {
+    async fn evaluate(&self, profile: Option<&Path>) -> Result<ShellEnv> {
         let mut args = self.nix_args();
-        args.extend([
-            "print-dev-env".to_string(),
-            "--json".to_string(),
-            self.flake_ref(),
-        ]);
+        args.extend(["print-dev-env".to_string(), "--json".to_string()]);
+        // A cached shell is a GC root: nix makes the profile (a generation link
+        // registered as an indirect root), so `nix-collect-garbage` keeps every store
+        // path the cached environment points to.
+        if let Some(profile) = profile {
+            args.extend(["--profile".to_string(), profile.display().to_string()]);
+        }
+        args.push(self.flake_ref());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let nix = self.nix.to_string_lossy();
         let proc = self
@@ -267,7 +324,11 @@ impl NixEnvironment {
 
     fn set(&self, shell: &ShellEnv, info: Materialization) {
         let host = runner_core::host_env_os();
-        let base = BaseEnv::Fixed(Arc::new(shell.over(&host)));
+        let mut env = shell.over(&host);
+        if let Some(cache) = &self.cache_dir {
+            pin_tool_caches(&mut env, cache);
+        }
+        let base = BaseEnv::Fixed(Arc::new(env));
         *self.materialized.write().unwrap_or_else(|p| p.into_inner()) =
             Some(Materialized { base, info });
     }
@@ -328,15 +389,27 @@ impl RunnerEnvironment for NixEnvironment {
             cached = cached.is_some(),
             "evaluating the dev shell (no cache entry, or its fingerprint differs)"
         );
-        match self.evaluate().await {
+        let profile = entry_path.as_ref().map(|p| cache::profile_path(p));
+        if let Some(dir) = &self.cache_dir {
+            // nix makes the profile's links there before the entry is written.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        match self.evaluate(profile.as_deref()).await {
             Ok(shell) => {
                 if let Some(path) = &entry_path {
+                    // Evaluation may have written the flake.lock (a new input): the
+                    // entry is for the files as they are now.
+                    let fingerprint = cache::fingerprint(&self.dir, &self.nix, &self.options);
                     let entry = CacheEntry {
                         schema: CACHE_SCHEMA,
                         fingerprint,
                         dir: self.dir.clone(),
                         shell: shell.clone(),
                     };
+                    if let Some(profile) = &profile {
+                        // The entry replaced keeps no root of its own.
+                        cache::release_old_generations(profile);
+                    }
                     if let Err(e) = cache::write(path, &entry) {
                         tracing::warn!(path = %path.display(), error = %e, "failed to write the nix env cache");
                         cache_warning = Some(format!(
@@ -421,5 +494,35 @@ impl RunnerEnvironment for NixEnvironment {
 
     fn with_env_vars(&mut self, vars: Vec<EnvironmentVariable>) {
         self.native.with_env_vars(vars);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn the_default_cache_follows_xdg_then_home() {
+        assert_eq!(
+            cache_dir_from(Some(OsStr::new("/x")), Some(OsStr::new("/h"))),
+            Some(PathBuf::from("/x/runner/nix"))
+        );
+        // A relative XDG_CACHE_HOME is ignored, as the spec says.
+        assert_eq!(
+            cache_dir_from(Some(OsStr::new("rel")), Some(OsStr::new("/h"))),
+            Some(PathBuf::from("/h/.cache/runner/nix"))
+        );
+        assert_eq!(cache_dir_from(None, None), None);
+    }
+
+    #[test]
+    fn tool_caches_are_pinned_only_when_unset() {
+        let mut env = runner_core::OsEnv::new();
+        env.insert("GOCACHE".into(), "/mine".into());
+        env.insert("GOMODCACHE".into(), "".into());
+        pin_tool_caches(&mut env, Path::new("/c"));
+        assert_eq!(env[OsStr::new("GOCACHE")], OsStr::new("/mine"));
+        assert_eq!(env[OsStr::new("GOMODCACHE")], OsStr::new("/c/go/mod"));
     }
 }

@@ -15,7 +15,9 @@ mod health;
 mod install;
 pub mod shell;
 
-pub use environment::{EnvSource, Materialization, NixEnvironment};
+pub use environment::{
+    default_cache_dir, EnvSource, Materialization, NixEnvironment, PINNED_CACHES,
+};
 pub use error::NixError;
 pub use health::{check_nix_can_build, diagnose_stderr, CannotBuild, DAEMON_SOCKET};
 pub use install::{check_nix_installed, is_nix_supported, nix_binary, nix_install_command};

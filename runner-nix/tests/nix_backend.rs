@@ -84,6 +84,8 @@ impl Flake {
             )
             .with_nix_option("sandbox", "false")
             .with_state_dir(self.tmp.path().join("state"));
+        // No cache unless a test asks for one (the default is the user's).
+        env.without_cache();
         env
     }
 
@@ -233,6 +235,30 @@ async fn cache_hits_invalidates_and_falls_back_loudly() {
     assert_eq!(
         output(&env, "sh", &["-c", "echo $GREETING"]).await.1,
         "first\n"
+    );
+    // Go's caches, which this shell leaves unset, point under the runner cache (a
+    // host that sets them keeps its own).
+    if std::env::var_os("GOCACHE").is_none() && std::env::var_os("GOMODCACHE").is_none() {
+        let cache = flake.cache();
+        assert_eq!(
+            output(&env, "sh", &["-c", "echo $GOCACHE $GOMODCACHE"])
+                .await
+                .1,
+            format!(
+                "{} {}\n",
+                cache.join("go/build").display(),
+                cache.join("go/mod").display()
+            )
+        );
+    }
+    // Without a cache directory nothing is pinned (and nothing is kept).
+    let bare = flake.env();
+    assert_eq!(bare.cache_dir(), None);
+    // The default is the user's cache directory.
+    let defaulted = NixEnvironment::new(flake.dir()).unwrap();
+    assert_eq!(
+        defaulted.cache_dir(),
+        runner_nix::default_cache_dir().as_deref()
     );
 
     // A changed flake.nix invalidates the entry.
@@ -406,4 +432,151 @@ async fn a_nix_that_cannot_build_says_why() {
         "{checked:?}"
     );
     assert_eq!(flake.env().check_can_build().await, Ok(()));
+}
+
+/// A flake with a local `path` input (outside its directory) and the `flake.lock`
+/// nix writes for it, offline: a file of the input invalidates the cached shell, a
+/// file of the project that is not nix does not.
+#[tokio::test]
+async fn a_local_input_is_part_of_the_cache_fingerprint() {
+    if !nix_available() {
+        return;
+    }
+    let flake = Flake::new("unused");
+    let lib = flake.tmp.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::write(lib.join("greeting.txt"), "from-input").unwrap();
+    let system = format!("{}-linux", std::env::consts::ARCH);
+    std::fs::write(
+        flake.dir().join("flake.nix"),
+        format!(
+            r#"{{
+  inputs.lib = {{ url = "path:{}"; flake = false; }};
+  outputs = {{ self, lib }}: {{
+    devShells.{system}.default = builtins.derivation {{
+      name = "with-input"; system = "{system}"; builder = "/bin/bash";
+      outputs = [ "out" ];
+      GREETING = builtins.readFile "${{lib}}/greeting.txt";
+    }};
+  }};
+}}
+"#,
+            lib.display()
+        ),
+    )
+    .unwrap();
+    let greeting = |env: NixEnvironment| async move {
+        env.init().await.unwrap();
+        let source = env.materialization().unwrap().source;
+        (
+            source,
+            output(&env, "sh", &["-c", "echo $GREETING"]).await.1,
+        )
+    };
+    let (source, said) = greeting(flake.cached_env()).await;
+    assert_eq!(
+        (source, said.as_str()),
+        (EnvSource::Evaluated, "from-input\n")
+    );
+    assert!(
+        flake.dir().join("flake.lock").is_file(),
+        "nix wrote no flake.lock"
+    );
+    let (source, _) = greeting(flake.cached_env()).await;
+    assert_eq!(source, EnvSource::Cache);
+    // Another file of the project: still the cached shell.
+    std::fs::write(flake.dir().join("main.go"), "package main\n").unwrap();
+    let (source, _) = greeting(flake.cached_env()).await;
+    assert_eq!(source, EnvSource::Cache);
+    // A file of the input: evaluated again (this nix keeps the locked copy of the
+    // input until the lock is updated; newer ones re-lock a changed path input).
+    std::fs::write(lib.join("greeting.txt"), "changed").unwrap();
+    let (source, _) = greeting(flake.cached_env()).await;
+    assert_eq!(source, EnvSource::Evaluated);
+    // The lock updated (here: removed, so nix locks the input anew): evaluated
+    // again, with the input's new contents.
+    std::fs::remove_file(flake.dir().join("flake.lock")).unwrap();
+    let (source, said) = greeting(flake.cached_env()).await;
+    assert_eq!((source, said.as_str()), (EnvSource::Evaluated, "changed\n"));
+    let (source, _) = greeting(flake.cached_env()).await;
+    assert_eq!(source, EnvSource::Cache);
+}
+
+/// A cached shell is a GC root: `nix-collect-garbage` keeps the store paths its
+/// environment points to (a tool on its PATH), and an entry replaced after a flake
+/// change releases the old root, so the old tool can be collected.
+#[tokio::test]
+async fn a_cached_shell_survives_garbage_collection() {
+    if !nix_available() {
+        return;
+    }
+    let flake = Flake::new("unused");
+    let system = format!("{}-linux", std::env::consts::ARCH);
+    let write = |says: &str| {
+        std::fs::write(
+            flake.dir().join("flake.nix"),
+            format!(
+                r#"{{
+  outputs = {{ self }}: let
+    tool = builtins.derivation {{
+      name = "storetool"; system = "{system}"; builder = "/bin/bash";
+      PATH = "/usr/bin:/bin";
+      args = [ "-c" "mkdir -p $out/bin; printf '#!/bin/sh\\necho {says}\\n' > $out/bin/storetool; chmod +x $out/bin/storetool" ];
+    }};
+  in {{
+    devShells.{system}.default = builtins.derivation {{
+      name = "gc-shell"; system = "{system}"; builder = "/bin/bash";
+      outputs = [ "out" ]; PATH = "${{tool}}/bin";
+    }};
+  }};
+}}
+"#
+            ),
+        )
+        .unwrap();
+    };
+    let gc = || {
+        let out = std::process::Command::new("nix-collect-garbage")
+            .output()
+            .expect("nix-collect-garbage");
+        assert!(out.status.success(), "{out:?}");
+    };
+    write("first");
+    let env = flake.cached_env();
+    env.init().await.unwrap();
+    let first = output(&env, "sh", &["-c", "command -v storetool"])
+        .await
+        .1
+        .trim()
+        .to_string();
+    assert!(first.starts_with("/nix/store/"), "{first}");
+    drop(env);
+    gc();
+    // From the cache, after the collection: the tool is still there.
+    let env = flake.cached_env();
+    env.init().await.unwrap();
+    assert_eq!(env.materialization().unwrap().source, EnvSource::Cache);
+    assert_eq!(output(&env, "storetool", &[]).await.1, "first\n");
+    drop(env);
+    // The flake changes: the new entry has its own root, the old one is released.
+    write("second");
+    let env = flake.cached_env();
+    env.init().await.unwrap();
+    assert_eq!(env.materialization().unwrap().source, EnvSource::Evaluated);
+    assert_eq!(output(&env, "storetool", &[]).await.1, "second\n");
+    let generations = std::fs::read_dir(flake.cache())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.contains(".profile-") && name.ends_with("-link")
+        })
+        .count();
+    assert_eq!(generations, 1, "one root per cached shell");
+    gc();
+    assert!(
+        !std::path::Path::new(&first).exists(),
+        "the replaced shell's tool {first} is still rooted"
+    );
+    assert_eq!(output(&env, "storetool", &[]).await.1, "second\n");
 }
