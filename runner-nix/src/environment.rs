@@ -389,11 +389,17 @@ impl RunnerEnvironment for NixEnvironment {
             cached = cached.is_some(),
             "evaluating the dev shell (no cache entry, or its fingerprint differs)"
         );
-        let profile = entry_path.as_ref().map(|p| cache::profile_path(p));
-        if let Some(dir) = &self.cache_dir {
-            // nix makes the profile's links there before the entry is written.
-            let _ = std::fs::create_dir_all(dir);
-        }
+        // nix makes the profile's links in the cache directory before the entry is
+        // written; a directory that cannot be made means no root (and a warning when
+        // the entry cannot be written either), not a failed evaluation.
+        let profile = entry_path
+            .as_ref()
+            .filter(|_| {
+                self.cache_dir
+                    .as_ref()
+                    .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+            })
+            .map(|p| cache::profile_path(p));
         match self.evaluate(profile.as_deref()).await {
             Ok(shell) => {
                 if let Some(path) = &entry_path {

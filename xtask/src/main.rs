@@ -189,6 +189,41 @@ fn test(extra: &[String]) -> Result {
             .env(key, value);
         tested = run(&format!("cargo test {} ({why})", args.join(" ")), &mut cmd);
     }
+    // Multi-user nix, as most people run it: the nix suites again, as clients of a
+    // nix-daemon (NIX_REMOTE=daemon) that builds as the build users xtask creates.
+    if tested.is_ok() && on_path("nix") {
+        tested = with_nix_daemon(|| {
+            let mut result = Ok(());
+            for args in [
+                &["-p", "runner-nix"][..],
+                &[
+                    "-p",
+                    "runner-tests",
+                    "--test",
+                    "conformance",
+                    "nix_conforms",
+                ],
+            ] {
+                if result.is_err() {
+                    break;
+                }
+                let mut cmd = cargo();
+                cmd.arg("test").args(args);
+                for (k, v) in toolchain_homes() {
+                    cmd.env(k, v);
+                }
+                cmd.env("HOME", &home)
+                    .env("XDG_STATE_HOME", home.join(".local/state"))
+                    .env("RUNNER_STATE_DIR", &state)
+                    .env("NIX_REMOTE", "daemon");
+                result = run(
+                    &format!("cargo test {} (against a nix-daemon)", args.join(" ")),
+                    &mut cmd,
+                );
+            }
+            result
+        });
+    }
     // The examples users copy from: a command's output, and a JSON-RPC exchange with
     // a server over stdio through the companion.
     for (example, args) in [("run", &["echo", "hello"][..]), ("lsp_host", &[][..])] {
@@ -745,6 +780,92 @@ fn provision_nix() -> Result {
     }
     eprintln!("xtask: WARNING: the nix suites will be SKIPPED: {why}");
     Ok(())
+}
+
+/// Where a nix-daemon listens.
+const NIX_DAEMON_SOCKET: &str = "/nix/var/nix/daemon-socket/socket";
+
+/// Runs `f` with a nix-daemon of ours answering on [`NIX_DAEMON_SOCKET`]: the
+/// `nixbld` group and build users `nixbld1..4` are created if missing (as a
+/// multi-user install does), the daemon builds as them (`build-users-group =
+/// nixbld` for the daemon only; clients in single-user mode keep building as root),
+/// and it is stopped by pid afterwards. Not root, or no `nix-daemon`: skipped
+/// loudly (a failure with `RUNNER_REQUIRE_ENGINES=1`).
+fn with_nix_daemon(f: impl FnOnce() -> Result) -> Result {
+    let why_not = if !is_root() {
+        Some("xtask is not root, so it cannot create build users or run a daemon")
+    } else if !on_path("nix-daemon") {
+        Some("there is no nix-daemon")
+    } else if std::path::Path::new(NIX_DAEMON_SOCKET).exists() {
+        Some("a nix-daemon already listens (its settings are not ours to rely on)")
+    } else {
+        None
+    };
+    if let Some(why) = why_not {
+        if engines_required() {
+            return Err(format!(
+                "RUNNER_REQUIRE_ENGINES=1 but the daemon-mode nix suites cannot run: {why}"
+            ));
+        }
+        eprintln!("xtask: WARNING: the daemon-mode nix suites are SKIPPED: {why}");
+        return Ok(());
+    }
+    if !group_exists("nixbld") {
+        run(
+            "groupadd nixbld",
+            Command::new("groupadd").args(["--system", "nixbld"]),
+        )?;
+    }
+    for n in 1..=4 {
+        let user = format!("nixbld{n}");
+        let known = Command::new("getent")
+            .args(["passwd", &user])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !known {
+            run(
+                &format!("useradd {user}"),
+                Command::new("useradd").args([
+                    "--system",
+                    "--no-create-home",
+                    "--home-dir",
+                    "/var/empty",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    "--gid",
+                    "nixbld",
+                    "--groups",
+                    "nixbld",
+                    &user,
+                ]),
+            )?;
+        }
+    }
+    eprintln!("xtask: starting a nix-daemon (build users nixbld1..4)");
+    let mut daemon = Command::new("nix-daemon")
+        .env(
+            "NIX_CONFIG",
+            "build-users-group = nixbld\nexperimental-features = nix-command flakes\nsubstituters =\nsandbox = false",
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("failed to start nix-daemon: {e}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::path::Path::new(NIX_DAEMON_SOCKET).exists() {
+        if std::time::Instant::now() > deadline || daemon.try_wait().ok().flatten().is_some() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            return Err("the nix-daemon did not start listening within 20 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let result = f();
+    eprintln!("xtask: stopping the nix-daemon we started");
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_file(NIX_DAEMON_SOCKET);
+    result
 }
 
 /// The engine's own configuration file, which every `nix` on this machine reads.
