@@ -443,6 +443,45 @@ impl BenchFlake {
         BenchFlake { tmp }
     }
 
+    /// The same shell with a local `path` input outside the flake's directory (its
+    /// `flake.lock` written by the first evaluation).
+    fn with_input() -> BenchFlake {
+        let flake = BenchFlake::new();
+        let lib = flake.tmp.path().join("lib");
+        std::fs::create_dir_all(&lib).expect("lib");
+        for i in 0..50 {
+            std::fs::write(lib.join(format!("file{i}.txt")), format!("{i}\n")).expect("lib file");
+        }
+        std::fs::write(lib.join("greeting.txt"), "from-input").expect("greeting");
+        let dir = flake.tmp.path().join("flake");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let system = format!("{}-linux", std::env::consts::ARCH);
+        std::fs::write(
+            dir.join("flake.nix"),
+            format!(
+                r#"{{ inputs.lib = {{ url = "path:{}"; flake = false; }};
+                outputs = {{ self, lib }}: {{ devShells.{system}.default = builtins.derivation {{
+                    name = "bench-shell"; system = "{system}"; builder = "/bin/bash";
+                    outputs = [ "out" ]; PATH = "/usr/bin:/bin";
+                    GREETING = builtins.readFile "${{lib}}/greeting.txt"; }}; }}; }}"#,
+                lib.display()
+            ),
+        )
+        .expect("flake");
+        flake
+    }
+
+    /// The flake's directory: the temporary directory itself, or its `flake/` when
+    /// made [`with_input`](Self::with_input).
+    fn dir(&self) -> std::path::PathBuf {
+        let nested = self.tmp.path().join("flake");
+        if nested.join("flake.nix").is_file() {
+            nested
+        } else {
+            self.tmp.path().to_path_buf()
+        }
+    }
+
     fn options(&self) -> Vec<(String, String)> {
         vec![
             ("substituters".into(), String::new()),
@@ -463,14 +502,15 @@ impl BenchFlake {
         state: &std::path::Path,
         cache: Option<&std::path::Path>,
     ) -> runner_nix::NixEnvironment {
-        let mut env = runner_nix::NixEnvironment::new(self.tmp.path()).expect("nix env");
+        let mut env = runner_nix::NixEnvironment::new(self.dir()).expect("nix env");
         for (k, v) in self.options() {
             env.with_nix_option(&k, &v);
         }
         env.with_state_dir(state);
-        if let Some(c) = cache {
-            env.with_cache_dir(c);
-        }
+        match cache {
+            Some(c) => env.with_cache_dir(c),
+            None => env.without_cache(),
+        };
         env
     }
 }
@@ -542,7 +582,7 @@ async fn nix_rows(quick: bool, state: &std::path::Path) -> Vec<Row> {
         let out = tokio::process::Command::new("nix")
             .args(&opts)
             .args(["print-dev-env", "--json"])
-            .arg(format!("path:{}", flake.tmp.path().display()))
+            .arg(format!("path:{}", flake.dir().display()))
             .stderr(Stdio::null())
             .output()
             .await
@@ -555,6 +595,43 @@ async fn nix_rows(quick: bool, state: &std::path::Path) -> Vec<Row> {
         ours: ours.as_secs_f64(),
         baseline: base.as_secs_f64(),
         baseline_desc: "`nix print-dev-env --json` (eval cache warm)",
+        target: 0.1,
+    });
+    // The same with a local input (50 files fingerprinted besides the flake's).
+    let with_input = BenchFlake::with_input();
+    let input_cache = with_input.tmp.path().join("cache");
+    with_input
+        .env(state, Some(&input_cache))
+        .init()
+        .await
+        .expect("first init");
+    let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        let env = with_input.env(state, Some(&input_cache));
+        let t = Instant::now();
+        env.init().await.expect("cached init");
+        ours += t.elapsed();
+        assert_eq!(
+            env.materialization().expect("info").source,
+            runner_nix::EnvSource::Cache
+        );
+        let t = Instant::now();
+        let out = tokio::process::Command::new("nix")
+            .args(&opts)
+            .args(["print-dev-env", "--json"])
+            .arg(format!("path:{}", with_input.dir().display()))
+            .stderr(Stdio::null())
+            .output()
+            .await
+            .expect("nix");
+        base += t.elapsed();
+        assert!(out.status.success());
+    }
+    rows.push(Row {
+        name: "nix_cached_init_with_inputs",
+        ours: ours.as_secs_f64(),
+        baseline: base.as_secs_f64(),
+        baseline_desc: "`nix print-dev-env --json` of a flake with a local input (warm)",
         target: 0.1,
     });
     rows
