@@ -511,6 +511,19 @@ fn nix_backend_runs_in_the_dev_shell_with_the_same_exit_rules() {
     // auto picks nix for a flake directory.
     let out = run(&["run", "--backend", "auto", "--dir", dir, "--", "uname"]);
     assert_eq!(out.stdout, b"shell-uname\n");
+    // A broken flake: the last good cached shell runs, with a warning naming nix's
+    // error.
+    std::fs::write(flake.join("flake.nix"), "{ this is not nix").unwrap();
+    let out = run(&["run", "--backend", "nix", "--dir", dir, "--", "uname"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"shell-uname\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "runner: warning: dev shell evaluation failed; using the last good cached env"
+        ) && err.contains("syntax error"),
+        "{err}"
+    );
     assert_eq!(cli.records(), 0);
 }
 

@@ -946,6 +946,11 @@ fn group_exists(name: &str) -> bool {
 }
 
 fn bench(args: &[String]) -> Result {
+    // `cli_overhead` runs the release `runner` next to the bench binary.
+    run(
+        "cargo build --release -p runner-cli",
+        cargo().args(["build", "--release", "--quiet", "-p", "runner-cli"]),
+    )?;
     let mut cmd = cargo();
     cmd.args([
         "run",

@@ -417,6 +417,46 @@ fn bare_kill(n: usize, spawn: fn() -> std::process::Child) -> Duration {
     d
 }
 
+/// `runner run -q --backend native -- true` (the release binary next to this one:
+/// clap, the runtime, the start-up sweep, the ledger, the spawn) against spawning
+/// `true` directly, both to their exit.
+fn cli_overhead(n: usize, state: &std::path::Path) -> Row {
+    let runner = std::env::current_exe()
+        .expect("exe")
+        .with_file_name("runner");
+    assert!(
+        runner.is_file(),
+        "{} is missing: build it with `cargo build --release -p runner-cli`",
+        runner.display()
+    );
+    let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..n {
+        let t = Instant::now();
+        let s = std::process::Command::new(&runner)
+            .args(["run", "-q", "--backend", "native", "--", "true"])
+            .env("RUNNER_STATE_DIR", state)
+            .stdin(Stdio::null())
+            .status()
+            .expect("runner");
+        ours += t.elapsed();
+        assert!(s.success());
+        let t = Instant::now();
+        let s = std::process::Command::new("true")
+            .stdin(Stdio::null())
+            .status()
+            .expect("true");
+        base += t.elapsed();
+        assert!(s.success());
+    }
+    Row {
+        name: "cli_overhead",
+        ours: ours.as_secs_f64(),
+        baseline: base.as_secs_f64(),
+        baseline_desc: "`true` spawned directly",
+        target: 1.5,
+    }
+}
+
 /// A throwaway input-less flake and the offline options to use it.
 struct BenchFlake {
     tmp: tempfile::TempDir,
@@ -1203,6 +1243,9 @@ fn main() {
     } else {
         (1000, 1 << 30, 3)
     };
+    if want("cli_overhead") {
+        rows.push(cli_overhead(if quick { 20 } else { 100 }, &state_path));
+    }
     if want("native_spawn_wait") {
         rows.push(rt.block_on(native_spawn_wait(spawns, &state_path)));
     }
