@@ -435,7 +435,7 @@ impl RunnerEnvironment for NixEnvironment {
             }
             Err(e) => match cached {
                 Some(entry) => {
-                    tracing::warn!(dir = %self.dir.display(), error = %e,
+                    tracing::warn!(dir = %self.dir.display(), error = %e.chain(),
                         "dev shell evaluation failed; using the last good cached env");
                     self.set(
                         &entry.shell,
