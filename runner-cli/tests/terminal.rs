@@ -102,6 +102,25 @@ impl Session {
         }
     }
 
+    /// Resizes the terminal's window (its foreground group gets SIGWINCH).
+    fn resize(&self, rows: u16, cols: u16) {
+        let size = Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize from our struct.
+        let set = unsafe {
+            nix::libc::ioctl(
+                self.master.as_raw_fd(),
+                nix::libc::TIOCSWINSZ as _,
+                &size as *const Winsize,
+            )
+        };
+        assert_eq!(set, 0);
+    }
+
     fn type_bytes(&mut self, bytes: &[u8]) {
         self.master.write_all(bytes).unwrap();
     }
@@ -157,21 +176,7 @@ fn a_resize_reaches_the_command() {
         "trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 0.05; done",
     ]);
     s.expect("ready");
-    let size = Winsize {
-        ws_row: 40,
-        ws_col: 100,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize from our struct.
-    let set = unsafe {
-        nix::libc::ioctl(
-            s.master.as_raw_fd(),
-            nix::libc::TIOCSWINSZ as _,
-            &size as *const Winsize,
-        )
-    };
-    assert_eq!(set, 0);
+    s.resize(40, 100);
     s.expect("40 100");
     assert_eq!(s.exit_code(), Some(0));
 }
@@ -272,21 +277,7 @@ fn a_container_process_gets_a_pseudo_terminal_of_its_own() {
         ],
     );
     s.expect("ready");
-    let size = Winsize {
-        ws_row: 40,
-        ws_col: 100,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize from our struct.
-    let set = unsafe {
-        nix::libc::ioctl(
-            s.master.as_raw_fd(),
-            nix::libc::TIOCSWINSZ as _,
-            &size as *const Winsize,
-        )
-    };
-    assert_eq!(set, 0);
+    s.resize(40, 100);
     s.expect("40 100");
     assert_eq!(s.exit_code(), Some(0));
     assert_eq!(s.cooked(), (true, true));

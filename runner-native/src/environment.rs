@@ -153,13 +153,7 @@ impl RunnerEnvironment for NativeEnvironment {
         bin: &std::ffi::OsStr,
         args: &[&std::ffi::OsStr],
     ) -> Result<Box<dyn Proc>> {
-        let name = bin.to_str().ok_or_else(|| Error::Spawn {
-            bin: bin.to_string_lossy().into_owned(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a program name must be UTF-8 (its arguments need not be)",
-            ),
-        })?;
+        let name = utf8_program(bin)?;
         Ok(Box::new(self.process_from_spec(self.spec_os(name, args))?))
     }
 
@@ -179,4 +173,16 @@ impl RunnerEnvironment for NativeEnvironment {
     fn with_env_vars(&mut self, vars: Vec<EnvironmentVariable>) {
         self.env.set_all(vars);
     }
+}
+
+/// A program name as the host backends take it: UTF-8 (its arguments need not be);
+/// otherwise a spawn error (`InvalidInput`).
+pub fn utf8_program(bin: &std::ffi::OsStr) -> Result<&str> {
+    bin.to_str().ok_or_else(|| Error::Spawn {
+        bin: bin.to_string_lossy().into_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a program name must be UTF-8 (its arguments need not be)",
+        ),
+    })
 }

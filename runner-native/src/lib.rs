@@ -31,7 +31,7 @@ mod stack;
 mod supervisor;
 mod terminal;
 
-pub use environment::NativeEnvironment;
+pub use environment::{utf8_program, NativeEnvironment};
 
 /// True when this process spawns through the portable path (`posix_spawn`, the
 /// ledger record written before the spawn and completed after it): always on

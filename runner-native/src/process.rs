@@ -55,6 +55,20 @@ pub struct ProcSpec {
     pub ledger: Option<Ledger>,
 }
 
+impl ProcSpec {
+    /// `argv` as the program gets it, and as text for the ledger record.
+    fn argv(&self) -> (Vec<std::ffi::OsString>, Vec<String>) {
+        let exec: Vec<std::ffi::OsString> = std::iter::once(self.bin.clone().into())
+            .chain(self.args.iter().cloned())
+            .collect();
+        let text = exec
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        (exec, text)
+    }
+}
+
 /// A process on the host, leading its own process group.
 #[derive(Debug)]
 pub struct NativeProc {
@@ -81,13 +95,7 @@ impl NativeProc {
         env: runner_core::OsEnv,
         token: Option<String>,
     ) -> Result<()> {
-        let exec_argv: Vec<std::ffi::OsString> = std::iter::once(self.spec.bin.clone().into())
-            .chain(self.spec.args.iter().cloned())
-            .collect();
-        let argv: Vec<String> = exec_argv
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let (exec_argv, argv) = self.spec.argv();
         let pass: Vec<(BorrowedFd<'_>, RawFd)> =
             self.pass.iter().map(|(fd, t)| (fd.as_fd(), *t)).collect();
         // SAFETY: our own standard descriptors, open for the whole process.
@@ -316,13 +324,7 @@ impl Proc for NativeProc {
         };
         let (stderr_reader, stderr) = os_pipe()?;
 
-        let exec_argv: Vec<std::ffi::OsString> = std::iter::once(self.spec.bin.clone().into())
-            .chain(self.spec.args.iter().cloned())
-            .collect();
-        let argv: Vec<String> = exec_argv
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let (exec_argv, argv) = self.spec.argv();
         let pass: Vec<(BorrowedFd<'_>, RawFd)> =
             self.pass.iter().map(|(fd, t)| (fd.as_fd(), *t)).collect();
         let launch = Launch {

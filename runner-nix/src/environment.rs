@@ -459,13 +459,7 @@ impl RunnerEnvironment for NixEnvironment {
     }
 
     async fn new_process_os(&self, bin: &OsStr, args: &[&OsStr]) -> Result<Box<dyn Proc>> {
-        let name = bin.to_str().ok_or_else(|| Error::Spawn {
-            bin: bin.to_string_lossy().into_owned(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a program name must be UTF-8 (its arguments need not be)",
-            ),
-        })?;
+        let name = runner_native::utf8_program(bin)?;
         Ok(Box::new(match self.current() {
             Some(m) => self.direct_os(&m.base, name, args)?,
             None => self.wrapped_os(name, args)?,

@@ -77,6 +77,19 @@ fn cargo() -> Command {
     c
 }
 
+/// `cargo` with the real toolchain but a scratch `HOME` and state directory, as every
+/// test phase runs (tests never touch the real home).
+fn scratch_cargo(home: &std::path::Path, state: &std::path::Path) -> Command {
+    let mut cmd = cargo();
+    for (k, v) in toolchain_homes() {
+        cmd.env(k, v);
+    }
+    cmd.env("HOME", home)
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("RUNNER_STATE_DIR", state);
+    cmd
+}
+
 fn run(what: &str, cmd: &mut Command) -> Result {
     eprintln!("xtask: {what}");
     let status = cmd
@@ -178,15 +191,8 @@ fn test(extra: &[String]) -> Result {
         if tested.is_err() {
             break;
         }
-        let mut cmd = cargo();
-        cmd.arg("test").args(args);
-        for (k, v) in toolchain_homes() {
-            cmd.env(k, v);
-        }
-        cmd.env("HOME", &home)
-            .env("XDG_STATE_HOME", home.join(".local/state"))
-            .env("RUNNER_STATE_DIR", &state)
-            .env(key, value);
+        let mut cmd = scratch_cargo(&home, &state);
+        cmd.arg("test").args(args).env(key, value);
         tested = run(&format!("cargo test {} ({why})", args.join(" ")), &mut cmd);
     }
     // Multi-user nix, as most people run it: the nix suites again, as clients of a
@@ -207,15 +213,8 @@ fn test(extra: &[String]) -> Result {
                 if result.is_err() {
                     break;
                 }
-                let mut cmd = cargo();
-                cmd.arg("test").args(args);
-                for (k, v) in toolchain_homes() {
-                    cmd.env(k, v);
-                }
-                cmd.env("HOME", &home)
-                    .env("XDG_STATE_HOME", home.join(".local/state"))
-                    .env("RUNNER_STATE_DIR", &state)
-                    .env("NIX_REMOTE", "daemon");
+                let mut cmd = scratch_cargo(&home, &state);
+                cmd.arg("test").args(args).env("NIX_REMOTE", "daemon");
                 result = run(
                     &format!("cargo test {} (against a nix-daemon)", args.join(" ")),
                     &mut cmd,
@@ -230,7 +229,7 @@ fn test(extra: &[String]) -> Result {
         if tested.is_err() {
             break;
         }
-        let mut cmd = cargo();
+        let mut cmd = scratch_cargo(&home, &state);
         cmd.args([
             "run",
             "-q",
@@ -242,12 +241,6 @@ fn test(extra: &[String]) -> Result {
         ])
         .args(args)
         .current_dir(&scratch);
-        for (k, v) in toolchain_homes() {
-            cmd.env(k, v);
-        }
-        cmd.env("HOME", &home)
-            .env("XDG_STATE_HOME", home.join(".local/state"))
-            .env("RUNNER_STATE_DIR", &state);
         tested = run(&format!("cargo run --example {example}"), &mut cmd);
     }
     let leftovers = docker_leftovers();
