@@ -419,8 +419,9 @@ fn bare_kill(n: usize, spawn: fn() -> std::process::Child) -> Duration {
 
 /// `runner run -q --backend native -- true` (the release binary next to this one:
 /// clap, the runtime, the start-up sweep, the ledger, the spawn) against spawning
-/// `true` directly, both to their exit.
-fn cli_overhead(n: usize, state: &std::path::Path) -> Row {
+/// `true` directly, and against `timeout 60 true` (a C supervisor that also forks,
+/// forwards signals and waits), all to their exit.
+fn cli_overhead(n: usize, state: &std::path::Path) -> Vec<Row> {
     let runner = std::env::current_exe()
         .expect("exe")
         .with_file_name("runner");
@@ -429,8 +430,16 @@ fn cli_overhead(n: usize, state: &std::path::Path) -> Row {
         "{} is missing: build it with `cargo build --release -p runner-cli`",
         runner.display()
     );
-    let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+    let (mut ours, mut base, mut supervisor) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for _ in 0..n {
+        let t = Instant::now();
+        let s = std::process::Command::new("timeout")
+            .args(["60", "true"])
+            .stdin(Stdio::null())
+            .status()
+            .expect("timeout");
+        supervisor += t.elapsed();
+        assert!(s.success());
         let t = Instant::now();
         let s = std::process::Command::new(&runner)
             .args(["run", "-q", "--backend", "native", "--", "true"])
@@ -448,13 +457,22 @@ fn cli_overhead(n: usize, state: &std::path::Path) -> Row {
         base += t.elapsed();
         assert!(s.success());
     }
-    Row {
-        name: "cli_overhead",
-        ours: ours.as_secs_f64(),
-        baseline: base.as_secs_f64(),
-        baseline_desc: "`true` spawned directly",
-        target: 1.5,
-    }
+    vec![
+        Row {
+            name: "cli_overhead",
+            ours: ours.as_secs_f64(),
+            baseline: base.as_secs_f64(),
+            baseline_desc: "`true` spawned directly",
+            target: 1.5,
+        },
+        Row {
+            name: "cli_overhead_vs_timeout",
+            ours: ours.as_secs_f64(),
+            baseline: supervisor.as_secs_f64(),
+            baseline_desc: "`timeout 60 true`: a supervisor that also spawns and waits",
+            target: 1.5,
+        },
+    ]
 }
 
 /// A throwaway input-less flake and the offline options to use it.
@@ -1243,8 +1261,8 @@ fn main() {
     } else {
         (1000, 1 << 30, 3)
     };
-    if want("cli_overhead") {
-        rows.push(cli_overhead(if quick { 20 } else { 100 }, &state_path));
+    if want("cli_overhead cli_overhead_vs_timeout") {
+        rows.extend(cli_overhead(if quick { 20 } else { 100 }, &state_path));
     }
     if want("native_spawn_wait") {
         rows.push(rt.block_on(native_spawn_wait(spawns, &state_path)));
