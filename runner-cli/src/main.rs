@@ -702,16 +702,16 @@ enum TerminalMode {
     Pseudo,
 }
 
-/// Runner's terminal in raw mode until dropped (then its modes come back).
-struct RawTerminal(Option<nix::sys::termios::Termios>);
+/// Runner's terminal in raw mode until dropped (then its modes, saved by the same
+/// [`runner_native::Terminal`] the host backends use, come back).
+struct RawTerminal(Option<runner_native::Terminal>);
 
 impl RawTerminal {
     fn enter() -> RawTerminal {
         use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let saved = runner_native::Terminal::of_stdin();
         let stdin = std::io::stdin();
-        let saved = tcgetattr(&stdin).ok();
-        if let Some(modes) = &saved {
-            let mut raw = modes.clone();
+        if let (Some(_), Ok(mut raw)) = (&saved, tcgetattr(&stdin)) {
             cfmakeraw(&mut raw);
             let _ = tcsetattr(&stdin, SetArg::TCSADRAIN, &raw);
         }
@@ -721,12 +721,8 @@ impl RawTerminal {
 
 impl Drop for RawTerminal {
     fn drop(&mut self) {
-        if let Some(modes) = &self.0 {
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stdin(),
-                nix::sys::termios::SetArg::TCSADRAIN,
-                modes,
-            );
+        if let Some(terminal) = &self.0 {
+            terminal.take_back();
         }
     }
 }
@@ -748,15 +744,22 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: Termi
             Err(e) => return fail(&e, i32::from(EXIT_INTERNAL)),
         }
     };
+    // A pseudo-terminal in the container: ours goes raw before it starts (the
+    // container's does the line editing, echo and Ctrl-C, from the first key on).
+    let _raw = (terminal == TerminalMode::Pseudo).then(RawTerminal::enter);
+    // Job control listens before the start: a stop is never missed.
+    let job = on_terminal
+        .then(|| {
+            let children = signal(SignalKind::child()).ok()?;
+            Some((runner_native::Terminal::of_stdin()?, children))
+        })
+        .flatten();
     // The handlers were installed before any work: a signal that arrives the moment
     // the child runs is forwarded, never taken by our own default disposition.
     if let Err(e) = proc.start().await {
         return fail(&e, i32::from(EXIT_INTERNAL));
     }
     let proc: Arc<dyn Proc> = Arc::from(proc);
-    // A pseudo-terminal in the container: ours goes raw (the container's does the
-    // line editing, echo and Ctrl-C), window changes follow.
-    let _raw = (terminal == TerminalMode::Pseudo).then(RawTerminal::enter);
     if terminal == TerminalMode::Pseudo {
         let proc = Arc::clone(&proc);
         if let Ok(mut winch) = signal(SignalKind::window_change()) {
@@ -777,10 +780,8 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: Termi
             let _ = stdin_pipe.shutdown().await;
         });
     }
-    if on_terminal {
-        if let Some(pid) = proc.pid() {
-            tokio::spawn(job_control(pid as i32));
-        }
+    if let (Some((terminal, children)), Some(pid)) = (job, proc.pid()) {
+        tokio::spawn(job_control(pid as i32, terminal, children));
     }
     let forwarder = {
         let proc = Arc::clone(&proc);
@@ -816,44 +817,27 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: Termi
 }
 
 /// Ctrl-Z for a command that has the terminal, as a shell's job control does it:
-/// when the command's leader stops, runner takes the terminal back and stops itself
-/// (its own shell then shows the job as stopped); once continued (`fg`), it hands
-/// the terminal back to the command's group and continues it.
-async fn job_control(pgid: i32) {
-    use nix::sys::signal::{killpg, raise, SigSet, SigmaskHow, Signal as Sig};
-    use nix::unistd::{getpgrp, tcsetpgrp, Pid};
-    let stdin = std::io::stdin();
-    let modes = nix::sys::termios::tcgetattr(&stdin).ok();
-    let with_ttou_blocked = |f: &dyn Fn()| {
-        let mut ttou = SigSet::empty();
-        ttou.add(Sig::SIGTTOU);
-        let old = ttou.thread_swap_mask(SigmaskHow::SIG_BLOCK);
-        f();
-        if let Ok(old) = old {
-            let _ = old.thread_set_mask();
+/// woken by SIGCHLD (a child that stops raises it), when the command's leader is
+/// stopped runner takes the terminal back with its modes and stops itself (its own
+/// shell then shows the job as stopped); once continued (`fg`), it hands the
+/// terminal back to the command's group and continues it.
+async fn job_control(
+    pgid: i32,
+    terminal: runner_native::Terminal,
+    mut children: tokio::signal::unix::Signal,
+) {
+    use nix::sys::signal::{killpg, raise, Signal as Sig};
+    while children.recv().await.is_some() {
+        match runner_core::os::process(pgid) {
+            Err(_) => return,
+            Ok(p) if p.state == runner_core::ProcessState::Stopped => {}
+            Ok(_) => continue,
         }
-    };
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let Some(p) = runner_core::os::process(pgid).ok() else {
-            return;
-        };
-        if p.state != runner_core::ProcessState::Stopped {
-            continue;
-        }
-        with_ttou_blocked(&|| {
-            let _ = tcsetpgrp(&stdin, getpgrp());
-            if let Some(m) = &modes {
-                let _ =
-                    nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSADRAIN, m);
-            }
-        });
+        terminal.take_back();
         // Stopped here until the user's shell continues us.
         let _ = raise(Sig::SIGSTOP);
-        with_ttou_blocked(&|| {
-            let _ = tcsetpgrp(&stdin, Pid::from_raw(pgid));
-        });
-        let _ = killpg(Pid::from_raw(pgid), Sig::SIGCONT);
+        terminal.hand_to(pgid);
+        let _ = killpg(nix::unistd::Pid::from_raw(pgid), Sig::SIGCONT);
     }
 }
 

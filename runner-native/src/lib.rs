@@ -30,6 +30,7 @@ mod spawn;
 mod stack;
 mod supervisor;
 mod terminal;
+pub use terminal::Terminal;
 
 pub use environment::{utf8_program, NativeEnvironment};
 

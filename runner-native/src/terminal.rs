@@ -4,6 +4,7 @@
 //! (portable path, then a SIGCONT in case the child already read the terminal and
 //! was stopped for it); when the process ends, [`Terminal::take_back`] makes the
 //! caller's group the foreground again and restores the modes saved at the start.
+//! A caller doing job control (`runner run`'s Ctrl-Z) uses the same two moves.
 //!
 //! [`Proc::with_terminal`]: runner_core::Proc::with_terminal
 
@@ -13,7 +14,7 @@ use nix::libc;
 
 /// The caller's terminal while a process has it.
 #[derive(Debug)]
-pub(crate) struct Terminal {
+pub struct Terminal {
     fd: RawFd,
     modes: Option<libc::termios>,
 }
@@ -21,7 +22,7 @@ pub(crate) struct Terminal {
 impl Terminal {
     /// The caller's terminal when its stdin is one (`None` otherwise), with its
     /// modes saved.
-    pub(crate) fn of_stdin() -> Option<Terminal> {
+    pub fn of_stdin() -> Option<Terminal> {
         let fd = 0;
         // SAFETY: isatty and tcgetattr read the descriptor's state into our struct.
         unsafe {
@@ -40,7 +41,7 @@ impl Terminal {
     }
 
     /// Makes group `pgid` the terminal's foreground group from the parent.
-    pub(crate) fn hand_to(&self, pgid: i32) {
+    pub fn hand_to(&self, pgid: i32) {
         with_sigttou_blocked(|| {
             // SAFETY: an ioctl on our own descriptor.
             unsafe { libc::tcsetpgrp(self.fd, pgid) };
@@ -48,7 +49,7 @@ impl Terminal {
     }
 
     /// Makes the caller's group the foreground again and restores the saved modes.
-    pub(crate) fn take_back(&self) {
+    pub fn take_back(&self) {
         with_sigttou_blocked(|| {
             // SAFETY: ioctls on our own descriptor, with a termios tcgetattr filled.
             unsafe {
