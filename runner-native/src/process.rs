@@ -86,58 +86,6 @@ pub struct NativeProc {
 }
 
 impl NativeProc {
-    /// `start` with the caller's terminal as the child's stdin, stdout and stderr,
-    /// and the child's group its foreground until the supervisor takes it back.
-    async fn start_on_terminal(
-        &mut self,
-        terminal: crate::terminal::Terminal,
-        program: std::path::PathBuf,
-        env: runner_core::OsEnv,
-        token: Option<String>,
-    ) -> Result<()> {
-        let (exec_argv, argv) = self.spec.argv();
-        let pass: Vec<(BorrowedFd<'_>, RawFd)> =
-            self.pass.iter().map(|(fd, t)| (fd.as_fd(), *t)).collect();
-        // SAFETY: our own standard descriptors, open for the whole process.
-        let own = unsafe {
-            [
-                BorrowedFd::borrow_raw(0),
-                BorrowedFd::borrow_raw(1),
-                BorrowedFd::borrow_raw(2),
-            ]
-        };
-        let launch = Launch {
-            program: &program,
-            exec_argv: &exec_argv,
-            argv: &argv,
-            env: &env,
-            dir: &self.spec.dir,
-            stdio: own,
-            pass: &pass,
-            token: token.as_deref(),
-            foreground: Some(&terminal),
-        };
-        let spawned = spawn_group(launch, self.spec.ledger.clone());
-        let (leader, registration) = match spawned {
-            Ok(s) => s,
-            Err(e) => {
-                terminal.take_back();
-                return Err(spawn_error(&self.spec.bin, &program, &self.spec.dir, e));
-            }
-        };
-        let shared = supervise(Supervised {
-            leader,
-            registration,
-            forwarders: Vec::new(),
-            grace: self.opts.grace,
-            wait_on: self.wait_on.clone(),
-            terminal: Some(terminal),
-        });
-        self.registry.add(&shared);
-        self.shared = Some(shared);
-        Ok(())
-    }
-
     /// A process from a spec, stopped together with the others of `registry`'s
     /// environment.
     pub(crate) fn new(spec: ProcSpec, registry: Arc<Registry>) -> Self {
@@ -306,23 +254,47 @@ impl Proc for NativeProc {
         )?;
 
         // The caller's terminal, when asked for, there is one and no pipe was taken:
-        // the child gets our own 0, 1 and 2 and the terminal's foreground.
+        // the child gets our own 0, 1 and 2 and the terminal's foreground (taken back
+        // by the supervisor). Otherwise pipes, ours wrapped for the forwarders.
         let terminal = (self.opts.terminal && self.stdin.is_none() && self.stdout.is_none())
             .then(crate::terminal::Terminal::of_stdin)
             .flatten();
-        if let Some(terminal) = terminal {
-            return self.start_on_terminal(terminal, program, env, token).await;
-        }
-        // The child's ends of its pipes; ours are wrapped for the forwarders.
         let stdin = self.stdin.take();
-        let (stdout, stdout_reader) = match self.stdout.take() {
-            Some(fd) => (fd, None),
-            None => {
-                let (read, write) = os_pipe()?;
-                (write, Some(read))
-            }
+        let (pipes, readers) = if terminal.is_some() {
+            (None, Vec::new())
+        } else {
+            let (stdout, stdout_reader) = match self.stdout.take() {
+                Some(fd) => (fd, None),
+                None => {
+                    let (read, write) = os_pipe()?;
+                    (write, Some(read))
+                }
+            };
+            let (stderr_reader, stderr) = os_pipe()?;
+            let readers = [
+                (stdout_reader, Stream::Stdout),
+                (Some(stderr_reader), Stream::Stderr),
+            ];
+            (Some((stdout, stderr)), readers.into_iter().collect())
         };
-        let (stderr_reader, stderr) = os_pipe()?;
+        let stdio = match &pipes {
+            Some((stdout, stderr)) => [
+                match &stdin {
+                    Some(fd) => fd.as_fd(),
+                    None => dev_null()?,
+                },
+                stdout.as_fd(),
+                stderr.as_fd(),
+            ],
+            // SAFETY: our own standard descriptors, open for the whole process.
+            None => unsafe {
+                [
+                    BorrowedFd::borrow_raw(0),
+                    BorrowedFd::borrow_raw(1),
+                    BorrowedFd::borrow_raw(2),
+                ]
+            },
+        };
 
         let (exec_argv, argv) = self.spec.argv();
         let pass: Vec<(BorrowedFd<'_>, RawFd)> =
@@ -333,29 +305,25 @@ impl Proc for NativeProc {
             argv: &argv,
             env: &env,
             dir: &self.spec.dir,
-            stdio: [
-                match &stdin {
-                    Some(fd) => fd.as_fd(),
-                    None => dev_null()?,
-                },
-                stdout.as_fd(),
-                stderr.as_fd(),
-            ],
+            stdio,
             pass: &pass,
             token: token.as_deref(),
-            foreground: None,
+            foreground: terminal.as_ref(),
         };
         let spawned = spawn_group(launch, self.spec.ledger.clone());
         // Closed now, so EOF on our ends means the child side closed.
-        drop((stdin, stdout, stderr));
-        let (leader, registration) =
-            spawned.map_err(|e| spawn_error(&self.spec.bin, &program, &self.spec.dir, e))?;
+        drop((stdin, pipes));
+        let (leader, registration) = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(terminal) = &terminal {
+                    terminal.take_back();
+                }
+                return Err(spawn_error(&self.spec.bin, &program, &self.spec.dir, e));
+            }
+        };
         let mut forwarders = Vec::with_capacity(2);
-        let readers = [
-            (stdout_reader, Stream::Stdout),
-            (Some(stderr_reader), Stream::Stderr),
-        ];
-        for (reader, stream) in readers.into_iter() {
+        for (reader, stream) in readers {
             let Some(reader) = reader else { continue };
             let reader = async_reader(reader)?;
             let sink = Arc::clone(&self.opts.output);
@@ -369,7 +337,7 @@ impl Proc for NativeProc {
             forwarders,
             grace: self.opts.grace,
             wait_on: self.wait_on.clone(),
-            terminal: None,
+            terminal,
         });
         self.registry.add(&shared);
         self.shared = Some(shared);
