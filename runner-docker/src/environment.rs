@@ -699,7 +699,7 @@ impl RunnerEnvironment for DockerEnvironment {
         }
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
         self.start_helper(&id);
-        *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running { id, env });
+        *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running::new(id, env));
         Ok(())
     }
 

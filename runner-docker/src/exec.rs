@@ -23,8 +23,10 @@ use runner_core::{
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
 use crate::helper::{HelpedShared, Helper, SpawnFailure};
+use crate::host_view::{HostView, LocalProcess};
 use crate::stream::{split_frame, OutputStream};
 use crate::DockerError;
+use runner_reaper::GROUP_TOKEN_VAR;
 
 const PIPE_SIZE: usize = 64 * 1024;
 /// The engine's message when the program does not exist in the container.
@@ -36,6 +38,34 @@ pub(crate) struct Running {
     pub(crate) id: String,
     /// The container's own environment (image `ENV` plus ours), the base of every exec.
     pub(crate) env: BTreeMap<String, String>,
+    /// Whether its processes are this host's, proven once, when a process first needs
+    /// to know (`None` inside: the engine's pids are not ours).
+    pub(crate) view: Arc<tokio::sync::OnceCell<Option<HostView>>>,
+}
+
+impl Running {
+    /// The container as the engine describes it, and no view proven yet.
+    pub(crate) fn new(id: String, env: BTreeMap<String, String>) -> Self {
+        Running {
+            id,
+            env,
+            view: Arc::default(),
+        }
+    }
+
+    /// Whether the container's processes are this host's: one inspection of the
+    /// container, the first time it is asked.
+    pub(crate) async fn host_view(&self, docker: &Docker) -> Option<HostView> {
+        self.view
+            .get_or_init(|| async {
+                match docker.inspect_container(&self.id, None).await {
+                    Ok(c) => HostView::of(&c),
+                    Err(_) => None,
+                }
+            })
+            .await
+            .clone()
+    }
 }
 
 /// State shared by the environment and its processes.
@@ -106,22 +136,29 @@ pub(crate) struct ExecShared {
     inner: Arc<Inner>,
     exec_id: String,
     bin: String,
-    /// The exact argv, to find the process by in the container's /proc.
+    /// The exact argv, to tell runc's init from the program.
     cmd: Vec<String>,
+    /// The exec's group token (`GROUP_TOKEN_VAR` in its environment, and so in its
+    /// children's): what finds it in the container's /proc.
+    token: String,
     grace: Duration,
     status: ExitWatch<ExecFailure>,
     /// The last signal we sent, to tell `128 + n` from a plain exit code.
     sent: Mutex<Option<i32>>,
-    /// The exec's pid on the engine's host, once the engine reported it.
-    host_pid: std::sync::OnceLock<i64>,
-    /// That process's start time, when the engine runs on this host (so the host's
-    /// process table shows it): what proves a host pid is still the exec's.
-    host_start: std::sync::OnceLock<u64>,
+    /// The exec's pid as the engine numbers it, once the engine reported it: a number
+    /// of the engine's pid namespace, used here only through `local`.
+    engine_pid: std::sync::OnceLock<i64>,
+    /// Proof that the container's processes are this host's (`host_view.rs`).
+    view: Option<HostView>,
+    /// The exec's process seen from here, when `view` proved it (`None` inside: an
+    /// engine elsewhere, or the process ended before it could be proven).
+    local: std::sync::OnceLock<Option<LocalProcess>>,
     /// `wait_on`: a program of the exec's process group that keeps the run alive.
     wait_on: Option<String>,
     /// The exec's pid (= its process group id) in the container, learned as soon as
-    /// the engine names its host pid (or, with a remote engine, by a scan at start):
-    /// `wait_on` needs it after the exec's own process is gone.
+    /// its process is proven local, or else found by a scan (at start with `wait_on`,
+    /// at the first signal otherwise): `wait_on` needs it after the exec's own
+    /// process is gone, a signal after that process executed another program.
     group_in_container: std::sync::OnceLock<i64>,
 }
 
@@ -145,11 +182,12 @@ impl ExecShared {
         }
     }
 
-    /// The exec's pid on the engine's host, or `None` once the exec has ended before
-    /// the engine reported one. Asked of the engine until it knows (right after
-    /// `start_exec` it may not yet), then remembered.
-    async fn host_pid(&self) -> Result<Option<i64>> {
-        if let Some(pid) = self.host_pid.get() {
+    /// The exec's pid as the engine numbers it, or `None` once the exec has ended
+    /// before the engine reported one. Asked of the engine until it knows (right after
+    /// `start_exec` it may not yet), then remembered; the first answer is also when
+    /// the process is proven local or not (`local`).
+    async fn engine_pid(&self) -> Result<Option<i64>> {
+        if let Some(pid) = self.engine_pid.get() {
             return Ok(Some(*pid));
         }
         let mut pause = Duration::from_micros(200);
@@ -164,23 +202,14 @@ impl ExecShared {
                 .await
                 .map_err(DockerError::op("inspect the exec"))?;
             if let Some(pid) = info.pid.filter(|p| *p > 0) {
-                if let Some(p) = i32::try_from(pid)
-                    .ok()
-                    .and_then(|p| runner_core::os::process(p).ok())
-                {
-                    let _ = self.host_start.set(p.start_time);
-                }
+                let local = self.view.as_ref().and_then(|v| v.exec_process(pid));
+                let _ = self.local.set(local);
                 // Its pid in the container is its process group's id there, which
-                // `wait_on` needs after it is gone: read now, while it still runs (only
-                // then; every exec start goes through here).
-                if let Some(ns) = i32::try_from(pid)
-                    .ok()
-                    .filter(|_| self.wait_on.is_some())
-                    .and_then(runner_core::os::namespace_pid)
-                {
-                    let _ = self.group_in_container.set(ns);
+                // `wait_on` needs after it is gone: read now, while it still runs.
+                if let Some(l) = local {
+                    let _ = self.group_in_container.set(l.in_container);
                 }
-                return Ok(Some(*self.host_pid.get_or_init(|| pid)));
+                return Ok(Some(*self.engine_pid.get_or_init(|| pid)));
             }
             if info.exit_code.is_some() {
                 return Ok(None);
@@ -192,6 +221,11 @@ impl ExecShared {
         }
     }
 
+    /// The exec's process seen from here, when proven.
+    fn local(&self) -> Option<LocalProcess> {
+        self.local.get().copied().flatten()
+    }
+
     /// Sleeps for `pause`, or less when the exec ends meanwhile.
     async fn pause_unless_finished(&self, pause: Duration) {
         tokio::select! {
@@ -200,35 +234,42 @@ impl ExecShared {
         }
     }
 
-    /// The exec's pid inside the container (from its host pid's `NSpid`), or `None`
-    /// once it has ended.
+    /// The exec's pid inside the container, or `None` once it has ended: from the
+    /// proven local process while it still runs, else a scan of the container's
+    /// `/proc` through the engine.
     async fn container_pid(&self) -> Result<Option<i64>> {
-        let Some(host_pid) = self.host_pid().await? else {
-            return Ok(None);
-        };
-        if self.is_finished() {
+        if self.engine_pid().await?.is_none() || self.is_finished() {
             return Ok(None);
         }
-        // An engine on this host: the host pid's NSpid is exact. Otherwise (a remote
-        // engine, another pid namespace) scan the container's /proc.
-        match i32::try_from(host_pid)
-            .ok()
-            .and_then(runner_core::os::namespace_pid)
-        {
-            Some(pid) => Ok(Some(pid)),
-            None => self.find_pid().await.map(|p| p.map(i64::from)),
+        if let Some(l) = self.local() {
+            return Ok(l.alive().then_some(l.in_container));
         }
+        // Found once, it names the exec's process until the exec ends, even after
+        // that process executed another program (`sh -c '…; sleep 600'` becomes
+        // `sleep`, which an argv scan would no longer match).
+        if let Some(&pid) = self.group_in_container.get() {
+            return Ok(Some(pid));
+        }
+        let found = self.find_pid().await?.map(i64::from);
+        if let Some(pid) = found {
+            let _ = self.group_in_container.set(pid);
+        }
+        Ok(found)
     }
 
     /// Returns once the exec's process exists in the container running this exec's
     /// program (or the exec has already ended), so `find_pid`, `signal` and `stop`
     /// reach it at once. The engine reports the exec's pid as soon as runc has made
     /// the process, which may still be runc's own init before the `execve` of the
-    /// program; with the engine on this host the process's `cmdline` tells when the
-    /// program runs. Each look costs one read of `/proc`; the pauses between them
-    /// start at 100 µs.
+    /// program; a proven local process's `cmdline` tells when the program runs
+    /// (each look costs one read of `/proc`; the pauses between them start at
+    /// 100 µs). Otherwise the engine's word is all there is, and `signal` looks for
+    /// the program until it runs.
     async fn until_started(&self) -> Result<()> {
-        let Some(pid) = self.host_pid().await? else {
+        if self.engine_pid().await?.is_none() {
+            return Ok(());
+        }
+        let Some(local) = self.local() else {
             return Ok(());
         };
         let mut wanted: Vec<u8> = Vec::new();
@@ -237,10 +278,9 @@ impl ExecShared {
             wanted.push(0);
         }
         let mut pause = Duration::from_micros(100);
-        while !self.is_finished() {
-            match i32::try_from(pid).ok().and_then(runner_core::os::cmdline) {
-                // Not on this host, or already gone: the engine's word is all there
-                // is, and it says the process was made.
+        while !self.is_finished() && local.alive() {
+            match runner_core::os::cmdline(local.pid) {
+                // Already gone: the output stream is about to say so.
                 None => return Ok(()),
                 // The program runs (one that rewrites its own argv included).
                 Some(cmdline)
@@ -295,8 +335,12 @@ impl ExecShared {
         Ok(stdout)
     }
 
-    /// The pid, inside the container, of the one process whose argv is exactly this
-    /// exec's, found by scanning the container's /proc (no `ps` needed).
+    /// The pid, inside the container, of this exec's own process, found by scanning
+    /// the container's /proc (no `ps` needed) for the one process whose parent is
+    /// outside the container (runc's) and whose environment carries this exec's
+    /// token: its children carry the token too but have a parent inside, and it keeps
+    /// the token across an `exec` of another program. `None` until the program runs
+    /// (runc's init has runc's environment) and once it ended.
     async fn find_pid(&self) -> Result<Option<u32>> {
         if self.is_finished() {
             return Ok(None);
@@ -304,19 +348,25 @@ impl ExecShared {
         let listing = self
             .run_helper(
                 "scan the container's /proc",
-                vec!["sh".into(), "-c".into(), PROC_SCAN.into()],
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    PROC_SCAN.into(),
+                    "sh".into(),
+                    format!("{GROUP_TOKEN_VAR}={}", self.token),
+                ],
             )
             .await?;
-        let matches = matching_pids(&listing, &self.cmd);
+        let matches = listed_pids(&listing);
         match matches.as_slice() {
             [] => Ok(None),
             [pid] => Ok(Some(*pid)),
             many => Err(DockerError::unexpected(
                 "find the exec's pid",
                 format!(
-                    "{} processes in the container run exactly {:?}; refusing to guess",
+                    "{} processes in the container carry this exec's token and were \
+                     started from outside it; refusing to guess",
                     many.len(),
-                    self.cmd
                 ),
             )
             .into()),
@@ -325,45 +375,45 @@ impl ExecShared {
 
     /// Sends `signal` to the exec's whole process group: runc makes every exec the
     /// leader of its own session and group, so its children are signalled with it.
-    /// With the engine on this host (the host's process table shows the exec's
-    /// process, with the start time it had when the engine reported it) the group is
-    /// signalled from here, by its host id; otherwise, or where the host refuses (an
-    /// engine of another user), by `kill -s SIG -<pgid>` run as an exec.
+    /// A proven local process (`host_view.rs`) is signalled from here, by its group's
+    /// id, while it still has the start time it was proven with (or, its leader gone,
+    /// while members of its group in the container run); otherwise, or where the host
+    /// refuses (an engine of another user), by `kill -s SIG -<pgid>` run as an exec.
     async fn signal(&self, signal: Signal) -> Result<()> {
         if self.is_finished() || self.inner.running().is_none() {
             return Ok(());
         }
         *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(signal.number());
-        let host = self.host_pid().await?;
-        let start = self.host_start.get().copied();
-        // A leader gone before its start time was read: a `wait_on` run still
-        // lasting has members in its group (the supervisor watches them), which
-        // keeps the group's id from being reused.
-        if let (Some(pid), true) = (host, start.is_some() || self.wait_on.is_some()) {
-            if let Ok(pid) = i32::try_from(pid) {
-                // The group outlives its leader while members run; its id is the
-                // leader's, which the start time still names while the leader runs.
-                let leader_is_ours = start.is_some_and(|s| runner_core::os::process_is(pid, s));
-                let members_left = !leader_is_ours
-                    && !self.is_finished()
-                    && runner_core::os::processes().iter().any(|p| {
-                        p.pgid == pid && p.running && start.is_none_or(|s| p.start_time >= s)
-                    });
-                if (leader_is_ours || members_left)
-                    && runner_core::os::signal_group(pid, signal.number()).is_ok()
-                {
-                    return Ok(());
-                }
+        self.engine_pid().await?;
+        if let (Some(l), Some(view)) = (self.local(), &self.view) {
+            // The group outlives its leader while members run; its id is the
+            // leader's, which the start time still names while the leader runs.
+            let leader_is_ours = l.alive();
+            let members_left =
+                !leader_is_ours && !self.is_finished() && !group_members(view, &l).is_empty();
+            if (leader_is_ours || members_left)
+                && runner_core::os::signal_group(l.pid, signal.number()).is_ok()
+            {
+                return Ok(());
             }
         }
-        // The leader is gone, but a `wait_on` run lasts while its group has the named
-        // process: the group's id in the container, read at start, still names it.
-        let pid = match self.container_pid().await? {
-            Some(pid) => pid,
-            None => match self.group_in_container.get() {
-                Some(&group) if self.wait_on.is_some() => group,
-                _ => return Ok(()),
-            },
+        // Through the engine. The leader may be gone while a `wait_on` run lasts on
+        // the process its group still has: the group's id in the container, read at
+        // start, still names it. A process not yet running its program (runc's init
+        // still) is looked for again, briefly.
+        let mut pause = Duration::from_millis(5);
+        let pid = loop {
+            if let Some(pid) = self.container_pid().await? {
+                break pid;
+            }
+            match self.group_in_container.get() {
+                Some(&group) if self.wait_on.is_some() => break group,
+                _ if self.is_finished() || pause > Duration::from_secs(1) => return Ok(()),
+                _ => {
+                    self.pause_unless_finished(pause).await;
+                    pause *= 2;
+                }
+            }
         };
         let cmd = vec![
             "kill".to_string(),
@@ -452,10 +502,10 @@ impl DockerProc {
         self.shared.as_ref().map(|s| s.exec_id.as_str())
     }
 
-    /// The pid of this process inside the container, found by scanning the
-    /// container's /proc for the process whose argv is exactly this one's (works with
-    /// a remote engine too). `None` once it ended; an error when several processes
-    /// run the very same argv.
+    /// The pid of this process inside the container: the helper's word, or for a
+    /// plain exec a scan of the container's /proc for the process that carries this
+    /// exec's group token and was started from outside the container (works with an
+    /// engine elsewhere too). `None` once it ended, or before its program runs.
     pub async fn find_pid(&self) -> Result<Option<u32>> {
         if let Some(h) = &self.helped {
             return Ok((!h.is_finished()).then_some(h.pid));
@@ -627,6 +677,9 @@ impl Proc for DockerProc {
         // A plain exec's output comes through the engine's stream only.
         self.direct_stdout = None;
         let docker = &self.inner.docker;
+        let view = running.host_view(docker).await;
+        let token = runner_reaper::new_group_token().map_err(Error::ledger)?;
+        env.insert(GROUP_TOKEN_VAR.to_string(), token.clone());
         let exec = docker
             .create_exec(
                 &running.id,
@@ -673,11 +726,13 @@ impl Proc for DockerProc {
             exec_id: exec.id.clone(),
             bin: self.cmd[0].clone(),
             cmd: self.cmd.clone(),
+            token,
             grace: self.opts.grace,
             status: status_rx,
             sent: Mutex::new(None),
-            host_pid: std::sync::OnceLock::new(),
-            host_start: std::sync::OnceLock::new(),
+            engine_pid: std::sync::OnceLock::new(),
+            view,
+            local: std::sync::OnceLock::new(),
             wait_on: self.wait_on.clone(),
             group_in_container: std::sync::OnceLock::new(),
         });
@@ -696,7 +751,7 @@ impl Proc for DockerProc {
         self.shared = Some(Arc::clone(&shared));
         shared.until_started().await?;
         if shared.wait_on.is_some() && shared.group_in_container.get().is_none() {
-            // A remote engine: the container's /proc says.
+            // Not proven local: the container's /proc says.
             if let Some(pid) = shared.find_pid().await? {
                 let _ = shared.group_in_container.set(i64::from(pid));
             }
@@ -833,43 +888,32 @@ const GROUP_SCAN: &str = r#"pg=$1; bin=$2; for d in /proc/[0-9]*; do s=$(cat "$d
 
 impl ExecShared {
     /// With `wait_on`, returns once no process running that program is left in the
-    /// exec's process group. With the engine on this host the host's process table
-    /// says (the group's id there is the exec's host pid, known even after the exec's
-    /// own process is gone); otherwise a scan of the container's `/proc`. Every
+    /// exec's process group. For a proven local process the host's process table
+    /// says (the group's id here is the exec's pid, and its members are the
+    /// container's processes); otherwise a scan of the container's `/proc`. Every
     /// 200 ms: the engine has no event for it.
     async fn wait_for_named(&self) {
         let Some(bin) = &self.wait_on else {
             return;
         };
-        // The engine still reports the exec's host pid after its process exited.
-        let host_group = match self.host_pid.get() {
-            Some(pid) => Some(*pid),
-            None => self
-                .inner
-                .docker
-                .inspect_exec(&self.exec_id)
-                .await
-                .ok()
-                .and_then(|info| info.pid)
-                .filter(|p| *p > 0),
-        }
-        .and_then(|p| i32::try_from(p).ok());
         // (members of the group still running, of which running `bin`): the same
-        // reading of the process table the native supervisor's `wait_on` makes.
-        let on_host = |pgid: i32| {
-            let members = runner_reaper::running_members(pgid);
+        // reading of the process table the native supervisor's `wait_on` makes,
+        // limited to the container's processes.
+        let on_host = |view: &HostView, leader: &LocalProcess| {
+            let members = group_members(view, leader);
             let named = members
                 .iter()
                 .filter(|p| runner_core::os::runs_program(**p, bin))
                 .count();
             (members.len(), named)
         };
-        if let Some(pgid) = host_group.filter(|g| on_host(*g).0 > 0) {
+        let local = self.local().zip(self.view.as_ref());
+        if let Some((leader, view)) = local.filter(|(l, v)| on_host(v, l).0 > 0) {
             // A member forked just before the shell exited may not have executed
             // its program yet: give unnamed members a moment to become `bin`.
             let mut settle = 25;
             loop {
-                let (members, named) = on_host(pgid);
+                let (members, named) = on_host(view, &leader);
                 if named == 0 && (members == 0 || settle == 0) {
                     return;
                 }
@@ -906,24 +950,29 @@ impl ExecShared {
     }
 }
 
-/// Lists every process of the container as `<pid>\t<argv, NUL-separated>\n`, with
-/// nothing but the shell, `cat` and /proc (images without `ps` are common).
-const PROC_SCAN: &str = r#"for d in /proc/[0-9]*; do printf '%s\t' "${d#/proc/}"; cat "$d/cmdline" 2>/dev/null; printf '\n'; done"#;
+/// The running members of a proven local exec's process group, leader included:
+/// processes here in that group that started no earlier than its leader and are the
+/// container's (a group id reused on the host after the container's group ended names
+/// no process of the container).
+fn group_members(view: &HostView, leader: &LocalProcess) -> Vec<i32> {
+    runner_core::os::processes()
+        .iter()
+        .filter(|p| p.pgid == leader.pid && p.running && p.start_time >= leader.start)
+        .map(|p| p.pid)
+        .filter(|&pid| view.holds(pid))
+        .collect()
+}
 
-/// The pids in a [`PROC_SCAN`] listing whose argv is exactly `cmd`.
-fn matching_pids(listing: &[u8], cmd: &[String]) -> Vec<u32> {
-    listing
-        .split(|b| *b == b'\n')
-        .filter_map(|line| {
-            let tab = line.iter().position(|b| *b == b'\t')?;
-            let pid: u32 = std::str::from_utf8(&line[..tab]).ok()?.parse().ok()?;
-            let argv = line[tab + 1..].strip_suffix(b"\0")?;
-            let same = argv
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a))
-                .eq(cmd.iter().map(|c| std::borrow::Cow::Borrowed(c.as_str())));
-            same.then_some(pid)
-        })
+/// Lists the processes of the container whose parent is outside it (pid 0 there) and
+/// whose environment holds exactly the entry `$1`, one pid a line, with nothing but
+/// the shell, `cat`, `tr`, `grep` and /proc (images without `ps` are common).
+const PROC_SCAN: &str = r#"want=$1; for d in /proc/[0-9]*; do s=$(cat "$d/stat" 2>/dev/null) || continue; set -- ${s##*) }; [ "$2" = 0 ] || continue; tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qxF "$want" && echo "${d#/proc/}"; done; true"#;
+
+/// The pids of a [`PROC_SCAN`] listing.
+fn listed_pids(listing: &[u8]) -> Vec<u32> {
+    String::from_utf8_lossy(listing)
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
         .collect()
 }
 
@@ -984,14 +1033,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn listing_matches_the_exact_argv_only() {
-        let listing = b"1\tsleep\0infinity\0\n42\tsleep\x0060\0\n43\tsleep\x00600\0\n44\t\n\
-                        45\tsh\0-c\0sleep 60\0\n";
-        let cmd = vec!["sleep".to_string(), "60".to_string()];
-        assert_eq!(matching_pids(listing, &cmd), vec![42]);
-        assert_eq!(
-            matching_pids(listing, &["sleep".to_string()]),
-            Vec::<u32>::new()
-        );
+    fn a_listing_is_pids_only() {
+        assert_eq!(listed_pids(b"42\n"), vec![42]);
+        assert_eq!(listed_pids(b""), Vec::<u32>::new());
+        assert_eq!(listed_pids(b"7\n9\nnoise\n"), vec![7, 9]);
     }
 }

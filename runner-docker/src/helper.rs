@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::exec::ExecFailure;
+use crate::host_view::{HostView, LocalProcess};
 use crate::DockerError;
 
 /// The helper, static for this crate's target (empty when it could not be built).
@@ -63,9 +64,9 @@ pub(crate) struct Helper {
     gone: AtomicBool,
     /// Its pid in the container.
     pub(crate) pid: u32,
-    /// Its pid on this host, when the engine runs here and we may open its
+    /// It, seen from here, when proven (`host_view.rs`) and we may open its
     /// descriptors (`/proc/<pid>/fd`): then processes' stdout pipes are read directly.
-    host_pid: Option<u32>,
+    local: Option<LocalProcess>,
 }
 
 impl std::fmt::Debug for Helper {
@@ -115,8 +116,9 @@ pub fn embedded_helper() -> Result<String, String> {
 
 /// Whether the helper can run in container `id`: an image of another architecture
 /// (run under emulation) or a read-only root filesystem (no place to copy it to)
-/// cannot have it, and say so.
-async fn fits(docker: &Docker, id: &str) -> Result<(), String> {
+/// cannot have it, and say so. When it fits: whether the container's processes are
+/// this host's (`host_view.rs`), from the same inspection.
+async fn fits(docker: &Docker, id: &str) -> Result<Option<HostView>, String> {
     let container = docker
         .inspect_container(id, None)
         .await
@@ -131,9 +133,9 @@ async fn fits(docker: &Docker, id: &str) -> Result<(), String> {
             "the container's root filesystem is read-only: the helper cannot be copied in".into(),
         );
     }
-    if let Some(image) = container.image {
+    if let Some(image) = &container.image {
         let arch = docker
-            .inspect_image(&image)
+            .inspect_image(image)
             .await
             .ok()
             .and_then(|i| i.architecture)
@@ -145,21 +147,19 @@ async fn fits(docker: &Docker, id: &str) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    Ok(HostView::of(&container))
 }
 
-/// Whether host process `host` is the helper whose pid in the container is `pid`
-/// (an engine on this host: the last `NSpid` of its status), and its descriptors may
-/// be opened by us (`/proc/<host>/fd` can be listed).
-fn descriptors_reachable(host: u32, pid: u32) -> bool {
-    let Ok(host) = i32::try_from(host) else {
-        return false;
-    };
-    runner_core::os::namespace_pid(host) == Some(i64::from(pid))
-        && std::fs::read_dir(format!("/proc/{host}/fd")).is_ok()
+/// The helper seen from here: the process the engine numbers `engine_pid`, proven to
+/// be the container's (`host_view.rs`) and to be the helper that calls itself `pid` in
+/// the container, whose descriptors we may open (`/proc/<pid>/fd` can be listed).
+fn seen_here(view: &HostView, engine_pid: u32, pid: u32) -> Option<LocalProcess> {
+    view.exec_process(i64::from(engine_pid))
+        .filter(|p| p.in_container == i64::from(pid))
+        .filter(|p| std::fs::read_dir(format!("/proc/{}/fd", p.pid)).is_ok())
 }
 
-/// The helper exec's pid on the engine's host (0 until the engine has recorded it,
+/// The helper exec's pid as the engine numbers it (0 until the engine has recorded it,
 /// which may be just after the helper's first frame); `None` if it never says.
 async fn exec_host_pid(docker: &Docker, exec_id: &str) -> Option<u32> {
     let mut pause = Duration::from_micros(200);
@@ -174,9 +174,16 @@ async fn exec_host_pid(docker: &Docker, exec_id: &str) -> Option<u32> {
     None
 }
 
-/// Opens the read end of a process's stdout pipe through the helper's descriptor.
-fn open_pipe(host_pid: u32, fd: i32) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
-    tokio::net::unix::pipe::OpenOptions::new().open_receiver(format!("/proc/{host_pid}/fd/{fd}"))
+/// Opens the read end of a process's stdout pipe through the helper's descriptor,
+/// and keeps it only if the helper was still the proven process after the open.
+fn open_pipe(helper: &LocalProcess, fd: i32) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    let pipe = tokio::net::unix::pipe::OpenOptions::new()
+        .open_receiver(format!("/proc/{}/fd/{fd}", helper.pid))?;
+    if helper.alive() {
+        Ok(pipe)
+    } else {
+        Err(std::io::Error::other("the helper is gone"))
+    }
 }
 
 /// Turns the exec's output chunks into frames.
@@ -242,7 +249,7 @@ impl Helper {
         if SHIM.is_empty() {
             return Err(format!("no helper was built into runner: {SHIM_WHY}"));
         }
-        fits(docker, id).await?;
+        let view = fits(docker, id).await?;
         let digest: String = {
             use sha2::{Digest, Sha256};
             Sha256::digest(SHIM)
@@ -307,13 +314,16 @@ impl Helper {
             ));
         }
         let pid = f.u32().unwrap_or(0);
-        let host_pid = exec_host_pid(docker, &exec.id)
-            .await
-            .filter(|&host| descriptors_reachable(host, pid));
+        let local = match &view {
+            Some(view) => exec_host_pid(docker, &exec.id)
+                .await
+                .and_then(|engine_pid| seen_here(view, engine_pid, pid)),
+            None => None,
+        };
         tracing::debug!(
-            ?host_pid,
+            host_pid = ?local.map(|l| l.pid),
             "the helper runs; its processes' stdout is read {}",
-            if host_pid.is_some() {
+            if local.is_some() {
                 "from their own pipes"
             } else {
                 "from its stream"
@@ -325,7 +335,7 @@ impl Helper {
             next: AtomicU32::new(1),
             gone: AtomicBool::new(false),
             pid,
-            host_pid,
+            local,
         });
         tokio::spawn(read_events(Arc::downgrade(&helper), output, decoder));
         Ok(helper)
@@ -499,10 +509,10 @@ impl HelpedShared {
         sink: Output,
         grace: Duration,
     ) -> Result<Arc<HelpedShared>, SpawnFailure> {
-        req.direct_stdout = direct.is_some() && helper.host_pid.is_some() && req.tty.is_none();
+        req.direct_stdout = direct.is_some() && helper.local.is_some() && req.tty.is_none();
         let (id, pid, fd, events) = helper.spawn(&req).await?;
-        if let (Some(host_pid), Some(direct), true) = (helper.host_pid, direct, fd >= 0) {
-            let opened = open_pipe(host_pid, fd);
+        if let (Some(local), Some(direct), true) = (&helper.local, direct, fd >= 0) {
+            let opened = open_pipe(local, fd);
             let ok = opened.is_ok();
             // Until told, the helper holds the pipe and forwards nothing.
             helper

@@ -16,6 +16,7 @@ mod environment;
 mod error;
 mod exec;
 mod helper;
+mod host_view;
 mod image;
 mod names;
 mod stats;

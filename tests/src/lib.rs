@@ -1,3 +1,4 @@
 //! Helpers for runner's cross-crate tests (see `tests/`).
 
+pub mod foreign_engine;
 pub mod registry;

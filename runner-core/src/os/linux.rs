@@ -104,15 +104,38 @@ pub(super) fn cmdline(pid: i32) -> Option<Vec<u8>> {
     std::fs::read(format!("/proc/{pid}/cmdline")).ok()
 }
 
-pub(super) fn namespace_pid(pid: i32) -> Option<i64> {
+pub(super) fn child_namespace_process(pid: i32) -> Option<super::NamespacedProcess> {
+    // Our /proc must be our own pid namespace's (a process in `unshare --pid` without
+    // its own /proc reads its parent's table, where numbers are not ours to signal).
+    let ours = std::fs::read_link("/proc/self").ok()?;
+    if ours.to_str()?.parse::<u32>().ok()? != std::process::id() {
+        return None;
+    }
+    let before = stat(pid).ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
+    let chain: Vec<i64> = status
         .lines()
         .find(|l| l.starts_with("NSpid:"))?
         .split_whitespace()
-        .last()?
-        .parse()
-        .ok()
+        .skip(1)
+        .map(|n| n.parse().ok())
+        .collect::<Option<_>>()?;
+    let [here, inner_pid] = chain[..] else {
+        return None;
+    };
+    if here != i64::from(pid) {
+        return None;
+    }
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    // The same process throughout: not one that exited and whose pid came back.
+    let after = stat(pid).ok()?;
+    (after.starttime == before.starttime).then_some(super::NamespacedProcess {
+        pid,
+        inner_pid,
+        start_time: before.starttime,
+        session: before.session,
+        cgroups,
+    })
 }
 
 pub(super) fn hostname() -> String {

@@ -253,7 +253,7 @@ pub(super) fn cmdline(pid: i32) -> Option<Vec<u8>> {
     Some(out)
 }
 
-pub(super) fn namespace_pid(_pid: i32) -> Option<i64> {
+pub(super) fn child_namespace_process(_pid: i32) -> Option<super::NamespacedProcess> {
     None
 }
 

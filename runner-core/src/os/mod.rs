@@ -89,12 +89,30 @@ pub fn cmdline(pid: i32) -> Option<Vec<u8>> {
     imp::cmdline(pid)
 }
 
-/// The pid that `pid` (a host pid) has in its own, innermost pid namespace: a
-/// container's process as the container sees it. `None` when the platform has no pid
-/// namespaces (macOS: containers run in a VM, their pids are not ours) or the process
-/// is gone.
-pub fn namespace_pid(pid: i32) -> Option<i64> {
-    imp::namespace_pid(pid)
+/// A process that lives in a pid namespace directly below this process's own (a
+/// container's process, seen from the host its engine runs on), as the process table
+/// shows it here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespacedProcess {
+    /// Its pid here.
+    pub pid: i32,
+    /// Its pid in its own pid namespace (the container's number for it).
+    pub inner_pid: i64,
+    /// Its start time, in the platform's unit.
+    pub start_time: u64,
+    /// The id of its session, numbered here.
+    pub session: i32,
+    /// Its control groups (`/proc/<pid>/cgroup`), one line per hierarchy.
+    pub cgroups: String,
+}
+
+/// Process `pid` when it lives in a pid namespace exactly one level below ours: its
+/// `NSpid` chain, read from a process table that is our own namespace's, is `pid`
+/// here and one number in its own namespace. `None` for a process of our namespace,
+/// of a deeper or unrelated one, one that is gone or changed while it was read, and
+/// on macOS (no pid namespaces: an engine there runs in a VM, its pids are not ours).
+pub fn child_namespace_process(pid: i32) -> Option<NamespacedProcess> {
+    imp::child_namespace_process(pid)
 }
 
 /// True when process `pid` runs the program `name`: its executable's file name, or
