@@ -385,14 +385,14 @@ impl ExecShared {
         }
         *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(signal.number());
         self.engine_pid().await?;
-        if let (Some(l), Some(view)) = (self.local(), &self.view) {
+        if let Some(group) = self.local_group().await {
             // The group outlives its leader while members run; its id is the
             // leader's, which the start time still names while the leader runs.
-            let leader_is_ours = l.alive();
+            let leader_is_ours = self.local().is_some_and(|l| l.alive());
             let members_left =
-                !leader_is_ours && !self.is_finished() && !group_members(view, &l).is_empty();
+                !leader_is_ours && !self.is_finished() && !group.members().is_empty();
             if (leader_is_ours || members_left)
-                && runner_core::os::signal_group(l.pid, signal.number()).is_ok()
+                && runner_core::os::signal_group(group.pgid, signal.number()).is_ok()
             {
                 return Ok(());
             }
@@ -888,10 +888,9 @@ const GROUP_SCAN: &str = r#"pg=$1; bin=$2; for d in /proc/[0-9]*; do s=$(cat "$d
 
 impl ExecShared {
     /// With `wait_on`, returns once no process running that program is left in the
-    /// exec's process group. For a proven local process the host's process table
-    /// says (the group's id here is the exec's pid, and its members are the
-    /// container's processes); otherwise a scan of the container's `/proc`. Every
-    /// 200 ms: the engine has no event for it.
+    /// exec's process group. With the container's processes proven local the host's
+    /// process table says ([`LocalGroup`]); otherwise a scan of the container's
+    /// `/proc`. Every 200 ms: the engine has no event for it.
     async fn wait_for_named(&self) {
         let Some(bin) = &self.wait_on else {
             return;
@@ -899,21 +898,20 @@ impl ExecShared {
         // (members of the group still running, of which running `bin`): the same
         // reading of the process table the native supervisor's `wait_on` makes,
         // limited to the container's processes.
-        let on_host = |view: &HostView, leader: &LocalProcess| {
-            let members = group_members(view, leader);
+        let on_host = |group: &LocalGroup| {
+            let members = group.members();
             let named = members
                 .iter()
                 .filter(|p| runner_core::os::runs_program(**p, bin))
                 .count();
             (members.len(), named)
         };
-        let local = self.local().zip(self.view.as_ref());
-        if let Some((leader, view)) = local.filter(|(l, v)| on_host(v, l).0 > 0) {
+        if let Some(group) = self.local_group().await.filter(|g| on_host(g).0 > 0) {
             // A member forked just before the shell exited may not have executed
             // its program yet: give unnamed members a moment to become `bin`.
             let mut settle = 25;
             loop {
-                let (members, named) = on_host(view, &leader);
+                let (members, named) = on_host(&group);
                 if named == 0 && (members == 0 || settle == 0) {
                     return;
                 }
@@ -950,17 +948,56 @@ impl ExecShared {
     }
 }
 
-/// The running members of a proven local exec's process group, leader included:
-/// processes here in that group that started no earlier than its leader and are the
-/// container's (a group id reused on the host after the container's group ended names
-/// no process of the container).
-fn group_members(view: &HostView, leader: &LocalProcess) -> Vec<i32> {
-    runner_core::os::processes()
-        .iter()
-        .filter(|p| p.pgid == leader.pid && p.running && p.start_time >= leader.start)
-        .map(|p| p.pid)
-        .filter(|&pid| view.holds(pid))
-        .collect()
+/// An exec's process group seen from here: the container's processes are proven to
+/// be this host's (`host_view.rs`), so the engine's number for the exec is our id of
+/// its group, even after the exec's own process is gone.
+struct LocalGroup<'a> {
+    view: &'a HostView,
+    pgid: i32,
+    /// Its leader's start time, when it was proven while it ran.
+    since: Option<u64>,
+}
+
+impl LocalGroup<'_> {
+    /// The running members, leader included: processes here in that group that are
+    /// the container's (a group id reused on the host after the container's group
+    /// ended names no process of the container) and started no earlier than the
+    /// leader.
+    fn members(&self) -> Vec<i32> {
+        runner_core::os::processes()
+            .iter()
+            .filter(|p| {
+                p.pgid == self.pgid && p.running && self.since.is_none_or(|s| p.start_time >= s)
+            })
+            .map(|p| p.pid)
+            .filter(|&pid| self.view.holds(pid))
+            .collect()
+    }
+}
+
+impl ExecShared {
+    /// The exec's process group seen from here, when the container's processes are
+    /// proven local. The engine still reports the exec's pid after its process
+    /// exited.
+    async fn local_group(&self) -> Option<LocalGroup<'_>> {
+        let view = self.view.as_ref()?;
+        let pgid = match self.engine_pid.get() {
+            Some(pid) => *pid,
+            None => self
+                .inner
+                .docker
+                .inspect_exec(&self.exec_id)
+                .await
+                .ok()?
+                .pid
+                .filter(|p| *p > 1)?,
+        };
+        Some(LocalGroup {
+            view,
+            pgid: i32::try_from(pgid).ok().filter(|p| *p > 1)?,
+            since: self.local().map(|l| l.start),
+        })
+    }
 }
 
 /// Lists the processes of the container whose parent is outside it (pid 0 there) and

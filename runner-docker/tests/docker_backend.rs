@@ -413,7 +413,7 @@ async fn container_output_is_followed_from_this_start_only() {
 }
 
 #[tokio::test]
-async fn find_pid_scans_the_containers_proc_for_the_exact_argv() {
+async fn find_pid_finds_each_execs_own_process() {
     if !engine().await {
         return;
     }
@@ -434,11 +434,23 @@ async fn find_pid_scans_the_containers_proc_for_the_exact_argv() {
     let pid = p.find_pid().await.unwrap().expect("a pid");
     let (_, cmdline, _) = output(&env, &format!("tr '\\0' ' ' < /proc/{pid}/cmdline")).await;
     assert_eq!(cmdline, "sleep 61 ");
-    // Two execs of the very same argv: no guessing.
-    let mut twin = env.new_process("sleep", &["61"]).await.unwrap();
+    // Two execs of the very same argv: each finds its own process (by its token).
+    let mut twin = env.docker_process("sleep", &["61"]).unwrap();
     twin.start().await.unwrap();
-    assert!(p.find_pid().await.is_err());
+    let twin_pid = twin.find_pid().await.unwrap().expect("the twin's pid");
+    assert_ne!(twin_pid, pid);
+    assert_eq!(p.find_pid().await.unwrap(), Some(pid));
     twin.stop().await.unwrap();
+    // A shell that executes its last command is still found, as that command.
+    let mut shell = env.docker_process("sh", &["-c", "sleep 62"]).unwrap();
+    shell.start().await.unwrap();
+    let shell_pid = shell.find_pid().await.unwrap().expect("the shell's pid");
+    let (_, cmdline, _) = output(&env, &format!("tr '\\0' ' ' < /proc/{shell_pid}/cmdline")).await;
+    assert!(
+        cmdline == "sleep 62 " || cmdline == "sh -c sleep 62 ",
+        "{cmdline}"
+    );
+    shell.stop().await.unwrap();
     p.stop().await.unwrap();
     assert_eq!(p.find_pid().await.unwrap(), None);
     decoy.stop().await.unwrap();

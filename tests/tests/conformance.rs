@@ -361,6 +361,42 @@ async fn docker_conforms_with_plain_execs() {
     check_path(&fx, Companion::from_docker(env), Backend::Docker, true).await;
 }
 
+/// The same contract on an engine whose pids are not this host's (a dockerd in pid,
+/// mount and network namespaces of its own, as Docker Desktop, colima or a remote host
+/// is), through the helper and with plain execs: every signal, stop and lookup goes
+/// through the engine.
+#[tokio::test(flavor = "current_thread")]
+async fn docker_conforms_on_an_engine_elsewhere() {
+    let fx = Fixture::new();
+    let why = runner_tests::foreign_engine::unavailable();
+    if let Some(why) = &why {
+        eprintln!("foreign engine: {why}");
+    }
+    if !engine_gate("an engine in its own pid namespace", why.is_none()) {
+        return;
+    }
+    let engine = runner_tests::foreign_engine::ForeignEngine::start(&fx.tmp.path().join("engine"));
+    for plain_exec in [false, true] {
+        let mut env = runner_docker::DockerEnvironment::with_client(
+            engine.client(),
+            IMAGE,
+            Some(&fx.src()),
+            &format!("conformance-elsewhere-{plain_exec}-{}", std::process::id()),
+        )
+        .await
+        .unwrap();
+        env.with_exec_helper(!plain_exec);
+        check_path(
+            &fx,
+            Companion::from_docker(env),
+            Backend::Docker,
+            plain_exec,
+        )
+        .await;
+    }
+    assert_eq!(engine.runner_containers(), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn auto_detection_and_unavailable_preferences() {
     let fx = Fixture::new();
