@@ -10,6 +10,9 @@
 //! workspace, all targets, for `aarch64-apple-darwin` and `x86_64-apple-darwin`.
 #![forbid(unsafe_code)]
 
+mod apt;
+mod toolchain;
+
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
@@ -23,9 +26,10 @@ fn main() {
         Some("provision") => provision(),
         Some("check-macos") => check_macos(),
         Some("check-layering") => check_layering(),
+        Some("check-rust-version") => toolchain::check_declared(),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick] [ROW-NAME-PART...]\n       cargo xtask test-docker\n       cargo xtask provision\n       cargo xtask check-macos\n       cargo xtask check-layering"
+                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick] [ROW-NAME-PART...]\n       cargo xtask test-docker\n       cargo xtask provision\n       cargo xtask check-macos\n       cargo xtask check-layering\n       cargo xtask check-rust-version"
             );
             exit(2);
         }
@@ -132,10 +136,11 @@ fn test(extra: &[String]) -> Result {
         ]),
     )?;
 
+    toolchain::check_declared()?;
     check_layering()?;
     check_feature_combinations()?;
     check_macos()?;
-    apt_install_missing();
+    apt_install_missing()?;
     provision_nix()?;
     let dockerd = provision_docker()?;
 
@@ -434,20 +439,13 @@ fn macos_c_stubs() -> std::result::Result<Vec<(String, PathBuf)>, String> {
 fn check_macos() -> Result {
     let have = |p: &str| Path::new(p).exists();
     let ready = || have(MACOS_CHECK_CARGO) && have("/usr/bin/rustc") && rust_src().is_some();
-    if !ready() && is_root() && on_path("apt-get") {
-        eprintln!("xtask: installing {}", MACOS_CHECK_PACKAGES.join(" "));
-        let install = || {
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(MACOS_CHECK_PACKAGES)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !install() {
-            let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-            install();
-        }
+    // Debian's toolchain must be as new as the lockfile's packages need: an old
+    // package list offers an older build (bookworm's base suite has 1.85, its
+    // security suite a newer one).
+    let needed = toolchain::needs()?.needed;
+    let new_enough = || toolchain::rustc_version("/usr/bin/rustc").is_some_and(|v| v >= needed);
+    if (!ready() || !new_enough()) && is_root() && on_path("apt-get") {
+        apt::install(&MACOS_CHECK_PACKAGES)?;
     }
     if !ready() {
         let why = format!(
@@ -460,6 +458,17 @@ fn check_macos() -> Result {
         }
         eprintln!("xtask: SKIPPED: {why}");
         return Ok(());
+    }
+    if !new_enough() {
+        let found = toolchain::rustc_version("/usr/bin/rustc")
+            .map_or_else(|| "no version".to_string(), |v| v.to_string());
+        return Err(format!(
+            "the macOS check needs rustc {needed} or newer (the highest rust-version of \
+             the locked packages), but Debian's rustc-web gives {found} (/usr/bin/rustc{})",
+            apt::installed_version("rustc-web")
+                .map(|v| format!(", package rustc-web {v}"))
+                .unwrap_or_default()
+        ));
     }
     eprintln!("xtask: cargo check for aarch64-apple-darwin and x86_64-apple-darwin");
     let stubs = macos_c_stubs()?;
@@ -516,7 +525,7 @@ fn rust_src() -> Option<PathBuf> {
 /// Installs and configures the engines as `test` would, and leaves the dockerd it
 /// started running (for running single test binaries by hand).
 fn provision() -> Result {
-    apt_install_missing();
+    apt_install_missing()?;
     provision_nix()?;
     if let Some(d) = provision_docker()? {
         eprintln!("xtask: dockerd left running as pid {}", d.id());
@@ -526,7 +535,7 @@ fn provision() -> Result {
 
 /// The Docker suites alone, with the engine provisioned.
 fn test_docker() -> Result {
-    apt_install_missing();
+    apt_install_missing()?;
     let dockerd = provision_docker()?;
     let scratch = root().join("target/xtask-test");
     let home = scratch.join("home");
@@ -591,8 +600,9 @@ fn engines_required() -> bool {
     env::var("RUNNER_REQUIRE_ENGINES").as_deref() == Ok("1")
 }
 
-/// One apt-get run for every engine package that is missing (as root only).
-fn apt_install_missing() {
+/// One apt-get run for every engine package that is missing (as root only), after
+/// bringing the package lists up to date; each wanted program must then be there.
+fn apt_install_missing() -> Result {
     let mut wanted = Vec::new();
     if !on_path("nix") {
         wanted.push("nix-bin");
@@ -604,27 +614,31 @@ fn apt_install_missing() {
         wanted.push("busybox-static");
     }
     // The engine-resolution and registry tests: a TLS dockerd (certificates made
-    // with openssl) and a local registry with htpasswd logins.
+    // with openssl) and a local registry with htpasswd logins; the engine in its own
+    // namespaces: unshare and nsenter.
     for (program, package) in [
         ("openssl", "openssl"),
         ("docker-registry", "docker-registry"),
         ("htpasswd", "apache2-utils"),
         ("ip", "iproute2"),
+        ("unshare", "util-linux"),
+        ("nsenter", "util-linux"),
     ] {
-        if !on_path(program) {
+        if !on_path(program) && !wanted.contains(&package) {
             wanted.push(package);
         }
     }
     if wanted.is_empty() || !is_root() || !on_path("apt-get") {
-        return;
+        return Ok(());
     }
-    eprintln!("xtask: installing {}", wanted.join(" "));
-    let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-    let _ = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&wanted)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status();
+    let installed = apt::install(&wanted);
+    if let Err(e) = installed {
+        if engines_required() {
+            return Err(e);
+        }
+        eprintln!("xtask: WARNING: {e}; suites that need these packages will skip");
+    }
+    Ok(())
 }
 
 fn docker_answers() -> bool {
@@ -754,18 +768,10 @@ fn provision_nix() -> Result {
     } else if !on_path("apt-get") {
         "nix is missing and there is no apt-get to install it with".to_string()
     } else {
-        eprintln!("xtask: installing Debian's nix-bin");
-        let update = Command::new("apt-get").args(["update", "-qq"]).status();
-        let install = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "nix-bin"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status();
-        match (update, install) {
-            (_, Ok(s)) if s.success() && on_path("nix") => {
-                eprintln!("xtask: nix installed");
-                return configure_nix();
-            }
-            (u, i) => format!("installing nix-bin failed (update: {u:?}, install: {i:?})"),
+        match apt::install(&["nix-bin"]) {
+            Ok(()) if on_path("nix") => return configure_nix(),
+            Ok(()) => "nix-bin was installed but there is no nix on PATH".to_string(),
+            Err(e) => e,
         }
     };
     if engines_required() {
