@@ -203,12 +203,12 @@ impl ExecShared {
                 .map_err(DockerError::op("inspect the exec"))?;
             if let Some(pid) = info.pid.filter(|p| *p > 0) {
                 let local = self.view.as_ref().and_then(|v| v.exec_process(pid));
-                let _ = self.local.set(local);
                 // Its pid in the container is its process group's id there, which
                 // `wait_on` needs after it is gone: read now, while it still runs.
-                if let Some(l) = local {
+                if let Some(l) = &local {
                     let _ = self.group_in_container.set(l.in_container);
                 }
+                let _ = self.local.set(local);
                 return Ok(Some(*self.engine_pid.get_or_init(|| pid)));
             }
             if info.exit_code.is_some() {
@@ -223,7 +223,7 @@ impl ExecShared {
 
     /// The exec's process seen from here, when proven.
     fn local(&self) -> Option<LocalProcess> {
-        self.local.get().copied().flatten()
+        self.local.get().cloned().flatten()
     }
 
     /// Sleeps for `pause`, or less when the exec ends meanwhile.
@@ -375,9 +375,10 @@ impl ExecShared {
 
     /// Sends `signal` to the exec's whole process group: runc makes every exec the
     /// leader of its own session and group, so its children are signalled with it.
-    /// A proven local process (`host_view.rs`) is signalled from here, by its group's
-    /// id, while it still has the start time it was proven with (or, its leader gone,
-    /// while members of its group in the container run); otherwise, or where the host
+    /// A proven local process (`host_view.rs`) has its group signalled from here:
+    /// through its exit descriptor where the kernel can, else by the group's id while
+    /// the leader still has the start time it was proven with (or, the leader gone,
+    /// while members of its group in the container run). Otherwise, or where the host
     /// refuses (an engine of another user), by `kill -s SIG -<pgid>` run as an exec.
     async fn signal(&self, signal: Signal) -> Result<()> {
         if self.is_finished() || self.inner.running().is_none() {
@@ -385,16 +386,30 @@ impl ExecShared {
         }
         *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(signal.number());
         self.engine_pid().await?;
-        if let Some(group) = self.local_group().await {
-            // The group outlives its leader while members run; its id is the
-            // leader's, which the start time still names while the leader runs.
-            let leader_is_ours = self.local().is_some_and(|l| l.alive());
-            let members_left =
-                !leader_is_ours && !self.is_finished() && !group.members().is_empty();
-            if (leader_is_ours || members_left)
-                && runner_core::os::signal_group(group.pgid, signal.number()).is_ok()
-            {
-                return Ok(());
+        // Through the proven leader's exit descriptor: the kernel finds the group from
+        // the leader itself, also after it exited while members run.
+        let through_fd = self
+            .local()
+            .and_then(|l| l.exit_fd)
+            .map(|fd| runner_core::os::signal_group_of(&fd, signal.number()));
+        match through_fd {
+            Some(Ok(())) => return Ok(()),
+            // The group is gone, or the host refuses: the engine decides.
+            Some(Err(e)) if e.kind() != std::io::ErrorKind::Unsupported => {}
+            // By number (kernels before 6.9): the group outlives its leader while
+            // members run; its id is the leader's, which the start time still names
+            // while the leader runs, and members in the container otherwise.
+            _ => {
+                if let Some(group) = self.local_group().await {
+                    let leader_is_ours = self.local().is_some_and(|l| l.alive());
+                    let members_left =
+                        !leader_is_ours && !self.is_finished() && !group.members().is_empty();
+                    if (leader_is_ours || members_left)
+                        && runner_core::os::signal_group(group.pgid, signal.number()).is_ok()
+                    {
+                        return Ok(());
+                    }
+                }
             }
         }
         // Through the engine. The leader may be gone while a `wait_on` run lasts on

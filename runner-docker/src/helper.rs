@@ -321,7 +321,7 @@ impl Helper {
             None => None,
         };
         tracing::debug!(
-            host_pid = ?local.map(|l| l.pid),
+            host_pid = ?local.as_ref().map(|l| l.pid),
             "the helper runs; its processes' stdout is read {}",
             if local.is_some() {
                 "from their own pipes"

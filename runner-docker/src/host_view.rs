@@ -28,7 +28,14 @@
 //!    processes between the engine's report and our read is not taken for it.
 //!
 //! A proven process is remembered with its start time; each later use checks that
-//! the process at that pid still has it ([`LocalProcess::alive`]).
+//! the process at that pid still has it ([`LocalProcess::alive`]). An exec's process
+//! is also held by its exit descriptor (a pidfd, opened after the proof and checked
+//! against the start time again), through which its group is signalled where the
+//! kernel can (`runner_core::os::signal_group_of`): the kernel then finds the group
+//! from the process itself, and no reused number can be reached.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use runner_core::os::{self, NamespacedProcess};
 
@@ -40,7 +47,7 @@ pub(crate) struct HostView {
 }
 
 /// A process of the container seen from here, proven (see the module documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct LocalProcess {
     /// Its pid here (= the engine's number for it).
     pub(crate) pid: i32,
@@ -48,6 +55,8 @@ pub(crate) struct LocalProcess {
     pub(crate) start: u64,
     /// Its pid in the container.
     pub(crate) in_container: i64,
+    /// Its exit descriptor, when one could be opened for it.
+    pub(crate) exit_fd: Option<Arc<OwnedFd>>,
 }
 
 impl LocalProcess {
@@ -93,13 +102,19 @@ impl HostView {
     /// The exec the engine numbers `engine_pid`, proven to be the container's process
     /// and the leader of its own session.
     pub(crate) fn exec_process(&self, engine_pid: i64) -> Option<LocalProcess> {
-        self.seen(engine_pid)
-            .filter(|p| p.session == p.pid)
-            .map(|p| LocalProcess {
-                pid: p.pid,
-                start: p.start_time,
-                in_container: p.inner_pid,
-            })
+        let p = self.seen(engine_pid).filter(|p| p.session == p.pid)?;
+        // The descriptor is the proven process's only if that process still has its
+        // start time once the descriptor is open.
+        let exit_fd = os::exit_fd(p.pid).ok().map(Arc::new);
+        if !os::process_is(p.pid, p.start_time) {
+            return None;
+        }
+        Some(LocalProcess {
+            pid: p.pid,
+            start: p.start_time,
+            in_container: p.inner_pid,
+            exit_fd,
+        })
     }
 
     /// True when `pid` here is a process of the container (a member of an exec's
@@ -120,7 +135,7 @@ mod tests {
         assert_eq!(HostView::prove(&id, me), None);
         assert_eq!(HostView::prove(&id, 1), None);
         let view = HostView { id };
-        assert_eq!(view.exec_process(me), None);
+        assert!(view.exec_process(me).is_none());
         assert!(!view.holds(me as i32));
     }
 

@@ -91,7 +91,7 @@ impl Leader {
         #[cfg(target_os = "linux")]
         if let Watch::Fd(fd) = &self.watch {
             if group_signals_supported(fd.get_ref()) {
-                return pidfd_send_signal(fd.get_ref(), sig, PIDFD_SIGNAL_PROCESS_GROUP).is_ok();
+                return runner_core::os::signal_group_of(fd.get_ref(), sig).is_ok();
             }
         }
         if self.reaped {
@@ -132,39 +132,15 @@ pub(crate) fn reap_blocking(pid: i32) -> Option<libc::c_int> {
     waitpid(pid, 0).ok().flatten()
 }
 
-/// `pidfd_send_signal`'s flag for the target's whole process group (Linux 6.9).
-#[cfg(target_os = "linux")]
-const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
-
-#[cfg(target_os = "linux")]
-fn pidfd_send_signal(fd: &OwnedFd, sig: i32, flags: libc::c_uint) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain system call on a descriptor we own; no siginfo.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            flags,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Group signals through the exit descriptor are Linux's alone.
 #[cfg(not(target_os = "linux"))]
 fn group_signals_supported(_fd: &OwnedFd) -> bool {
     false
 }
 
-/// Whether this kernel takes [`PIDFD_SIGNAL_PROCESS_GROUP`], probed once (signal 0,
-/// which only checks) on the first leader's pidfd: an older kernel rejects the flag
-/// with EINVAL.
+/// Whether this kernel signals a pidfd's process group
+/// ([`runner_core::os::signal_group_of`]), probed once (signal 0, which only checks)
+/// on the first leader's pidfd: an older kernel rejects it.
 #[cfg(target_os = "linux")]
 fn group_signals_supported(fd: &OwnedFd) -> bool {
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -172,9 +148,9 @@ fn group_signals_supported(fd: &OwnedFd) -> bool {
         // Lets the tests drive the older kernels' path (by number, zombie pinned).
         std::env::var_os("RUNNER_TEST_NO_PIDFD_GROUP_SIGNALS").is_none()
             && !matches!(
-            pidfd_send_signal(fd, 0, PIDFD_SIGNAL_PROCESS_GROUP),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS)
-        )
+                runner_core::os::signal_group_of(fd, 0),
+                Err(e) if e.kind() == io::ErrorKind::Unsupported
+            )
     })
 }
 

@@ -160,6 +160,10 @@ pub(super) fn environ(pid: i32) -> Option<Vec<u8>> {
     Some(environ)
 }
 
+pub(super) fn signal_group_of(_fd: &OwnedFd, _sig: i32) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 pub(super) fn exit_fd(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: kqueue returns a new descriptor or -1.
     let kq = unsafe { libc::kqueue() };

@@ -83,6 +83,16 @@ pub fn exit_fd(pid: i32) -> io::Result<OwnedFd> {
     imp::exit_fd(pid)
 }
 
+/// Sends `sig` (0: only check) to the process group of the process `exit_fd` names
+/// (a descriptor from [`exit_fd`]), the group found by the kernel from that process
+/// itself: `pidfd_send_signal` with `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9). A reused
+/// number is never reached this way, even after the process was reaped. An error of
+/// kind `Unsupported` where the kernel or the platform cannot (Linux before 6.9,
+/// macOS); `ESRCH` when the group has no member left.
+pub fn signal_group_of(exit_fd: &OwnedFd, sig: i32) -> io::Result<()> {
+    imp::signal_group_of(exit_fd, sig)
+}
+
 /// The command line of `pid` (its arguments, each NUL-terminated), `None` when it
 /// cannot be read.
 pub fn cmdline(pid: i32) -> Option<Vec<u8>> {
