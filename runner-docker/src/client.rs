@@ -19,10 +19,6 @@ use crate::DockerError;
 /// client's default two minutes.
 const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The oldest engine API this backend works with: 1.41 (Docker 20.10), the first
-/// with the create call's `platform` and the exec features the backend uses.
-pub(crate) const MINIMUM_API: (usize, usize) = (1, 41);
-
 /// Request timeout of clients made with a remembered version (bollard's default).
 const REQUEST_TIMEOUT_SECS: u64 = 120;
 
@@ -53,16 +49,8 @@ pub fn forget_negotiated_version() {
         .unwrap_or_else(|p| p.into_inner())
         .as_mut()
     {
-        m.remove(&current_host());
+        m.remove(&crate::endpoint::current_host());
     }
-}
-
-/// The engine's address ([`crate::resolve_endpoint`]); the default socket when the
-/// chosen context cannot be resolved (then [`connect`] says why).
-pub(crate) fn current_host() -> String {
-    crate::endpoint::resolve_endpoint()
-        .map(|e| e.host)
-        .unwrap_or_else(|_| crate::endpoint::DEFAULT_HOST.to_string())
 }
 
 /// A client for `endpoint` speaking API `version`: TLS when the endpoint has TLS
@@ -126,7 +114,7 @@ pub async fn connect() -> Result<Docker, DockerError> {
         }
     };
     let version = docker.client_version();
-    if (version.major_version, version.minor_version) < MINIMUM_API {
+    if (version.major_version, version.minor_version) < crate::error::MINIMUM_API {
         return Err(DockerError::EngineTooOld {
             endpoint: host,
             api: format!("{}.{}", version.major_version, version.minor_version),

@@ -247,6 +247,14 @@ fn context_host(store: &Path, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The engine's address ([`crate::resolve_endpoint`]); the default socket when the
+/// chosen context cannot be resolved (then [`crate::connect`] says why).
+pub(crate) fn current_host() -> String {
+    resolve_endpoint()
+        .map(|e| e.host)
+        .unwrap_or_else(|_| DEFAULT_HOST.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

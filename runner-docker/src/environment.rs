@@ -218,7 +218,7 @@ impl DockerEnvironment {
     /// `/var/run/docker.sock`) at `/var/run/docker.sock` in the container. Opt-in and
     /// named so: whatever runs in the container then controls the engine.
     pub fn with_docker_socket(&mut self) -> &mut Self {
-        let host = crate::client::current_host();
+        let host = crate::endpoint::current_host();
         let socket = host
             .strip_prefix("unix://")
             .unwrap_or("/var/run/docker.sock")

@@ -1,5 +1,9 @@
 //! Errors of the Docker backend, one variant per engine operation.
 
+/// The oldest engine API this backend works with: 1.41 (Docker 20.10), the first
+/// with the create call's `platform` and the exec features the backend uses.
+pub(crate) const MINIMUM_API: (usize, usize) = (1, 41);
+
 /// The engine client's error behind a [`DockerError`], kept whole (shared, so the
 /// error stays `Clone` for every waiter of an exec).
 pub type EngineError = std::sync::Arc<bollard::errors::Error>;
@@ -27,8 +31,8 @@ pub enum DockerError {
     #[error(
         "the Docker engine at {endpoint} speaks API {api}, older than the {}.{} runner needs \
          (Docker 20.10 or newer)",
-        crate::client::MINIMUM_API.0,
-        crate::client::MINIMUM_API.1
+        MINIMUM_API.0,
+        MINIMUM_API.1
     )]
     EngineTooOld {
         /// The engine's address.
@@ -269,7 +273,7 @@ impl DockerError {
             | E::RequestTimeoutError
             | E::SocketNotFoundError(_) => DockerError::EngineDown {
                 action,
-                endpoint: crate::client::current_host(),
+                endpoint: crate::endpoint::current_host(),
                 why: Unreachable::of(&e),
                 source: e.into(),
             },

@@ -24,6 +24,7 @@ use tokio::io::{AsyncWriteExt, DuplexStream};
 
 use crate::helper::{HelpedShared, Helper, SpawnFailure};
 use crate::host_view::{HostView, LocalProcess};
+use crate::outcome::ExecFailure;
 use crate::stream::{split_frame, OutputStream};
 use crate::DockerError;
 use runner_reaper::GROUP_TOKEN_VAR;
@@ -172,14 +173,7 @@ impl ExecShared {
     }
 
     async fn wait(&self) -> Result<ExitStatus> {
-        match self.status.wait().await? {
-            Ok(s) => Ok(s),
-            Err(ExecFailure::NotFound) => Err(Error::NotFound {
-                bin: self.bin.clone(),
-                searched: Some("the container's PATH".into()),
-            }),
-            Err(ExecFailure::Docker(e)) => Err(e.into()),
-        }
+        crate::outcome::wait(&self.status, &self.bin).await
     }
 
     /// The exec's pid as the engine numbers it, or `None` once the exec has ended
@@ -1026,15 +1020,6 @@ fn listed_pids(listing: &[u8]) -> Vec<u32> {
         .split_whitespace()
         .filter_map(|pid| pid.parse().ok())
         .collect()
-}
-
-/// Why an exec's end could not be observed.
-#[derive(Debug, Clone)]
-pub(crate) enum ExecFailure {
-    /// The program does not exist in the container.
-    NotFound,
-    /// The engine failed (or went away) while we watched.
-    Docker(DockerError),
 }
 
 /// Reads the exit code once the output ended; the engine may need a moment to notice

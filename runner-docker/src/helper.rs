@@ -22,8 +22,8 @@ use runner_shim::protocol::{self, Fields, Frame, Kind, Spawn};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::exec::ExecFailure;
 use crate::host_view::{HostView, LocalProcess};
+use crate::outcome::ExecFailure;
 use crate::DockerError;
 
 /// The helper, static for this crate's target (empty when it could not be built).
@@ -564,14 +564,7 @@ impl HelpedShared {
     }
 
     pub(crate) async fn wait(&self) -> runner_core::Result<ExitStatus> {
-        match self.status.wait().await? {
-            Ok(s) => Ok(s),
-            Err(ExecFailure::NotFound) => Err(runner_core::Error::NotFound {
-                bin: self.bin.clone(),
-                searched: Some("the container's PATH".into()),
-            }),
-            Err(ExecFailure::Docker(e)) => Err(e.into()),
-        }
+        crate::outcome::wait(&self.status, &self.bin).await
     }
 
     /// Gives the process's pseudo-terminal a new size.

@@ -19,6 +19,7 @@ mod helper;
 mod host_view;
 mod image;
 mod names;
+mod outcome;
 mod stats;
 mod stream;
 mod sweep;

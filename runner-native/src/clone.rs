@@ -38,8 +38,8 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use nix::libc::{self, c_char, c_int, c_void};
 use runner_reaper::{Ledger, PreparedRecord};
 
+use crate::launch::{died_before_exec, CLaunch, Registration, SpawnError, Stage};
 use crate::leader::Leader;
-use crate::spawn::{died_before_exec, CLaunch, Registration, SpawnError, Stage};
 use crate::stack::ChildStack;
 
 /// What the child reads and what it writes back, shared through `CLONE_VM`.
@@ -130,7 +130,7 @@ pub(crate) fn spawn(
             _ => SpawnError::Child { stage, source },
         });
     }
-    crate::spawn::watch(pid, pidfd, ledger)
+    crate::launch::watch(pid, pidfd, ledger)
 }
 
 /// The kernel's signal set: one bit per signal, as `rt_sigprocmask` and `rt_sigaction`

@@ -3,7 +3,7 @@
 //! Every process leads its own process group (signals reach its children too), is
 //! registered in the reaper's ledger before it runs its program, and is watched by a
 //! supervisor task that reaps it, ends what is left of its group, unregisters it and
-//! publishes its [`ExitStatus`](runner_core::ExitStatus) to any number of waiters.
+//! publishes its [`runner_core::ExitStatus`] to any number of waiters.
 //!
 //! ```no_run
 //! use runner_native::prelude::*; // the contract and NativeEnvironment: one dependency
@@ -21,6 +21,7 @@
 #[cfg(target_os = "linux")]
 mod clone;
 mod environment;
+mod launch;
 mod leader;
 mod posix;
 mod process;

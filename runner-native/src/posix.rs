@@ -21,8 +21,8 @@ use std::mem::MaybeUninit;
 use nix::libc::{self, c_int};
 use runner_reaper::{Ledger, PreparedRecord};
 
+use crate::launch::{CLaunch, Launch, Registration, SpawnError, Stage};
 use crate::leader::Leader;
-use crate::spawn::{CLaunch, Launch, Registration, SpawnError, Stage};
 
 /// Spawns `c` through `posix_spawn` as the leader of a new process group, with the
 /// pending record written first (see the module documentation).
@@ -73,7 +73,7 @@ pub(crate) fn spawn(
             return Err(SpawnError::Ledger(e));
         }
     }
-    crate::spawn::watch(pid, None, ledger)
+    crate::launch::watch(pid, None, ledger)
 }
 
 /// `posix_spawn` of `c` as described in the module documentation; the child's pid.

@@ -14,8 +14,9 @@ use runner_core::{
 use runner_reaper::Ledger;
 use tokio::net::unix::pipe;
 
+use crate::launch::{Launch, SpawnError, Stage};
 use crate::resolve::{check_dir, resolve_binary};
-use crate::spawn::{spawn_group, Launch, SpawnError, Stage};
+use crate::spawn::spawn_group;
 use crate::supervisor::{supervise, Registry, Shared, Supervised};
 
 /// The variables a process starts from, below every edit.
@@ -38,7 +39,8 @@ impl BaseEnv {
 }
 
 /// Everything a native process is made of, before it starts. Other backends that run
-/// host processes (Nix) build one of these and hand it to [`NativeProc::from_spec`].
+/// host processes (Nix) build one of these and hand it to
+/// [`process_from_spec`](crate::NativeEnvironment::process_from_spec).
 #[derive(Debug, Clone)]
 pub struct ProcSpec {
     /// The program as the caller named it (resolved on the final `PATH` at start).

@@ -13,8 +13,8 @@ use runner_core::{exit_channel, Error, ExitPublisher, ExitStatus, ExitWatch, Res
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::launch::Registration;
 use crate::leader::Leader;
-use crate::spawn::Registration;
 
 /// How long output forwarders get to finish after the group is gone. A grandchild
 /// that left the group can hold the pipes open forever; past this we stop waiting (the

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod apt;
+mod modules;
 mod toolchain;
 
 use std::env;
@@ -136,6 +137,12 @@ fn test(extra: &[String]) -> Result {
         ]),
     )?;
 
+    run(
+        "cargo doc (warnings denied)",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps", "--quiet"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
     toolchain::check_declared()?;
     check_layering()?;
     check_feature_combinations()?;
@@ -342,7 +349,7 @@ fn check_layering() -> Result {
             }
         }
     }
-    Ok(())
+    modules::check_no_circles()
 }
 
 fn check_feature_combinations() -> Result {
