@@ -31,6 +31,8 @@ mod output;
 mod port;
 #[cfg(feature = "contract")]
 mod runtimes;
+#[cfg(feature = "contract")]
+mod start;
 mod state;
 mod status;
 #[cfg(feature = "testing")]
@@ -59,6 +61,8 @@ pub use output::{
 pub use port::{find_free_port, is_free_port, wait_for_port_unbound};
 #[cfg(feature = "contract")]
 pub use runtimes::{check_for_runtimes, FoundRuntime, RuntimeReport, RuntimeRequirement};
+#[cfg(feature = "contract")]
+pub use start::{StartFailure, StartStage};
 pub use state::ProcessState;
 pub use status::{ExitStatus, Signal};
 #[cfg(feature = "contract")]

@@ -18,7 +18,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use runner_core::{
     exit_channel, EnvLayers, Error, ExitPublisher, ExitStatus, ExitWatch, LineBuffer, Output, Proc,
-    ProcOptions, ProcStdin, ProcStdout, Result, Signal, Stream,
+    ProcOptions, ProcStdin, ProcStdout, Result, Signal, StartStage, Stream,
 };
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
@@ -575,34 +575,31 @@ impl DockerProc {
             Ok(s) => s,
             Err(SpawnFailure::Docker(e)) => return Err(e.into()),
             Err(SpawnFailure::Refused {
-                stage: 0,
+                stage,
                 errno,
                 message,
             }) => {
+                use runner_shim::protocol::SpawnStage;
                 let dir = self.work_dir.clone().unwrap_or_else(|| PathBuf::from("/"));
-                return Err(match errno {
-                    2 => Error::DirNotFound(dir),
-                    20 => Error::NotADirectory(dir),
-                    _ => Error::Spawn {
-                        bin: self.cmd[0].clone(),
-                        source: std::io::Error::other(message),
-                    },
-                });
-            }
-            Err(SpawnFailure::Refused { errno, message, .. }) => {
-                return Err(match errno {
-                    2 => Error::NotFound {
-                        bin: self.cmd[0].clone(),
-                        searched: Some("the container's PATH".into()),
-                    },
-                    13 | 21 => Error::NotExecutable {
-                        path: PathBuf::from(&self.cmd[0]),
-                    },
-                    _ => Error::Spawn {
-                        bin: self.cmd[0].clone(),
-                        source: std::io::Error::other(message),
-                    },
-                })
+                let failure = runner_core::StartFailure {
+                    bin: &self.cmd[0],
+                    program: Path::new(&self.cmd[0]),
+                    searched: "the container's PATH",
+                    dir: &dir,
+                };
+                let stage = match stage {
+                    SpawnStage::Dir => StartStage::Dir,
+                    SpawnStage::Program => StartStage::Program,
+                    SpawnStage::Terminal => StartStage::Other("open a pseudo-terminal"),
+                    SpawnStage::Setup => StartStage::Other("set the process up in the helper"),
+                };
+                // The system's error where there is one, else the helper's words.
+                let source = if errno > 0 {
+                    std::io::Error::from_raw_os_error(errno)
+                } else {
+                    std::io::Error::other(message)
+                };
+                return Err(failure.error(stage, source));
             }
         };
         {

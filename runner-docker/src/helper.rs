@@ -41,7 +41,7 @@ pub(crate) enum Event {
     /// (-1 unless asked for).
     Started(u32, i32),
     SpawnFailed {
-        stage: u8,
+        stage: protocol::SpawnStage,
         errno: i32,
         message: String,
     },
@@ -434,7 +434,7 @@ async fn read_events(
                 Event::Started(pid, f.i32().unwrap_or(-1))
             }
             Kind::SpawnFailed => {
-                let stage = f.u8().unwrap_or(1);
+                let stage = protocol::SpawnStage::from_u8(f.u8().unwrap_or(u8::MAX));
                 let errno = f.i32().unwrap_or(0);
                 Event::SpawnFailed {
                     stage,
@@ -474,9 +474,9 @@ pub(crate) type DirectStdout = tokio::sync::oneshot::Sender<tokio::net::unix::pi
 /// Why the helper did not start a process.
 #[derive(Debug)]
 pub(crate) enum SpawnFailure {
-    /// The helper refused: stage 0 the directory, 1 the program.
+    /// The helper refused, at `stage`.
     Refused {
-        stage: u8,
+        stage: protocol::SpawnStage,
         errno: i32,
         message: String,
     },

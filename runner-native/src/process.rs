@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use nix::fcntl::OFlag;
 use runner_core::{
     forward, EnvLayers, Error, ExitStatus, OsEnv, Proc, ProcOptions, ProcStdin, ProcStdout, Result,
-    Signal, Stream,
+    Signal, StartFailure, StartStage, Stream,
 };
 use runner_reaper::Ledger;
 use tokio::net::unix::pipe;
@@ -378,7 +378,6 @@ impl Proc for NativeProc {
 /// The error a caller sees for a failed spawn: the stage the child reached decides
 /// the kind (a `chdir` failure is about the directory, not the program).
 fn spawn_error(bin: &str, program: &Path, dir: &Path, e: SpawnError) -> Error {
-    use std::io;
     let spawn = |source| Error::Spawn {
         bin: bin.to_string(),
         source,
@@ -386,60 +385,25 @@ fn spawn_error(bin: &str, program: &Path, dir: &Path, e: SpawnError) -> Error {
     match e {
         SpawnError::Ledger(e) => Error::ledger(e),
         SpawnError::Prepare(source) => spawn(source),
-        SpawnError::AutoReap => spawn(io::Error::other(
+        SpawnError::AutoReap => spawn(std::io::Error::other(
             "this process ignores SIGCHLD (or set SA_NOCLDWAIT), so the kernel reaps its \
              children itself: exit statuses cannot be read and process groups cannot be \
              tracked; restore SIGCHLD's default disposition before starting processes",
         )),
-        SpawnError::Child {
-            stage: Stage::Exec,
-            source,
-        } => classify_spawn_error(bin, program, source),
-        SpawnError::Child {
-            stage: Stage::Dir,
-            source,
-        } => match source.raw_os_error() {
-            Some(nix::libc::ENOENT) => Error::DirNotFound(dir.to_path_buf()),
-            Some(nix::libc::ENOTDIR) => Error::NotADirectory(dir.to_path_buf()),
-            _ => spawn(io::Error::new(
-                source.kind(),
-                StageError {
-                    action: format!("enter the working directory `{}`", dir.display()),
-                    source,
-                },
-            )),
-        },
-        SpawnError::Child { stage, source } => spawn(io::Error::new(
-            source.kind(),
-            StageError {
-                action: stage.action().to_string(),
-                source,
-            },
-        )),
-    }
-}
-
-/// What the child was doing when it failed, over the system's error.
-#[derive(Debug, thiserror::Error)]
-#[error("failed to {action}")]
-struct StageError {
-    action: String,
-    #[source]
-    source: std::io::Error,
-}
-
-fn classify_spawn_error(bin: &str, program: &Path, source: std::io::Error) -> Error {
-    match source.raw_os_error() {
-        Some(nix::libc::ENOENT) => Error::NotFound {
-            bin: bin.to_string(),
-            searched: Some(format!("{} (or its interpreter)", program.display())),
-        },
-        Some(nix::libc::EACCES) | Some(nix::libc::ENOEXEC) => Error::NotExecutable {
-            path: program.to_path_buf(),
-        },
-        _ => Error::Spawn {
-            bin: bin.to_string(),
-            source,
-        },
+        SpawnError::Child { stage, source } => {
+            let searched = format!("{} (or its interpreter)", program.display());
+            let failure = StartFailure {
+                bin,
+                program,
+                searched: &searched,
+                dir,
+            };
+            let stage = match stage {
+                Stage::Exec => StartStage::Program,
+                Stage::Dir => StartStage::Dir,
+                other => StartStage::Other(other.action()),
+            };
+            failure.error(stage, source)
+        }
     }
 }

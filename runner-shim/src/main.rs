@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use protocol::{Fields, Frame, Kind, Spawn, CHUNK, WINDOW};
+use protocol::{Fields, Frame, Kind, Spawn, SpawnStage, CHUNK, WINDOW};
 
 extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
@@ -246,7 +246,11 @@ fn feed(mut to: impl Write, id: u32, chunks: mpsc::Receiver<Option<Vec<u8>>>, ou
 fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child>>>) {
     let dir = std::ffi::OsStr::from_bytes(&req.dir);
     if let Err(e) = std::fs::read_dir(dir) {
-        let payload = protocol::spawn_failed(0, e.raw_os_error().unwrap_or(0), &e.to_string());
+        let payload = protocol::spawn_failed(
+            SpawnStage::Dir,
+            e.raw_os_error().unwrap_or(0),
+            &e.to_string(),
+        );
         out.send(Kind::SpawnFailed, id, &payload);
         return;
     }
@@ -254,7 +258,7 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
         out.send(
             Kind::SpawnFailed,
             id,
-            &protocol::spawn_failed(1, 0, "no program"),
+            &protocol::spawn_failed(SpawnStage::Setup, 0, "no program"),
         );
         return;
     };
@@ -269,7 +273,7 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
                 Ok(pair) => pair,
                 Err(e) => {
                     let payload = protocol::spawn_failed(
-                        1,
+                        SpawnStage::Terminal,
                         e.raw_os_error().unwrap_or(0),
                         &format!("no pseudo-terminal: {e}"),
                     );
@@ -280,7 +284,11 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
             let (a, b) = match (slave.try_clone(), slave.try_clone()) {
                 (Ok(a), Ok(b)) => (a, b),
                 _ => {
-                    out.send(Kind::SpawnFailed, id, &protocol::spawn_failed(1, 0, "dup"));
+                    out.send(
+                        Kind::SpawnFailed,
+                        id,
+                        &protocol::spawn_failed(SpawnStage::Terminal, 0, "dup"),
+                    );
                     return;
                 }
             };
@@ -321,7 +329,11 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let payload = protocol::spawn_failed(1, e.raw_os_error().unwrap_or(0), &e.to_string());
+            let payload = protocol::spawn_failed(
+                SpawnStage::Program,
+                e.raw_os_error().unwrap_or(0),
+                &e.to_string(),
+            );
             out.send(Kind::SpawnFailed, id, &payload);
             return;
         }
@@ -454,7 +466,7 @@ fn main() {
                 Err(e) => out.send(
                     Kind::SpawnFailed,
                     id,
-                    &protocol::spawn_failed(1, 0, &format!("bad request: {e}")),
+                    &protocol::spawn_failed(SpawnStage::Setup, 0, &format!("bad request: {e}")),
                 ),
             },
             Kind::Stdin | Kind::StdinEnd => {

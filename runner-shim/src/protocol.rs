@@ -44,8 +44,8 @@ pub enum Kind {
     /// then the shim's descriptor of the read end of its stdout pipe (`i32`, -1 unless
     /// the spawn asked for `direct_stdout`; the owner then answers [`Kind::Attached`]).
     Started = 65,
-    /// shim → owner: it could not be started; payload: stage (`u8`: 0 directory,
-    /// 1 program), errno (`i32`), then a message.
+    /// shim → owner: it could not be started; payload: the [`SpawnStage`] (`u8`),
+    /// errno (`i32`), then a message.
     SpawnFailed = 66,
     /// shim → owner: output on stdout.
     Stdout = 67,
@@ -277,9 +277,37 @@ impl Spawn {
     }
 }
 
+/// The step at which the shim failed to start a process (the first byte of a
+/// [`Kind::SpawnFailed`] payload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SpawnStage {
+    /// Entering the working directory.
+    Dir = 0,
+    /// Executing the program.
+    Program = 1,
+    /// Opening the process's pseudo-terminal.
+    Terminal = 2,
+    /// Anything else the shim prepares: the request itself, descriptors.
+    Setup = 3,
+}
+
+impl SpawnStage {
+    /// The stage a byte names; an unknown byte is [`SpawnStage::Setup`] (never taken
+    /// for a missing program).
+    pub fn from_u8(byte: u8) -> SpawnStage {
+        match byte {
+            0 => SpawnStage::Dir,
+            1 => SpawnStage::Program,
+            2 => SpawnStage::Terminal,
+            _ => SpawnStage::Setup,
+        }
+    }
+}
+
 /// The payload of a [`Kind::SpawnFailed`] frame.
-pub fn spawn_failed(stage: u8, errno: i32, message: &str) -> Vec<u8> {
-    let mut out = vec![stage];
+pub fn spawn_failed(stage: SpawnStage, errno: i32, message: &str) -> Vec<u8> {
+    let mut out = vec![stage as u8];
     out.extend_from_slice(&errno.to_le_bytes());
     out.extend_from_slice(message.as_bytes());
     out
