@@ -33,6 +33,8 @@ mod port;
 mod runtimes;
 #[cfg(feature = "contract")]
 mod start;
+#[cfg(feature = "contract")]
+mod stop;
 mod state;
 mod status;
 #[cfg(feature = "testing")]
@@ -63,6 +65,8 @@ pub use port::{find_free_port, is_free_port, wait_for_port_unbound};
 pub use runtimes::{check_for_runtimes, FoundRuntime, RuntimeReport, RuntimeRequirement};
 #[cfg(feature = "contract")]
 pub use start::{StartFailure, StartStage};
+#[cfg(feature = "contract")]
+pub use stop::{stop_gracefully, Stoppable};
 pub use state::ProcessState;
 pub use status::{ExitStatus, Signal};
 #[cfg(feature = "contract")]

@@ -436,17 +436,22 @@ impl ExecShared {
     }
 
     pub(crate) async fn stop(&self) -> Result<()> {
-        if self.is_finished() {
-            return Ok(());
-        }
-        self.signal(Signal::Terminate).await?;
-        if tokio::time::timeout(self.grace, self.wait()).await.is_err() {
-            self.signal(Signal::Kill).await?;
-        }
-        match self.wait().await {
-            Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        runner_core::stop_gracefully(self, self.grace).await
+    }
+}
+
+#[async_trait]
+impl runner_core::Stoppable for ExecShared {
+    fn is_finished(&self) -> bool {
+        ExecShared::is_finished(self)
+    }
+
+    async fn signal(&self, signal: Signal) -> Result<()> {
+        ExecShared::signal(self, signal).await
+    }
+
+    async fn wait(&self) -> Result<ExitStatus> {
+        ExecShared::wait(self).await
     }
 }
 

@@ -591,14 +591,22 @@ impl HelpedShared {
     }
 
     pub(crate) async fn stop(&self) -> runner_core::Result<()> {
-        if self.is_finished() {
-            return Ok(());
-        }
-        self.signal(Signal::Terminate).await?;
-        if tokio::time::timeout(self.grace, self.wait()).await.is_err() {
-            self.signal(Signal::Kill).await?;
-        }
-        self.wait().await.map(|_| ())
+        runner_core::stop_gracefully(self, self.grace).await
+    }
+}
+
+#[async_trait::async_trait]
+impl runner_core::Stoppable for HelpedShared {
+    fn is_finished(&self) -> bool {
+        HelpedShared::is_finished(self)
+    }
+
+    async fn signal(&self, signal: Signal) -> runner_core::Result<()> {
+        HelpedShared::signal(self, signal).await
+    }
+
+    async fn wait(&self) -> runner_core::Result<ExitStatus> {
+        HelpedShared::wait(self).await
     }
 }
 

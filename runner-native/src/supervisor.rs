@@ -60,14 +60,23 @@ impl Shared {
 
     /// SIGTERM, the grace period, SIGKILL; returns once the process is gone.
     pub(crate) async fn stop(&self) -> Result<()> {
-        if self.is_finished() {
-            return Ok(());
-        }
-        self.signal(Signal::Terminate);
-        if tokio::time::timeout(self.grace, self.wait()).await.is_err() {
-            self.signal(Signal::Kill);
-        }
-        self.wait().await.map(|_| ())
+        runner_core::stop_gracefully(self, self.grace).await
+    }
+}
+
+#[async_trait::async_trait]
+impl runner_core::Stoppable for Shared {
+    fn is_finished(&self) -> bool {
+        Shared::is_finished(self)
+    }
+
+    async fn signal(&self, signal: Signal) -> Result<()> {
+        Shared::signal(self, signal);
+        Ok(())
+    }
+
+    async fn wait(&self) -> Result<ExitStatus> {
+        Shared::wait(self).await
     }
 }
 
