@@ -33,10 +33,10 @@ mod port;
 mod runtimes;
 #[cfg(feature = "contract")]
 mod start;
-#[cfg(feature = "contract")]
-mod stop;
 mod state;
 mod status;
+#[cfg(feature = "contract")]
+mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
 #[cfg(feature = "contract")]
@@ -65,10 +65,10 @@ pub use port::{find_free_port, is_free_port, wait_for_port_unbound};
 pub use runtimes::{check_for_runtimes, FoundRuntime, RuntimeReport, RuntimeRequirement};
 #[cfg(feature = "contract")]
 pub use start::{StartFailure, StartStage};
-#[cfg(feature = "contract")]
-pub use stop::{stop_gracefully, Stoppable};
 pub use state::ProcessState;
 pub use status::{ExitStatus, Signal};
+#[cfg(feature = "contract")]
+pub use stop::{stop_gracefully, Registry, Stoppable};
 #[cfg(feature = "contract")]
 pub use tracked::{Event, TrackedProcess};
 #[cfg(feature = "contract")]

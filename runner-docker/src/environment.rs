@@ -13,7 +13,7 @@ use runner_core::{
 };
 
 use crate::container::{self, Config, CreateError, DockerPortMapping};
-use crate::exec::{DockerProc, ExecShared, Inner, Running};
+use crate::exec::{DockerProc, Inner, Running};
 use crate::names::{
     container_name, owner_alive, session_label, LABEL_CONFIG, LABEL_OWNER, LABEL_SESSION,
 };
@@ -91,8 +91,7 @@ impl DockerEnvironment {
             inner: Arc::new(Inner {
                 docker,
                 running: Mutex::new(None),
-                procs: Mutex::new(Vec::new()),
-                helped: Mutex::new(Vec::new()),
+                registry: runner_core::Registry::default(),
                 helper: Mutex::new(crate::exec::HelperState::NotStarted),
             }),
             name: name.to_string(),
@@ -559,24 +558,7 @@ impl DockerEnvironment {
     }
 
     async fn stop_execs(&self) -> Result<()> {
-        let live: Vec<Arc<ExecShared>> = {
-            let mut procs = self.inner.procs.lock().unwrap_or_else(|p| p.into_inner());
-            procs.retain(|p| !p.is_finished());
-            procs.clone()
-        };
-        let helped: Vec<Arc<crate::helper::HelpedShared>> = {
-            let mut procs = self.inner.helped.lock().unwrap_or_else(|p| p.into_inner());
-            procs.retain(|p| !p.is_finished());
-            procs.clone()
-        };
-        let execs = runner_core::join_all_first_error(
-            live.into_iter().map(|p| async move { p.stop().await }),
-        );
-        let helped = runner_core::join_all_first_error(
-            helped.into_iter().map(|p| async move { p.stop().await }),
-        );
-        let (execs, helped) = tokio::join!(execs, helped);
-        execs.and(helped)
+        self.inner.registry.stop_all().await
     }
 
     /// Whether processes run through runner's helper in the container (about a

@@ -74,9 +74,8 @@ impl Running {
 pub(crate) struct Inner {
     pub(crate) docker: Docker,
     pub(crate) running: Mutex<Option<Running>>,
-    pub(crate) procs: Mutex<Vec<Arc<ExecShared>>>,
-    /// Processes the helper runs.
-    pub(crate) helped: Mutex<Vec<Arc<HelpedShared>>>,
+    /// Every process the environment started, on either path, until it ended.
+    pub(crate) registry: runner_core::Registry,
     /// The in-container helper, or why processes run as plain execs.
     pub(crate) helper: Mutex<HelperState>,
 }
@@ -436,7 +435,7 @@ impl ExecShared {
     }
 
     pub(crate) async fn stop(&self) -> Result<()> {
-        runner_core::stop_gracefully(self, self.grace).await
+        runner_core::stop_gracefully(self).await
     }
 }
 
@@ -444,6 +443,10 @@ impl ExecShared {
 impl runner_core::Stoppable for ExecShared {
     fn is_finished(&self) -> bool {
         ExecShared::is_finished(self)
+    }
+
+    fn grace(&self) -> Duration {
+        self.grace
     }
 
     async fn signal(&self, signal: Signal) -> Result<()> {
@@ -608,9 +611,7 @@ impl DockerProc {
             }
         };
         {
-            let mut helped = self.inner.helped.lock().unwrap_or_else(|p| p.into_inner());
-            helped.retain(|p| !p.is_finished());
-            helped.push(Arc::clone(&shared));
+            self.inner.registry.add(Arc::clone(&shared) as _);
         }
         self.helped = Some(shared);
         Ok(())
@@ -755,9 +756,7 @@ impl Proc for DockerProc {
             status_tx,
         ));
         {
-            let mut procs = self.inner.procs.lock().unwrap_or_else(|p| p.into_inner());
-            procs.retain(|p| !p.is_finished());
-            procs.push(Arc::clone(&shared));
+            self.inner.registry.add(Arc::clone(&shared) as _);
         }
         self.shared = Some(Arc::clone(&shared));
         shared.until_started().await?;

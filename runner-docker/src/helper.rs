@@ -591,7 +591,7 @@ impl HelpedShared {
     }
 
     pub(crate) async fn stop(&self) -> runner_core::Result<()> {
-        runner_core::stop_gracefully(self, self.grace).await
+        runner_core::stop_gracefully(self).await
     }
 }
 
@@ -599,6 +599,10 @@ impl HelpedShared {
 impl runner_core::Stoppable for HelpedShared {
     fn is_finished(&self) -> bool {
         HelpedShared::is_finished(self)
+    }
+
+    fn grace(&self) -> Duration {
+        self.grace
     }
 
     async fn signal(&self, signal: Signal) -> runner_core::Result<()> {

@@ -12,7 +12,7 @@ use runner_reaper::Ledger;
 
 use crate::process::{BaseEnv, NativeProc, ProcSpec};
 use crate::resolve::{check_dir, resolve_binary};
-use crate::supervisor::Registry;
+use runner_core::Registry;
 
 /// Runs processes on the host with whatever is on `PATH`.
 ///

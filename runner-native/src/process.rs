@@ -17,7 +17,8 @@ use tokio::net::unix::pipe;
 use crate::launch::{Launch, SpawnError, Stage};
 use crate::resolve::{check_dir, resolve_binary};
 use crate::spawn::spawn_group;
-use crate::supervisor::{supervise, Registry, Shared, Supervised};
+use crate::supervisor::{supervise, Shared, Supervised};
+use runner_core::Registry;
 
 /// The variables a process starts from, below every edit.
 #[derive(Debug, Clone)]
@@ -341,7 +342,7 @@ impl Proc for NativeProc {
             wait_on: self.wait_on.clone(),
             terminal,
         });
-        self.registry.add(&shared);
+        self.registry.add(Arc::clone(&shared) as _);
         self.shared = Some(shared);
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! number while the leader is unreaped): a signal never reaches a reused group id.
 //! Where signals need the zombie, the leader is reaped last, after the group is empty.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use runner_core::{exit_channel, Error, ExitPublisher, ExitStatus, ExitWatch, Result, Signal};
@@ -60,7 +60,7 @@ impl Shared {
 
     /// SIGTERM, the grace period, SIGKILL; returns once the process is gone.
     pub(crate) async fn stop(&self) -> Result<()> {
-        runner_core::stop_gracefully(self, self.grace).await
+        runner_core::stop_gracefully(self).await
     }
 }
 
@@ -68,6 +68,10 @@ impl Shared {
 impl runner_core::Stoppable for Shared {
     fn is_finished(&self) -> bool {
         Shared::is_finished(self)
+    }
+
+    fn grace(&self) -> Duration {
+        self.grace
     }
 
     async fn signal(&self, signal: Signal) -> Result<()> {
@@ -272,30 +276,5 @@ async fn clear_group(
                 killed |= sig == nix::libc::SIGKILL;
             }
         }
-    }
-}
-
-/// The processes an environment started and that have not ended, so it can stop
-/// them all (also those whose handles the caller dropped).
-#[derive(Debug, Default)]
-pub(crate) struct Registry {
-    procs: Mutex<Vec<Arc<Shared>>>,
-}
-
-impl Registry {
-    pub(crate) fn add(&self, shared: &Arc<Shared>) {
-        let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
-        procs.retain(|s| !s.is_finished());
-        procs.push(Arc::clone(shared));
-    }
-
-    pub(crate) async fn stop_all(&self) -> Result<()> {
-        let live: Vec<Arc<Shared>> = {
-            let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
-            procs.retain(|s| !s.is_finished());
-            procs.clone()
-        };
-        runner_core::join_all_first_error(live.into_iter().map(|p| async move { p.stop().await }))
-            .await
     }
 }
