@@ -228,18 +228,21 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
     assert_eq!(p.try_status(), Some(ExitStatus::Signaled(9)));
 
     // Stop ends the whole process tree: a shell and the two children it waits for,
-    // found afterwards by their exact command line wherever the backend runs them.
-    let mut p = c
-        .new_process("sh", &["-c", "sleep 3001 & sleep 3001 & echo ready; wait"])
-        .await
-        .unwrap();
+    // found afterwards by their exact command line wherever the backend runs them
+    // (a command line of this run of the suite alone: a container's processes are
+    // this host's too, and the suites of other backends run at the same time).
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let secs = 3001 + RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let sleeper = format!("sleep {secs}");
+    let script = format!("{sleeper} & {sleeper} & echo ready; wait");
+    let mut p = c.new_process("sh", &["-c", &script]).await.unwrap();
     p.with_stop_grace(Duration::from_secs(10));
     let mut out = p.stdout_pipe().unwrap();
     p.start().await.unwrap();
     let mut ready = [0u8; 6];
     out.read_exact(&mut ready).await.unwrap();
     let scan = "for d in /proc/[0-9]*; do tr '\\0' ' ' < $d/cmdline 2>/dev/null; echo; done";
-    let count = |listing: &str| listing.lines().filter(|l| l.trim() == "sleep 3001").count();
+    let count = |listing: &str| listing.lines().filter(|l| l.trim() == sleeper).count();
     let (_, before, _) = run(c, scan).await;
     assert_eq!(count(&before), 2, "{before}");
     tokio::time::timeout(Duration::from_secs(20), p.stop())
