@@ -22,6 +22,7 @@ use runner_core::{
 };
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
+use crate::control::Control;
 use crate::helper::{HelpedShared, Helper, SpawnFailure};
 use crate::host_view::{HostView, LocalProcess};
 use crate::outcome::ExecFailure;
@@ -433,9 +434,29 @@ impl ExecShared {
             .await?;
         Ok(())
     }
+}
 
-    pub(crate) async fn stop(&self) -> Result<()> {
-        runner_core::stop_gracefully(self).await
+#[async_trait]
+impl Control for ExecShared {
+    fn try_status(&self) -> Option<ExitStatus> {
+        ExecShared::try_status(self)
+    }
+
+    async fn find_pid(&self) -> Result<Option<u32>> {
+        ExecShared::find_pid(self).await
+    }
+
+    /// A plain exec has no terminal of ours.
+    async fn resize(&self, _rows: u16, _cols: u16) -> Result<()> {
+        Ok(())
+    }
+
+    fn exec_id(&self) -> Option<&str> {
+        Some(&self.exec_id)
+    }
+
+    fn via_helper(&self) -> bool {
+        false
     }
 }
 
@@ -483,8 +504,8 @@ pub struct DockerProc {
     direct_stdout: Option<crate::helper::DirectStdout>,
     stdin_taken: bool,
     stdout_taken: bool,
-    shared: Option<Arc<ExecShared>>,
-    helped: Option<Arc<HelpedShared>>,
+    /// The process once started, on whichever path runs it.
+    started: Option<Arc<dyn Control>>,
     wait_on: Option<String>,
 }
 
@@ -508,15 +529,14 @@ impl DockerProc {
             direct_stdout: None,
             stdin_taken: false,
             stdout_taken: false,
-            shared: None,
-            helped: None,
+            started: None,
             wait_on: None,
         }
     }
 
     /// The exec's id, once started.
     pub fn exec_id(&self) -> Option<&str> {
-        self.shared.as_ref().map(|s| s.exec_id.as_str())
+        self.started.as_ref().and_then(|c| c.exec_id())
     }
 
     /// The pid of this process inside the container: the helper's word, or for a
@@ -524,22 +544,20 @@ impl DockerProc {
     /// exec's group token and was started from outside the container (works with an
     /// engine elsewhere too). `None` once it ended, or before its program runs.
     pub async fn find_pid(&self) -> Result<Option<u32>> {
-        if let Some(h) = &self.helped {
-            return Ok((!h.is_finished()).then_some(h.pid));
-        }
-        match &self.shared {
-            Some(s) => s.find_pid().await,
-            None => Err(Error::NotStarted),
-        }
+        self.control()?.find_pid().await
     }
 
     /// True when the environment's helper runs this process (not a plain exec).
     pub fn via_helper(&self) -> bool {
-        self.helped.is_some()
+        self.started.as_ref().is_some_and(|c| c.via_helper())
     }
 
     fn started(&self) -> bool {
-        self.shared.is_some() || self.helped.is_some()
+        self.started.is_some()
+    }
+
+    fn control(&self) -> Result<&Arc<dyn Control>> {
+        self.started.as_ref().ok_or(Error::NotStarted)
     }
 
     /// Starts the process through the helper.
@@ -613,7 +631,7 @@ impl DockerProc {
         {
             self.inner.registry.add(Arc::clone(&shared) as _);
         }
-        self.helped = Some(shared);
+        self.started = Some(shared);
         Ok(())
     }
 }
@@ -758,7 +776,7 @@ impl Proc for DockerProc {
         {
             self.inner.registry.add(Arc::clone(&shared) as _);
         }
-        self.shared = Some(Arc::clone(&shared));
+        self.started = Some(Arc::clone(&shared) as _);
         shared.until_started().await?;
         if shared.wait_on.is_some() && shared.group_in_container.get().is_none() {
             // Not proven local: the container's /proc says.
@@ -770,52 +788,33 @@ impl Proc for DockerProc {
     }
 
     async fn wait(&self) -> Result<ExitStatus> {
-        if let Some(h) = &self.helped {
-            return h.wait().await;
-        }
-        self.shared.as_ref().ok_or(Error::NotStarted)?.wait().await
+        self.control()?.wait().await
     }
 
     async fn stop(&self) -> Result<()> {
-        if let Some(h) = &self.helped {
-            return h.stop().await;
-        }
-        match &self.shared {
-            Some(s) => s.stop().await,
+        match &self.started {
+            Some(c) => runner_core::stop_gracefully(c.as_ref()).await,
             None => Ok(()),
         }
     }
 
     async fn signal(&self, signal: Signal) -> Result<()> {
-        if let Some(h) = &self.helped {
-            return h.signal(signal).await;
-        }
-        self.shared
-            .as_ref()
-            .ok_or(Error::NotStarted)?
-            .signal(signal)
-            .await
+        self.control()?.signal(signal).await
     }
 
     async fn resize_terminal(&self, rows: u16, cols: u16) -> Result<()> {
-        match &self.helped {
-            Some(h) => h.resize(rows, cols).await,
+        match &self.started {
+            Some(c) => c.resize(rows, cols).await,
             None => Ok(()),
         }
     }
 
     async fn is_running(&self) -> Result<bool> {
-        if let Some(h) = &self.helped {
-            return Ok(!h.is_finished());
-        }
-        Ok(self.shared.as_ref().is_some_and(|s| !s.is_finished()))
+        Ok(self.started.as_ref().is_some_and(|c| !c.is_finished()))
     }
 
     fn try_status(&self) -> Option<ExitStatus> {
-        if let Some(h) = &self.helped {
-            return h.try_status();
-        }
-        self.shared.as_ref().and_then(|s| s.try_status())
+        self.started.as_ref().and_then(|c| c.try_status())
     }
 
     /// Execs have no host pid we own.

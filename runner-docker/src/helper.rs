@@ -589,9 +589,28 @@ impl HelpedShared {
             .await?;
         Ok(())
     }
+}
 
-    pub(crate) async fn stop(&self) -> runner_core::Result<()> {
-        runner_core::stop_gracefully(self).await
+#[async_trait::async_trait]
+impl crate::control::Control for HelpedShared {
+    fn try_status(&self) -> Option<ExitStatus> {
+        HelpedShared::try_status(self)
+    }
+
+    async fn find_pid(&self) -> runner_core::Result<Option<u32>> {
+        Ok((!self.is_finished()).then_some(self.pid))
+    }
+
+    async fn resize(&self, rows: u16, cols: u16) -> runner_core::Result<()> {
+        HelpedShared::resize(self, rows, cols).await
+    }
+
+    fn exec_id(&self) -> Option<&str> {
+        None
+    }
+
+    fn via_helper(&self) -> bool {
+        true
     }
 }
 

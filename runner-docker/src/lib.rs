@@ -10,6 +10,7 @@
 
 mod client;
 mod container;
+mod control;
 mod credentials;
 mod endpoint;
 mod environment;
