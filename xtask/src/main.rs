@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod apt;
+mod docs;
 mod modules;
 mod toolchain;
 
@@ -326,7 +327,9 @@ const LAYERS: [(&str, &[&str]); 8] = [
     ),
 ];
 
-/// Fails when a crate depends on a workspace crate its floor does not allow.
+/// Fails when a crate depends on a workspace crate its floor does not allow, when
+/// modules of a crate import each other in a circle, or when ARCHITECTURE.md names a
+/// path that does not exist.
 fn check_layering() -> Result {
     for (krate, allowed) in LAYERS {
         let tree = cargo()
@@ -349,7 +352,8 @@ fn check_layering() -> Result {
             }
         }
     }
-    modules::check_no_circles()
+    modules::check_no_circles()?;
+    docs::check_architecture_paths()
 }
 
 fn check_feature_combinations() -> Result {
