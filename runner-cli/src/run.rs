@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use runner_companion::Reason;
 use runner_core::{Error, Proc, RunnerEnvironment, Signal};
 use runner_docker::DockerEnvironment;
 use runner_native::NativeEnvironment;
@@ -213,56 +214,28 @@ async fn choose_backend(args: &RunArgs, dir: &std::path::Path) -> BackendArg {
         tracing::debug!(target: "runner", backend = ?args.backend, "backend given with --backend");
         return args.backend;
     }
-    let has_flake = dir.join("flake.nix").is_file();
-    let (backend, why) = if let Some(image) = &args.image {
-        if runner_docker::docker_engine_running(std::time::Duration::from_secs(1)).await {
-            (
-                BackendArg::Docker,
-                format!("--image {image} and a Docker engine answers"),
-            )
-        } else {
-            let endpoint = runner_docker::resolve_endpoint()
-                .map(|e| e.to_string())
-                .unwrap_or_else(|e| e.to_string());
-            let fallback = if has_flake && runner_nix::check_nix_installed() {
-                BackendArg::Nix
-            } else {
-                BackendArg::Native
-            };
+    // The companion's decision, in the CLI's words.
+    let choice = runner_companion::choose_backend(args.image.as_deref(), dir).await;
+    let backend = match choice.backend {
+        runner_core::Backend::Docker => BackendArg::Docker,
+        runner_core::Backend::Nix => BackendArg::Nix,
+        runner_core::Backend::Native => BackendArg::Native,
+    };
+    let name = choice.backend.as_str();
+    let why = match &choice.reason {
+        Reason::ImageAndEngine { image } => format!("--image {image} and a Docker engine answers"),
+        Reason::NoEngine { image, endpoint } => {
             say(
                 Kind::Warning,
                 format!(
                     "--image {image} given, but no Docker engine answers at {endpoint}: \
-                     running on the {} backend instead (`runner doctor` says more)",
-                    if fallback == BackendArg::Nix {
-                        "nix"
-                    } else {
-                        "native"
-                    }
+                     running on the {name} backend instead (`runner doctor` says more)"
                 ),
             );
-            (fallback, "no Docker engine answers".to_string())
+            "no Docker engine answers".to_string()
         }
-    } else if has_flake && runner_nix::check_nix_installed() {
-        (
-            BackendArg::Nix,
-            format!("{} has a flake.nix and nix is installed", dir.display()),
-        )
-    } else if has_flake {
-        (
-            BackendArg::Native,
-            format!("{} has a flake.nix but nix is not installed", dir.display()),
-        )
-    } else {
-        (
-            BackendArg::Native,
-            "no --image and no flake.nix".to_string(),
-        )
-    };
-    let name = match backend {
-        BackendArg::Docker => "docker",
-        BackendArg::Nix => "nix",
-        _ => "native",
+        Reason::Neither => "no --image and no flake.nix".to_string(),
+        other => other.to_string(),
     };
     tracing::info!(target: "runner", backend = name, reason = %why, "backend chosen");
     if !args.quiet {

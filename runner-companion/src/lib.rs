@@ -1,8 +1,9 @@
 //! One contract, the best backend available.
 //!
 //! [`new_companion_runner`] picks Docker (when an image is given and an engine answers
-//! a ping within [`DOCKER_DETECT_TIMEOUT`]), then Nix (nix installed and a `flake.nix`
-//! in the source dir), then native. A preferred backend that is unavailable is an
+//! within [`DOCKER_DETECT_TIMEOUT`]), then Nix (nix installed and a `flake.nix`
+//! in the source dir), then native ([`choose_backend`], which `runner run` uses too). A
+//! preferred backend that is unavailable is an
 //! error naming why, never a silent fallback. Backends are cargo features (`native`,
 //! `docker`, `nix`): a crate that needs only Docker builds without the Nix code.
 #![deny(missing_docs)]
@@ -26,8 +27,9 @@ pub mod prelude {
     pub use runner_core::prelude::*;
 }
 
-/// How long auto-detection waits for a Docker engine to answer.
-pub const DOCKER_DETECT_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long auto-detection waits for a Docker engine to answer (an engine in a VM or
+/// behind ssh takes longer than a local socket; one that is down fails at once).
+pub const DOCKER_DETECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a backend cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -330,6 +332,129 @@ async fn sweep_once() {
         .await;
 }
 
+/// The backend `auto` picks, and why: what [`new_companion_runner`] builds without a
+/// preference, and what `runner run` says it chose. One decision for every caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// The backend.
+    pub backend: Backend,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Why [`choose_backend`] picked its backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// An image was given and a Docker engine answers.
+    ImageAndEngine {
+        /// The image.
+        image: String,
+    },
+    /// An image was given but no Docker engine answered (within
+    /// [`DOCKER_DETECT_TIMEOUT`]): the next backend in the order runs it. Worth
+    /// telling the user.
+    NoEngine {
+        /// The image.
+        image: String,
+        /// The engine that was asked, or why none could be resolved.
+        endpoint: String,
+    },
+    /// The directory has a `flake.nix` and nix is installed.
+    Flake {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The directory has a `flake.nix` but nix is not installed.
+    FlakeWithoutNix {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Neither an image nor a `flake.nix`.
+    Neither,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::ImageAndEngine { image } => {
+                write!(f, "image {image} and a Docker engine answers")
+            }
+            Reason::NoEngine { image, endpoint } => {
+                write!(
+                    f,
+                    "image {image}, but no Docker engine answers at {endpoint}"
+                )
+            }
+            Reason::Flake { dir } => {
+                write!(f, "{} has a flake.nix and nix is installed", dir.display())
+            }
+            Reason::FlakeWithoutNix { dir } => write!(
+                f,
+                "{} has a flake.nix but nix is not installed",
+                dir.display()
+            ),
+            Reason::Neither => f.write_str("no image and no flake.nix"),
+        }
+    }
+}
+
+/// Picks a backend for `image` (if any) and `dir`: Docker when an image is given and
+/// an engine answers within [`DOCKER_DETECT_TIMEOUT`] (with the `docker` feature),
+/// then Nix when `dir` has a `flake.nix` and nix is installed (with the `nix`
+/// feature), then native.
+pub async fn choose_backend(image: Option<&str>, dir: &Path) -> Choice {
+    #[cfg(feature = "docker")]
+    let missing_engine = match image {
+        Some(image) => {
+            match tokio::time::timeout(DOCKER_DETECT_TIMEOUT, runner_docker::connect()).await {
+                Ok(Ok(_)) => {
+                    return Choice {
+                        backend: Backend::Docker,
+                        reason: Reason::ImageAndEngine {
+                            image: image.to_string(),
+                        },
+                    }
+                }
+                _ => Some(Reason::NoEngine {
+                    image: image.to_string(),
+                    endpoint: runner_docker::resolve_endpoint()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|e| e.to_string()),
+                }),
+            }
+        }
+        None => None,
+    };
+    // Without Docker support an image is not a reason for anything.
+    #[cfg(not(feature = "docker"))]
+    let missing_engine: Option<Reason> = {
+        let _ = image;
+        None
+    };
+    let has_flake = dir.join("flake.nix").is_file();
+    #[cfg(feature = "nix")]
+    if has_flake && runner_nix::check_nix_installed() {
+        return Choice {
+            backend: Backend::Nix,
+            reason: missing_engine.unwrap_or_else(|| Reason::Flake {
+                dir: dir.to_path_buf(),
+            }),
+        };
+    }
+    let reason = match missing_engine {
+        Some(r) => r,
+        None if has_flake => Reason::FlakeWithoutNix {
+            dir: dir.to_path_buf(),
+        },
+        None => Reason::Neither,
+    };
+    Choice {
+        backend: Backend::Native,
+        reason,
+    }
+}
+
 /// A companion on the best available backend (see the crate docs for the order), or on
 /// `opts.preferred_backend`, which must then be available. The first call in a process
 /// also sweeps what crashed owners left behind.
@@ -364,13 +489,22 @@ pub async fn new_companion_runner(opts: CompanionOpts) -> Result<Companion> {
         }
         None => {}
     }
-    #[cfg(feature = "docker")]
-    if let Some(c) = docker(&opts, false).await? {
-        return Ok(c);
-    }
-    #[cfg(feature = "nix")]
-    if let Some(c) = nix(&opts, false)? {
-        return Ok(c);
+    let choice = choose_backend(opts.image.as_deref(), &opts.source_dir).await;
+    tracing::debug!(backend = %choice.backend, reason = %choice.reason, "backend chosen");
+    match choice.backend {
+        #[cfg(feature = "docker")]
+        Backend::Docker => {
+            if let Some(c) = docker(&opts, false).await? {
+                return Ok(c);
+            }
+        }
+        #[cfg(feature = "nix")]
+        Backend::Nix => {
+            if let Some(c) = nix(&opts, false)? {
+                return Ok(c);
+            }
+        }
+        _ => {}
     }
     #[cfg(feature = "native")]
     return native(&opts);

@@ -32,6 +32,7 @@ pub(crate) const LAYERS: [(&str, &[&str]); 8] = [
     (
         "runner-cli",
         &[
+            "runner-companion",
             "runner-core",
             "runner-native",
             "runner-reaper",
