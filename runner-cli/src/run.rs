@@ -318,12 +318,12 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: Termi
         .flatten();
     // The handlers were installed before any work: a signal that arrives the moment
     // the child runs is forwarded, never taken by our own default disposition.
-    if let Err(e) = proc.start().await {
-        return fail(&e, i32::from(EXIT_INTERNAL));
-    }
-    let proc: Arc<dyn Proc> = Arc::from(proc);
+    let proc = match proc.start().await {
+        Ok(running) => running,
+        Err(e) => return fail(&e, i32::from(EXIT_INTERNAL)),
+    };
     if terminal == TerminalMode::Pseudo {
-        let proc = Arc::clone(&proc);
+        let proc = proc.clone();
         if let Ok(mut winch) = signal(SignalKind::window_change()) {
             tokio::spawn(async move {
                 while winch.recv().await.is_some() {
@@ -346,7 +346,7 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: Termi
         tokio::spawn(job_control(pid as i32, terminal, children));
     }
     let forwarder = {
-        let proc = Arc::clone(&proc);
+        let proc = proc.clone();
         tokio::spawn(async move {
             loop {
                 let sig = signals.recv().await;

@@ -76,7 +76,7 @@ async fn main() -> Result<()> {
     };
     let mut to_server = server.stdin_pipe()?;
     let mut from_server = BufReader::new(server.stdout_pipe()?);
-    server.start().await?;
+    let server = server.start().await?;
     let io = |e: std::io::Error| Error::io("talk to the server", e);
     let requests = [
         (

@@ -24,7 +24,7 @@ async fn main() -> Result<()> {
     .await?;
     companion.init().await?;
     let rest: Vec<&str> = args[1..].iter().map(String::as_str).collect();
-    let mut proc = companion.new_process(&args[0], &rest).await?;
+    let proc = companion.new_process(&args[0], &rest).await?;
     let out = proc.output().await?;
     companion.shutdown().await?;
     print!("{}", out.stdout_lossy());

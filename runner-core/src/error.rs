@@ -55,14 +55,8 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
-    /// `start` or `run` was called on a process that was already started.
-    #[error("the process was already started")]
-    AlreadyStarted,
-    /// An operation that needs a started process was called before `start`.
-    #[error("the process has not been started")]
-    NotStarted,
-    /// `stdin_pipe` / `stdout_pipe` was called twice or after start.
-    #[error("the {0} pipe was already taken or the process already started")]
+    /// `stdin_pipe` / `stdout_pipe` was called twice on one process.
+    #[error("the {0} pipe was already taken")]
     PipeUnavailable(&'static str),
     /// The environment was shut down; it starts no new processes.
     #[error("the environment was shut down")]

@@ -30,13 +30,13 @@ mod output;
 #[cfg(feature = "contract")]
 mod port;
 #[cfg(feature = "contract")]
+mod running;
+#[cfg(feature = "contract")]
 mod runtimes;
 #[cfg(feature = "contract")]
 mod start;
 mod state;
 mod status;
-#[cfg(feature = "contract")]
-mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
 #[cfg(feature = "contract")]
@@ -62,13 +62,13 @@ pub use output::{
 #[cfg(feature = "contract")]
 pub use port::{find_free_port, is_free_port, wait_for_port_unbound};
 #[cfg(feature = "contract")]
+pub use running::{stop_gracefully, Control, Registry, Running};
+#[cfg(feature = "contract")]
 pub use runtimes::{check_for_runtimes, FoundRuntime, RuntimeReport, RuntimeRequirement};
 #[cfg(feature = "contract")]
 pub use start::{StartFailure, StartStage};
 pub use state::ProcessState;
 pub use status::{ExitStatus, Signal};
-#[cfg(feature = "contract")]
-pub use stop::{stop_gracefully, Registry, Stoppable};
 #[cfg(feature = "contract")]
 pub use tracked::{Event, TrackedProcess};
 #[cfg(feature = "contract")]
@@ -85,6 +85,6 @@ pub mod prelude {
     pub use crate::{
         Backend, CaptureSink, EnvironmentVariable, Error, ExitStatus, NullSink, Output, OutputSink,
         PassthroughSink, Proc, ProcOutput, ProcStdin, ProcStdout, Result, RunnerEnvironment,
-        RunnerEnvironmentExt, Signal, StdioSink, Stream,
+        RunnerEnvironmentExt, Running, Signal, StdioSink, Stream,
     };
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::{
-    EnvLayers, EnvironmentVariable, ExitStatus, JoinPosition, Output, Result, Signal, StdioSink,
+    EnvLayers, EnvironmentVariable, ExitStatus, JoinPosition, Output, Result, Running, StdioSink,
 };
 
 /// The default time `stop` waits after SIGTERM before it sends SIGKILL.
@@ -135,17 +135,9 @@ pub trait Proc: Send + Sync + fmt::Debug {
     /// gets a pseudo-terminal of its own, sized like the caller's, for its stdin,
     /// stdout and stderr: what it writes arrives as stdout (sink or pipe), what is
     /// written to its stdin pipe is typed into it; forward window changes with
-    /// [`resize_terminal`](Self::resize_terminal). Plain execs keep their pipes.
+    /// [`Running::resize_terminal`]. Plain execs keep their pipes.
     fn with_terminal(&mut self) {
         self.options_mut().terminal = true;
-    }
-    /// Tells a process started [`with_terminal`](Self::with_terminal) on a
-    /// pseudo-terminal of its own (Docker) that the caller's window is now `rows` by
-    /// `cols`. A no-op for a process that has the caller's terminal itself (native,
-    /// nix: the kernel tells it) or none.
-    async fn resize_terminal(&self, rows: u16, cols: u16) -> Result<()> {
-        let _ = (rows, cols);
-        Ok(())
     }
     /// Makes `run`/`wait` also wait for the process named `bin` in the process's group
     /// (for launchers that start the real program and exit).
@@ -156,18 +148,24 @@ pub trait Proc: Send + Sync + fmt::Debug {
     /// A reader of the process's raw stdout. Call before `start`. When taken, stdout no
     /// longer goes to the output sink; stderr still does.
     fn stdout_pipe(&mut self) -> Result<ProcStdout>;
-    /// Starts the process and returns once it runs.
-    async fn start(&mut self) -> Result<()>;
-    /// Starts the process and waits for it to exit.
-    async fn run(&mut self) -> Result<ExitStatus> {
-        self.start().await?;
-        self.wait().await
+    /// Starts the process and returns once it runs: the request is consumed, the
+    /// [`Running`] process is what can be waited for, signalled and stopped.
+    async fn start(self: Box<Self>) -> Result<Running>;
+    /// Starts the process and waits for it to exit. Dropping this future ends the
+    /// process.
+    async fn run(self: Box<Self>) -> Result<ExitStatus> {
+        let running = self.start().await?;
+        let guard = crate::running::StopOnDrop::new(&running);
+        let status = running.wait().await;
+        guard.disarm();
+        status
     }
     /// Runs the process to its exit and returns its status with everything it wrote
     /// (like `std::process::Command::output`): stdout and stderr in memory, bytes as
     /// written (a `stdout_pipe` taken before leaves stdout to that pipe). For commands
-    /// whose output fits in memory; stream larger ones with `with_output`.
-    async fn output(&mut self) -> Result<ProcOutput> {
+    /// whose output fits in memory; stream larger ones with `with_output`. Dropping
+    /// this future ends the process.
+    async fn output(mut self: Box<Self>) -> Result<ProcOutput> {
         let capture = crate::CaptureSink::new();
         self.with_output(capture.clone());
         let status = self.run().await?;
@@ -177,20 +175,6 @@ pub trait Proc: Send + Sync + fmt::Debug {
             stderr: capture.stderr(),
         })
     }
-    /// Waits for the process to exit. Idempotent and cancel-safe: any number of
-    /// callers, before or after the exit, get the same status.
-    async fn wait(&self) -> Result<ExitStatus>;
-    /// SIGTERM to the whole group, the grace period, then SIGKILL; returns once the
-    /// process is gone. A no-op on a process that already exited.
-    async fn stop(&self) -> Result<()>;
-    /// Delivers one signal to the process's group. A no-op once it exited.
-    async fn signal(&self, signal: Signal) -> Result<()>;
-    /// True between a successful `start` and the exit.
-    async fn is_running(&self) -> Result<bool>;
-    /// The process's exit status if it already exited, without waiting.
-    fn try_status(&self) -> Option<ExitStatus>;
-    /// The host pid of the process (group leader), when the backend has one.
-    fn pid(&self) -> Option<u32>;
 }
 
 /// Generic conveniences over any [`RunnerEnvironment`] (also `dyn`).

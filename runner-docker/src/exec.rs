@@ -22,7 +22,7 @@ use runner_core::{
 };
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
-use crate::control::Control;
+use crate::control::{DockerRunning, Started};
 use crate::helper::{HelpedShared, Helper, SpawnFailure};
 use crate::host_view::{HostView, LocalProcess};
 use crate::outcome::ExecFailure;
@@ -437,18 +437,9 @@ impl ExecShared {
 }
 
 #[async_trait]
-impl Control for ExecShared {
-    fn try_status(&self) -> Option<ExitStatus> {
-        ExecShared::try_status(self)
-    }
-
+impl Started for ExecShared {
     async fn find_pid(&self) -> Result<Option<u32>> {
         ExecShared::find_pid(self).await
-    }
-
-    /// A plain exec has no terminal of ours.
-    async fn resize(&self, _rows: u16, _cols: u16) -> Result<()> {
-        Ok(())
     }
 
     fn exec_id(&self) -> Option<&str> {
@@ -461,9 +452,17 @@ impl Control for ExecShared {
 }
 
 #[async_trait]
-impl runner_core::Stoppable for ExecShared {
+impl runner_core::Control for ExecShared {
     fn is_finished(&self) -> bool {
         ExecShared::is_finished(self)
+    }
+
+    fn try_status(&self) -> Option<ExitStatus> {
+        ExecShared::try_status(self)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn grace(&self) -> Duration {
@@ -504,8 +503,6 @@ pub struct DockerProc {
     direct_stdout: Option<crate::helper::DirectStdout>,
     stdin_taken: bool,
     stdout_taken: bool,
-    /// The process once started, on whichever path runs it.
-    started: Option<Arc<dyn Control>>,
     wait_on: Option<String>,
 }
 
@@ -529,162 +526,13 @@ impl DockerProc {
             direct_stdout: None,
             stdin_taken: false,
             stdout_taken: false,
-            started: None,
             wait_on: None,
         }
     }
 
-    /// The exec's id, once started.
-    pub fn exec_id(&self) -> Option<&str> {
-        self.started.as_ref().and_then(|c| c.exec_id())
-    }
-
-    /// The pid of this process inside the container: the helper's word, or for a
-    /// plain exec a scan of the container's /proc for the process that carries this
-    /// exec's group token and was started from outside the container (works with an
-    /// engine elsewhere too). `None` once it ended, or before its program runs.
-    pub async fn find_pid(&self) -> Result<Option<u32>> {
-        self.control()?.find_pid().await
-    }
-
-    /// True when the environment's helper runs this process (not a plain exec).
-    pub fn via_helper(&self) -> bool {
-        self.started.as_ref().is_some_and(|c| c.via_helper())
-    }
-
-    fn started(&self) -> bool {
-        self.started.is_some()
-    }
-
-    fn control(&self) -> Result<&Arc<dyn Control>> {
-        self.started.as_ref().ok_or(Error::NotStarted)
-    }
-
-    /// Starts the process through the helper.
-    async fn start_helped(
-        &mut self,
-        helper: Arc<Helper>,
-        env: &BTreeMap<String, String>,
-    ) -> Result<()> {
-        use std::os::unix::ffi::OsStrExt;
-        let dir = match &self.work_dir {
-            Some(d) => d.as_os_str().as_bytes().to_vec(),
-            None => b"/".to_vec(),
-        };
-        let req = runner_shim::protocol::Spawn {
-            dir,
-            argv: self.cmd.iter().map(|a| a.as_bytes().to_vec()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}").into_bytes())
-                .collect(),
-            stdin: self.stdin.is_some(),
-            direct_stdout: false,
-            wait_on: self.wait_on.clone().unwrap_or_default().into_bytes(),
-            // A pseudo-terminal as large as the caller's window (24x80 without one).
-            tty: self.opts.terminal.then(|| {
-                terminal_size::terminal_size_of(std::io::stdin())
-                    .map_or((24, 80), |(w, h)| (h.0, w.0))
-            }),
-        };
-        let started = HelpedShared::start(
-            &helper,
-            req,
-            self.stdin.take(),
-            self.stdout.take(),
-            self.direct_stdout.take(),
-            Arc::clone(&self.opts.output),
-            self.opts.grace,
-        )
-        .await;
-        let shared = match started {
-            Ok(s) => s,
-            Err(SpawnFailure::Docker(e)) => return Err(e.into()),
-            Err(SpawnFailure::Refused {
-                stage,
-                errno,
-                message,
-            }) => {
-                use runner_shim::protocol::SpawnStage;
-                let dir = self.work_dir.clone().unwrap_or_else(|| PathBuf::from("/"));
-                let failure = runner_core::StartFailure {
-                    bin: &self.cmd[0],
-                    program: Path::new(&self.cmd[0]),
-                    searched: "the container's PATH",
-                    dir: &dir,
-                };
-                let stage = match stage {
-                    SpawnStage::Dir => StartStage::Dir,
-                    SpawnStage::Program => StartStage::Program,
-                    SpawnStage::Terminal => StartStage::Other("open a pseudo-terminal"),
-                    SpawnStage::Setup => StartStage::Other("set the process up in the helper"),
-                };
-                // The system's error where there is one, else the helper's words.
-                let source = if errno > 0 {
-                    std::io::Error::from_raw_os_error(errno)
-                } else {
-                    std::io::Error::other(message)
-                };
-                return Err(failure.error(stage, source));
-            }
-        };
-        {
-            self.inner.registry.add(Arc::clone(&shared) as _);
-        }
-        self.started = Some(shared);
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Proc for DockerProc {
-    fn with_dir(&mut self, dir: &Path) {
-        self.work_dir = Some(match &self.work_dir {
-            Some(base) => base.join(dir),
-            None => dir.to_path_buf(),
-        });
-    }
-
-    fn options_mut(&mut self) -> &mut ProcOptions {
-        &mut self.opts
-    }
-
-    /// After the exec's own process exits, the run goes on while a process running
-    /// `bin` is left in the exec's process group (a server its launcher started and
-    /// detached from the output). With the engine on this host the host's process
-    /// table says; with a remote one a scan of the container's `/proc`, which needs
-    /// the exec's process to be seen running first. Looked at every 200 ms (the
-    /// engine has no event for it).
-    fn wait_on(&mut self, bin: &str) {
-        self.wait_on = Some(bin.to_string());
-    }
-
-    fn stdin_pipe(&mut self) -> Result<ProcStdin> {
-        if self.stdin_taken || self.started() {
-            return Err(Error::PipeUnavailable("stdin"));
-        }
-        let (user, ours) = tokio::io::duplex(PIPE_SIZE);
-        self.stdin = Some(ours);
-        self.stdin_taken = true;
-        Ok(Box::new(user))
-    }
-
-    fn stdout_pipe(&mut self) -> Result<ProcStdout> {
-        if self.stdout_taken || self.started() {
-            return Err(Error::PipeUnavailable("stdout"));
-        }
-        let (user, ours) = tokio::io::duplex(PIPE_SIZE);
-        let (reader, direct) = crate::stream::LateStdout::new(user);
-        self.stdout = Some(ours);
-        self.direct_stdout = Some(direct);
-        self.stdout_taken = true;
-        Ok(Box::new(reader))
-    }
-
-    async fn start(&mut self) -> Result<()> {
-        if self.started() {
-            return Err(Error::AlreadyStarted);
-        }
+    /// Starts the process ([`Proc::start`] for a `DockerProc` at hand), through the
+    /// environment's helper when it runs, else as a plain exec.
+    pub async fn start(mut self) -> Result<DockerRunning> {
         // The engine would cut an argument at a NUL byte (and report exit status 1).
         if let Some(arg) = self.cmd.iter().find(|a| a.contains('\0')) {
             return Err(Error::Spawn {
@@ -773,10 +621,7 @@ impl Proc for DockerProc {
             Arc::clone(&self.opts.output),
             status_tx,
         ));
-        {
-            self.inner.registry.add(Arc::clone(&shared) as _);
-        }
-        self.started = Some(Arc::clone(&shared) as _);
+        self.inner.registry.add(Arc::clone(&shared) as _);
         shared.until_started().await?;
         if shared.wait_on.is_some() && shared.group_in_container.get().is_none() {
             // Not proven local: the container's /proc says.
@@ -784,42 +629,136 @@ impl Proc for DockerProc {
                 let _ = shared.group_in_container.set(i64::from(pid));
             }
         }
-        Ok(())
+        Ok(DockerRunning::new(shared))
     }
 
-    async fn wait(&self) -> Result<ExitStatus> {
-        self.control()?.wait().await
+    /// Starts the process and waits for it to exit ([`Proc::run`]).
+    pub async fn run(self) -> Result<ExitStatus> {
+        Proc::run(Box::new(self)).await
     }
 
-    async fn stop(&self) -> Result<()> {
-        match &self.started {
-            Some(c) => runner_core::stop_gracefully(c.as_ref()).await,
-            None => Ok(()),
+    /// Starts the process through the helper.
+    async fn start_helped(
+        &mut self,
+        helper: Arc<Helper>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<DockerRunning> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = match &self.work_dir {
+            Some(d) => d.as_os_str().as_bytes().to_vec(),
+            None => b"/".to_vec(),
+        };
+        let req = runner_shim::protocol::Spawn {
+            dir,
+            argv: self.cmd.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}").into_bytes())
+                .collect(),
+            stdin: self.stdin.is_some(),
+            direct_stdout: false,
+            wait_on: self.wait_on.clone().unwrap_or_default().into_bytes(),
+            // A pseudo-terminal as large as the caller's window (24x80 without one).
+            tty: self.opts.terminal.then(|| {
+                terminal_size::terminal_size_of(std::io::stdin())
+                    .map_or((24, 80), |(w, h)| (h.0, w.0))
+            }),
+        };
+        let started = HelpedShared::start(
+            &helper,
+            req,
+            self.stdin.take(),
+            self.stdout.take(),
+            self.direct_stdout.take(),
+            Arc::clone(&self.opts.output),
+            self.opts.grace,
+        )
+        .await;
+        let shared = match started {
+            Ok(s) => s,
+            Err(SpawnFailure::Docker(e)) => return Err(e.into()),
+            Err(SpawnFailure::Refused {
+                stage,
+                errno,
+                message,
+            }) => {
+                use runner_shim::protocol::SpawnStage;
+                let dir = self.work_dir.clone().unwrap_or_else(|| PathBuf::from("/"));
+                let failure = runner_core::StartFailure {
+                    bin: &self.cmd[0],
+                    program: Path::new(&self.cmd[0]),
+                    searched: "the container's PATH",
+                    dir: &dir,
+                };
+                let stage = match stage {
+                    SpawnStage::Dir => StartStage::Dir,
+                    SpawnStage::Program => StartStage::Program,
+                    SpawnStage::Terminal => StartStage::Other("open a pseudo-terminal"),
+                    SpawnStage::Setup => StartStage::Other("set the process up in the helper"),
+                };
+                // The system's error where there is one, else the helper's words.
+                let source = if errno > 0 {
+                    std::io::Error::from_raw_os_error(errno)
+                } else {
+                    std::io::Error::other(message)
+                };
+                return Err(failure.error(stage, source));
+            }
+        };
+        self.inner.registry.add(Arc::clone(&shared) as _);
+        Ok(DockerRunning::new(shared))
+    }
+}
+
+#[async_trait]
+impl Proc for DockerProc {
+    fn with_dir(&mut self, dir: &Path) {
+        self.work_dir = Some(match &self.work_dir {
+            Some(base) => base.join(dir),
+            None => dir.to_path_buf(),
+        });
+    }
+
+    fn options_mut(&mut self) -> &mut ProcOptions {
+        &mut self.opts
+    }
+
+    /// After the exec's own process exits, the run goes on while a process running
+    /// `bin` is left in the exec's process group (a server its launcher started and
+    /// detached from the output). With the engine on this host the host's process
+    /// table says; with a remote one a scan of the container's `/proc`, which needs
+    /// the exec's process to be seen running first. Looked at every 200 ms (the
+    /// engine has no event for it).
+    fn wait_on(&mut self, bin: &str) {
+        self.wait_on = Some(bin.to_string());
+    }
+
+    fn stdin_pipe(&mut self) -> Result<ProcStdin> {
+        if self.stdin_taken {
+            return Err(Error::PipeUnavailable("stdin"));
         }
+        let (user, ours) = tokio::io::duplex(PIPE_SIZE);
+        self.stdin = Some(ours);
+        self.stdin_taken = true;
+        Ok(Box::new(user))
     }
 
-    async fn signal(&self, signal: Signal) -> Result<()> {
-        self.control()?.signal(signal).await
-    }
-
-    async fn resize_terminal(&self, rows: u16, cols: u16) -> Result<()> {
-        match &self.started {
-            Some(c) => c.resize(rows, cols).await,
-            None => Ok(()),
+    fn stdout_pipe(&mut self) -> Result<ProcStdout> {
+        if self.stdout_taken {
+            return Err(Error::PipeUnavailable("stdout"));
         }
+        let (user, ours) = tokio::io::duplex(PIPE_SIZE);
+        let (reader, direct) = crate::stream::LateStdout::new(user);
+        self.stdout = Some(ours);
+        self.direct_stdout = Some(direct);
+        self.stdout_taken = true;
+        Ok(Box::new(reader))
     }
 
-    async fn is_running(&self) -> Result<bool> {
-        Ok(self.started.as_ref().is_some_and(|c| !c.is_finished()))
-    }
-
-    fn try_status(&self) -> Option<ExitStatus> {
-        self.started.as_ref().and_then(|c| c.try_status())
-    }
-
-    /// Execs have no host pid we own.
-    fn pid(&self) -> Option<u32> {
-        None
+    async fn start(self: Box<Self>) -> Result<runner_core::Running> {
+        DockerProc::start(*self)
+            .await
+            .map(runner_core::Running::from)
     }
 }
 

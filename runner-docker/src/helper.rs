@@ -592,17 +592,9 @@ impl HelpedShared {
 }
 
 #[async_trait::async_trait]
-impl crate::control::Control for HelpedShared {
-    fn try_status(&self) -> Option<ExitStatus> {
-        HelpedShared::try_status(self)
-    }
-
+impl crate::control::Started for HelpedShared {
     async fn find_pid(&self) -> runner_core::Result<Option<u32>> {
         Ok((!self.is_finished()).then_some(self.pid))
-    }
-
-    async fn resize(&self, rows: u16, cols: u16) -> runner_core::Result<()> {
-        HelpedShared::resize(self, rows, cols).await
     }
 
     fn exec_id(&self) -> Option<&str> {
@@ -615,9 +607,21 @@ impl crate::control::Control for HelpedShared {
 }
 
 #[async_trait::async_trait]
-impl runner_core::Stoppable for HelpedShared {
+impl runner_core::Control for HelpedShared {
     fn is_finished(&self) -> bool {
         HelpedShared::is_finished(self)
+    }
+
+    fn try_status(&self) -> Option<ExitStatus> {
+        HelpedShared::try_status(self)
+    }
+
+    async fn resize_terminal(&self, rows: u16, cols: u16) -> runner_core::Result<()> {
+        HelpedShared::resize(self, rows, cols).await
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn grace(&self) -> Duration {

@@ -32,6 +32,7 @@ pub use bollard::Docker;
 pub use client::{connect, docker_engine_running, forget_negotiated_version};
 pub use container::DockerPortMapping;
 pub use container::LABEL_CACHE;
+pub use control::DockerRunning;
 pub use credentials::registry_of;
 pub use endpoint::{resolve_endpoint, Endpoint, EndpointSource, TlsMaterial, UnknownContext};
 pub use environment::DockerEnvironment;

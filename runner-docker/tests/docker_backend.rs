@@ -6,7 +6,7 @@ use common::{docker_error, image, Cleanup};
 use std::sync::Arc;
 use std::time::Duration;
 
-use runner_core::{CaptureSink, EnvironmentVariable, Error, ExitStatus, Proc, RunnerEnvironment};
+use runner_core::{CaptureSink, EnvironmentVariable, Error, ExitStatus, RunnerEnvironment};
 use runner_docker::{docker_engine_running, DockerEnvironment, DockerError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -76,7 +76,7 @@ async fn execs_follow_the_proc_contract() {
     let mut p = env.new_process("cat", &[]).await.unwrap();
     let mut stdin = p.stdin_pipe().unwrap();
     let mut stdout = p.stdout_pipe().unwrap();
-    p.start().await.unwrap();
+    let p = p.start().await.unwrap();
     let payload: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
     let expected = payload.clone();
     let writer = tokio::spawn(async move {
@@ -95,7 +95,7 @@ async fn execs_follow_the_proc_contract() {
     assert!(p.wait().await.unwrap().success());
 
     // A missing binary is a typed error.
-    let mut p = env.new_process("no-such-binary", &[]).await.unwrap();
+    let p = env.new_process("no-such-binary", &[]).await.unwrap();
     let r = p.run().await;
     assert!(
         matches!(r, Err(Error::NotFound { .. })),
@@ -199,8 +199,8 @@ async fn container_removed_from_outside_ends_the_wait() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (env, _guard) = paused("removed", dir.path()).await;
-    let mut p = env.new_process("sleep", &["60"]).await.unwrap();
-    p.start().await.unwrap();
+    let p = env.new_process("sleep", &["60"]).await.unwrap();
+    let p = p.start().await.unwrap();
     let id = env.container_id().unwrap();
     std::process::Command::new("docker")
         .args(["rm", "-f", &id])
@@ -210,7 +210,7 @@ async fn container_removed_from_outside_ends_the_wait() {
         .await
         .unwrap();
     assert!(r.as_ref().map_or(true, |s| !s.success()), "{r:?}");
-    assert!(!p.is_running().await.unwrap());
+    assert!(!p.is_running());
     env.shutdown().await.unwrap();
 }
 
@@ -289,7 +289,7 @@ async fn init_errors_are_typed_and_leave_nothing() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&waited.stdout).trim(), "0");
-    let mut p = env.new_process("echo", &["hi"]).await.unwrap();
+    let p = env.new_process("echo", &["hi"]).await.unwrap();
     let err = p.run().await.unwrap_err();
     assert!(
         matches!(docker_error(&err), DockerError::NotRunning(c) if *c == id),
@@ -312,7 +312,7 @@ async fn published_ports_reach_the_container_on_loopback_only() {
     let _g = Cleanup(env.container_name().to_string());
     env.init().await.unwrap();
     assert_eq!(env.port_mappings().len(), 1);
-    let mut server = env
+    let server = env
         .new_process(
             "sh",
             &[
@@ -322,7 +322,7 @@ async fn published_ports_reach_the_container_on_loopback_only() {
         )
         .await
         .unwrap();
-    server.start().await.unwrap();
+    let server = server.start().await.unwrap();
     // The server takes a moment to listen; the published port answers once it does.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let body = loop {
@@ -426,24 +426,23 @@ async fn find_pid_finds_each_execs_own_process() {
     let _guard = Cleanup(env.container_name().to_string());
     env.init().await.unwrap();
     // A near-miss with a longer argument must not match.
-    let mut decoy = env.new_process("sleep", &["610"]).await.unwrap();
-    decoy.start().await.unwrap();
-    let mut p = env.docker_process("sleep", &["61"]).unwrap();
-    assert!(matches!(p.find_pid().await, Err(Error::NotStarted)));
-    p.start().await.unwrap();
+    let decoy = env.new_process("sleep", &["610"]).await.unwrap();
+    let decoy = decoy.start().await.unwrap();
+    let p = env.docker_process("sleep", &["61"]).unwrap();
+    let p = p.start().await.unwrap();
     let pid = p.find_pid().await.unwrap().expect("a pid");
     let (_, cmdline, _) = output(&env, &format!("tr '\\0' ' ' < /proc/{pid}/cmdline")).await;
     assert_eq!(cmdline, "sleep 61 ");
     // Two execs of the very same argv: each finds its own process (by its token).
-    let mut twin = env.docker_process("sleep", &["61"]).unwrap();
-    twin.start().await.unwrap();
+    let twin = env.docker_process("sleep", &["61"]).unwrap();
+    let twin = twin.start().await.unwrap();
     let twin_pid = twin.find_pid().await.unwrap().expect("the twin's pid");
     assert_ne!(twin_pid, pid);
     assert_eq!(p.find_pid().await.unwrap(), Some(pid));
     twin.stop().await.unwrap();
     // A shell that executes its last command is still found, as that command.
-    let mut shell = env.docker_process("sh", &["-c", "sleep 62"]).unwrap();
-    shell.start().await.unwrap();
+    let shell = env.docker_process("sh", &["-c", "sleep 62"]).unwrap();
+    let shell = shell.start().await.unwrap();
     let shell_pid = shell.find_pid().await.unwrap().expect("the shell's pid");
     let (_, cmdline, _) = output(&env, &format!("tr '\\0' ' ' < /proc/{shell_pid}/cmdline")).await;
     assert!(
@@ -464,11 +463,11 @@ async fn stats_show_a_busy_container() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (env, _guard) = paused("stats", dir.path()).await;
-    let mut busy = env
+    let busy = env
         .new_process("sh", &["-c", "while :; do :; done"])
         .await
         .unwrap();
-    busy.start().await.unwrap();
+    let busy = busy.start().await.unwrap();
     let stats = env.stats().await.unwrap();
     // A spinning shell uses most of a CPU; anything near zero would mean the figures
     // are wrong (a loaded CI machine still gives it a good share).
@@ -685,7 +684,7 @@ async fn entrypoint_public_ports_and_the_engine_socket_are_opt_ins() {
         .0
         .success());
     // A NUL byte in an argument is a typed error, not exit status 1.
-    let mut p = plain.new_process("echo", &["a\0b"]).await.unwrap();
+    let p = plain.new_process("echo", &["a\0b"]).await.unwrap();
     match p.run().await {
         Err(Error::Spawn { source, .. }) => {
             assert_eq!(source.kind(), std::io::ErrorKind::InvalidInput)
@@ -954,11 +953,11 @@ async fn wait_on_keeps_a_process_alive_for_the_named_process() {
             .unwrap();
         p.with_output(Arc::new(runner_core::NullSink));
         p.wait_on("sleep");
-        p.start().await.unwrap();
+        let p = p.start().await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(p.is_running().await.unwrap());
+        assert!(p.is_running());
         p.stop().await.unwrap();
-        assert!(!p.is_running().await.unwrap());
+        assert!(!p.is_running());
         env.shutdown().await.unwrap();
     }
 }

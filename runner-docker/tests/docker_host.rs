@@ -117,9 +117,9 @@ async fn docker_host_over_tcp_engine_down_and_engine_gone_mid_exec() {
     // The engine goes away while a process runs: wait returns a typed error promptly
     // instead of hanging (EngineDown for an exec; HelperGone, the helper's stream
     // ended, through the helper), and is_running turns false.
-    let mut long = env.new_process("sleep", &["60"]).await.unwrap();
-    long.start().await.unwrap();
-    assert!(long.is_running().await.unwrap());
+    let long = env.new_process("sleep", &["60"]).await.unwrap();
+    let long = long.start().await.unwrap();
+    assert!(long.is_running());
     tcp.kill().await;
     let r = tokio::time::timeout(Duration::from_secs(30), long.wait())
         .await
@@ -132,7 +132,7 @@ async fn docker_host_over_tcp_engine_down_and_engine_gone_mid_exec() {
         ),
         "{err}"
     );
-    assert!(!long.is_running().await.unwrap());
+    assert!(!long.is_running());
     // Shutting down without an engine says so; the guard removes the container.
     let err = env.shutdown().await.unwrap_err();
     assert!(

@@ -33,7 +33,8 @@ async fn run(env: &DockerEnvironment, script: &str) -> (ExitStatus, String, Stri
     let mut p = env.docker_process("sh", &["-c", script]).unwrap();
     let cap = CaptureSink::new();
     p.with_output(cap.clone());
-    let status = p.run().await.unwrap();
+    let p = p.start().await.unwrap();
+    let status = p.wait().await.unwrap();
     (
         status,
         cap.stdout_string(),
@@ -61,8 +62,8 @@ async fn processes_run_through_the_helper() {
     assert_eq!(run(&env, "kill -TERM $$").await.0, ExitStatus::Signaled(15));
 
     // The pid in the container is known at start, no /proc scan.
-    let mut p = env.docker_process("sleep", &["1000"]).unwrap();
-    p.start().await.unwrap();
+    let p = env.docker_process("sleep", &["1000"]).unwrap();
+    let p = p.start().await.unwrap();
     let pid = p.find_pid().await.unwrap().unwrap();
     let (_, listing, _, _) = run(&env, &format!("cat /proc/{pid}/cmdline | tr '\\0' ' '")).await;
     assert_eq!(listing.trim(), "sleep 1000");
@@ -73,7 +74,7 @@ async fn processes_run_through_the_helper() {
     let mut p = env.docker_process("cat", &[]).unwrap();
     let mut stdin = p.stdin_pipe().unwrap();
     let mut stdout = p.stdout_pipe().unwrap();
-    p.start().await.unwrap();
+    let p = p.start().await.unwrap();
     stdin.write_all(b"through the helper\n").await.unwrap();
     drop(stdin);
     let mut got = String::new();
@@ -91,7 +92,7 @@ async fn processes_run_through_the_helper() {
         )
         .unwrap();
     let mut stdout = p.stdout_pipe().unwrap();
-    p.start().await.unwrap();
+    let p = p.start().await.unwrap();
     let mut first = Vec::new();
     while !first.ends_with(b"\n") {
         let mut b = [0u8; 1];
@@ -113,7 +114,7 @@ async fn processes_run_through_the_helper() {
     assert_eq!(p.wait().await.unwrap(), ExitStatus::Exited(0));
 
     // Bad input: typed, as on every path.
-    let mut p = env.docker_process("no-such-program", &[]).unwrap();
+    let p = env.docker_process("no-such-program", &[]).unwrap();
     assert!(matches!(p.start().await, Err(Error::NotFound { .. })));
     let mut p = env.docker_process("true", &[]).unwrap();
     p.with_dir(std::path::Path::new("/no/such/dir"));
@@ -124,13 +125,13 @@ async fn processes_run_through_the_helper() {
         .docker_process("head", &["-c", "50000000", "/dev/zero"])
         .unwrap();
     let _pipe = unread.stdout_pipe().unwrap();
-    unread.start().await.unwrap();
+    let unread = unread.start().await.unwrap();
     let (status, out, _, _) = run(&env, "echo still here").await;
     assert_eq!(
         (status, out.as_str()),
         (ExitStatus::Exited(0), "still here\n")
     );
-    assert!(unread.is_running().await.unwrap());
+    assert!(unread.is_running());
     unread.stop().await.unwrap();
 
     // Many at once, each exact.
@@ -152,10 +153,10 @@ async fn a_dead_helper_is_a_typed_error_and_execs_take_over() {
     }
     let (env, _guard) = env_of(&image(), "dies", true).await;
     let helper_pid = env.exec_helper().await.unwrap();
-    let mut sleeper = env.docker_process("sleep", &["1000"]).unwrap();
-    sleeper.start().await.unwrap();
+    let sleeper = env.docker_process("sleep", &["1000"]).unwrap();
+    let sleeper = sleeper.start().await.unwrap();
     // The helper killed from inside the container.
-    let mut p = env
+    let p = env
         .docker_process("kill", &["-9", &helper_pid.to_string()])
         .unwrap();
     let _ = p.run().await;

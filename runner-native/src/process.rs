@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use async_trait::async_trait;
 use nix::fcntl::OFlag;
 use runner_core::{
-    forward, EnvLayers, Error, ExitStatus, OsEnv, Proc, ProcOptions, ProcStdin, ProcStdout, Result,
-    Signal, StartFailure, StartStage, Stream,
+    forward, EnvLayers, Error, OsEnv, Proc, ProcOptions, ProcStdin, ProcStdout, Registry, Result,
+    Running, StartFailure, StartStage, Stream,
 };
 use runner_reaper::Ledger;
 use tokio::net::unix::pipe;
@@ -17,8 +17,7 @@ use tokio::net::unix::pipe;
 use crate::launch::{Launch, SpawnError, Stage};
 use crate::resolve::{check_dir, resolve_binary};
 use crate::spawn::spawn_group;
-use crate::supervisor::{supervise, Shared, Supervised};
-use runner_core::Registry;
+use crate::supervisor::{supervise, Supervised};
 
 /// The variables a process starts from, below every edit.
 #[derive(Debug, Clone)]
@@ -85,7 +84,6 @@ pub struct NativeProc {
     /// Descriptors passed on explicitly: our close-on-exec copy, the child's number.
     pass: Vec<(OwnedFd, RawFd)>,
     registry: Arc<Registry>,
-    shared: Option<Arc<Shared>>,
 }
 
 impl NativeProc {
@@ -102,7 +100,6 @@ impl NativeProc {
             stdout_taken: false,
             pass: Vec::new(),
             registry,
-            shared: None,
         }
     }
 
@@ -130,9 +127,6 @@ impl NativeProc {
     /// # Ok(()) }
     /// ```
     pub fn pass_fd(&mut self, fd: BorrowedFd<'_>) -> Result<()> {
-        if self.shared.is_some() {
-            return Err(Error::AlreadyStarted);
-        }
         let target = fd.as_raw_fd();
         if target <= 2 {
             return Err(Error::io(
@@ -152,93 +146,8 @@ impl NativeProc {
         Ok(())
     }
 
-    fn started(&self) -> Result<&Arc<Shared>> {
-        self.shared.as_ref().ok_or(Error::NotStarted)
-    }
-}
-
-/// A close-on-exec pipe: atomically with `pipe2` on Linux; on macOS (no `pipe2`)
-/// flagged right after, as std does there (our own spawns close every descriptor
-/// not handed on anyway, with `POSIX_SPAWN_CLOEXEC_DEFAULT`).
-fn os_pipe() -> Result<(OwnedFd, OwnedFd)> {
-    #[cfg(target_os = "linux")]
-    let pipe = nix::unistd::pipe2(OFlag::O_CLOEXEC);
-    #[cfg(not(target_os = "linux"))]
-    let pipe = nix::unistd::pipe().and_then(|(r, w)| {
-        for fd in [&r, &w] {
-            nix::fcntl::fcntl(
-                fd,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )?;
-        }
-        Ok((r, w))
-    });
-    pipe.map_err(|e| Error::io("create a pipe", e.into()))
-}
-
-/// `/dev/null`, opened once per process (close-on-exec), for children without stdin.
-fn dev_null() -> Result<BorrowedFd<'static>> {
-    static NULL: OnceLock<OwnedFd> = OnceLock::new();
-    if let Some(fd) = NULL.get() {
-        return Ok(fd.as_fd());
-    }
-    let fd = std::fs::File::open("/dev/null")
-        .map(OwnedFd::from)
-        .map_err(|e| Error::io("open /dev/null", e))?;
-    Ok(NULL.get_or_init(|| fd).as_fd())
-}
-
-/// Our end of an output pipe, made non-blocking (the child's end stays blocking) and
-/// registered with the reactor.
-fn async_reader(fd: OwnedFd) -> Result<pipe::Receiver> {
-    let setup = |e| Error::io("set up an output pipe", e);
-    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-        .map_err(|e| setup(e.into()))?;
-    pipe::Receiver::from_owned_fd_unchecked(fd).map_err(setup)
-}
-
-#[async_trait]
-impl Proc for NativeProc {
-    fn with_dir(&mut self, dir: &Path) {
-        self.spec.dir = self.spec.dir.join(dir);
-    }
-
-    fn options_mut(&mut self) -> &mut ProcOptions {
-        &mut self.opts
-    }
-
-    fn wait_on(&mut self, bin: &str) {
-        self.wait_on = Some(bin.to_string());
-    }
-
-    fn stdin_pipe(&mut self) -> Result<ProcStdin> {
-        if self.stdin_taken || self.shared.is_some() {
-            return Err(Error::PipeUnavailable("stdin"));
-        }
-        let (read, write) = os_pipe()?;
-        let sender = pipe::Sender::from_owned_fd(write)
-            .map_err(|e| Error::io("set up the stdin pipe", e))?;
-        self.stdin = Some(read);
-        self.stdin_taken = true;
-        Ok(Box::new(sender))
-    }
-
-    fn stdout_pipe(&mut self) -> Result<ProcStdout> {
-        if self.stdout_taken || self.shared.is_some() {
-            return Err(Error::PipeUnavailable("stdout"));
-        }
-        let (read, write) = os_pipe()?;
-        let receiver = pipe::Receiver::from_owned_fd(read)
-            .map_err(|e| Error::io("set up the stdout pipe", e))?;
-        self.stdout = Some(write);
-        self.stdout_taken = true;
-        Ok(Box::new(receiver))
-    }
-
-    async fn start(&mut self) -> Result<()> {
-        if self.shared.is_some() {
-            return Err(Error::AlreadyStarted);
-        }
+    /// Starts the process ([`Proc::start`] for a `NativeProc` at hand).
+    pub async fn start(mut self) -> Result<Running> {
         check_dir(&self.spec.dir)?;
         let mut env = self.effective_env();
         // A registered group's members carry its token: the sweep's proof that they
@@ -343,36 +252,95 @@ impl Proc for NativeProc {
             terminal,
         });
         self.registry.add(Arc::clone(&shared) as _);
-        self.shared = Some(shared);
-        Ok(())
+        Ok(Running::new(shared))
     }
 
-    async fn wait(&self) -> Result<ExitStatus> {
-        self.started()?.wait().await
+    /// Starts the process and waits for it to exit ([`Proc::run`]).
+    pub async fn run(self) -> Result<runner_core::ExitStatus> {
+        Proc::run(Box::new(self)).await
     }
+}
 
-    async fn stop(&self) -> Result<()> {
-        match &self.shared {
-            Some(shared) => shared.stop().await,
-            None => Ok(()),
+/// A close-on-exec pipe: atomically with `pipe2` on Linux; on macOS (no `pipe2`)
+/// flagged right after, as std does there (our own spawns close every descriptor
+/// not handed on anyway, with `POSIX_SPAWN_CLOEXEC_DEFAULT`).
+fn os_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    #[cfg(target_os = "linux")]
+    let pipe = nix::unistd::pipe2(OFlag::O_CLOEXEC);
+    #[cfg(not(target_os = "linux"))]
+    let pipe = nix::unistd::pipe().and_then(|(r, w)| {
+        for fd in [&r, &w] {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )?;
         }
+        Ok((r, w))
+    });
+    pipe.map_err(|e| Error::io("create a pipe", e.into()))
+}
+
+/// `/dev/null`, opened once per process (close-on-exec), for children without stdin.
+fn dev_null() -> Result<BorrowedFd<'static>> {
+    static NULL: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = NULL.get() {
+        return Ok(fd.as_fd());
+    }
+    let fd = std::fs::File::open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io("open /dev/null", e))?;
+    Ok(NULL.get_or_init(|| fd).as_fd())
+}
+
+/// Our end of an output pipe, made non-blocking (the child's end stays blocking) and
+/// registered with the reactor.
+fn async_reader(fd: OwnedFd) -> Result<pipe::Receiver> {
+    let setup = |e| Error::io("set up an output pipe", e);
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .map_err(|e| setup(e.into()))?;
+    pipe::Receiver::from_owned_fd_unchecked(fd).map_err(setup)
+}
+
+#[async_trait]
+impl Proc for NativeProc {
+    fn with_dir(&mut self, dir: &Path) {
+        self.spec.dir = self.spec.dir.join(dir);
     }
 
-    async fn signal(&self, signal: Signal) -> Result<()> {
-        self.started()?.signal(signal);
-        Ok(())
+    fn options_mut(&mut self) -> &mut ProcOptions {
+        &mut self.opts
     }
 
-    async fn is_running(&self) -> Result<bool> {
-        Ok(self.shared.as_ref().is_some_and(|s| !s.is_finished()))
+    fn wait_on(&mut self, bin: &str) {
+        self.wait_on = Some(bin.to_string());
     }
 
-    fn try_status(&self) -> Option<ExitStatus> {
-        self.shared.as_ref().and_then(|s| s.try_status())
+    fn stdin_pipe(&mut self) -> Result<ProcStdin> {
+        if self.stdin_taken {
+            return Err(Error::PipeUnavailable("stdin"));
+        }
+        let (read, write) = os_pipe()?;
+        let sender = pipe::Sender::from_owned_fd(write)
+            .map_err(|e| Error::io("set up the stdin pipe", e))?;
+        self.stdin = Some(read);
+        self.stdin_taken = true;
+        Ok(Box::new(sender))
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.shared.as_ref().map(|s| s.pid())
+    fn stdout_pipe(&mut self) -> Result<ProcStdout> {
+        if self.stdout_taken {
+            return Err(Error::PipeUnavailable("stdout"));
+        }
+        let (read, write) = os_pipe()?;
+        let receiver = pipe::Receiver::from_owned_fd(read)
+            .map_err(|e| Error::io("set up the stdout pipe", e))?;
+        self.stdout = Some(write);
+        self.stdout_taken = true;
+        Ok(Box::new(receiver))
+    }
+
+    async fn start(self: Box<Self>) -> Result<Running> {
+        NativeProc::start(*self).await
     }
 }
 

@@ -34,10 +34,6 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
-    }
-
     pub(crate) fn try_status(&self) -> Option<ExitStatus> {
         self.status.try_status()
     }
@@ -57,17 +53,24 @@ impl Shared {
         // A closed channel means the supervisor is done: the process is gone.
         let _ = self.signals.send(signal.number());
     }
-
-    /// SIGTERM, the grace period, SIGKILL; returns once the process is gone.
-    pub(crate) async fn stop(&self) -> Result<()> {
-        runner_core::stop_gracefully(self).await
-    }
 }
 
 #[async_trait::async_trait]
-impl runner_core::Stoppable for Shared {
+impl runner_core::Control for Shared {
     fn is_finished(&self) -> bool {
         Shared::is_finished(self)
+    }
+
+    fn try_status(&self) -> Option<ExitStatus> {
+        Shared::try_status(self)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn grace(&self) -> Duration {

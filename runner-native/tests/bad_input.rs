@@ -10,7 +10,7 @@ use runner_native::NativeEnvironment;
 #[tokio::test]
 async fn missing_binary_is_not_found() {
     let fx = Fixture::new();
-    let mut p = fx.env.new_process("no-such-binary-xyz", &[]).await.unwrap();
+    let p = fx.env.new_process("no-such-binary-xyz", &[]).await.unwrap();
     match p.run().await {
         Err(e @ Error::NotFound { .. }) => {
             assert_eq!(e.shell_exit_code(), Some(127));
@@ -32,7 +32,7 @@ async fn non_executable_file_is_not_executable() {
     let script = fx.work().join("script.sh");
     std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut p = fx.env.new_process("./script.sh", &[]).await.unwrap();
+    let p = fx.env.new_process("./script.sh", &[]).await.unwrap();
     match p.run().await {
         Err(e @ Error::NotExecutable { .. }) => assert_eq!(e.shell_exit_code(), Some(126)),
         other => panic!("{other:?}"),
@@ -43,11 +43,11 @@ async fn non_executable_file_is_not_executable() {
     std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).unwrap();
     // The first failed exec overwrites the spare record file a finished `true` left,
     // the second writes a fresh one: both are taken back, nothing is left.
-    let mut ok = fx.env.new_process("true", &[]).await.unwrap();
+    let ok = fx.env.new_process("true", &[]).await.unwrap();
     assert!(ok.run().await.unwrap().success());
     assert_eq!(fx.files().len(), 1, "{:?}", fx.files());
     for _ in 0..2 {
-        let mut p = fx.env.new_process("./bad.sh", &[]).await.unwrap();
+        let p = fx.env.new_process("./bad.sh", &[]).await.unwrap();
         assert!(matches!(p.run().await, Err(Error::NotFound { .. })));
     }
     assert!(fx.files().is_empty(), "{:?}", fx.files());
@@ -97,7 +97,7 @@ async fn ledger_failure_keeps_the_program_from_running() {
     env.with_state_dir(&blocker);
     let marker = tmp.path().join("ran");
     let script = format!("touch {}", marker.display());
-    let mut p = env.new_process("sh", &["-c", &script]).await.unwrap();
+    let p = env.new_process("sh", &["-c", &script]).await.unwrap();
     match p.run().await {
         Err(e @ Error::Ledger(_)) => assert!(e.chain().contains("create"), "{}", e.chain()),
         other => panic!("{other:?}"),

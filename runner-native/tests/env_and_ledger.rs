@@ -4,7 +4,7 @@ mod common;
 use std::path::Path;
 
 use common::{within, Fixture};
-use runner_core::{EnvironmentVariable, Proc, RunnerEnvironment};
+use runner_core::{EnvironmentVariable, RunnerEnvironment};
 use runner_reaper::Ledger;
 
 fn var(k: &str, v: &str) -> EnvironmentVariable {
@@ -65,8 +65,8 @@ async fn the_group_is_registered_before_the_program_runs_and_removed_after() {
         format!("test -f {}/$$.json", runs.display())
     };
     let script = format!("{check} && echo registered");
-    let (mut p, cap) = fx.sh(&script).await;
-    p.start().await.unwrap();
+    let (p, cap) = fx.sh(&script).await;
+    let p = p.start().await.unwrap();
     let pid = p.pid().unwrap() as i32;
     let record = Ledger::at(fx.state()).read_record(pid).unwrap();
     // Either we caught it running (record present, describing it) or it already ended.
@@ -84,7 +84,7 @@ async fn the_group_is_registered_before_the_program_runs_and_removed_after() {
 #[tokio::test]
 async fn each_process_leads_its_own_group() {
     let fx = Fixture::new();
-    let (mut p, cap) = fx.sh("cut -d' ' -f5 /proc/$$/stat; echo $$").await;
+    let (p, cap) = fx.sh("cut -d' ' -f5 /proc/$$/stat; echo $$").await;
     p.run().await.unwrap();
     let out = cap.stdout_string();
     let lines: Vec<&str> = out.lines().collect();
@@ -97,8 +97,8 @@ async fn two_hundred_processes_at_once() {
     let fx = Fixture::new();
     let mut procs = Vec::new();
     for i in 0..200 {
-        let (mut p, cap) = fx.sh(&format!("echo proc-{i}")).await;
-        p.start().await.unwrap();
+        let (p, cap) = fx.sh(&format!("echo proc-{i}")).await;
+        let p = p.start().await.unwrap();
         procs.push((i, p, cap));
     }
     let results = futures_wait(procs).await;
@@ -116,7 +116,7 @@ async fn two_hundred_processes_at_once() {
 async fn futures_wait(
     procs: Vec<(
         usize,
-        Box<dyn Proc>,
+        runner_core::Running,
         std::sync::Arc<runner_core::CaptureSink>,
     )>,
 ) -> Vec<(usize, bool, String)> {
@@ -140,8 +140,8 @@ async fn records_carry_the_leaders_exact_start_time() {
     let ledger = Ledger::at(fx.state());
     let mut procs = Vec::new();
     for _ in 0..40 {
-        let mut p = fx.env.new_process("sleep", &["30"]).await.unwrap();
-        p.start().await.unwrap();
+        let p = fx.env.new_process("sleep", &["30"]).await.unwrap();
+        let p = p.start().await.unwrap();
         procs.push(p);
     }
     for p in &procs {
@@ -161,7 +161,7 @@ async fn records_carry_the_leaders_exact_start_time() {
 async fn record_files_are_reused_and_gone_with_the_environment() {
     let fx = Fixture::new();
     for _ in 0..5 {
-        let mut p = fx.env.new_process("true", &[]).await.unwrap();
+        let p = fx.env.new_process("true", &[]).await.unwrap();
         assert!(within(10, p.run()).await.unwrap().success());
     }
     // One file went round: each group's record became the next group's (on the

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[tokio::test]
 async fn output_of_a_fast_exit_is_complete_without_trailing_newline() {
     let fx = Fixture::new();
-    let (mut p, cap) = fx.sh("printf 'a\\nb'; printf 'err' >&2").await;
+    let (p, cap) = fx.sh("printf 'a\\nb'; printf 'err' >&2").await;
     assert!(p.run().await.unwrap().success());
     assert_eq!(cap.stdout(), b"a\nb");
     assert_eq!(cap.stderr(), b"err");
@@ -21,7 +21,7 @@ async fn output_of_a_fast_exit_is_complete_without_trailing_newline() {
 #[tokio::test]
 async fn non_utf8_bytes_pass_through() {
     let fx = Fixture::new();
-    let (mut p, cap) = fx.sh("printf '\\377\\376\\000x\\n'").await;
+    let (p, cap) = fx.sh("printf '\\377\\376\\000x\\n'").await;
     assert!(p.run().await.unwrap().success());
     assert_eq!(cap.stdout(), b"\xff\xfe\x00x\n");
 }
@@ -32,7 +32,7 @@ async fn stdin_and_stdout_pipes_carry_raw_bytes_and_stderr_still_goes_to_the_sin
     let (mut p, cap) = fx.sh("cat; echo done >&2").await;
     let mut stdin = p.stdin_pipe().unwrap();
     let mut stdout = p.stdout_pipe().unwrap();
-    p.start().await.unwrap();
+    let p = p.start().await.unwrap();
     let payload: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
     let expected = payload.clone();
     let writer = tokio::spawn(async move {
@@ -117,7 +117,7 @@ async fn a_grandchild_that_escapes_and_holds_stdout_does_not_hang_wait() {
          while [ ! -s {p} ]; do sleep 0.01; done; echo leader-done",
         p = pidfile.display()
     );
-    let (mut p, cap) = fx.sh(&script).await;
+    let (p, cap) = fx.sh(&script).await;
     let status = within(20, p.run()).await.unwrap();
     assert_eq!(status, ExitStatus::Exited(0));
     assert_eq!(cap.stdout_string(), "leader-done\n");

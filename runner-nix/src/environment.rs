@@ -259,7 +259,7 @@ impl NixEnvironment {
             None => None,
         };
         let mut out = proc.stdout_pipe()?;
-        proc.start().await?;
+        let running = proc.start().await?;
         if let (Some(pipe), Some(text)) = (input.as_mut(), stdin) {
             // The probe reads its whole script before it runs it.
             let _ = pipe.write_all(text.as_bytes()).await;
@@ -270,7 +270,7 @@ impl NixEnvironment {
         out.read_to_end(&mut bytes)
             .await
             .map_err(|e| Error::io("read the output of nix", e))?;
-        let status = proc.wait().await?;
+        let status = running.wait().await?;
         Ok((status, bytes, errors.stderr_string()))
     }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use runner_core::{Error, ExitStatus, Proc, RunnerEnvironment};
+use runner_core::{Error, ExitStatus, RunnerEnvironment};
 use runner_nix::{EnvSource, NixEnvironment, NixError};
 
 mod common;
@@ -48,7 +48,7 @@ async fn wrapped_and_materialized_modes_see_the_same_shell() {
     .await;
     assert_eq!(out, format!("{}\nunset\n", std::env::var("HOME").unwrap()));
     env.with_binary("mytool").await.unwrap();
-    let mut missing = env.new_process("not-in-any-shell", &[]).await.unwrap();
+    let missing = env.new_process("not-in-any-shell", &[]).await.unwrap();
     assert!(matches!(missing.run().await, Err(Error::NotFound { .. })));
     env.shutdown().await.unwrap();
     assert_eq!(flake.records(), 0);
@@ -74,7 +74,7 @@ async fn nix_procs_meet_the_proc_contract_in_both_modes() {
             .unwrap();
         let mut stdin = p.stdin_pipe().unwrap();
         let mut stdout = p.stdout_pipe().unwrap();
-        p.start().await.unwrap();
+        let p = p.start().await.unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         stdin.write_all(b"ping\n").await.unwrap();
         drop(stdin);
@@ -83,17 +83,16 @@ async fn nix_procs_meet_the_proc_contract_in_both_modes() {
         assert_eq!(got, "got:ping\n");
         assert!(p.wait().await.unwrap().success());
 
-        let mut p = env.new_process("sleep", &["30"]).await.unwrap();
-        p.start().await.unwrap();
-        let p: Arc<dyn Proc> = Arc::from(p);
+        let p = env.new_process("sleep", &["30"]).await.unwrap();
+        let p = p.start().await.unwrap();
         let waiter = {
-            let p = Arc::clone(&p);
+            let p = p.clone();
             tokio::spawn(async move { p.wait().await.unwrap() })
         };
         p.stop().await.unwrap();
         let status = waiter.await.unwrap();
         assert!(!status.success(), "materialized={materialized}: {status}");
-        assert!(!p.is_running().await.unwrap());
+        assert!(!p.is_running());
     }
     assert_eq!(flake.records(), 0);
 }

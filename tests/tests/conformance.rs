@@ -2,12 +2,11 @@
 //! against every backend (obtained through the companion facade). A backend
 //! difference is written down here as a documented, asserted exception.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use runner_companion::{new_companion_runner, Companion, CompanionOpts, CompanionRunner};
 use runner_core::testing::engine_gate;
-use runner_core::{Backend, CaptureSink, EnvironmentVariable, Error, ExitStatus, Proc};
+use runner_core::{Backend, CaptureSink, EnvironmentVariable, Error, ExitStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const IMAGE: &str = "runner-test/busybox:latest";
@@ -150,7 +149,7 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
         .unwrap();
     let mut stdin = p.stdin_pipe().unwrap();
     let mut stdout = p.stdout_pipe().unwrap();
-    p.start().await.unwrap();
+    let p = p.start().await.unwrap();
     stdin.write_all(b"one\ntwo\n").await.unwrap();
     drop(stdin);
     let mut got = String::new();
@@ -188,11 +187,10 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
     // Stop with grace, waiters in many tasks, stop of an exited process.
     let mut p = c.new_process("sleep", &["30"]).await.unwrap();
     p.with_stop_grace(Duration::from_secs(5));
-    p.start().await.unwrap();
-    let p: Arc<dyn Proc> = Arc::from(p);
+    let p = p.start().await.unwrap();
     let waiters: Vec<_> = (0..4)
         .map(|_| {
-            let p = Arc::clone(&p);
+            let p = p.clone();
             tokio::spawn(async move { p.wait().await.unwrap() })
         })
         .collect();
@@ -205,7 +203,7 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
     }
     p.stop().await.unwrap();
     assert_eq!(p.try_status(), Some(ExitStatus::Signaled(15)));
-    assert!(!p.is_running().await.unwrap());
+    assert!(!p.is_running());
 
     // A process that ignores SIGTERM is killed once the grace is over.
     let mut p = c
@@ -217,10 +215,10 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
         .unwrap();
     p.with_stop_grace(Duration::from_millis(300));
     let mut out = p.stdout_pipe().unwrap();
-    p.start().await.unwrap();
+    let p = p.start().await.unwrap();
     let mut ready = [0u8; 6];
     out.read_exact(&mut ready).await.unwrap();
-    assert!(p.is_running().await.unwrap());
+    assert!(p.is_running());
     tokio::time::timeout(Duration::from_secs(20), p.stop())
         .await
         .unwrap()
@@ -238,7 +236,7 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
     let mut p = c.new_process("sh", &["-c", &script]).await.unwrap();
     p.with_stop_grace(Duration::from_secs(10));
     let mut out = p.stdout_pipe().unwrap();
-    p.start().await.unwrap();
+    let p = p.start().await.unwrap();
     let mut ready = [0u8; 6];
     out.read_exact(&mut ready).await.unwrap();
     let scan = "for d in /proc/[0-9]*; do tr '\\0' ' ' < $d/cmdline 2>/dev/null; echo; done";
@@ -253,7 +251,7 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
     assert_eq!(count(&after), 0, "a child outlived stop:\n{after}");
 
     // A missing binary is a typed error.
-    let mut p = c.new_process("no-such-binary-xyz", &[]).await.unwrap();
+    let p = c.new_process("no-such-binary-xyz", &[]).await.unwrap();
     assert!(matches!(p.run().await, Err(Error::NotFound { .. })));
 
     // 1 MiB lines arrive whole.

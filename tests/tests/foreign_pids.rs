@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use runner_core::testing::engine_gate;
 use runner_core::{ExitStatus, Proc, RunnerEnvironment, Signal};
-use runner_docker::{DockerEnvironment, DockerProc};
+use runner_docker::{DockerEnvironment, DockerRunning};
 use runner_tests::foreign_engine::{self, ForeignEngine, Innocents, IMAGE};
 
 /// Every innocent must be alive and untouched.
@@ -21,7 +21,7 @@ fn assert_unharmed(innocents: &mut Innocents, after: &str) {
     );
 }
 
-async fn status_within(p: &DockerProc, secs: u64, what: &str) -> ExitStatus {
+async fn status_within(p: &DockerRunning, secs: u64, what: &str) -> ExitStatus {
     tokio::time::timeout(Duration::from_secs(secs), p.wait())
         .await
         .unwrap_or_else(|_| panic!("{what}: no exit within {secs} s"))
@@ -79,10 +79,10 @@ async fn an_engine_elsewhere_never_gets_a_local_process_signalled() {
 
         // signal(SIGTERM): the container's process ends with it, exactly.
         engine.aim(base);
-        let mut p = env
+        let p = env
             .docker_process("sh", &["-c", "sleep 600; echo after"])
             .unwrap();
-        p.start().await.unwrap();
+        let p = p.start().await.unwrap();
         if let Some(exec) = p.exec_id() {
             let engine_pid = docker.inspect_exec(exec).await.unwrap().pid.unwrap();
             assert!(
@@ -107,7 +107,7 @@ async fn an_engine_elsewhere_never_gets_a_local_process_signalled() {
             .docker_process("sh", &["-c", "trap '' TERM; sleep 600"])
             .unwrap();
         p.with_stop_grace(Duration::from_millis(500));
-        p.start().await.unwrap();
+        let p = p.start().await.unwrap();
         let started = Instant::now();
         if tokio::time::timeout(Duration::from_secs(30), p.stop())
             .await
@@ -123,7 +123,7 @@ async fn an_engine_elsewhere_never_gets_a_local_process_signalled() {
                 String::from_utf8_lossy(&out.stdout)
             );
         }
-        assert!(!p.is_running().await.unwrap(), "{path}: still running");
+        assert!(!p.is_running(), "{path}: still running");
         assert!(started.elapsed() < Duration::from_secs(20), "{path}");
         assert_unharmed(&mut innocents, &format!("{path}: stop"));
 
@@ -135,7 +135,7 @@ async fn an_engine_elsewhere_never_gets_a_local_process_signalled() {
             .unwrap();
         p.wait_on("sleep");
         let started = Instant::now();
-        p.start().await.unwrap();
+        let p = p.start().await.unwrap();
         let status = status_within(&p, 60, &format!("{path}: wait_on")).await;
         assert_eq!(status, ExitStatus::Exited(0), "{path}");
         assert!(
@@ -150,7 +150,7 @@ async fn an_engine_elsewhere_never_gets_a_local_process_signalled() {
         engine.aim(base);
         let mut p = env.docker_process("sh", &["-c", "seq 1 20000"]).unwrap();
         let mut out = p.stdout_pipe().unwrap();
-        p.start().await.unwrap();
+        let p = p.start().await.unwrap();
         let mut text = String::new();
         tokio::io::AsyncReadExt::read_to_string(&mut out, &mut text)
             .await
@@ -165,13 +165,13 @@ async fn an_engine_elsewhere_never_gets_a_local_process_signalled() {
 
         // shutdown ends what runs, through the engine.
         engine.aim(base);
-        let mut p = env.docker_process("sleep", &["600"]).unwrap();
-        p.start().await.unwrap();
+        let p = env.docker_process("sleep", &["600"]).unwrap();
+        let p = p.start().await.unwrap();
         tokio::time::timeout(Duration::from_secs(60), env.shutdown())
             .await
             .expect("shutdown hung")
             .unwrap();
-        assert!(!p.is_running().await.unwrap(), "{path}");
+        assert!(!p.is_running(), "{path}");
         assert_unharmed(&mut innocents, &format!("{path}: shutdown"));
     }
     assert_eq!(engine.runner_containers(), Vec::<String>::new());

@@ -37,10 +37,10 @@ fn leftovers(state: &std::path::Path) -> Vec<String> {
 }
 
 /// Runs `list-fds code` and returns its status and what it printed.
-async fn list_fds(proc: &mut runner_native::NativeProc) -> (ExitStatus, String) {
+async fn list_fds(mut proc: runner_native::NativeProc) -> (ExitStatus, String) {
     proc.with_output(Arc::new(NullSink));
     let mut out = proc.stdout_pipe().unwrap();
-    proc.start().await.unwrap();
+    let proc = proc.start().await.unwrap();
     let mut text = String::new();
     out.read_to_string(&mut text).await.unwrap();
     (proc.wait().await.unwrap(), text.trim().to_string())
@@ -56,10 +56,10 @@ async fn eight_tasks_spawning_five_hundred_each_get_exact_statuses_and_only_stdi
             tokio::spawn(async move {
                 for i in 0..500 {
                     let code = (task * 500 + i) % 200;
-                    let mut p = env
+                    let p = env
                         .process_from_spec(env.spec(LIST_FDS, &[&code.to_string()]))
                         .unwrap();
-                    let (status, fds) = list_fds(&mut p).await;
+                    let (status, fds) = list_fds(p).await;
                     assert_eq!(status, ExitStatus::Exited(code), "task {task} #{i}");
                     assert_eq!(fds, "0 1 2", "task {task} #{i}");
                 }
@@ -82,12 +82,12 @@ async fn inherited_descriptors_stay_with_the_owner_unless_passed() {
     // Not close-on-exec, at two numbers above the usual ones.
     let (r, w) = nix::unistd::pipe().unwrap();
     let high = nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_DUPFD(251)).unwrap();
-    let mut p = env.process_from_spec(env.spec(LIST_FDS, &["0"])).unwrap();
-    assert_eq!(list_fds(&mut p).await.1, "0 1 2");
+    let p = env.process_from_spec(env.spec(LIST_FDS, &["0"])).unwrap();
+    assert_eq!(list_fds(p).await.1, "0 1 2");
     let mut p = env.process_from_spec(env.spec(LIST_FDS, &["0"])).unwrap();
     p.pass_fd(w.as_fd()).unwrap();
     let raw = w.as_raw_fd();
-    assert_eq!(list_fds(&mut p).await.1, format!("0 1 2 {raw}"));
+    assert_eq!(list_fds(p).await.1, format!("0 1 2 {raw}"));
     drop((r, w));
     nix::unistd::close(high).unwrap();
 }

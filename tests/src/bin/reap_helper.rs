@@ -7,14 +7,14 @@
 //! `HELPER_DOCKER_IMAGE` set, `top` also starts two paused containers (the first
 //! ephemeral, the second reusable).
 
-use runner_core::{Proc, RunnerEnvironment};
+use runner_core::{RunnerEnvironment, Running};
 use runner_native::NativeEnvironment;
 use tokio::io::AsyncBufReadExt;
 
-async fn start_ready(env: &NativeEnvironment, bin: &str, args: &[&str]) -> Box<dyn Proc> {
+async fn start_ready(env: &NativeEnvironment, bin: &str, args: &[&str]) -> Running {
     let mut p = env.new_process(bin, args).await.expect("new process");
     let out = p.stdout_pipe().expect("stdout pipe");
-    p.start().await.expect("start");
+    let p = p.start().await.expect("start");
     let mut lines = tokio::io::BufReader::new(out).lines();
     let line = lines.next_line().await.expect("read").unwrap_or_default();
     assert_eq!(line, "ready", "{bin} did not get ready");

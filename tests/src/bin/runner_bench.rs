@@ -720,9 +720,9 @@ async fn raw_exec(docker: &bollard::Docker, container: &str, cmd: Vec<String>) -
 }
 
 /// Runs `p` to its end with stdout through a pipe, counting the bytes.
-async fn drain_stdout(p: &mut dyn runner_core::Proc) -> u64 {
+async fn drain_stdout(mut p: Box<dyn runner_core::Proc>) -> u64 {
     let mut out = p.stdout_pipe().expect("pipe");
-    p.start().await.expect("start");
+    let p = p.start().await.expect("start");
     let mut buf = vec![0u8; 1 << 16];
     let mut n = 0u64;
     loop {
@@ -741,9 +741,9 @@ async fn drain_stdout(p: &mut dyn runner_core::Proc) -> u64 {
 /// Starts `sh -c TREE` (two sleeping children) and waits for its "ready".
 async fn start_tree(
     mut p: Box<dyn runner_core::Proc>,
-) -> (Box<dyn runner_core::Proc>, runner_core::ProcStdout) {
+) -> (runner_core::Running, runner_core::ProcStdout) {
     let mut out = p.stdout_pipe().expect("pipe");
-    p.start().await.expect("start");
+    let p = p.start().await.expect("start");
     let mut ready = [0u8; 6];
     tokio::io::AsyncReadExt::read_exact(&mut out, &mut ready)
         .await
@@ -833,12 +833,12 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
     let (mut thr_framed, mut thr_cli) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..(if quick { 1 } else { 3 }) {
         let t = Instant::now();
-        let mut p = env.new_process("busybox", &cmd).await.expect("proc");
-        assert_eq!(drain_stdout(&mut *p).await, bytes);
+        let p = env.new_process("busybox", &cmd).await.expect("proc");
+        assert_eq!(drain_stdout(p).await, bytes);
         thr_helped += t.elapsed();
         let t = Instant::now();
-        let mut p = native.new_process("busybox", &cmd).await.expect("proc");
-        assert_eq!(drain_stdout(&mut *p).await, bytes);
+        let p = native.new_process("busybox", &cmd).await.expect("proc");
+        assert_eq!(drain_stdout(p).await, bytes);
         thr_native += t.elapsed();
         // Through an output sink: every byte framed through the engine's stream
         // (the path of an engine on another host), against the `docker exec` CLI.
@@ -889,7 +889,7 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
 
         let mut p = plain.docker_process("sh", &["-c", TREE]).expect("proc");
         let mut out = runner_core::Proc::stdout_pipe(&mut p).expect("pipe");
-        runner_core::Proc::start(&mut p).await.expect("start");
+        let p = p.start().await.expect("start");
         let mut ready = [0u8; 6];
         tokio::io::AsyncReadExt::read_exact(&mut out, &mut ready)
             .await
@@ -903,7 +903,7 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
             format!("-{pgid}"),
         ];
         raw_exec(plain.docker(), &id, kill).await;
-        runner_core::Proc::wait(&p).await.expect("wait");
+        p.wait().await.expect("wait");
         stop_raw += t.elapsed();
     }
     env.shutdown().await.expect("shutdown");

@@ -30,7 +30,7 @@ async fn main() {
             // SAFETY: no handler is installed.
             unsafe { sigaction(Signal::SIGCHLD, &ignore) }.unwrap();
             match env.new_process("true", &[]).await.unwrap().start().await {
-                Ok(()) => println!("started"),
+                Ok(_) => println!("started"),
                 Err(e) => println!("error: {}", e.chain()),
             }
         }
@@ -51,7 +51,7 @@ async fn main() {
                 let mut p = env.new_process("true", &[]).await.unwrap();
                 p.with_output(Arc::new(NullSink));
                 match p.start().await {
-                    Ok(()) => match p.wait().await {
+                    Ok(running) => match running.wait().await {
                         Ok(s) if s.success() => started += 1,
                         other => {
                             eprintln!("started, then: {other:?}");
