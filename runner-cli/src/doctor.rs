@@ -39,19 +39,23 @@ pub(crate) async fn doctor(json: bool) -> i32 {
         Err(e) => e.to_string(),
     };
     let (available, detail) = match runner_docker::connect().await {
-        Ok(d) => match tokio::time::timeout(std::time::Duration::from_secs(2), d.version()).await {
-            Ok(Ok(v)) => (
-                true,
-                format!(
-                    "Docker Engine {} (API {}) at {}",
-                    v.version.unwrap_or_default(),
-                    v.api_version.unwrap_or_default(),
-                    endpoint
+        Ok(d) => {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), d.bollard().version())
+                .await
+            {
+                Ok(Ok(v)) => (
+                    true,
+                    format!(
+                        "Docker Engine {} (API {}) at {}",
+                        v.version.unwrap_or_default(),
+                        v.api_version.unwrap_or_default(),
+                        endpoint
+                    ),
                 ),
-            ),
-            Ok(Err(e)) => (false, format!("the engine did not answer: {e}")),
-            Err(_) => (false, "the engine did not answer within 2 s".to_string()),
-        },
+                Ok(Err(e)) => (false, format!("the engine did not answer: {e}")),
+                Err(_) => (false, "the engine did not answer within 2 s".to_string()),
+            }
+        }
         Err(e) => (
             false,
             format!("{} (looked at {endpoint})", runner_core::error_chain(&e)),

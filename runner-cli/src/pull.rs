@@ -19,7 +19,7 @@ const PLAIN_BYTES_EVERY: Duration = Duration::from_secs(5);
 
 /// Pulls `image` unless present, showing its progress on stderr (unless quiet).
 pub(crate) async fn pull_with_progress(
-    client: &runner_docker::Docker,
+    client: &runner_docker::Engine,
     image: &str,
     quiet: bool,
 ) -> Result<(), Error> {

@@ -80,48 +80,96 @@ fn client_for(
     }
 }
 
+/// A connection to a Docker engine, its API version negotiated: what every operation
+/// of this crate goes through. Cheap to clone (one connection pool).
+#[derive(Debug, Clone)]
+pub struct Engine {
+    docker: Docker,
+    endpoint: String,
+}
+
+impl Engine {
+    /// Connects to the engine [`crate::resolve_endpoint`] finds (TLS included), as the
+    /// docker CLI would ([`connect`]).
+    pub async fn connect() -> Result<Engine, DockerError> {
+        let endpoint = crate::endpoint::resolve_endpoint()?;
+        Engine::connect_endpoint(&endpoint).await
+    }
+
+    /// Connects to the engine at `host` (`unix:///path/to.sock`, `tcp://host:port`),
+    /// without TLS, whatever the environment says.
+    pub async fn connect_to(host: &str) -> Result<Engine, DockerError> {
+        Engine::connect_endpoint(&crate::Endpoint {
+            host: host.to_string(),
+            tls: None,
+            source: crate::EndpointSource::Given,
+        })
+        .await
+    }
+
+    /// Connects to `endpoint` and negotiates the API version with it, within 10 s;
+    /// later connections to the same host reuse the negotiated version without asking
+    /// again.
+    async fn connect_endpoint(endpoint: &crate::Endpoint) -> Result<Engine, DockerError> {
+        let host = endpoint.host.clone();
+        let down = |e: bollard::errors::Error| DockerError::EngineDown {
+            action: "connect",
+            endpoint: host.clone(),
+            why: crate::error::Unreachable::of(&e),
+            source: e.into(),
+        };
+        let engine = |docker| Engine {
+            docker,
+            endpoint: host.clone(),
+        };
+        if let Some(version) = remembered(&host) {
+            return client_for(endpoint, REQUEST_TIMEOUT_SECS, &version)
+                .map(engine)
+                .map_err(down);
+        }
+        let negotiate = client_for(endpoint, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            .map_err(down)?
+            .negotiate_version();
+        let docker = match tokio::time::timeout(NEGOTIATE_TIMEOUT, negotiate).await {
+            Ok(negotiated) => negotiated.map_err(down)?,
+            Err(_) => {
+                return Err(DockerError::EngineDown {
+                    action: "connect",
+                    endpoint: host.clone(),
+                    why: crate::error::Unreachable::Timeout,
+                    source: std::sync::Arc::new(bollard::errors::Error::RequestTimeoutError),
+                })
+            }
+        };
+        let version = docker.client_version();
+        if (version.major_version, version.minor_version) < crate::error::MINIMUM_API {
+            return Err(DockerError::EngineTooOld {
+                endpoint: host,
+                api: format!("{}.{}", version.major_version, version.minor_version),
+            });
+        }
+        remember(&host, version);
+        Ok(engine(docker))
+    }
+
+    /// The engine's address (`unix://…`, `tcp://…`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The escape hatch: bollard's client, for what this crate does not wrap. Its API
+    /// follows bollard's releases, not this crate's: code that uses it may need
+    /// changes when this crate moves to a newer bollard.
+    pub fn bollard(&self) -> &Docker {
+        &self.docker
+    }
+}
+
 /// Connects to the engine [`crate::resolve_endpoint`] finds (TLS included) and
 /// negotiates the API version with it, within 10 s; later calls for the same host
 /// reuse the negotiated version without asking again.
-pub async fn connect() -> Result<Docker, DockerError> {
-    let endpoint = crate::endpoint::resolve_endpoint()?;
-    let host = endpoint.host.clone();
-    let down = |e: bollard::errors::Error| DockerError::EngineDown {
-        action: "connect",
-        endpoint: host.clone(),
-        why: crate::error::Unreachable::of(&e),
-        source: e.into(),
-    };
-    if let Some(version) = remembered(&host) {
-        return client_for(&endpoint, REQUEST_TIMEOUT_SECS, &version).map_err(down);
-    }
-    let negotiate = client_for(
-        &endpoint,
-        REQUEST_TIMEOUT_SECS,
-        bollard::API_DEFAULT_VERSION,
-    )
-    .map_err(down)?
-    .negotiate_version();
-    let docker = match tokio::time::timeout(NEGOTIATE_TIMEOUT, negotiate).await {
-        Ok(negotiated) => negotiated.map_err(down)?,
-        Err(_) => {
-            return Err(DockerError::EngineDown {
-                action: "connect",
-                endpoint: host.clone(),
-                why: crate::error::Unreachable::Timeout,
-                source: std::sync::Arc::new(bollard::errors::Error::RequestTimeoutError),
-            })
-        }
-    };
-    let version = docker.client_version();
-    if (version.major_version, version.minor_version) < crate::error::MINIMUM_API {
-        return Err(DockerError::EngineTooOld {
-            endpoint: host,
-            api: format!("{}.{}", version.major_version, version.minor_version),
-        });
-    }
-    remember(&host, version);
-    Ok(docker)
+pub async fn connect() -> Result<Engine, DockerError> {
+    Engine::connect().await
 }
 
 /// How long creating a container may take before the engine counts as not
@@ -146,8 +194,8 @@ pub(crate) async fn bounded<T>(
 /// True when an engine answers a ping within `timeout`.
 pub async fn docker_engine_running(timeout: Duration) -> bool {
     let attempt = async {
-        let docker = connect().await.ok()?;
-        docker.ping().await.ok()
+        let engine = connect().await.ok()?;
+        engine.bollard().ping().await.ok()
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(_)))
 }

@@ -67,6 +67,8 @@ pub enum EndpointSource {
     /// A well-known socket of another engine (rootless Docker, Docker Desktop,
     /// colima, OrbStack, Podman), found because the default socket is absent.
     WellKnown(&'static str),
+    /// Given by the caller ([`crate::Engine::connect_to`]).
+    Given,
 }
 
 impl fmt::Display for EndpointSource {
@@ -81,6 +83,7 @@ impl fmt::Display for EndpointSource {
             EndpointSource::WellKnown(what) => {
                 write!(f, "the {what} socket (the default socket is absent)")
             }
+            EndpointSource::Given => write!(f, "given by the caller"),
         }
     }
 }

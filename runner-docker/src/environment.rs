@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bollard::Docker;
 use futures_util::StreamExt;
 use runner_core::{
     Backend, EnvLayers, EnvironmentVariable, Error, Output, Proc, Result, RunnerEnvironment,
@@ -67,10 +66,10 @@ impl DockerEnvironment {
         Self::with_client(client::connect().await?, image, None, name).await
     }
 
-    /// Like [`new`](Self::new) / [`new_headless`](Self::new_headless) on a client the
-    /// caller already connected (and negotiated, see [`crate::connect`]).
+    /// Like [`new`](Self::new) / [`new_headless`](Self::new_headless) on an engine
+    /// the caller already connected to ([`crate::Engine`]).
     pub async fn with_client(
-        docker: Docker,
+        engine: crate::Engine,
         image: &str,
         dir: Option<&Path>,
         name: &str,
@@ -86,10 +85,11 @@ impl DockerEnvironment {
             }
             None => None,
         };
-        let image_env = image::ensure_image_env(&docker, image).await?;
+        let image_env = image::ensure_image_env(engine.bollard(), image).await?;
         Ok(DockerEnvironment {
             inner: Arc::new(Inner {
-                docker,
+                docker: engine.bollard().clone(),
+                engine,
                 running: Mutex::new(None),
                 registry: runner_core::Registry::default(),
                 helper: Mutex::new(crate::exec::HelperState::NotStarted),
@@ -314,9 +314,9 @@ impl DockerEnvironment {
         &self.config.ports
     }
 
-    /// The engine client.
-    pub fn docker(&self) -> &Docker {
-        &self.inner.docker
+    /// The engine this environment runs on.
+    pub fn engine(&self) -> &crate::Engine {
+        &self.inner.engine
     }
 
     /// True when a container by this environment's name exists.

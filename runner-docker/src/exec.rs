@@ -73,6 +73,9 @@ impl Running {
 /// State shared by the environment and its processes.
 #[derive(Debug)]
 pub(crate) struct Inner {
+    /// The engine, as the caller connected to it.
+    pub(crate) engine: crate::Engine,
+    /// Its client (`engine.bollard()`), for the calls this crate makes.
     pub(crate) docker: Docker,
     pub(crate) running: Mutex<Option<Running>>,
     /// Every process the environment started, on either path, until it ended.

@@ -158,7 +158,11 @@ impl PullProgress {
 }
 
 /// True when `image` (a tag or a digest reference) is present in the engine.
-pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool, DockerError> {
+pub async fn image_exists(engine: &crate::Engine, image: &str) -> Result<bool, DockerError> {
+    exists(engine.bollard(), image).await
+}
+
+async fn exists(docker: &Docker, image: &str) -> Result<bool, DockerError> {
     match docker.inspect_image(image).await {
         Ok(_) => Ok(true),
         Err(bollard::errors::Error::DockerResponseServerError {
@@ -169,7 +173,8 @@ pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool, DockerEr
 }
 
 /// The image's id (`sha256:...`).
-pub async fn image_id(docker: &Docker, image: &str) -> Result<String, DockerError> {
+pub async fn image_id(engine: &crate::Engine, image: &str) -> Result<String, DockerError> {
+    let docker = engine.bollard();
     let info = docker
         .inspect_image(image)
         .await
@@ -195,7 +200,7 @@ pub(crate) async fn ensure_image_env(
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => {
-            get_image_if_not_present(docker, image, |_| {}).await?;
+            pull_if_absent(docker, image, |_| {}).await?;
             docker
                 .inspect_image(image)
                 .await
@@ -215,11 +220,20 @@ pub(crate) async fn ensure_image_env(
 /// An error in the pull stream is returned, never swallowed; a registry that refuses
 /// is [`DockerError::Unauthorized`].
 pub async fn get_image_if_not_present(
+    engine: &crate::Engine,
+    image: &str,
+    progress: impl FnMut(&PullProgress),
+) -> Result<(), DockerError> {
+    pull_if_absent(engine.bollard(), image, progress).await
+}
+
+/// [`get_image_if_not_present`] on the client.
+pub(crate) async fn pull_if_absent(
     docker: &Docker,
     image: &str,
     mut progress: impl FnMut(&PullProgress),
 ) -> Result<(), DockerError> {
-    if image_exists(docker, image).await? {
+    if exists(docker, image).await? {
         return Ok(());
     }
     let registry = crate::credentials::registry_of(image);
@@ -288,7 +302,7 @@ pub async fn get_image_if_not_present(
             progress(&state);
         }
     }
-    if image_exists(docker, image).await? {
+    if exists(docker, image).await? {
         Ok(())
     } else {
         Err(failed("the pull ended without the image".into(), None))

@@ -25,11 +25,7 @@ mod stats;
 mod stream;
 mod sweep;
 
-/// The engine client (bollard's), re-exported as the named escape hatch for what this
-/// crate does not wrap ([`connect`] makes one, [`DockerEnvironment::with_client`]
-/// takes one). Its API follows bollard's version, not this crate's.
-pub use bollard::Docker;
-pub use client::{connect, docker_engine_running, forget_negotiated_version};
+pub use client::{connect, docker_engine_running, forget_negotiated_version, Engine};
 pub use container::DockerPortMapping;
 pub use container::LABEL_CACHE;
 pub use control::DockerRunning;

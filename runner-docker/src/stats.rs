@@ -21,7 +21,7 @@ pub struct ContainerStats {
 impl ContainerStats {
     /// Computes the figures from one stats response (which carries the previous
     /// sample as `precpu_stats`).
-    pub fn from_response(r: &ContainerStatsResponse) -> ContainerStats {
+    pub(crate) fn from_response(r: &ContainerStatsResponse) -> ContainerStats {
         let total = |s: &Option<bollard::models::ContainerCpuStats>| {
             s.as_ref()
                 .and_then(|c| c.cpu_usage.as_ref())

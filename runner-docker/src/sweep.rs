@@ -109,7 +109,7 @@ pub async fn reap_containers(deadline: Duration, remove_reusable: bool) -> Conta
     let mut report = ContainerSweepReport::default();
     let sweep = async {
         let docker = match crate::connect().await {
-            Ok(d) => d,
+            Ok(engine) => engine.bollard().clone(),
             Err(e) => {
                 report.engine_unavailable = Some(e.to_string());
                 return;
@@ -190,7 +190,7 @@ pub async fn reap_containers(deadline: Duration, remove_reusable: bool) -> Conta
 pub async fn remove_cache_volumes() -> ContainerSweepReport {
     let mut report = ContainerSweepReport::default();
     let docker = match crate::connect().await {
-        Ok(d) => d,
+        Ok(engine) => engine.bollard().clone(),
         Err(e) => {
             report.engine_unavailable = Some(runner_core::error_chain(&e));
             return report;

@@ -74,7 +74,7 @@ async fn contexts_and_unreachable_engines() {
             EndpointSource::CurrentContext("alt".into())
         );
         let docker = connect().await.unwrap();
-        docker.ping().await.unwrap();
+        docker.bollard().ping().await.unwrap();
         assert!(
             through.load(Ordering::SeqCst) > 0,
             "not through the context's socket"
@@ -91,7 +91,7 @@ async fn contexts_and_unreachable_engines() {
             resolve_endpoint().unwrap().source,
             EndpointSource::DockerContext("alt".into())
         );
-        connect().await.unwrap().ping().await.unwrap();
+        connect().await.unwrap().bollard().ping().await.unwrap();
         assert!(through.load(Ordering::SeqCst) > before);
         // A context that does not exist is an error naming it.
         std::env::set_var("DOCKER_CONTEXT", "no-such-context");

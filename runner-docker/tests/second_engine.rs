@@ -200,7 +200,13 @@ fn write_context(config: &Path, name: &str, host: &str, tls: Option<&Path>) {
 /// The data root of the engine `connect` reaches: which engine it is.
 async fn reached() -> String {
     let docker = connect().await.unwrap();
-    docker.info().await.unwrap().docker_root_dir.unwrap()
+    docker
+        .bollard()
+        .info()
+        .await
+        .unwrap()
+        .docker_root_dir
+        .unwrap()
 }
 
 fn docker0() -> bool {

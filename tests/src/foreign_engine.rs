@@ -119,17 +119,11 @@ impl ForeignEngine {
         format!("unix://{}", self.dir.join("docker.sock").display())
     }
 
-    /// A client of this engine (API 1.41, what Debian's dockerd speaks).
-    pub fn client(&self) -> bollard::Docker {
-        bollard::Docker::connect_with_unix(
-            &self.host(),
-            120,
-            &bollard::ClientVersion {
-                major_version: 1,
-                minor_version: 41,
-            },
-        )
-        .unwrap()
+    /// A connection to this engine, as a user of the library makes one.
+    pub async fn engine(&self) -> runner_docker::Engine {
+        runner_docker::Engine::connect_to(&self.host())
+            .await
+            .expect("connect to the foreign engine")
     }
 
     /// Runs the docker CLI against this engine.

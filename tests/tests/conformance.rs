@@ -379,7 +379,7 @@ async fn docker_conforms_on_an_engine_elsewhere() {
     let engine = runner_tests::foreign_engine::ForeignEngine::start(&fx.tmp.path().join("engine"));
     for plain_exec in [false, true] {
         let mut env = runner_docker::DockerEnvironment::with_client(
-            engine.client(),
+            engine.engine().await,
             IMAGE,
             Some(&fx.src()),
             &format!("conformance-elsewhere-{plain_exec}-{}", std::process::id()),

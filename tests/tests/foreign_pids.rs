@@ -46,11 +46,12 @@ async fn an_engine_elsewhere_never_gets_a_local_process_signalled() {
         "too few innocents planted at {base}..: {}",
         innocents.pids().len()
     );
-    let docker = engine.client();
+    let connected = engine.engine().await;
+    let docker = connected.bollard().clone();
     for helper in [false, true] {
         let path = if helper { "helper" } else { "plain exec" };
         let mut env = DockerEnvironment::with_client(
-            docker.clone(),
+            connected.clone(),
             IMAGE,
             None,
             &format!("foreign-{path}-{}", std::process::id()).replace(' ', "-"),

@@ -809,7 +809,7 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
         assert!(out.status.success());
 
         let t = Instant::now();
-        let docker = plain.docker();
+        let docker = plain.engine().bollard();
         let exec = raw_exec(docker, &id, vec!["echo".into(), "hi".into()]).await;
         loop {
             let info = docker.inspect_exec(&exec).await.expect("inspect");
@@ -902,7 +902,7 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
             "TERM".into(),
             format!("-{pgid}"),
         ];
-        raw_exec(plain.docker(), &id, kill).await;
+        raw_exec(plain.engine().bollard(), &id, kill).await;
         p.wait().await.expect("wait");
         stop_raw += t.elapsed();
     }
@@ -967,7 +967,8 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
         },
     ];
     let m = if quick { 5 } else { 20 };
-    let docker = runner_docker::connect().await.expect("connect");
+    let engine = runner_docker::connect().await.expect("connect");
+    let docker = engine.bollard().clone();
     let (mut ours, mut base, mut raw) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut no_helper = Duration::ZERO;
     // The four take turns going first: a removal the engine finishes in the
