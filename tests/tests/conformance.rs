@@ -43,9 +43,9 @@ impl Fixture {
         self.tmp.path().join("src")
     }
 
-    fn opts(&self, backend: Backend) -> CompanionOpts {
+    fn opts(&self, backend: Backend, name: &str) -> CompanionOpts {
         CompanionOpts {
-            name: format!("conformance-{backend}-{}", std::process::id()),
+            name: format!("conformance-{backend}-{name}-{}", std::process::id()),
             source_dir: self.src(),
             image: Some(IMAGE.into()),
             preferred_backend: Some(backend),
@@ -80,15 +80,19 @@ async fn run(c: &Companion, script: &str) -> (ExitStatus, String, String) {
     (status, cap.stdout_string(), cap.stderr_string())
 }
 
-/// The whole contract, against one backend whose source dir is `src`; `plain_exec`
-/// for Docker without its in-container helper.
-async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
-    let backend = c.backend();
+// The behaviours, each against one backend (`t`).
 
+async fn exit_codes_are_statuses(t: &Target) {
+    let c = &t.companion;
     // Exit codes are statuses.
     assert_eq!(run(c, "exit 0").await.0, ExitStatus::Exited(0));
     assert_eq!(run(c, "exit 3").await.0, ExitStatus::Exited(3));
+}
 
+async fn a_signal_is_a_status(t: &Target) {
+    let c = &t.companion;
+    let plain_exec = t.plain_exec;
+    let backend = t.companion.backend();
     // Killed by a signal. EXCEPTION (docker without its helper): the engine reports
     // an exec killed by a signal we did not send as the shell code 128+n; the shell
     // code is the same. Through the helper the status is exact.
@@ -98,11 +102,17 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
         _ => assert_eq!(killed, ExitStatus::Signaled(9)),
     }
     assert_eq!(killed.shell_code(), 137);
+}
 
+async fn stdout_and_stderr_apart_exact_bytes(t: &Target) {
+    let c = &t.companion;
     // Output: stdout and stderr apart, exact bytes, no trailing newline needed.
     let (_, out, err) = run(c, "printf 'a\\nb'; printf 'e' >&2").await;
     assert_eq!((out.as_str(), err.as_str()), ("a\nb", "e"));
+}
 
+async fn output_gives_the_status_and_both_streams(t: &Target) {
+    let c = &t.companion;
     // `output()`: status and both streams in one call, bytes as written.
     let out = c
         .new_process("sh", &["-c", "printf 'o\\377'; printf 'e' >&2; exit 4"])
@@ -115,7 +125,11 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
         (out.status, out.stdout.as_slice(), out.stderr.as_slice()),
         (ExitStatus::Exited(4), &b"o\xff"[..], &b"e"[..])
     );
+}
 
+async fn arguments_that_are_not_utf8(t: &Target) {
+    let c = &t.companion;
+    let backend = t.companion.backend();
     // Arguments that are not UTF-8 (a path's bytes): passed exactly on the host; a
     // typed refusal where the backend takes text (Docker's exec API), never mangled.
     {
@@ -141,7 +155,10 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
             }
         }
     }
+}
 
+async fn stdin_and_raw_stdout_pipes(t: &Target) {
+    let c = &t.companion;
     // stdin and raw stdout pipes.
     let mut p = c
         .new_process("sh", &["-c", "while read l; do echo got:$l; done"])
@@ -156,7 +173,10 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
     stdout.read_to_string(&mut got).await.unwrap();
     assert_eq!(got, "got:one\ngot:two\n");
     assert!(p.wait().await.unwrap().success());
+}
 
+async fn env_layering_and_append(t: &Target) {
+    let c = &t.companion;
     // Env layering and append.
     let mut p = c
         .new_process("sh", &["-c", "echo $LAYER:$EXTRA"])
@@ -169,7 +189,11 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
     p.with_output(cap.clone());
     p.run().await.unwrap();
     assert_eq!(cap.stdout_string(), "proc:b,c\n");
+}
 
+async fn working_dir_relative_to_the_source_dir(t: &Target) {
+    let c = &t.companion;
+    let src = t.src.as_path();
     // Working dir: relative to the source dir, the same host path everywhere.
     let mut p = c
         .new_process("sh", &["-c", "pwd; cat file.txt"])
@@ -183,7 +207,10 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
         cap.stdout_string(),
         format!("{}/sub\nin sub\n", src.display())
     );
+}
 
+async fn stop_with_grace_and_many_waiters(t: &Target) {
+    let c = &t.companion;
     // Stop with grace, waiters in many tasks, stop of an exited process.
     let mut p = c.new_process("sleep", &["30"]).await.unwrap();
     p.with_stop_grace(Duration::from_secs(5));
@@ -204,7 +231,10 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
     p.stop().await.unwrap();
     assert_eq!(p.try_status(), Some(ExitStatus::Signaled(15)));
     assert!(!p.is_running());
+}
 
+async fn a_process_ignoring_sigterm_is_killed(t: &Target) {
+    let c = &t.companion;
     // A process that ignores SIGTERM is killed once the grace is over.
     let mut p = c
         .new_process(
@@ -224,7 +254,10 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
         .unwrap()
         .unwrap();
     assert_eq!(p.try_status(), Some(ExitStatus::Signaled(9)));
+}
 
+async fn stop_ends_the_whole_tree(t: &Target) {
+    let c = &t.companion;
     // Stop ends the whole process tree: a shell and the two children it waits for,
     // found afterwards by their exact command line wherever the backend runs them
     // (a command line of this run of the suite alone: a container's processes are
@@ -249,16 +282,25 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
         .unwrap();
     let (_, after, _) = run(c, scan).await;
     assert_eq!(count(&after), 0, "a child outlived stop:\n{after}");
+}
 
+async fn a_missing_binary_is_typed(t: &Target) {
+    let c = &t.companion;
     // A missing binary is a typed error.
     let p = c.new_process("no-such-binary-xyz", &[]).await.unwrap();
     assert!(matches!(p.run().await, Err(Error::NotFound { .. })));
+}
 
+async fn long_lines_arrive_whole(t: &Target) {
+    let c = &t.companion;
     // 1 MiB lines arrive whole.
     let (_, out, _) = run(c, "i=0; while [ $i -lt 3 ]; do head -c 1048576 /dev/zero | tr '\\0' x; echo; i=$((i+1)); done").await;
     assert_eq!(out.len(), 3 * (1024 * 1024 + 1));
     assert!(out.split('\n').take(3).all(|l| l.len() == 1024 * 1024));
+}
 
+async fn concurrent_processes(t: &Target) {
+    let c = &t.companion;
     // Concurrency.
     let mut set = tokio::task::JoinSet::new();
     for i in 0..20 {
@@ -277,98 +319,176 @@ async fn suite(c: &Companion, src: &std::path::Path, plain_exec: bool) {
     }
 }
 
-async fn check(fx: &Fixture, c: Companion, expected: Backend) {
-    check_path(fx, c, expected, false).await
+/// One backend, initialised, for one behaviour: its companion, its source dir, and
+/// whether Docker runs plain execs (its helper off).
+struct Target {
+    companion: Companion,
+    src: std::path::PathBuf,
+    plain_exec: bool,
+    _fx: Fixture,
 }
 
-async fn check_path(fx: &Fixture, mut c: Companion, expected: Backend, plain_exec: bool) {
-    assert_eq!(c.backend(), expected);
-    c.with_pause();
-    c.init().await.unwrap();
-    suite(&c, &fx.src(), plain_exec).await;
-    c.shutdown().await.unwrap();
-    c.shutdown().await.unwrap();
+impl Target {
+    async fn new(fx: Fixture, mut companion: Companion, expected: Backend, plain: bool) -> Target {
+        assert_eq!(companion.backend(), expected);
+        companion.with_pause();
+        companion.init().await.unwrap();
+        Target {
+            companion,
+            src: fx.src(),
+            plain_exec: plain,
+            _fx: fx,
+        }
+    }
+
+    /// Shuts the backend down (twice: idempotent).
+    async fn finish(self) {
+        self.companion.shutdown().await.unwrap();
+        self.companion.shutdown().await.unwrap();
+    }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn native_conforms() {
+async fn native(name: &str) -> Option<Target> {
     let fx = Fixture::new();
-    let c = new_companion_runner(fx.opts(Backend::Native))
+    let c = new_companion_runner(fx.opts(Backend::Native, name))
         .await
         .unwrap();
-    check(&fx, c, Backend::Native).await;
+    Some(Target::new(fx, c, Backend::Native, false).await)
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn nix_conforms() {
+/// The nix suite runs offline, in a flake of its own (`_name`: every evaluation is
+/// of that one flake).
+async fn nix(_name: &str) -> Option<Target> {
     let fx = Fixture::new();
     if !engine_gate("nix", runner_nix::check_nix_installed()) {
-        return;
+        return None;
     }
     fx.write_flake();
-    // The facade picks Nix for a flake dir, on auto and when asked.
-    let mut auto = fx.opts(Backend::Nix);
-    auto.preferred_backend = None;
-    auto.image = None;
-    assert_eq!(
-        new_companion_runner(auto).await.unwrap().backend(),
-        Backend::Nix
-    );
-    assert_eq!(
-        new_companion_runner(fx.opts(Backend::Nix))
-            .await
-            .unwrap()
-            .backend(),
-        Backend::Nix
-    );
     // The suite runs offline: no substituters, an empty registry, no sandbox.
     let registry = fx.tmp.path().join("registry.json");
     let mut nix = runner_nix::NixEnvironment::new(fx.src()).unwrap();
     nix.with_nix_option("substituters", "")
         .with_nix_option("flake-registry", registry.to_str().unwrap())
         .with_nix_option("sandbox", "false");
-    check(&fx, Companion::from_nix(nix), Backend::Nix).await;
+    Some(Target::new(fx, Companion::from_nix(nix), Backend::Nix, false).await)
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn docker_conforms() {
+async fn docker(name: &str) -> Option<Target> {
     let fx = Fixture::new();
     let up = runner_docker::docker_engine_running(Duration::from_secs(3)).await;
     if !engine_gate("a Docker engine", up) {
-        return;
+        return None;
     }
-    let c = new_companion_runner(fx.opts(Backend::Docker))
+    let c = new_companion_runner(fx.opts(Backend::Docker, name))
         .await
         .unwrap();
-    check(&fx, c, Backend::Docker).await;
+    Some(Target::new(fx, c, Backend::Docker, false).await)
 }
 
-/// The same contract with every process a plain `docker exec` (the helper off).
-#[tokio::test(flavor = "current_thread")]
-async fn docker_conforms_with_plain_execs() {
+/// Docker with every process a plain `docker exec` (the helper off).
+async fn docker_plain_exec(name: &str) -> Option<Target> {
     let fx = Fixture::new();
     let up = runner_docker::docker_engine_running(Duration::from_secs(3)).await;
     if !engine_gate("a Docker engine", up) {
-        return;
+        return None;
     }
     let mut env = runner_docker::DockerEnvironment::new(
         IMAGE,
         fx.src(),
-        &format!("conformance-plain-{}", std::process::id()),
+        &format!("conformance-plain-{name}-{}", std::process::id()),
     )
     .await
     .unwrap();
     env.with_exec_helper(false);
-    check_path(&fx, Companion::from_docker(env), Backend::Docker, true).await;
+    Some(Target::new(fx, Companion::from_docker(env), Backend::Docker, true).await)
 }
 
-/// The same contract on an engine whose pids are not this host's (a dockerd in pid,
-/// mount and network namespaces of its own, as Docker Desktop, colima or a remote host
-/// is), through the helper and with plain execs: every signal, stop and lookup goes
-/// through the engine.
+/// One test per behaviour and backend, named `<backend>::<behaviour>`: a failure
+/// names both, and never hides another behaviour.
+macro_rules! conformance {
+    ($backend:ident: $($behaviour:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "current_thread")]
+                async fn $behaviour() {
+                    let Some(t) = super::$backend(stringify!($behaviour)).await else {
+                        return;
+                    };
+                    super::$behaviour(&t).await;
+                    t.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+/// Every behaviour of the contract, in the order the macro lists them for each backend.
+macro_rules! every_behaviour {
+    ($m:ident, $backend:ident) => {
+        $m!($backend:
+            exit_codes_are_statuses,
+            a_signal_is_a_status,
+            stdout_and_stderr_apart_exact_bytes,
+            output_gives_the_status_and_both_streams,
+            arguments_that_are_not_utf8,
+            stdin_and_raw_stdout_pipes,
+            env_layering_and_append,
+            working_dir_relative_to_the_source_dir,
+            stop_with_grace_and_many_waiters,
+            a_process_ignoring_sigterm_is_killed,
+            stop_ends_the_whole_tree,
+            a_missing_binary_is_typed,
+            long_lines_arrive_whole,
+            concurrent_processes,
+        );
+    };
+}
+
+every_behaviour!(conformance, native);
+every_behaviour!(conformance, nix);
+every_behaviour!(conformance, docker);
+every_behaviour!(conformance, docker_plain_exec);
+
+/// Runs every behaviour against `t`, each caught on its own: the failures, named.
+async fn every_behaviour_caught(t: &Target, path: &str) -> Vec<String> {
+    use futures_util::FutureExt;
+    macro_rules! caught {
+        ($($behaviour:ident),* $(,)?) => {{
+            let mut failed = Vec::new();
+            $(
+                let outcome = std::panic::AssertUnwindSafe($behaviour(t)).catch_unwind().await;
+                if outcome.is_err() {
+                    failed.push(format!("{path}::{}", stringify!($behaviour)));
+                }
+            )*
+            failed
+        }};
+    }
+    caught!(
+        exit_codes_are_statuses,
+        a_signal_is_a_status,
+        stdout_and_stderr_apart_exact_bytes,
+        output_gives_the_status_and_both_streams,
+        arguments_that_are_not_utf8,
+        stdin_and_raw_stdout_pipes,
+        env_layering_and_append,
+        working_dir_relative_to_the_source_dir,
+        stop_with_grace_and_many_waiters,
+        a_process_ignoring_sigterm_is_killed,
+        stop_ends_the_whole_tree,
+        a_missing_binary_is_typed,
+        long_lines_arrive_whole,
+        concurrent_processes,
+    )
+}
+
+/// The contract on an engine whose pids are not this host's (a dockerd in pid, mount
+/// and network namespaces of its own, as Docker Desktop, colima or a remote host is),
+/// through the helper and with plain execs: every signal, stop and lookup goes through
+/// the engine. One engine for all behaviours (it takes seconds to start); each
+/// behaviour is caught on its own and every failure is named.
 #[tokio::test(flavor = "current_thread")]
-async fn docker_conforms_on_an_engine_elsewhere() {
-    let fx = Fixture::new();
+async fn docker_elsewhere_conforms() {
     let why = runner_tests::foreign_engine::unavailable();
     if let Some(why) = &why {
         eprintln!("foreign engine: {why}");
@@ -376,8 +496,11 @@ async fn docker_conforms_on_an_engine_elsewhere() {
     if !engine_gate("an engine in its own pid namespace", why.is_none()) {
         return;
     }
-    let engine = runner_tests::foreign_engine::ForeignEngine::start(&fx.tmp.path().join("engine"));
+    let dir = tempfile::tempdir().unwrap();
+    let engine = runner_tests::foreign_engine::ForeignEngine::start(&dir.path().join("engine"));
+    let mut failed = Vec::new();
     for plain_exec in [false, true] {
+        let fx = Fixture::new();
         let mut env = runner_docker::DockerEnvironment::with_client(
             engine.engine().await,
             IMAGE,
@@ -387,22 +510,47 @@ async fn docker_conforms_on_an_engine_elsewhere() {
         .await
         .unwrap();
         env.with_exec_helper(!plain_exec);
-        check_path(
-            &fx,
-            Companion::from_docker(env),
-            Backend::Docker,
-            plain_exec,
-        )
-        .await;
+        let t = Target::new(fx, Companion::from_docker(env), Backend::Docker, plain_exec).await;
+        let path = if plain_exec { "plain_exec" } else { "helper" };
+        failed.extend(every_behaviour_caught(&t, path).await);
+        t.finish().await;
     }
     assert_eq!(engine.runner_containers(), Vec::<String>::new());
+    assert!(
+        failed.is_empty(),
+        "failed on the engine elsewhere: {failed:?}"
+    );
+}
+
+/// The facade picks Nix for a flake dir, on auto and when asked.
+#[tokio::test(flavor = "current_thread")]
+async fn the_facade_picks_nix_for_a_flake() {
+    let fx = Fixture::new();
+    if !engine_gate("nix", runner_nix::check_nix_installed()) {
+        return;
+    }
+    fx.write_flake();
+    let mut auto = fx.opts(Backend::Nix, "auto");
+    auto.preferred_backend = None;
+    auto.image = None;
+    assert_eq!(
+        new_companion_runner(auto).await.unwrap().backend(),
+        Backend::Nix
+    );
+    assert_eq!(
+        new_companion_runner(fx.opts(Backend::Nix, "asked"))
+            .await
+            .unwrap()
+            .backend(),
+        Backend::Nix
+    );
 }
 
 #[tokio::test]
 async fn auto_detection_and_unavailable_preferences() {
     let fx = Fixture::new();
     // Without an image and a flake, auto is native.
-    let mut opts = fx.opts(Backend::Native);
+    let mut opts = fx.opts(Backend::Native, "auto");
     opts.preferred_backend = None;
     opts.image = None;
     let c = new_companion_runner(opts.clone()).await.unwrap();
@@ -451,7 +599,7 @@ async fn a_docker_companion_runs_as_the_source_directorys_owner() {
         return;
     }
     std::os::unix::fs::chown(fx.src(), Some(3456), Some(3457)).unwrap();
-    let mut opts = fx.opts(Backend::Docker);
+    let mut opts = fx.opts(Backend::Docker, "host-user");
     opts.name = format!("conformance-user-{}", std::process::id());
     opts.user = Some("host".into());
     let mut c = new_companion_runner(opts).await.unwrap();

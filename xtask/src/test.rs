@@ -106,13 +106,7 @@ pub(crate) fn test(extra: &[String]) -> Result {
             let mut result = Ok(());
             for args in [
                 &["-p", "runner-nix"][..],
-                &[
-                    "-p",
-                    "runner-tests",
-                    "--test",
-                    "conformance",
-                    "nix_conforms",
-                ],
+                &["-p", "runner-tests", "--test", "conformance", "nix::"],
             ] {
                 if result.is_err() {
                     break;
