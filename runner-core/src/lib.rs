@@ -62,7 +62,7 @@ pub use output::{
 #[cfg(feature = "contract")]
 pub use port::{find_free_port, is_free_port, wait_for_port_unbound};
 #[cfg(feature = "contract")]
-pub use running::{stop_gracefully, Control, Registry, Running};
+pub use running::{stop_gracefully, Control, Registry, Running, WaitOn, WaitOnWatch};
 #[cfg(feature = "contract")]
 pub use runtimes::{check_for_runtimes, FoundRuntime, RuntimeReport, RuntimeRequirement};
 #[cfg(feature = "contract")]

@@ -228,3 +228,45 @@ impl Registry {
         .await
     }
 }
+
+/// What a `wait_on` run does after one look at its process group, written once for
+/// the backends that watch the group from here (native, a proven local container):
+/// the run is over when no member runs the named program and either no member is
+/// left or the unnamed ones had their moment (a member forked just before the leader
+/// exited may not have executed its program yet: 25 looks, 20 ms apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOn {
+    /// The run is over.
+    Over,
+    /// Look again after this pause: unnamed members may still become the program.
+    LookAgainAfter(Duration),
+    /// A member runs the program: wait for it (its exit, or a pause of the caller's).
+    Named,
+}
+
+/// The state of a `wait_on` run's watch over its group ([`WaitOn`]).
+#[derive(Debug, Clone)]
+pub struct WaitOnWatch {
+    settle: u32,
+}
+
+impl Default for WaitOnWatch {
+    fn default() -> Self {
+        WaitOnWatch { settle: 25 }
+    }
+}
+
+impl WaitOnWatch {
+    /// What to do after a look that found `members` running in the group, `named` of
+    /// them running the program.
+    pub fn next(&mut self, members: usize, named: usize) -> WaitOn {
+        if named > 0 {
+            return WaitOn::Named;
+        }
+        if members == 0 || self.settle == 0 {
+            return WaitOn::Over;
+        }
+        self.settle -= 1;
+        WaitOn::LookAgainAfter(Duration::from_millis(20))
+    }
+}

@@ -623,10 +623,13 @@ impl DockerEnvironment {
         });
     }
 
-    /// Closes the helper's stream (it kills what it started and exits).
-    /// A helper still starting is not waited for: the container's stop or removal
-    /// ends it.
+    /// Closes the helper's stream (it kills what it started and exits). A helper still
+    /// being copied in is waited for first, within its own deadline: the upload writes
+    /// into the container's filesystem, and removing the container under it fails on
+    /// overlay2 ("failed to remove root filesystem: directory not empty").
     async fn close_helper(&self) {
+        let _ =
+            tokio::time::timeout(crate::helper::READY_DEADLINE, self.inner.settled_helper()).await;
         let helper = {
             let mut state = self.inner.helper.lock().unwrap_or_else(|p| p.into_inner());
             match &*state {

@@ -858,21 +858,16 @@ impl ExecShared {
             (members.len(), named)
         };
         if let Some(group) = self.local_group().await.filter(|g| on_host(g).0 > 0) {
-            // A member forked just before the shell exited may not have executed
-            // its program yet: give unnamed members a moment to become `bin`.
-            let mut settle = 25;
+            let mut watch = runner_core::WaitOnWatch::default();
             loop {
                 let (members, named) = on_host(&group);
-                if named == 0 && (members == 0 || settle == 0) {
-                    return;
-                }
-                let pause = if named == 0 {
-                    settle -= 1;
-                    20
-                } else {
-                    200
+                let pause = match watch.next(members, named) {
+                    runner_core::WaitOn::Over => return,
+                    runner_core::WaitOn::LookAgainAfter(pause) => pause,
+                    // The engine has no event for a process's exit: look again.
+                    runner_core::WaitOn::Named => Duration::from_millis(200),
                 };
-                tokio::time::sleep(Duration::from_millis(pause)).await;
+                tokio::time::sleep(pause).await;
             }
         }
         let Some(pgid) = self.group_in_container.get() else {

@@ -32,7 +32,7 @@ static SHIM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runner-shim"));
 static SHIM_WHY: &str = include_str!(concat!(env!("OUT_DIR"), "/runner-shim.why"));
 
 /// How long the helper may take from copy to its first frame.
-const READY_DEADLINE: Duration = Duration::from_secs(15);
+pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(15);
 
 /// What the helper tells one process's watcher.
 #[derive(Debug)]

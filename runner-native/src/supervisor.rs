@@ -138,9 +138,7 @@ async fn run(
     let early = s.leader.signals_outlive_reap().then(|| reap(&mut s.leader));
     // The leader is gone. A process named by `wait_on` keeps the run alive.
     if let Some(bin) = &s.wait_on {
-        // A member forked just before the leader exited may not have executed its
-        // program yet: unnamed members get a moment (25 x 20 ms) to become `bin`.
-        let mut settle = 25;
+        let mut watch = runner_core::WaitOnWatch::default();
         loop {
             let members = runner_reaper::running_members(pgid);
             let named: Vec<i32> = members
@@ -151,20 +149,16 @@ async fn run(
             if !s.leader.signal_group(0) {
                 break;
             }
-            if named.is_empty() {
-                if members.is_empty() || settle == 0 {
-                    break;
-                }
-                settle -= 1;
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            match watch.next(members.len(), named.len()) {
+                runner_core::WaitOn::Over => break,
+                runner_core::WaitOn::LookAgainAfter(pause) => tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
                     Some(sig) = signals.recv() => { s.leader.signal_group(sig); }
-                }
-                continue;
-            }
-            tokio::select! {
-                () = exits(&named) => {}
-                Some(sig) = signals.recv() => { s.leader.signal_group(sig); }
+                },
+                runner_core::WaitOn::Named => tokio::select! {
+                    () = exits(&named) => {}
+                    Some(sig) = signals.recv() => { s.leader.signal_group(sig); }
+                },
             }
         }
     }

@@ -405,7 +405,8 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
         // A program named by `wait_on` left in the group keeps the run alive.
         if !wait_on.is_empty() {
             // A member forked just before the leader exited may not have executed
-            // its program yet: unnamed members get a moment to become it.
+            // its program yet: unnamed members get a moment to become it (the rule
+            // of `runner_core::WaitOnWatch`; the shim is std-only, so it is restated).
             let mut settle = 25;
             loop {
                 let (members, named) = members_named(pid, &wait_on);
