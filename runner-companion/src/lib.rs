@@ -27,9 +27,10 @@ pub mod prelude {
     pub use runner_core::prelude::*;
 }
 
-/// How long auto-detection waits for a Docker engine to answer (an engine in a VM or
-/// behind ssh takes longer than a local socket; one that is down fails at once).
-pub const DOCKER_DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long auto-detection waits for a Docker engine to answer, for the companion and
+/// for `runner run` alike (a local socket or a VM's answers in milliseconds; one that
+/// is down fails at once; a hung one costs this much before the next backend).
+pub const DOCKER_DETECT_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Why a backend cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -623,13 +623,10 @@ impl DockerEnvironment {
         });
     }
 
-    /// Closes the helper's stream (it kills what it started and exits). A helper still
-    /// being copied in is waited for first, within its own deadline: the upload writes
-    /// into the container's filesystem, and removing the container under it fails on
-    /// overlay2 ("failed to remove root filesystem: directory not empty").
+    /// Closes the helper's stream (it kills what it started and exits).
+    /// A helper still starting is not waited for: the container's stop or removal
+    /// ends it (see `shutdown` for a removal that its upload gets in the way of).
     async fn close_helper(&self) {
-        let _ =
-            tokio::time::timeout(crate::helper::READY_DEADLINE, self.inner.settled_helper()).await;
         let helper = {
             let mut state = self.inner.helper.lock().unwrap_or_else(|p| p.into_inner());
             match &*state {
@@ -724,7 +721,18 @@ impl RunnerEnvironment for DockerEnvironment {
         let _created = self.creating.lock().await;
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(id) = known {
-            container::remove(&self.inner.docker, &id).await?;
+            if container::remove(&self.inner.docker, &id).await.is_err() {
+                // A helper still being copied in writes into the container's
+                // filesystem, and overlay2 refuses the removal under it ("failed to
+                // remove root filesystem: directory not empty"): once the upload
+                // settled (within its own deadline), once more.
+                let _ = tokio::time::timeout(
+                    crate::helper::READY_DEADLINE,
+                    self.inner.settled_helper(),
+                )
+                .await;
+                container::remove(&self.inner.docker, &id).await?;
+            }
             self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
             crate::names::claims::release(&self.container_name);
         }
