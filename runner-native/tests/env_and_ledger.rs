@@ -181,3 +181,38 @@ async fn record_files_are_reused_and_gone_with_the_environment() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Several environments of one process share the ledger (an LSP host with a server
+/// per project): each keeps spare record files under this process's name, and no
+/// environment's spare is another's, however their spawns interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn environments_of_one_process_never_take_each_others_spares() {
+    let fx = Fixture::new();
+    let envs: Vec<std::sync::Arc<runner_native::NativeEnvironment>> = (0..4)
+        .map(|_| {
+            let mut env = runner_native::NativeEnvironment::new(fx.work()).unwrap();
+            env.with_state_dir(fx.state());
+            std::sync::Arc::new(env)
+        })
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (e, env) in envs.iter().enumerate() {
+        let env = std::sync::Arc::clone(env);
+        tasks.spawn(async move {
+            for i in 0..150 {
+                let mut p = env.new_process("true", &[]).await.unwrap();
+                p.with_output(std::sync::Arc::new(runner_core::NullSink));
+                let status = p.run().await;
+                assert!(
+                    matches!(&status, Ok(s) if s.success()),
+                    "environment {e}, run {i}: {status:?}"
+                );
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    drop(envs);
+    assert!(fx.records().is_empty(), "{:?}", fx.records());
+}

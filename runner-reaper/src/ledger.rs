@@ -287,8 +287,13 @@ impl Eq for Ledger {}
 struct SparePool {
     /// The pool's owner pid; a forked child has another and starts its own.
     files: Mutex<(i32, Vec<PathBuf>)>,
-    seq: AtomicU64,
 }
+
+/// The numbers of spare file names, one sequence for the whole process: every ledger
+/// of a process (one per environment) names its spares after the same owner, so a
+/// sequence per ledger gave two ledgers the same name, and one's rename took the
+/// other's spare from under it (a record write then failed with `NotFound`).
+static SPARE_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Drop for SparePool {
     fn drop(&mut self) {
@@ -505,7 +510,7 @@ impl Ledger {
                 if files.0 != owner.0 {
                     *files = (owner.0, Vec::new());
                 }
-                let n = self.spares.seq.fetch_add(1, Ordering::Relaxed);
+                let n = SPARE_SEQ.fetch_add(1, Ordering::Relaxed);
                 Some(
                     self.runs
                         .join(format!("{SPARE_PREFIX}{}-{}-{n}", owner.0, owner.1)),
