@@ -137,7 +137,7 @@ impl Engine {
                     action: "connect",
                     endpoint: host.clone(),
                     why: crate::error::Unreachable::Timeout,
-                    source: std::sync::Arc::new(bollard::errors::Error::RequestTimeoutError),
+                    source: bollard::errors::Error::RequestTimeoutError.into(),
                 })
             }
         };

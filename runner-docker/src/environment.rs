@@ -400,8 +400,9 @@ impl DockerEnvironment {
         Ok(created)
     }
 
-    /// Like [`RunnerEnvironment::new_process`], as the concrete [`DockerProc`] (for its
-    /// Docker-only methods such as [`DockerProc::find_pid`]).
+    /// Like [`RunnerEnvironment::new_process`], as the concrete [`DockerProc`], whose
+    /// `start` gives a [`DockerRunning`](crate::DockerRunning) (with Docker-only
+    /// methods such as `find_pid`).
     pub fn docker_process(&self, bin: &str, args: &[&str]) -> Result<DockerProc> {
         if self.shut_down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::ShutDown);

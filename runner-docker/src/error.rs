@@ -4,9 +4,30 @@
 /// with the create call's `platform` and the exec features the backend uses.
 pub(crate) const MINIMUM_API: (usize, usize) = (1, 41);
 
-/// The engine client's error behind a [`DockerError`], kept whole (shared, so the
-/// error stays `Clone` for every waiter of an exec).
-pub type EngineError = std::sync::Arc<bollard::errors::Error>;
+/// The engine client's error behind a [`DockerError`]: its words and its own causes,
+/// kept whole and shared (so the error stays `Clone` for every waiter of an exec).
+/// The client's type itself is not part of this crate's API (its releases are not
+/// ours); [`crate::Engine::bollard`] is the one escape hatch.
+#[derive(Debug, Clone)]
+pub struct EngineError(std::sync::Arc<bollard::errors::Error>);
+
+impl From<bollard::errors::Error> for EngineError {
+    fn from(e: bollard::errors::Error) -> Self {
+        EngineError(std::sync::Arc::new(e))
+    }
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for EngineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
 
 /// What can go wrong talking to the Docker engine. Causes travel as
 /// [`source`](std::error::Error::source), never folded into the message.
