@@ -406,7 +406,7 @@ async fn docker_plain_exec(name: &str) -> Option<Target> {
 /// One test per behaviour and backend, named `<backend>::<behaviour>`: a failure
 /// names both, and never hides another behaviour.
 macro_rules! conformance {
-    ($backend:ident: $($behaviour:ident),* $(,)?) => {
+    ($backend:ident; $($behaviour:ident),* $(,)?) => {
         mod $backend {
             $(
                 #[tokio::test(flavor = "current_thread")]
@@ -422,10 +422,11 @@ macro_rules! conformance {
     };
 }
 
-/// Every behaviour of the contract, in the order the macro lists them for each backend.
+/// Every behaviour of the contract, listed once: handed to macro `$m` after its own
+/// arguments (`$m!(ARGS; behaviour, ...)`).
 macro_rules! every_behaviour {
-    ($m:ident, $backend:ident) => {
-        $m!($backend:
+    ($m:ident, $($args:tt)*) => {
+        $m! {$($args)*;
             exit_codes_are_statuses,
             a_signal_is_a_status,
             stdout_and_stderr_apart_exact_bytes,
@@ -440,7 +441,7 @@ macro_rules! every_behaviour {
             a_missing_binary_is_typed,
             long_lines_arrive_whole,
             concurrent_processes,
-        );
+        }
     };
 }
 
@@ -449,37 +450,20 @@ every_behaviour!(conformance, nix);
 every_behaviour!(conformance, docker);
 every_behaviour!(conformance, docker_plain_exec);
 
-/// Runs every behaviour against `t`, each caught on its own: the failures, named.
-async fn every_behaviour_caught(t: &Target, path: &str) -> Vec<String> {
-    use futures_util::FutureExt;
-    macro_rules! caught {
-        ($($behaviour:ident),* $(,)?) => {{
-            let mut failed = Vec::new();
-            $(
-                let outcome = std::panic::AssertUnwindSafe($behaviour(t)).catch_unwind().await;
-                if outcome.is_err() {
-                    failed.push(format!("{path}::{}", stringify!($behaviour)));
-                }
-            )*
-            failed
-        }};
-    }
-    caught!(
-        exit_codes_are_statuses,
-        a_signal_is_a_status,
-        stdout_and_stderr_apart_exact_bytes,
-        output_gives_the_status_and_both_streams,
-        arguments_that_are_not_utf8,
-        stdin_and_raw_stdout_pipes,
-        env_layering_and_append,
-        working_dir_relative_to_the_source_dir,
-        stop_with_grace_and_many_waiters,
-        a_process_ignoring_sigterm_is_killed,
-        stop_ends_the_whole_tree,
-        a_missing_binary_is_typed,
-        long_lines_arrive_whole,
-        concurrent_processes,
-    )
+/// Runs every behaviour against `$t`, each caught on its own: the failures, named
+/// `$path::<behaviour>`.
+macro_rules! caught {
+    ($t:expr, $path:expr; $($behaviour:ident),* $(,)?) => {{
+        use futures_util::FutureExt;
+        let mut failed: Vec<String> = Vec::new();
+        $(
+            let outcome = std::panic::AssertUnwindSafe($behaviour($t)).catch_unwind().await;
+            if outcome.is_err() {
+                failed.push(format!("{}::{}", $path, stringify!($behaviour)));
+            }
+        )*
+        failed
+    }};
 }
 
 /// The contract on an engine whose pids are not this host's (a dockerd in pid, mount
@@ -512,7 +496,7 @@ async fn docker_elsewhere_conforms() {
         env.with_exec_helper(!plain_exec);
         let t = Target::new(fx, Companion::from_docker(env), Backend::Docker, plain_exec).await;
         let path = if plain_exec { "plain_exec" } else { "helper" };
-        failed.extend(every_behaviour_caught(&t, path).await);
+        failed.extend(every_behaviour!(caught, &t, path));
         t.finish().await;
     }
     assert_eq!(engine.runner_containers(), Vec::<String>::new());
