@@ -675,7 +675,15 @@ async fn entrypoint_public_ports_and_the_engine_socket_are_opt_ins() {
     let mut plain = DockerEnvironment::new(&image(), dir.path(), &unique("plain"))
         .await
         .unwrap();
-    plain.with_pause().with_port_mapping(port + 1, 8080);
+    // A port of its own, found free (the next number may be anyone's: an outgoing
+    // connection's ephemeral port took it once).
+    let plain_port = loop {
+        let p = runner_core::find_free_port().unwrap();
+        if p != port {
+            break p;
+        }
+    };
+    plain.with_pause().with_port_mapping(plain_port, 8080);
     let _guard2 = Cleanup(plain.container_name().to_string());
     plain.init().await.unwrap();
     assert_eq!(plain.port_mappings()[0].host_ip, "127.0.0.1");
