@@ -3,7 +3,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{pid_alive, read_pid, within, Fixture};
+use common::{exited, pid_alive, read_pid, within, Fixture};
 use runner_core::{Error, ExitStatus, RunnerEnvironment, Running};
 use tokio::io::AsyncBufReadExt;
 
@@ -157,29 +157,19 @@ async fn cancellation_says_what_it_does() {
     assert!(pid_alive(pid));
     run.abort();
     let _ = run.await;
-    let gone = async {
-        while pid_alive(pid) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    within(10, gone).await;
+    within(10, exited(pid)).await;
 
     // A dropped `Running` keeps its process; with `kill_on_drop` it goes.
     let kept = start_ready(&fx, "echo ready; exec sleep 30").await;
     let kept_pid = kept.pid().unwrap() as i32;
     drop(kept);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(pid_alive(kept_pid), "a dropped Running ended its process");
     let killed = start_ready(&fx, "echo ready; exec sleep 30").await;
     let killed_pid = killed.pid().unwrap() as i32;
     killed.kill_on_drop(true);
     drop(killed);
-    let gone = async {
-        while pid_alive(killed_pid) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    within(10, gone).await;
+    within(10, exited(killed_pid)).await;
+    // Dropped before, it would have been stopped by now the same way: it was not.
+    assert!(pid_alive(kept_pid), "a dropped Running ended its process");
     within(20, fx.env.shutdown()).await.unwrap();
     assert!(!pid_alive(kept_pid));
     assert!(fx.records().is_empty(), "{:?}", fx.records());

@@ -314,12 +314,14 @@ impl Innocents {
             .iter_mut()
             .filter_map(|(c, start)| {
                 let pid = c.id() as i32;
-                let same = runner_core::os::process(pid)
-                    .is_ok_and(|p| p.start_time == *start && p.running);
-                let stopped = runner_core::os::process(pid)
-                    .is_ok_and(|p| p.state == runner_core::ProcessState::Stopped);
+                // Alive, the same process, and not stopped: untouched.
+                let untouched = runner_core::os::process(pid).is_ok_and(|p| {
+                    p.start_time == *start
+                        && p.running
+                        && p.state != runner_core::ProcessState::Stopped
+                });
                 let exited = !matches!(c.try_wait(), Ok(None));
-                (!same || stopped || exited).then_some(pid)
+                (!untouched || exited).then_some(pid)
             })
             .collect()
     }

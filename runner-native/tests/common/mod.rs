@@ -66,6 +66,17 @@ pub async fn within<F: std::future::Future>(secs: u64, f: F) -> F::Output {
         .expect("timed out: the operation hung")
 }
 
+/// Returns once process `pid` has exited: woken by its exit descriptor (a pidfd), not
+/// by looking again and again.
+pub async fn exited(pid: i32) {
+    let Ok(fd) = runner_core::os::exit_fd(pid) else {
+        return; // already gone
+    };
+    // SAFETY: `fd` is ours alone and stays open while it is registered.
+    let fd = unsafe { tokio::io::unix::AsyncFd::register(fd) }.unwrap();
+    let _ = fd.readable().await.unwrap();
+}
+
 pub fn pid_alive(pid: i32) -> bool {
     runner_reaper::ledger::process_running(pid)
 }
