@@ -316,23 +316,27 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: Termi
             Some((runner_native::Terminal::of_stdin()?, children))
         })
         .flatten();
+    // So does the window's size: the process can print (and the user resize) before
+    // `start` returns, and a SIGWINCH nobody listens for is dropped. One that came
+    // during the start is kept by the stream and forwarded just after.
+    let winch = (terminal == TerminalMode::Pseudo)
+        .then(|| signal(SignalKind::window_change()).ok())
+        .flatten();
     // The handlers were installed before any work: a signal that arrives the moment
     // the child runs is forwarded, never taken by our own default disposition.
     let proc = match proc.start().await {
         Ok(running) => running,
         Err(e) => return fail(&e, i32::from(EXIT_INTERNAL)),
     };
-    if terminal == TerminalMode::Pseudo {
+    if let Some(mut winch) = winch {
         let proc = proc.clone();
-        if let Ok(mut winch) = signal(SignalKind::window_change()) {
-            tokio::spawn(async move {
-                while winch.recv().await.is_some() {
-                    if let Some((w, h)) = terminal_size::terminal_size_of(std::io::stdin()) {
-                        let _ = proc.resize_terminal(h.0, w.0).await;
-                    }
+        tokio::spawn(async move {
+            while winch.recv().await.is_some() {
+                if let Some((w, h)) = terminal_size::terminal_size_of(std::io::stdin()) {
+                    let _ = proc.resize_terminal(h.0, w.0).await;
                 }
-            });
-        }
+            }
+        });
     }
 
     if let Some(mut stdin_pipe) = stdin_pipe {

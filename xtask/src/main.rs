@@ -110,8 +110,29 @@ fn run(what: &str, cmd: &mut Command) -> Result {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{what} failed ({status})"))
+        // A full disk shows up as anything but itself (a linker killed by SIGBUS, a
+        // truncated archive), so a failure says how much room was left.
+        let room = free_mib(&root().join("target"))
+            .map(|mib| format!("; {mib} MiB free where target/ is"))
+            .unwrap_or_default();
+        Err(format!("{what} failed ({status}{room})"))
     }
+}
+
+/// Free space, in MiB, on the filesystem holding `path` (or its nearest existing
+/// ancestor), as `df -Pk` reports it to an unprivileged user.
+fn free_mib(path: &Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let out = Command::new("df").arg("-Pk").arg(existing).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let kib: u64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
 }
 
 /// The real home's cargo and rustup directories, so cargo keeps working once `HOME`

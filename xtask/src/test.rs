@@ -13,6 +13,9 @@ use crate::provision::{
 use crate::{cargo, on_path, root, run, scratch_cargo, toolchain, toolchain_homes, Result};
 
 pub(crate) fn test(extra: &[String]) -> Result {
+    if let Some(mib) = crate::free_mib(&root().join("target")) {
+        eprintln!("xtask: {mib} MiB free where target/ is");
+    }
     run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
