@@ -274,8 +274,19 @@ async fn stop_ends_the_whole_tree(t: &Target) {
     out.read_exact(&mut ready).await.unwrap();
     let scan = "for d in /proc/[0-9]*; do tr '\\0' ' ' < $d/cmdline 2>/dev/null; echo; done";
     let count = |listing: &str| listing.lines().filter(|l| l.trim() == sleeper).count();
-    let (_, before, _) = run(c, scan).await;
-    assert_eq!(count(&before), 2, "{before}");
+    // `ready` comes after both forks, not after both execs: a child may still be
+    // the shell (or between the two programs) when the first look comes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, before, _) = run(c, scan).await;
+        if count(&before) == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two sleeps never ran:\n{before}"
+        );
+    }
     tokio::time::timeout(Duration::from_secs(20), p.stop())
         .await
         .unwrap()
