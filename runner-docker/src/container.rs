@@ -6,15 +6,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
-use bollard::Docker;
 use sha2::{Digest, Sha256};
 
 use crate::names::{
     hostname, session_label, LABEL_CONFIG, LABEL_EPHEMERAL, LABEL_HOST, LABEL_NAME, LABEL_OWNER,
     LABEL_SESSION,
 };
-use crate::DockerError;
+use crate::{DockerError, Engine};
 
 /// A host port published to a container port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
@@ -151,15 +149,15 @@ impl Config {
     }
 
     /// A start failure, typed: a published port that is taken becomes `PortInUse`.
-    pub(crate) fn start_error(&self, e: bollard::errors::Error) -> DockerError {
-        let message = e.to_string();
+    pub(crate) fn start_error(&self, e: crate::engine::Fault) -> DockerError {
+        let message = e.message();
         if let Some(user) = &self.user {
             if message.contains("unable to find user")
                 || message.contains("no matching entries in passwd")
             {
                 return DockerError::NoSuchUser {
                     user: user.clone(),
-                    source: e.into(),
+                    source: e.into_source(),
                 };
             }
         }
@@ -176,11 +174,11 @@ impl Config {
                 return DockerError::PortInUse {
                     host_ip: p.host_ip.clone(),
                     host_port: p.host_port,
-                    source: e.into(),
+                    source: e.into_source(),
                 };
             }
         }
-        DockerError::op("start the container")(e)
+        e.into()
     }
 
     /// Every mount's host path must exist: Docker would otherwise create an empty
@@ -207,39 +205,33 @@ pub(crate) enum CreateError {
 /// Creates the container `name` from `body`; its id. A name that is taken is
 /// [`CreateError::NameTaken`] (the caller decides whether to reuse it).
 pub(crate) async fn create(
-    docker: &Docker,
+    engine: &Engine,
     name: &str,
     config: &Config,
     body: ContainerCreateBody,
 ) -> Result<String, CreateError> {
-    let options = CreateContainerOptions {
-        name: Some(name.to_string()),
-        platform: config.platform.clone().unwrap_or_default(),
-    };
-    let request = docker.create_container(Some(options), body);
-    match crate::client::bounded(crate::client::CREATE_DEADLINE, request).await {
-        Ok(created) => Ok(created.id),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => Err(CreateError::NameTaken),
+    match engine
+        .create_container(name, config.platform.clone(), body)
+        .await
+    {
+        Ok(id) => Ok(id),
+        Err(e) if e.is_conflict() => Err(CreateError::NameTaken),
         Err(e) => match &config.platform {
-            Some(platform) if e.to_string().contains("platform") => {
+            Some(platform) if e.message().contains("platform") => {
                 Err(CreateError::Docker(DockerError::PlatformUnavailable {
                     image: config.image.clone(),
                     platform: platform.clone(),
-                    source: e.into(),
+                    source: e.into_source(),
                 }))
             }
-            _ => Err(CreateError::Docker(
-                DockerError::op("create the container")(e),
-            )),
+            _ => Err(CreateError::Docker(e.into())),
         },
     }
 }
 
 /// Creates the cache volumes of `config` that do not exist yet, labelled as ours
 /// (`runner.owner`, [`LABEL_CACHE`]); existing ones are kept with their contents.
-pub(crate) async fn ensure_volumes(docker: &Docker, config: &Config) -> Result<(), DockerError> {
+pub(crate) async fn ensure_volumes(engine: &Engine, config: &Config) -> Result<(), DockerError> {
     for (name, _) in &config.volumes {
         let request = bollard::models::VolumeCreateRequest {
             name: Some(volume_name(name)),
@@ -249,31 +241,18 @@ pub(crate) async fn ensure_volumes(docker: &Docker, config: &Config) -> Result<(
             ])),
             ..Default::default()
         };
-        docker
-            .create_volume(request)
-            .await
-            .map_err(DockerError::op("create a cache volume"))?;
+        engine.create_volume(request).await?;
     }
     Ok(())
 }
 
 /// Removes container `id` with its anonymous volumes; one that is gone or already
 /// being removed is not an error.
-pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
-    let options = RemoveContainerOptions {
-        force: true,
-        v: true,
-        ..Default::default()
-    };
-    match docker.remove_container(id, Some(options)).await {
+pub(crate) async fn remove(engine: &Engine, id: &str) -> Result<(), DockerError> {
+    match engine.remove_container(id).await {
         Ok(()) => Ok(()),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
-        // Already being removed by someone else.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => Ok(()),
-        Err(e) => Err(DockerError::op("remove the container")(e)),
+        // Gone, or already being removed by someone else.
+        Err(e) if e.is_missing() || e.is_conflict() => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }

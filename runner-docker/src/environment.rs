@@ -6,18 +6,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use runner_core::{
     Backend, EnvLayers, EnvironmentVariable, Error, Output, Proc, Result, RunnerEnvironment,
 };
 
 use crate::container::{self, Config, CreateError, DockerPortMapping};
+use crate::engine::Found;
+use crate::engine::OutputStream;
 use crate::exec::{DockerProc, Inner, Running};
 use crate::names::{
     container_name, owner_alive, session_label, LABEL_CONFIG, LABEL_OWNER, LABEL_SESSION,
 };
-use crate::stream::{forward_logs, OutputStream};
-use crate::{client, image, DockerError};
+use crate::stream::forward_logs;
+use crate::{image, DockerError};
 
 /// Runs processes as `exec`s in one container.
 ///
@@ -58,12 +59,18 @@ impl DockerEnvironment {
     /// working directory. Connects to the engine (negotiating the API version) and
     /// checks that the image is present or can be pulled.
     pub async fn new(image: &str, dir: impl AsRef<Path>, name: &str) -> Result<Self> {
-        Self::with_client(client::connect().await?, image, Some(dir.as_ref()), name).await
+        Self::with_client(
+            crate::engine::connect().await?,
+            image,
+            Some(dir.as_ref()),
+            name,
+        )
+        .await
     }
 
     /// An environment for `image` without a mounted directory.
     pub async fn new_headless(image: &str, name: &str) -> Result<Self> {
-        Self::with_client(client::connect().await?, image, None, name).await
+        Self::with_client(crate::engine::connect().await?, image, None, name).await
     }
 
     /// Like [`new`](Self::new) / [`new_headless`](Self::new_headless) on an engine
@@ -85,10 +92,9 @@ impl DockerEnvironment {
             }
             None => None,
         };
-        let image_env = image::ensure_image_env(engine.bollard(), image).await?;
+        let image_env = image::ensure_image_env(&engine, image).await?;
         Ok(DockerEnvironment {
             inner: Arc::new(Inner {
-                docker: engine.bollard().clone(),
                 engine,
                 running: Mutex::new(None),
                 registry: runner_core::Registry::default(),
@@ -213,12 +219,15 @@ impl DockerEnvironment {
         self
     }
 
-    /// Mounts the engine's own socket (the unix socket of `DOCKER_HOST`, else
-    /// `/var/run/docker.sock`) at `/var/run/docker.sock` in the container. Opt-in and
-    /// named so: whatever runs in the container then controls the engine.
+    /// Mounts the engine's own socket (the unix socket this environment's engine is
+    /// reached through, else `/var/run/docker.sock`) at `/var/run/docker.sock` in the
+    /// container. Opt-in and named so: whatever runs in the container then controls
+    /// the engine.
     pub fn with_docker_socket(&mut self) -> &mut Self {
-        let host = crate::endpoint::current_host();
-        let socket = host
+        let socket = self
+            .inner
+            .engine
+            .endpoint()
             .strip_prefix("unix://")
             .unwrap_or("/var/run/docker.sock")
             .to_string();
@@ -321,18 +330,13 @@ impl DockerEnvironment {
 
     /// True when a container by this environment's name exists.
     pub async fn is_container_present(&self) -> Result<bool> {
-        match self
+        let found = self
             .inner
-            .docker
-            .inspect_container(&self.container_name, None)
+            .engine
+            .inspect_container(&self.container_name)
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(false),
-            Err(e) => Err(DockerError::op("inspect the container")(e).into()),
-        }
+            .found()?;
+        Ok(found.is_some())
     }
 
     /// True when the container `init` made is gone (removed here or from outside).
@@ -340,31 +344,26 @@ impl DockerEnvironment {
         let Some(id) = self.container_id() else {
             return Ok(true);
         };
-        match self.inner.docker.inspect_container(&id, None).await {
-            Ok(_) => Ok(false),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(true),
-            Err(e) => Err(DockerError::op("inspect the container")(e).into()),
-        }
+        let found = self.inner.engine.inspect_container(&id).await.found()?;
+        Ok(found.is_none())
     }
 
     async fn create_and_start(&self, hash: &str) -> std::result::Result<String, CreateError> {
-        let docker = &self.inner.docker;
+        let engine = &self.inner.engine;
         let body = self.config.create_body(&self.name, hash);
         // The create runs in a task of its own that records the container the moment
         // the engine made it: a cancelled `init` (a dropped future) never loses track
         // of a container, and `shutdown` removes it.
         let task = {
-            let (docker, name, config) = (
-                docker.clone(),
+            let (engine, name, config) = (
+                engine.clone(),
                 self.container_name.clone(),
                 self.config.clone(),
             );
             let (known, creating) = (Arc::clone(&self.known), Arc::clone(&self.creating));
             let guard = Arc::clone(&creating).lock_owned().await;
             tokio::spawn(async move {
-                let created = container::create(&docker, &name, &config, body).await;
+                let created = container::create(&engine, &name, &config, body).await;
                 if let Ok(id) = &created {
                     *known.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
                 }
@@ -385,14 +384,13 @@ impl DockerEnvironment {
         let logs = match self.attach(&created).await {
             Ok(logs) => logs,
             Err(e) => {
-                let _ = container::remove(&self.inner.docker, &created).await;
+                let _ = container::remove(engine, &created).await;
                 self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
                 return Err(CreateError::Docker(e));
             }
         };
-        let start = docker.start_container(&created, None);
-        if let Err(e) = crate::client::bounded(crate::client::START_DEADLINE, start).await {
-            let _ = container::remove(&self.inner.docker, &created).await;
+        if let Err(e) = engine.start_container(&created).await {
+            let _ = container::remove(engine, &created).await;
             self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
             return Err(CreateError::Docker(self.config.start_error(e)));
         }
@@ -426,23 +424,9 @@ impl DockerEnvironment {
             .running()
             .map(|r| r.id)
             .ok_or_else(|| DockerError::NoContainer(self.container_name.clone()))?;
-        let options = bollard::query_parameters::StatsOptions {
-            stream: false,
-            one_shot: false,
-        };
-        let mut stream = self.inner.docker.stats(&id, Some(options));
-        match stream.next().await {
-            Some(Ok(r)) => Ok(crate::ContainerStats::from_response(&r)),
-            Some(Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404,
-                ..
-            })) => Err(DockerError::NoContainer(id).into()),
-            Some(Err(e)) => Err(DockerError::op("read the container's stats")(e).into()),
-            None => Err(DockerError::unexpected(
-                "read the container's stats",
-                "the engine sent none",
-            )
-            .into()),
+        match self.inner.engine.stats(&id).await.found()? {
+            Some(r) => Ok(crate::ContainerStats::from_response(&r)),
+            None => Err(DockerError::NoContainer(id).into()),
         }
     }
 
@@ -452,19 +436,7 @@ impl DockerEnvironment {
         if self.output.is_none() {
             return Ok(None);
         }
-        let options = bollard::query_parameters::AttachContainerOptions {
-            stream: true,
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        };
-        let attached = self
-            .inner
-            .docker
-            .attach_container(id, Some(options))
-            .await
-            .map_err(DockerError::op("attach to the container's output"))?;
-        Ok(Some(attached.output))
+        Ok(Some(self.inner.engine.attach_container(id).await?))
     }
 
     /// Forwards attached output to the sink in the background.
@@ -505,11 +477,8 @@ impl DockerEnvironment {
     /// A container by our name exists: reuse it when its configuration hash matches
     /// (starting it if stopped), else replace it.
     async fn reuse_or_replace(&self, hash: &str) -> std::result::Result<String, DockerError> {
-        let docker = &self.inner.docker;
-        let existing = docker
-            .inspect_container(&self.container_name, None)
-            .await
-            .map_err(DockerError::op("inspect the existing container"))?;
+        let engine = &self.inner.engine;
+        let existing = engine.inspect_container(&self.container_name).await?;
         let id = existing.id.clone().unwrap_or_default();
         let labels = existing.config.as_ref().and_then(|cfg| cfg.labels.as_ref());
         let same = labels
@@ -538,8 +507,8 @@ impl DockerEnvironment {
                 .unwrap_or(false);
             let logs = self.attach(&id).await?;
             if !running {
-                let start = docker.start_container(&id, None);
-                crate::client::bounded(crate::client::START_DEADLINE, start)
+                engine
+                    .start_container(&id)
                     .await
                     .map_err(|e| self.config.start_error(e))?;
             }
@@ -547,7 +516,7 @@ impl DockerEnvironment {
             return Ok(id);
         }
         tracing::info!(container = %self.container_name, "configuration changed; recreating");
-        container::remove(&self.inner.docker, &id).await?;
+        container::remove(engine, &id).await?;
         match self.create_and_start(hash).await {
             Ok(id) => Ok(id),
             Err(CreateError::NameTaken) => Err(DockerError::unexpected(
@@ -612,7 +581,7 @@ impl DockerEnvironment {
             self.container_name.clone(),
         );
         tokio::spawn(async move {
-            let state = match crate::helper::Helper::start(&inner.docker, &id, user).await {
+            let state = match crate::helper::Helper::start(&inner.engine, &id, user).await {
                 Ok(h) => crate::exec::HelperState::Ready(h),
                 Err(why) => {
                     tracing::info!(container = %name, reason = %why, "processes run as plain execs: the helper cannot run");
@@ -656,7 +625,7 @@ impl RunnerEnvironment for DockerEnvironment {
             return Err(Error::ShutDown);
         }
         self.config.check_mounts()?;
-        container::ensure_volumes(&self.inner.docker, &self.config).await?;
+        container::ensure_volumes(&self.inner.engine, &self.config).await?;
         let hash = self.config.hash();
         // The common case costs one create and one start; only a name conflict makes us
         // look at the existing container.
@@ -695,11 +664,8 @@ impl RunnerEnvironment for DockerEnvironment {
         self.stop_execs().await?;
         self.close_helper().await;
         if let Some(r) = self.inner.running() {
-            let options = bollard::query_parameters::StopContainerOptions {
-                t: Some(self.grace.as_secs_f64().ceil() as i32),
-                ..Default::default()
-            };
-            let _ = self.inner.docker.stop_container(&r.id, Some(options)).await;
+            let grace = self.grace.as_secs_f64().ceil() as i32;
+            let _ = self.inner.engine.stop_container(&r.id, Some(grace)).await;
         }
         self.finish_logs().await;
         *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -722,7 +688,7 @@ impl RunnerEnvironment for DockerEnvironment {
         let _created = self.creating.lock().await;
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(id) = known {
-            if container::remove(&self.inner.docker, &id).await.is_err() {
+            if container::remove(&self.inner.engine, &id).await.is_err() {
                 // A helper still being copied in writes into the container's
                 // filesystem, and overlay2 refuses the removal under it ("failed to
                 // remove root filesystem: directory not empty"): once the upload
@@ -732,7 +698,7 @@ impl RunnerEnvironment for DockerEnvironment {
                     self.inner.settled_helper(),
                 )
                 .await;
-                container::remove(&self.inner.docker, &id).await?;
+                container::remove(&self.inner.engine, &id).await?;
             }
             self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
             crate::names::claims::release(&self.container_name);

@@ -230,51 +230,6 @@ impl std::fmt::Display for Unreachable {
     }
 }
 
-impl Unreachable {
-    /// Classifies a client error by the system error under it.
-    pub(crate) fn of(e: &bollard::errors::Error) -> Unreachable {
-        if matches!(e, bollard::errors::Error::RequestTimeoutError) {
-            return Unreachable::Timeout;
-        }
-        if matches!(e, bollard::errors::Error::SocketNotFoundError(_)) {
-            return Unreachable::SocketMissing;
-        }
-        if matches!(
-            e,
-            bollard::errors::Error::CertPathError { .. }
-                | bollard::errors::Error::CertParseError { .. }
-                | bollard::errors::Error::CertMultipleKeys { .. }
-                | bollard::errors::Error::NoNativeCertsError { .. }
-                | bollard::errors::Error::LoadNativeCertsErrors { .. }
-        ) {
-            return Unreachable::Tls;
-        }
-        // Errors nest both ways: as sources, and as io errors wrapping io errors
-        // (`get_ref`, which `source` skips). The first TLS error or specific io kind
-        // on the way down decides.
-        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(err) = next {
-            if err.downcast_ref::<rustls::Error>().is_some() {
-                return Unreachable::Tls;
-            }
-            next = match err.downcast_ref::<std::io::Error>() {
-                Some(io) => match io.kind() {
-                    std::io::ErrorKind::NotFound => return Unreachable::SocketMissing,
-                    std::io::ErrorKind::ConnectionRefused => return Unreachable::Refused,
-                    std::io::ErrorKind::PermissionDenied => return Unreachable::PermissionDenied,
-                    std::io::ErrorKind::TimedOut => return Unreachable::Timeout,
-                    _ => match io.get_ref() {
-                        Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-                        None => return Unreachable::Other,
-                    },
-                },
-                None => err.source(),
-            };
-        }
-        Unreachable::Other
-    }
-}
-
 fn reason_suffix(reason: &Option<String>) -> String {
     reason
         .as_ref()
@@ -283,28 +238,6 @@ fn reason_suffix(reason: &Option<String>) -> String {
 }
 
 impl DockerError {
-    /// The error of a failed engine operation: `EngineDown` when the engine could not
-    /// be reached at all (refused, reset, timed out), `Operation` when it answered.
-    pub(crate) fn op(action: &'static str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
-        use bollard::errors::Error as E;
-        move |e| match e {
-            E::IOError { .. }
-            | E::HyperResponseError { .. }
-            | E::HyperLegacyError { .. }
-            | E::RequestTimeoutError
-            | E::SocketNotFoundError(_) => DockerError::EngineDown {
-                action,
-                endpoint: crate::endpoint::current_host(),
-                why: Unreachable::of(&e),
-                source: e.into(),
-            },
-            e => DockerError::Operation {
-                action,
-                source: e.into(),
-            },
-        }
-    }
-
     /// An answer of the engine that is not what it should be.
     pub(crate) fn unexpected(action: &'static str, reason: impl Into<String>) -> DockerError {
         DockerError::Unexpected {

@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::exec::StartExecResults;
 use bollard::models::ExecConfig;
-use bollard::Docker;
 use futures_util::StreamExt;
 use runner_core::{
     exit_channel, EnvLayers, Error, ExitPublisher, ExitStatus, ExitWatch, LineBuffer, Output, Proc,
@@ -23,10 +21,11 @@ use runner_core::{
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
 use crate::control::{DockerRunning, Started};
+use crate::engine::OutputStream;
 use crate::helper::{HelpedShared, Helper, SpawnFailure};
 use crate::host_view::{HostView, LocalProcess};
 use crate::outcome::ExecFailure;
-use crate::stream::{split_frame, OutputStream};
+use crate::stream::split_frame;
 use crate::DockerError;
 use runner_reaper::GROUP_TOKEN_VAR;
 
@@ -57,10 +56,10 @@ impl Running {
 
     /// Whether the container's processes are this host's: one inspection of the
     /// container, the first time it is asked.
-    pub(crate) async fn host_view(&self, docker: &Docker) -> Option<HostView> {
+    pub(crate) async fn host_view(&self, engine: &crate::Engine) -> Option<HostView> {
         self.view
             .get_or_init(|| async {
-                match docker.inspect_container(&self.id, None).await {
+                match engine.inspect_container(&self.id).await {
                     Ok(c) => HostView::of(&c),
                     Err(_) => None,
                 }
@@ -75,8 +74,6 @@ impl Running {
 pub(crate) struct Inner {
     /// The engine, as the caller connected to it.
     pub(crate) engine: crate::Engine,
-    /// Its client (`engine.bollard()`), for the calls this crate makes.
-    pub(crate) docker: Docker,
     pub(crate) running: Mutex<Option<Running>>,
     /// Every process the environment started, on either path, until it ended.
     pub(crate) registry: runner_core::Registry,
@@ -192,12 +189,7 @@ impl ExecShared {
             if self.is_finished() {
                 return Ok(None);
             }
-            let info = self
-                .inner
-                .docker
-                .inspect_exec(&self.exec_id)
-                .await
-                .map_err(DockerError::op("inspect the exec"))?;
+            let info = self.inner.engine.inspect_exec(&self.exec_id).await?;
             if let Some(pid) = info.pid.filter(|p| *p > 0) {
                 let local = self.view.as_ref().and_then(|v| v.exec_process(pid));
                 // Its pid in the container is its process group's id there, which
@@ -304,25 +296,20 @@ impl ExecShared {
             )
             .into());
         };
-        let docker = &self.inner.docker;
-        let exec = docker
-            .create_exec(
-                &container,
-                ExecConfig {
-                    cmd: Some(cmd),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
+        let engine = &self.inner.engine;
+        let config = ExecConfig {
+            cmd: Some(cmd),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let failed = |e: crate::engine::Fault| e.during(action);
+        let exec = engine
+            .create_exec(&container, config)
             .await
-            .map_err(DockerError::op(action))?;
+            .map_err(failed)?;
         let mut stdout = Vec::new();
-        if let StartExecResults::Attached { mut output, .. } = docker
-            .start_exec(&exec.id, None)
-            .await
-            .map_err(DockerError::op(action))?
-        {
+        if let Some((mut output, _)) = engine.start_exec(&exec).await.map_err(failed)? {
             while let Some(item) = output.next().await {
                 if let Ok(LogOutput::StdOut { message }) = item {
                     stdout.extend_from_slice(&message);
@@ -557,11 +544,11 @@ impl DockerProc {
         }
         // A plain exec's output comes through the engine's stream only.
         self.direct_stdout = None;
-        let docker = &self.inner.docker;
-        let view = running.host_view(docker).await;
+        let engine = &self.inner.engine;
+        let view = running.host_view(engine).await;
         let token = runner_reaper::new_group_token().map_err(Error::ledger)?;
         env.insert(GROUP_TOKEN_VAR.to_string(), token.clone());
-        let exec = docker
+        let exec_id = engine
             .create_exec(
                 &running.id,
                 ExecConfig {
@@ -576,19 +563,16 @@ impl DockerProc {
                 },
             )
             .await
-            .map_err(|e| match e {
-                bollard::errors::Error::DockerResponseServerError {
-                    status_code: 409, ..
-                } => DockerError::NotRunning(running.id.clone()),
-                bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                } => DockerError::NoContainer(running.id.clone()),
-                e => DockerError::op("create the exec")(e),
+            .map_err(|e| {
+                if e.is_conflict() {
+                    DockerError::NotRunning(running.id.clone())
+                } else if e.is_missing() {
+                    DockerError::NoContainer(running.id.clone())
+                } else {
+                    e.into()
+                }
             })?;
-        let Some((output, input)) = crate::stream::start_attached(docker, &exec.id)
-            .await
-            .map_err(DockerError::op("start the exec"))?
-        else {
+        let Some((output, input)) = engine.start_exec(&exec_id).await? else {
             return Err(
                 DockerError::unexpected("attach to the exec", "the engine detached it").into(),
             );
@@ -604,7 +588,7 @@ impl DockerProc {
         let (status_tx, status_rx) = exit_channel();
         let shared = Arc::new(ExecShared {
             inner: Arc::clone(&self.inner),
-            exec_id: exec.id.clone(),
+            exec_id,
             bin: self.cmd[0].clone(),
             cmd: self.cmd.clone(),
             token,
@@ -931,7 +915,7 @@ impl ExecShared {
             Some(pid) => *pid,
             None => self
                 .inner
-                .docker
+                .engine
                 .inspect_exec(&self.exec_id)
                 .await
                 .ok()?
@@ -964,11 +948,11 @@ fn listed_pids(listing: &[u8]) -> Vec<u32> {
 /// (`stream_error`) explains a failed inspect: the engine went away mid-exec.
 async fn exit_status(
     shared: &ExecShared,
-    stream_error: Option<bollard::errors::Error>,
+    stream_error: Option<crate::engine::Fault>,
 ) -> std::result::Result<i64, ExecFailure> {
     let mut pause = Duration::from_millis(1);
     for _ in 0..200 {
-        match shared.inner.docker.inspect_exec(&shared.exec_id).await {
+        match shared.inner.engine.inspect_exec(&shared.exec_id).await {
             Ok(info) if info.running == Some(true) => {}
             Ok(info) => {
                 return info.exit_code.ok_or_else(|| {
@@ -978,9 +962,7 @@ async fn exit_status(
                     ))
                 })
             }
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {
+            Err(e) if e.is_missing() => {
                 let container = shared
                     .inner
                     .running()
@@ -989,8 +971,8 @@ async fn exit_status(
                 return Err(ExecFailure::Docker(DockerError::NoContainer(container)));
             }
             Err(e) => {
-                let e = stream_error.unwrap_or(e);
-                return Err(ExecFailure::Docker(DockerError::op("observe the exec")(e)));
+                let e = stream_error.unwrap_or(e).during("observe the exec");
+                return Err(ExecFailure::Docker(e));
             }
         }
         tokio::time::sleep(pause).await;

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::models::ExecConfig;
-use bollard::Docker;
 use futures_util::StreamExt;
 use runner_core::{ExitPublisher, ExitStatus, ExitWatch, LineBuffer, Output, Signal, Stream};
 use runner_shim::protocol::{self, Fields, Frame, Kind, Spawn};
@@ -24,7 +23,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::host_view::{HostView, LocalProcess};
 use crate::outcome::ExecFailure;
-use crate::DockerError;
+use crate::{DockerError, Engine};
 
 /// The helper, static for this crate's target (empty when it could not be built).
 static SHIM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runner-shim"));
@@ -54,7 +53,7 @@ pub(crate) enum Event {
     Gone,
 }
 
-type Writer = crate::stream::ExecInput;
+type Writer = crate::engine::ExecInput;
 
 /// A running helper.
 pub(crate) struct Helper {
@@ -118,9 +117,9 @@ pub fn embedded_helper() -> Result<String, String> {
 /// (run under emulation) or a read-only root filesystem (no place to copy it to)
 /// cannot have it, and say so. When it fits: whether the container's processes are
 /// this host's (`host_view.rs`), from the same inspection.
-async fn fits(docker: &Docker, id: &str) -> Result<Option<HostView>, String> {
-    let container = docker
-        .inspect_container(id, None)
+async fn fits(engine: &Engine, id: &str) -> Result<Option<HostView>, String> {
+    let container = engine
+        .inspect_container(id)
         .await
         .map_err(|e| format!("the container could not be inspected: {e}"))?;
     if container
@@ -134,7 +133,7 @@ async fn fits(docker: &Docker, id: &str) -> Result<Option<HostView>, String> {
         );
     }
     if let Some(image) = &container.image {
-        let arch = docker
+        let arch = engine
             .inspect_image(image)
             .await
             .ok()
@@ -161,10 +160,10 @@ fn seen_here(view: &HostView, engine_pid: u32, pid: u32) -> Option<LocalProcess>
 
 /// The helper exec's pid as the engine numbers it (0 until the engine has recorded it,
 /// which may be just after the helper's first frame); `None` if it never says.
-async fn exec_host_pid(docker: &Docker, exec_id: &str) -> Option<u32> {
+async fn exec_host_pid(engine: &Engine, exec_id: &str) -> Option<u32> {
     let mut pause = Duration::from_micros(200);
     for _ in 0..50 {
-        let pid = docker.inspect_exec(exec_id).await.ok()?.pid.unwrap_or(0);
+        let pid = engine.inspect_exec(exec_id).await.ok()?.pid.unwrap_or(0);
         if pid > 0 {
             return u32::try_from(pid).ok();
         }
@@ -213,7 +212,7 @@ impl Decoder {
     }
 }
 
-type ExecOutput = crate::stream::OutputStream;
+type ExecOutput = crate::engine::OutputStream;
 
 /// Reads frames from the helper's output until one is complete.
 async fn next_frame(output: &mut ExecOutput, decoder: &mut Decoder) -> Option<Frame> {
@@ -242,14 +241,14 @@ impl Helper {
     /// to say it is ready. `Err` is why it cannot be used (then every process runs
     /// as a plain exec).
     pub(crate) async fn start(
-        docker: &Docker,
+        engine: &Engine,
         id: &str,
         user: Option<String>,
     ) -> Result<Arc<Helper>, String> {
         if SHIM.is_empty() {
             return Err(format!("no helper was built into runner: {SHIM_WHY}"));
         }
-        let view = fits(docker, id).await?;
+        let view = fits(engine, id).await?;
         let digest: String = {
             use sha2::{Digest, Sha256};
             Sha256::digest(SHIM)
@@ -260,16 +259,12 @@ impl Helper {
         };
         let dir = format!(".runner-shim-{digest}");
         let body = archive(&dir).map_err(|e| format!("failed to pack the helper: {e}"))?;
-        let options = bollard::query_parameters::UploadToContainerOptions {
-            path: "/tmp".into(),
-            ..Default::default()
-        };
-        let upload = docker.upload_to_container(id, Some(options), bollard::body_full(body.into()));
-        crate::client::bounded(READY_DEADLINE, upload)
+        engine
+            .upload(id, "/tmp", body, READY_DEADLINE)
             .await
             .map_err(|e| format!("the helper could not be copied to /tmp in the container: {e}"))?;
         let path = format!("/tmp/{dir}/runner-shim");
-        let exec = docker
+        let exec = engine
             .create_exec(
                 id,
                 ExecConfig {
@@ -283,7 +278,8 @@ impl Helper {
             )
             .await
             .map_err(|e| format!("the helper's exec could not be created: {e}"))?;
-        let Some((mut output, input)) = crate::stream::start_attached(docker, &exec.id)
+        let Some((mut output, input)) = engine
+            .start_exec(&exec)
             .await
             .map_err(|e| format!("the helper's exec could not be started: {e}"))?
         else {
@@ -297,7 +293,7 @@ impl Helper {
             Ok(None) => {
                 // It could not run: ask the engine why (an image of another
                 // architecture, a /tmp mounted noexec, a user without access).
-                let why = match docker.inspect_exec(&exec.id).await {
+                let why = match engine.inspect_exec(&exec).await {
                     Ok(i) => format!("it exited with {:?}", i.exit_code),
                     Err(e) => e.to_string(),
                 };
@@ -315,7 +311,7 @@ impl Helper {
         }
         let pid = f.u32().unwrap_or(0);
         let local = match &view {
-            Some(view) => exec_host_pid(docker, &exec.id)
+            Some(view) => exec_host_pid(engine, &exec)
                 .await
                 .and_then(|engine_pid| seen_here(view, engine_pid, pid)),
             None => None,

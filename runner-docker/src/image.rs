@@ -1,10 +1,9 @@
 //! Images: presence checks and pulls with progress.
 
-use bollard::query_parameters::CreateImageOptions;
-use bollard::Docker;
 use futures_util::StreamExt;
 
-use crate::DockerError;
+use crate::engine::Found;
+use crate::{DockerError, Engine, EngineError};
 
 /// What one layer of a pull is doing, in the order a layer goes through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -158,30 +157,19 @@ impl PullProgress {
 }
 
 /// True when `image` (a tag or a digest reference) is present in the engine.
-pub async fn image_exists(engine: &crate::Engine, image: &str) -> Result<bool, DockerError> {
-    exists(engine.bollard(), image).await
-}
-
-async fn exists(docker: &Docker, image: &str) -> Result<bool, DockerError> {
-    match docker.inspect_image(image).await {
-        Ok(_) => Ok(true),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(false),
-        Err(e) => Err(DockerError::op("inspect an image")(e)),
-    }
+pub async fn image_exists(engine: &Engine, image: &str) -> Result<bool, DockerError> {
+    Ok(engine.inspect_image(image).await.found()?.is_some())
 }
 
 /// The image's id (`sha256:...`).
-pub async fn image_id(engine: &crate::Engine, image: &str) -> Result<String, DockerError> {
-    let docker = engine.bollard();
-    let info = docker
+pub async fn image_id(engine: &Engine, image: &str) -> Result<String, DockerError> {
+    let info = engine
         .inspect_image(image)
         .await
         .map_err(|e| DockerError::ImageUnavailable {
             image: image.to_string(),
             reason: None,
-            source: Some(e.into()),
+            source: Some(e.into_source()),
         })?;
     info.id.ok_or_else(|| DockerError::ImageUnavailable {
         image: image.to_string(),
@@ -192,25 +180,22 @@ pub async fn image_id(engine: &crate::Engine, image: &str) -> Result<String, Doc
 
 /// Makes sure `image` is present (pulling it if needed) and returns its `ENV`.
 pub(crate) async fn ensure_image_env(
-    docker: &Docker,
+    engine: &Engine,
     image: &str,
 ) -> Result<Vec<String>, DockerError> {
-    let inspected = match docker.inspect_image(image).await {
-        Ok(i) => i,
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => {
-            pull_if_absent(docker, image, |_| {}).await?;
-            docker
+    let inspected = match engine.inspect_image(image).await.found()? {
+        Some(i) => i,
+        None => {
+            get_image_if_not_present(engine, image, |_| {}).await?;
+            engine
                 .inspect_image(image)
                 .await
                 .map_err(|e| DockerError::ImageUnavailable {
                     image: image.to_string(),
                     reason: None,
-                    source: Some(e.into()),
+                    source: Some(e.into_source()),
                 })?
         }
-        Err(e) => return Err(DockerError::op("inspect an image")(e)),
     };
     Ok(inspected.config.and_then(|c| c.env).unwrap_or_default())
 }
@@ -220,26 +205,17 @@ pub(crate) async fn ensure_image_env(
 /// An error in the pull stream is returned, never swallowed; a registry that refuses
 /// is [`DockerError::Unauthorized`].
 pub async fn get_image_if_not_present(
-    engine: &crate::Engine,
-    image: &str,
-    progress: impl FnMut(&PullProgress),
-) -> Result<(), DockerError> {
-    pull_if_absent(engine.bollard(), image, progress).await
-}
-
-/// [`get_image_if_not_present`] on the client.
-pub(crate) async fn pull_if_absent(
-    docker: &Docker,
+    engine: &Engine,
     image: &str,
     mut progress: impl FnMut(&PullProgress),
 ) -> Result<(), DockerError> {
-    if exists(docker, image).await? {
+    if image_exists(engine, image).await? {
         return Ok(());
     }
     let registry = crate::credentials::registry_of(image);
     let credentials = crate::credentials::credentials_for(&registry).await?;
     let had_credentials = credentials.is_some();
-    let failed = |reason: String, source: Option<bollard::errors::Error>| {
+    let failed = |reason: String, source: Option<EngineError>| {
         if refused(&reason) {
             DockerError::Unauthorized {
                 image: image.to_string(),
@@ -252,35 +228,22 @@ pub(crate) async fn pull_if_absent(
             DockerError::ImageUnavailable {
                 image: image.to_string(),
                 reason: (source.is_none() && !reason.is_empty()).then_some(reason),
-                source: source.map(Into::into),
+                source,
             }
         }
     };
-    let (from, tag) = match image.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') && !image.contains('@') => (repo, Some(tag)),
-        _ => (image, None),
-    };
-    let options = CreateImageOptions {
-        from_image: Some(from.to_string()),
-        tag: tag.map(str::to_string),
-        ..Default::default()
-    };
     tracing::info!(image, "pulling the image");
     let mut state = PullProgress::default();
-    let mut stream = docker.create_image(Some(options), None, credentials);
+    let mut stream = std::pin::pin!(engine.pull(image, credentials));
     while let Some(item) = stream.next().await {
         let info = match item {
             Ok(info) => info,
-            Err(e @ bollard::errors::Error::DockerResponseServerError { .. }) => {
-                let message = match &e {
-                    bollard::errors::Error::DockerResponseServerError { message, .. } => {
-                        message.clone()
-                    }
-                    _ => String::new(),
-                };
-                return Err(failed(message, Some(e)));
+            // The engine answered with a refusal: its words decide which error.
+            Err(e) if e.answered() => {
+                let message = e.message();
+                return Err(failed(message, Some(e.into_source())));
             }
-            Err(e) => return Err(DockerError::op("pull an image")(e)),
+            Err(e) => return Err(e.into()),
         };
         if let Some(detail) = info.error_detail {
             return Err(failed(
@@ -302,7 +265,7 @@ pub(crate) async fn pull_if_absent(
             progress(&state);
         }
     }
-    if exists(docker, image).await? {
+    if image_exists(engine, image).await? {
         Ok(())
     } else {
         Err(failed("the pull ended without the image".into(), None))

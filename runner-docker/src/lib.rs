@@ -8,11 +8,11 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod client;
 mod container;
 mod control;
 mod credentials;
 mod endpoint;
+mod engine;
 mod environment;
 mod error;
 mod exec;
@@ -25,12 +25,12 @@ mod stats;
 mod stream;
 mod sweep;
 
-pub use client::{connect, docker_engine_running, forget_negotiated_version, Engine};
 pub use container::DockerPortMapping;
 pub use container::LABEL_CACHE;
 pub use control::DockerRunning;
 pub use credentials::registry_of;
 pub use endpoint::{resolve_endpoint, Endpoint, EndpointSource, TlsMaterial, UnknownContext};
+pub use engine::{connect, docker_engine_running, forget_negotiated_version, Engine};
 pub use environment::DockerEnvironment;
 pub use error::{DockerError, EngineError, Unreachable};
 pub use exec::DockerProc;

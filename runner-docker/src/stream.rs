@@ -4,14 +4,7 @@
 use futures_util::StreamExt;
 use runner_core::{LineBuffer, Output, Stream};
 
-/// An attached stream of output frames (an exec's or a container's).
-pub(crate) type OutputStream = std::pin::Pin<
-    Box<
-        dyn futures_util::Stream<
-                Item = std::result::Result<bollard::container::LogOutput, bollard::errors::Error>,
-            > + Send,
-    >,
->;
+use crate::engine::OutputStream;
 
 /// Which stream a frame of attached output belongs to (stdin echoes are dropped).
 pub(crate) fn split_frame(frame: bollard::container::LogOutput) -> Option<(Stream, bytes::Bytes)> {
@@ -38,26 +31,6 @@ pub(crate) async fn forward_logs(mut logs: OutputStream, sink: Output) {
     }
     out.finish(&*sink);
     err.finish(&*sink);
-}
-
-/// An exec's stdin, as the engine's attach gives it.
-pub(crate) type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
-
-/// Starts exec `exec_id` attached (no terminal): its output and its stdin. `Ok(None)`
-/// when the engine detached it instead.
-pub(crate) async fn start_attached(
-    docker: &bollard::Docker,
-    exec_id: &str,
-) -> Result<Option<(OutputStream, ExecInput)>, bollard::errors::Error> {
-    let options = bollard::exec::StartExecOptions {
-        detach: false,
-        tty: false,
-        output_capacity: None,
-    };
-    Ok(match docker.start_exec(exec_id, Some(options)).await? {
-        bollard::exec::StartExecResults::Attached { output, input } => Some((output, input)),
-        bollard::exec::StartExecResults::Detached => None,
-    })
 }
 
 /// The reader `stdout_pipe` hands out before the process starts: the process's own

@@ -21,7 +21,6 @@ use std::time::Duration;
 use crate::names::{
     claims, hostname, owner_alive, LABEL_EPHEMERAL, LABEL_HOST, LABEL_OWNER, LABEL_SESSION,
 };
-use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 
 /// What a container sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -108,22 +107,14 @@ pub async fn reap_stale_containers(deadline: Duration) -> ContainerSweepReport {
 pub async fn reap_containers(deadline: Duration, remove_reusable: bool) -> ContainerSweepReport {
     let mut report = ContainerSweepReport::default();
     let sweep = async {
-        let docker = match crate::connect().await {
-            Ok(engine) => engine.bollard().clone(),
+        let engine = match crate::connect().await {
+            Ok(engine) => engine,
             Err(e) => {
                 report.engine_unavailable = Some(e.to_string());
                 return;
             }
         };
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([(
-                "label".to_string(),
-                vec![LABEL_OWNER.to_string()],
-            )])),
-            ..Default::default()
-        };
-        let list = match docker.list_containers(Some(options)).await {
+        let list = match engine.containers_labelled(LABEL_OWNER).await {
             Ok(l) => l,
             Err(e) => {
                 report.engine_unavailable = Some(e.to_string());
@@ -152,28 +143,17 @@ pub async fn reap_containers(deadline: Duration, remove_reusable: bool) -> Conta
                     matches!(s, bollard::models::ContainerSummaryStateEnum::RUNNING)
                 });
                 if running {
-                    match docker.stop_container(&id, None).await {
+                    match engine.stop_container(&id, None).await {
                         Ok(()) => report.stopped.push(name),
-                        Err(e) => report
-                            .errors
-                            .push(format!("failed to stop container {name}: {e}")),
+                        Err(e) => report.errors.push(format!("{name}: {e}")),
                     }
                 }
                 continue;
             }
-            let force = RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            };
-            match docker.remove_container(&id, Some(force)).await {
+            match engine.remove_container(&id).await {
                 Ok(()) => report.removed.push(name),
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {}
-                Err(e) => report
-                    .errors
-                    .push(format!("failed to remove container {name}: {e}")),
+                Err(e) if e.is_missing() => {}
+                Err(e) => report.errors.push(format!("{name}: {e}")),
             }
         }
     };
@@ -189,42 +169,26 @@ pub async fn reap_containers(deadline: Duration, remove_reusable: bool) -> Conta
 /// (`runner reap --volumes`); their names, and why others were left.
 pub async fn remove_cache_volumes() -> ContainerSweepReport {
     let mut report = ContainerSweepReport::default();
-    let docker = match crate::connect().await {
-        Ok(engine) => engine.bollard().clone(),
+    let engine = match crate::connect().await {
+        Ok(engine) => engine,
         Err(e) => {
             report.engine_unavailable = Some(runner_core::error_chain(&e));
             return report;
         }
     };
-    let options = bollard::query_parameters::ListVolumesOptions {
-        filters: Some(HashMap::from([(
-            "label".to_string(),
-            vec![crate::container::LABEL_CACHE.to_string()],
-        )])),
-    };
-    let volumes = match docker.list_volumes(Some(options)).await {
-        Ok(v) => v.volumes.unwrap_or_default(),
+    let volumes = match engine.volumes_labelled(crate::container::LABEL_CACHE).await {
+        Ok(v) => v,
         Err(e) => {
             report.engine_unavailable = Some(e.to_string());
             return report;
         }
     };
     for v in volumes {
-        match docker
-            .remove_volume(
-                &v.name,
-                None::<bollard::query_parameters::RemoveVolumeOptions>,
-            )
-            .await
-        {
+        match engine.remove_volume(&v.name).await {
             Ok(()) => report.removed.push(format!("volume {}", v.name)),
             // In use by a container: kept.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => report.kept += 1,
-            Err(e) => report
-                .errors
-                .push(format!("failed to remove volume {}: {e}", v.name)),
+            Err(e) if e.is_conflict() => report.kept += 1,
+            Err(e) => report.errors.push(format!("volume {}: {e}", v.name)),
         }
     }
     report

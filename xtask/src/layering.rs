@@ -68,7 +68,47 @@ pub(crate) fn check_layering() -> Result {
         }
     }
     modules::check_no_circles()?;
+    check_one_engine_module()?;
     docs::check_architecture_paths()
+}
+
+/// Words that only `runner-docker/src/engine.rs` may write: a call through the
+/// client, or a look at a status code or error of the client. Model types (request
+/// bodies, answers) may be used anywhere in the crate.
+const ENGINE_ONLY: [&str; 6] = [
+    "bollard::Docker",
+    "bollard::{",
+    ".bollard()",
+    "status_code",
+    "DockerResponseServerError",
+    "bollard::errors::Error::",
+];
+
+/// Fails when a file of runner-docker other than `engine.rs` calls the client or
+/// decides what its errors mean.
+fn check_one_engine_module() -> Result {
+    let dir = crate::root().join("runner-docker/src");
+    let entries =
+        std::fs::read_dir(&dir).map_err(|e| format!("failed to read {}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == "engine.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            if let Some(word) = ENGINE_ONLY.iter().find(|w| code.contains(*w)) {
+                return Err(format!(
+                    "{}:{}: `{word}` outside runner-docker/src/engine.rs, the one module that calls the engine",
+                    path.display(),
+                    n + 1
+                ));
+            }
+        }
+    }
+    eprintln!("xtask: runner-docker calls the engine from engine.rs alone");
+    Ok(())
 }
 
 pub(crate) fn check_feature_combinations() -> Result {

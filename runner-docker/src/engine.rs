@@ -1,0 +1,660 @@
+//! The engine: the one module that calls the client (bollard). It connects to the
+//! engine the docker CLI would use (`endpoint.rs`), with the API version negotiated
+//! (bollard defaults to a version Docker 20.10 rejects), and carries out every
+//! request of this crate. A request the engine did not carry out is a [`Fault`],
+//! classified here once (not found, conflict, not answered at all) and turned into
+//! a [`DockerError`] with the endpoint this engine was given: the other modules
+//! decide what a missing or busy object means to them, never how to recognise one.
+//!
+//! The negotiated version is remembered per host for the life of the process, so
+//! every environment after the first connects without a round trip. A connection
+//! is never shared across calls: each caller gets its own client (and so its own
+//! connection pool, bound to the caller's runtime).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStatsResponse, ContainerSummary,
+    ExecConfig, ExecInspectResponse, ImageInspect, Volume, VolumeCreateRequest,
+};
+use bollard::query_parameters as q;
+use bollard::{ClientVersion, Docker};
+use futures_util::StreamExt;
+
+use crate::error::{EngineError, Unreachable};
+use crate::DockerError;
+
+/// How long connecting and negotiating the API version may take: an engine that
+/// accepts connections but never answers must not hang the caller for the
+/// client's default two minutes.
+const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Request timeout of clients made with a remembered version (bollard's default).
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// The API version negotiated with each host, by `DOCKER_HOST` value.
+static NEGOTIATED: Mutex<Option<HashMap<String, ClientVersion>>> = Mutex::new(None);
+
+fn remembered(host: &str) -> Option<ClientVersion> {
+    NEGOTIATED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(host).copied())
+}
+
+fn remember(host: &str, version: ClientVersion) {
+    NEGOTIATED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(host.to_string(), version);
+}
+
+/// Forgets the version negotiated with the current `DOCKER_HOST`, so the next
+/// [`connect`] asks the engine again (after an engine was replaced, say).
+pub fn forget_negotiated_version() {
+    if let Some(m) = NEGOTIATED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+    {
+        m.remove(&crate::endpoint::current_host());
+    }
+}
+
+/// A client for `endpoint` speaking API `version`: TLS when the endpoint has TLS
+/// material, otherwise by the address's scheme.
+fn client_for(
+    endpoint: &crate::Endpoint,
+    timeout: u64,
+    version: &ClientVersion,
+) -> Result<Docker, bollard::errors::Error> {
+    let host = endpoint.host.as_str();
+    match &endpoint.tls {
+        Some(tls) => {
+            // bollard reads these lazily (the key at the handshake); a missing file
+            // is a TLS failure named now rather than a handshake error later.
+            for file in [tls.ca(), tls.cert(), tls.key()] {
+                if !file.is_file() {
+                    return Err(bollard::errors::Error::CertPathError { path: file });
+                }
+            }
+            Docker::connect_with_ssl(host, &tls.key(), &tls.cert(), &tls.ca(), timeout, version)
+        }
+        None if host.starts_with("unix://") => Docker::connect_with_unix(host, timeout, version),
+        None if host.starts_with("tcp://") || host.starts_with("http://") => {
+            Docker::connect_with_http(host, timeout, version)
+        }
+        None => Docker::connect_with_host(host),
+    }
+}
+
+/// A connection to a Docker engine, its API version negotiated: what every operation
+/// of this crate goes through. Cheap to clone (one connection pool).
+#[derive(Debug, Clone)]
+pub struct Engine {
+    docker: Docker,
+    endpoint: String,
+}
+
+impl Engine {
+    /// Connects to the engine [`crate::resolve_endpoint`] finds (TLS included), as the
+    /// docker CLI would ([`connect`]).
+    pub async fn connect() -> Result<Engine, DockerError> {
+        let endpoint = crate::endpoint::resolve_endpoint()?;
+        Engine::connect_endpoint(&endpoint).await
+    }
+
+    /// Connects to the engine at `host` (`unix:///path/to.sock`, `tcp://host:port`),
+    /// without TLS, whatever the environment says.
+    pub async fn connect_to(host: &str) -> Result<Engine, DockerError> {
+        Engine::connect_endpoint(&crate::Endpoint {
+            host: host.to_string(),
+            tls: None,
+            source: crate::EndpointSource::Given,
+        })
+        .await
+    }
+
+    /// Connects to `endpoint` and negotiates the API version with it, within 10 s;
+    /// later connections to the same host reuse the negotiated version without asking
+    /// again.
+    async fn connect_endpoint(endpoint: &crate::Endpoint) -> Result<Engine, DockerError> {
+        let host = endpoint.host.clone();
+        let down = |e: bollard::errors::Error| DockerError::EngineDown {
+            action: "connect",
+            endpoint: host.clone(),
+            why: unreachable(&e),
+            source: e.into(),
+        };
+        let engine = |docker| Engine {
+            docker,
+            endpoint: host.clone(),
+        };
+        if let Some(version) = remembered(&host) {
+            return client_for(endpoint, REQUEST_TIMEOUT_SECS, &version)
+                .map(engine)
+                .map_err(down);
+        }
+        let negotiate = client_for(endpoint, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            .map_err(down)?
+            .negotiate_version();
+        let docker = match tokio::time::timeout(NEGOTIATE_TIMEOUT, negotiate).await {
+            Ok(negotiated) => negotiated.map_err(down)?,
+            Err(_) => {
+                return Err(DockerError::EngineDown {
+                    action: "connect",
+                    endpoint: host.clone(),
+                    why: crate::error::Unreachable::Timeout,
+                    source: bollard::errors::Error::RequestTimeoutError.into(),
+                })
+            }
+        };
+        let version = docker.client_version();
+        if (version.major_version, version.minor_version) < crate::error::MINIMUM_API {
+            return Err(DockerError::EngineTooOld {
+                endpoint: host,
+                api: format!("{}.{}", version.major_version, version.minor_version),
+            });
+        }
+        remember(&host, version);
+        Ok(engine(docker))
+    }
+
+    /// The engine's address (`unix://…`, `tcp://…`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The escape hatch: bollard's client, for what this crate does not wrap. Its API
+    /// follows bollard's releases, not this crate's: code that uses it may need
+    /// changes when this crate moves to a newer bollard.
+    pub fn bollard(&self) -> &Docker {
+        &self.docker
+    }
+}
+
+/// Connects to the engine [`crate::resolve_endpoint`] finds (TLS included) and
+/// negotiates the API version with it, within 10 s; later calls for the same host
+/// reuse the negotiated version without asking again.
+pub async fn connect() -> Result<Engine, DockerError> {
+    Engine::connect().await
+}
+
+/// How long creating a container may take before the engine counts as not
+/// answering.
+const CREATE_DEADLINE: Duration = Duration::from_secs(30);
+/// How long starting a container may take (mounts, the init process, networking).
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// `request`, or the client's timeout error after `deadline`: an engine that
+/// accepted the request and never answers is reported as not answering
+/// ([`crate::Unreachable::Timeout`]) instead of holding the caller for the client's
+/// two minutes.
+async fn bounded<T>(
+    deadline: Duration,
+    request: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, bollard::errors::Error> {
+    tokio::time::timeout(deadline, request)
+        .await
+        .unwrap_or(Err(bollard::errors::Error::RequestTimeoutError))
+}
+
+/// True when an engine answers a ping within `timeout`.
+pub async fn docker_engine_running(timeout: Duration) -> bool {
+    let attempt = async {
+        let engine = connect().await.ok()?;
+        engine.ping().await.ok()
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(_)))
+}
+
+/// An attached stream of output frames (an exec's or a container's).
+pub(crate) type OutputStream = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<Item = std::result::Result<bollard::container::LogOutput, Fault>>
+            + Send,
+    >,
+>;
+
+/// An exec's stdin, as the engine's attach gives it.
+pub(crate) type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+/// A request the engine did not carry out: what was asked, of which engine, and the
+/// client's error, classified by [`Fault::is_missing`] and [`Fault::is_conflict`].
+/// Into a [`DockerError`]: [`DockerError::EngineDown`] when the engine never
+/// answered, [`DockerError::Operation`] when it refused.
+#[derive(Debug)]
+pub(crate) struct Fault {
+    action: &'static str,
+    endpoint: String,
+    error: bollard::errors::Error,
+}
+
+impl Fault {
+    fn status(&self) -> Option<u16> {
+        match &self.error {
+            bollard::errors::Error::DockerResponseServerError { status_code, .. } => {
+                Some(*status_code)
+            }
+            _ => None,
+        }
+    }
+
+    /// The engine answered (with an error status), as opposed to never answering.
+    pub(crate) fn answered(&self) -> bool {
+        self.status().is_some()
+    }
+
+    /// The engine answered 404: no such container, exec, image or volume.
+    pub(crate) fn is_missing(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    /// The engine answered 409: the object is in a state that forbids the request
+    /// (a name taken, a container not running or already being removed, a volume in
+    /// use).
+    pub(crate) fn is_conflict(&self) -> bool {
+        self.status() == Some(409)
+    }
+
+    /// The engine's own words (its answer's message), else the client's.
+    pub(crate) fn message(&self) -> String {
+        match &self.error {
+            bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+            e => e.to_string(),
+        }
+    }
+
+    /// The fault as the error of a larger operation, `action` (what the caller was
+    /// doing when this request failed).
+    pub(crate) fn during(mut self, action: &'static str) -> DockerError {
+        self.action = action;
+        self.into()
+    }
+
+    /// The client's error, as the source of an error of ours.
+    pub(crate) fn into_source(self) -> EngineError {
+        self.error.into()
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "failed to {}: {}", self.action, self.error)
+    }
+}
+
+impl From<Fault> for DockerError {
+    fn from(fault: Fault) -> DockerError {
+        use bollard::errors::Error as E;
+        match fault.error {
+            e @ (E::IOError { .. }
+            | E::HyperResponseError { .. }
+            | E::HyperLegacyError { .. }
+            | E::RequestTimeoutError
+            | E::SocketNotFoundError(_)) => DockerError::EngineDown {
+                action: fault.action,
+                endpoint: fault.endpoint,
+                why: unreachable(&e),
+                source: e.into(),
+            },
+            e => DockerError::Operation {
+                action: fault.action,
+                source: e.into(),
+            },
+        }
+    }
+}
+
+impl From<Fault> for runner_core::Error {
+    fn from(fault: Fault) -> Self {
+        DockerError::from(fault).into()
+    }
+}
+
+/// An answer of the engine in which "not found" is an answer, not a failure.
+pub(crate) trait Found<T> {
+    /// `Ok(None)` for a 404, the fault as a [`DockerError`] for anything else.
+    fn found(self) -> Result<Option<T>, DockerError>;
+}
+
+impl<T> Found<T> for Result<T, Fault> {
+    fn found(self) -> Result<Option<T>, DockerError> {
+        match self {
+            Ok(t) => Ok(Some(t)),
+            Err(f) if f.is_missing() => Ok(None),
+            Err(f) => Err(f.into()),
+        }
+    }
+}
+
+/// The engine's requests, one method each. Long requests are bounded where an
+/// engine that accepted them and never answers must not hold the caller.
+impl Engine {
+    fn fault(&self, action: &'static str) -> impl FnOnce(bollard::errors::Error) -> Fault + '_ {
+        move |error| Fault {
+            action,
+            endpoint: self.endpoint.clone(),
+            error,
+        }
+    }
+
+    /// An attached stream whose broken items are faults of `action`.
+    fn faulted(
+        &self,
+        action: &'static str,
+        output: std::pin::Pin<
+            Box<
+                dyn futures_util::Stream<
+                        Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+                    > + Send,
+            >,
+        >,
+    ) -> OutputStream {
+        let endpoint = self.endpoint.clone();
+        Box::pin(output.map(move |item| {
+            item.map_err(|error| Fault {
+                action,
+                endpoint: endpoint.clone(),
+                error,
+            })
+        }))
+    }
+
+    /// Answers when the engine does.
+    pub(crate) async fn ping(&self) -> Result<(), Fault> {
+        self.docker
+            .ping()
+            .await
+            .map(drop)
+            .map_err(self.fault("ping the engine"))
+    }
+
+    /// The container `id` (or name) as the engine describes it.
+    pub(crate) async fn inspect_container(
+        &self,
+        id: &str,
+    ) -> Result<ContainerInspectResponse, Fault> {
+        self.docker
+            .inspect_container(id, None)
+            .await
+            .map_err(self.fault("inspect the container"))
+    }
+
+    /// Creates container `name` (for `platform`, when given) from `body`: its id.
+    pub(crate) async fn create_container(
+        &self,
+        name: &str,
+        platform: Option<String>,
+        body: ContainerCreateBody,
+    ) -> Result<String, Fault> {
+        let options = q::CreateContainerOptions {
+            name: Some(name.to_string()),
+            platform: platform.unwrap_or_default(),
+        };
+        bounded(
+            CREATE_DEADLINE,
+            self.docker.create_container(Some(options), body),
+        )
+        .await
+        .map(|created| created.id)
+        .map_err(self.fault("create the container"))
+    }
+
+    /// Starts container `id`.
+    pub(crate) async fn start_container(&self, id: &str) -> Result<(), Fault> {
+        bounded(START_DEADLINE, self.docker.start_container(id, None))
+            .await
+            .map_err(self.fault("start the container"))
+    }
+
+    /// Stops container `id`: SIGTERM, then SIGKILL after `grace_secs` (the engine's
+    /// default when `None`).
+    pub(crate) async fn stop_container(
+        &self,
+        id: &str,
+        grace_secs: Option<i32>,
+    ) -> Result<(), Fault> {
+        let options = grace_secs.map(|t| q::StopContainerOptions {
+            t: Some(t),
+            ..Default::default()
+        });
+        self.docker
+            .stop_container(id, options)
+            .await
+            .map_err(self.fault("stop the container"))
+    }
+
+    /// Removes container `id`, running or not, with its anonymous volumes.
+    pub(crate) async fn remove_container(&self, id: &str) -> Result<(), Fault> {
+        let options = q::RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        self.docker
+            .remove_container(id, Some(options))
+            .await
+            .map_err(self.fault("remove the container"))
+    }
+
+    /// Every container, running or not, that carries label `label`.
+    pub(crate) async fn containers_labelled(
+        &self,
+        label: &str,
+    ) -> Result<Vec<ContainerSummary>, Fault> {
+        let options = q::ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![label.to_string()],
+            )])),
+            ..Default::default()
+        };
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(self.fault("list the containers"))
+    }
+
+    /// One sample of container `id`'s CPU and memory use (the engine samples ~1 s).
+    pub(crate) async fn stats(&self, id: &str) -> Result<ContainerStatsResponse, Fault> {
+        let options = q::StatsOptions {
+            stream: false,
+            one_shot: false,
+        };
+        match self.docker.stats(id, Some(options)).next().await {
+            Some(sample) => sample.map_err(self.fault("read the container's stats")),
+            None => Err(self.fault("read the container's stats")(
+                bollard::errors::Error::DockerStreamError {
+                    error: "the engine sent no sample".into(),
+                },
+            )),
+        }
+    }
+
+    /// The output of container `id` from now on (its stdout and stderr).
+    pub(crate) async fn attach_container(&self, id: &str) -> Result<OutputStream, Fault> {
+        let options = q::AttachContainerOptions {
+            stream: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        self.docker
+            .attach_container(id, Some(options))
+            .await
+            .map(|attached| self.faulted("read the container's output", attached.output))
+            .map_err(self.fault("attach to the container's output"))
+    }
+
+    /// Copies the tar archive `body` into container `id` under `path`, within
+    /// `deadline`.
+    pub(crate) async fn upload(
+        &self,
+        id: &str,
+        path: &str,
+        body: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<(), Fault> {
+        let options = q::UploadToContainerOptions {
+            path: path.into(),
+            ..Default::default()
+        };
+        let upload =
+            self.docker
+                .upload_to_container(id, Some(options), bollard::body_full(body.into()));
+        bounded(deadline, upload)
+            .await
+            .map_err(self.fault("copy into the container"))
+    }
+
+    /// Creates an exec of `config` in container `id`: its id.
+    pub(crate) async fn create_exec(&self, id: &str, config: ExecConfig) -> Result<String, Fault> {
+        self.docker
+            .create_exec(id, config)
+            .await
+            .map(|exec| exec.id)
+            .map_err(self.fault("create the exec"))
+    }
+
+    /// Starts exec `exec_id` attached (no terminal): its output and its stdin.
+    /// `Ok(None)` when the engine detached it instead.
+    pub(crate) async fn start_exec(
+        &self,
+        exec_id: &str,
+    ) -> Result<Option<(OutputStream, ExecInput)>, Fault> {
+        let options = bollard::exec::StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: None,
+        };
+        match self.docker.start_exec(exec_id, Some(options)).await {
+            Ok(bollard::exec::StartExecResults::Attached { output, input }) => Ok(Some((
+                self.faulted("read the exec's output", output),
+                input,
+            ))),
+            Ok(bollard::exec::StartExecResults::Detached) => Ok(None),
+            Err(e) => Err(self.fault("start the exec")(e)),
+        }
+    }
+
+    /// Exec `exec_id` as the engine describes it (its pid, whether it runs, its exit
+    /// code).
+    pub(crate) async fn inspect_exec(&self, exec_id: &str) -> Result<ExecInspectResponse, Fault> {
+        self.docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(self.fault("inspect the exec"))
+    }
+
+    /// Image `image` (a tag or a digest reference) as the engine describes it.
+    pub(crate) async fn inspect_image(&self, image: &str) -> Result<ImageInspect, Fault> {
+        self.docker
+            .inspect_image(image)
+            .await
+            .map_err(self.fault("inspect an image"))
+    }
+
+    /// Pulls `image` with `credentials`: the engine's progress messages, each the
+    /// engine's answer or a fault (a refusal in the stream is the engine's words in
+    /// an item's error detail, not a fault).
+    pub(crate) fn pull(
+        &self,
+        image: &str,
+        credentials: Option<bollard::auth::DockerCredentials>,
+    ) -> impl futures_util::Stream<Item = Result<bollard::models::CreateImageInfo, Fault>> + '_
+    {
+        let (from, tag) = match image.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') && !image.contains('@') => (repo, Some(tag)),
+            _ => (image, None),
+        };
+        let options = q::CreateImageOptions {
+            from_image: Some(from.to_string()),
+            tag: tag.map(str::to_string),
+            ..Default::default()
+        };
+        self.docker
+            .create_image(Some(options), None, credentials)
+            .map(move |item| item.map_err(self.fault("pull an image")))
+    }
+
+    /// Creates volume `request` (an existing one by that name is kept as it is).
+    pub(crate) async fn create_volume(&self, request: VolumeCreateRequest) -> Result<(), Fault> {
+        self.docker
+            .create_volume(request)
+            .await
+            .map(drop)
+            .map_err(self.fault("create a cache volume"))
+    }
+
+    /// Every volume that carries label `label`.
+    pub(crate) async fn volumes_labelled(&self, label: &str) -> Result<Vec<Volume>, Fault> {
+        let options = q::ListVolumesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![label.to_string()],
+            )])),
+        };
+        self.docker
+            .list_volumes(Some(options))
+            .await
+            .map(|v| v.volumes.unwrap_or_default())
+            .map_err(self.fault("list the volumes"))
+    }
+
+    /// Removes volume `name`.
+    pub(crate) async fn remove_volume(&self, name: &str) -> Result<(), Fault> {
+        self.docker
+            .remove_volume(name, None::<q::RemoveVolumeOptions>)
+            .await
+            .map_err(self.fault("remove a volume"))
+    }
+}
+
+/// Classifies a client error by the system error under it.
+fn unreachable(e: &bollard::errors::Error) -> Unreachable {
+    if matches!(e, bollard::errors::Error::RequestTimeoutError) {
+        return Unreachable::Timeout;
+    }
+    if matches!(e, bollard::errors::Error::SocketNotFoundError(_)) {
+        return Unreachable::SocketMissing;
+    }
+    if matches!(
+        e,
+        bollard::errors::Error::CertPathError { .. }
+            | bollard::errors::Error::CertParseError { .. }
+            | bollard::errors::Error::CertMultipleKeys { .. }
+            | bollard::errors::Error::NoNativeCertsError { .. }
+            | bollard::errors::Error::LoadNativeCertsErrors { .. }
+    ) {
+        return Unreachable::Tls;
+    }
+    // Errors nest both ways: as sources, and as io errors wrapping io errors
+    // (`get_ref`, which `source` skips). The first TLS error or specific io kind
+    // on the way down decides.
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return Unreachable::Tls;
+        }
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => match io.kind() {
+                std::io::ErrorKind::NotFound => return Unreachable::SocketMissing,
+                std::io::ErrorKind::ConnectionRefused => return Unreachable::Refused,
+                std::io::ErrorKind::PermissionDenied => return Unreachable::PermissionDenied,
+                std::io::ErrorKind::TimedOut => return Unreachable::Timeout,
+                _ => match io.get_ref() {
+                    Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                    None => return Unreachable::Other,
+                },
+            },
+            None => err.source(),
+        };
+    }
+    Unreachable::Other
+}
