@@ -65,11 +65,10 @@ pub(crate) async fn run(args: RunArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(&Error::io("install signal handlers", e), 125),
     };
-    // Clean up after earlier runs that died before they could.
-    let sweep = tokio::task::spawn_blocking(|| {
-        runner_reaper::reap_stale_process_groups(std::time::Duration::from_secs(5))
-    });
-    let swept = match unless_signalled(&mut signals, sweep).await {
+    // Clean up after earlier runs that died before they could: the companion's one
+    // start-up sweep (containers in the background, so a slow or absent engine never
+    // delays the command).
+    let swept = match unless_signalled(&mut signals, runner_companion::sweep_stale_once()).await {
         Ok(swept) => swept.unwrap_or_default(),
         Err(code) => return code,
     };
@@ -84,11 +83,6 @@ pub(crate) async fn run(args: RunArgs) -> i32 {
     for e in &swept.errors {
         say(Kind::Warning, format!("the start-up sweep failed: {e}"));
     }
-    // Containers of earlier runs that died: swept in the background (bounded), so a
-    // slow or absent engine never delays the command.
-    tokio::spawn(runner_docker::reap_stale_containers(
-        std::time::Duration::from_secs(10),
-    ));
 
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     if let Err(e) = check_dir(&dir) {

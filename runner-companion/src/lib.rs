@@ -305,12 +305,19 @@ fn native(opts: &CompanionOpts) -> Result<Companion> {
     })
 }
 
-/// Sweeps what crashed owners left behind, once per process: process groups always,
-/// containers with the `docker` feature. Problems are logged, never fatal.
-async fn sweep_once() {
-    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    SWEPT
+/// Sweeps what crashed owners left behind, once per process: their process groups
+/// now, and with the `docker` feature their containers in the background (bounded;
+/// a slow or absent engine never delays the caller). The first call's report of the
+/// groups is `Some`; later calls wait for that sweep and return `None`.
+/// [`new_companion_runner`] calls it, and so does `runner run` (which says what it
+/// found): one start-up sweep, whichever comes first.
+pub async fn sweep_stale_once() -> Option<runner_reaper::SweepReport> {
+    static SWEPT: tokio::sync::OnceCell<runner_reaper::SweepReport> =
+        tokio::sync::OnceCell::const_new();
+    let mut first = false;
+    let groups = SWEPT
         .get_or_init(|| async {
+            first = true;
             let groups = tokio::task::spawn_blocking(|| {
                 runner_reaper::reap_stale_process_groups(Duration::from_secs(5))
             })
@@ -319,8 +326,6 @@ async fn sweep_once() {
             if !groups.reaped.is_empty() || !groups.errors.is_empty() {
                 tracing::info!(%groups, "swept stale process groups");
             }
-            // In the background: an engine that does not answer must not slow
-            // detection down.
             #[cfg(feature = "docker")]
             tokio::spawn(async {
                 let containers =
@@ -329,8 +334,10 @@ async fn sweep_once() {
                     tracing::info!(%containers, "swept stale containers");
                 }
             });
+            groups
         })
         .await;
+    first.then(|| groups.clone())
 }
 
 /// The backend `auto` picks, and why: what [`new_companion_runner`] builds without a
@@ -460,7 +467,7 @@ pub async fn choose_backend(image: Option<&str>, dir: &Path) -> Choice {
 /// `opts.preferred_backend`, which must then be available. The first call in a process
 /// also sweeps what crashed owners left behind.
 pub async fn new_companion_runner(opts: CompanionOpts) -> Result<Companion> {
-    sweep_once().await;
+    sweep_stale_once().await;
     match opts.preferred_backend {
         Some(Backend::Docker) => {
             #[cfg(feature = "docker")]
