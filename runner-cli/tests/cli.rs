@@ -1249,3 +1249,94 @@ fn output_is_streamed_as_bytes_nix() {
         ],
     ));
 }
+
+/// A runner inside a sandbox with a pid namespace of its own (`unshare`, bubblewrap,
+/// flatpak) shares this host's name and the user's state directory, not its pids:
+/// `runner reap --all` here never judges such an owner dead, so its process group's
+/// record and its container stay; the sandboxed runner still cleans up after itself.
+#[test]
+fn reap_never_judges_an_owner_of_another_pid_namespace() {
+    let sandboxed = |cli: &Cli, flags: &[&str]| {
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            env!("CARGO_BIN_EXE_runner"),
+        ])
+        .arg("run")
+        .args(flags)
+        .args(["--", "sh", "-c", "echo ready; exec sleep 300"])
+        .env("RUNNER_STATE_DIR", cli.tmp.path().join("state"))
+        .env("HOME", cli.tmp.path())
+        .current_dir(cli.tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n", "unshare did not run runner");
+        // The sandbox's runner: unshare's one child (pid 1 in its namespace).
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+        let runner: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+        (child, runner)
+    };
+    let cli = Cli::new();
+    let (mut native, native_runner) = sandboxed(&cli, &[]);
+    let docker = docker_available();
+    let mut sandboxes = vec![(native_runner, None)];
+    if docker {
+        let (child, runner) = sandboxed(&cli, &["--backend", "docker", "--image", IMAGE]);
+        let ns = std::fs::read_link(format!("/proc/{runner}/ns/pid")).unwrap();
+        let ns = ns.to_string_lossy();
+        let ns = ns
+            .trim_start_matches("pid:[")
+            .trim_end_matches(']')
+            .to_string();
+        sandboxes.push((runner, Some((child, ns))));
+    }
+    let in_namespace = |ns: &str| {
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--filter", "label=runner.session"])
+            .args(["--format", "{{.Label \"runner.session\"}}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|s| s.ends_with(&format!("-{ns}")))
+            .count()
+    };
+    assert_eq!(cli.records(), 1, "the sandboxed native run's record");
+    if let Some((_, Some((_, ns)))) = sandboxes.get(1) {
+        assert_eq!(in_namespace(ns), 1, "the sandboxed docker run's container");
+    }
+
+    let reap = cli.run(&["reap", "--all"]);
+    assert!(reap.status.success(), "{reap:?}");
+    assert_eq!(
+        cli.records(),
+        1,
+        "the sweep took a live sandboxed owner's record"
+    );
+    if let Some((_, Some((_, ns)))) = sandboxes.get(1) {
+        assert_eq!(
+            in_namespace(ns),
+            1,
+            "the sweep removed a live owner's container"
+        );
+    }
+
+    // The sandboxed runners end as ever: their command stopped, their container gone.
+    for (runner, _) in &sandboxes {
+        kill(Pid::from_raw(*runner), Signal::SIGTERM).unwrap();
+    }
+    assert_eq!(native.wait().unwrap().code(), Some(143));
+    if let Some((_, Some((mut child, ns)))) = sandboxes.pop() {
+        assert_eq!(child.wait().unwrap().code(), Some(143));
+        assert_eq!(in_namespace(&ns), 0);
+    }
+    assert_eq!(cli.records(), 0);
+}

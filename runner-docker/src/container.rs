@@ -214,7 +214,17 @@ pub(crate) async fn create(
         .create_container(name, config.platform.clone(), body)
         .await
     {
-        Ok(id) => Ok(id),
+        Ok(id) => match crate::names::created::record(&id, name, engine.endpoint()) {
+            Ok(()) => Ok(id),
+            // Unrecorded, no sweep could ever prove it ours: undone.
+            Err(e) => {
+                let _ = engine.remove_container(&id).await;
+                Err(CreateError::Docker(DockerError::Record {
+                    container: name.to_string(),
+                    source: std::sync::Arc::new(e),
+                }))
+            }
+        },
         Err(e) if e.is_conflict() => Err(CreateError::NameTaken),
         Err(e) => match &config.platform {
             Some(platform) if e.message().contains("platform") => {
@@ -250,9 +260,11 @@ pub(crate) async fn ensure_volumes(engine: &Engine, config: &Config) -> Result<(
 /// being removed is not an error.
 pub(crate) async fn remove(engine: &Engine, id: &str) -> Result<(), DockerError> {
     match engine.remove_container(id).await {
-        Ok(()) => Ok(()),
+        Ok(()) => {}
         // Gone, or already being removed by someone else.
-        Err(e) if e.is_missing() || e.is_conflict() => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) if e.is_missing() || e.is_conflict() => {}
+        Err(e) => return Err(e.into()),
     }
+    crate::names::created::forget(id);
+    Ok(())
 }

@@ -261,6 +261,12 @@ impl Fault {
         self.status() == Some(409)
     }
 
+    /// The engine answered 304: the request changed nothing (a container already
+    /// stopped).
+    pub(crate) fn is_unchanged(&self) -> bool {
+        self.status() == Some(304)
+    }
+
     /// The engine's own words (its answer's message), else the client's.
     pub(crate) fn message(&self) -> String {
         match &self.error {

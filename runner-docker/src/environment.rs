@@ -487,7 +487,8 @@ impl DockerEnvironment {
         // A container another live process uses is never reused, replaced or
         // removed under it (nor one that is not ours at all).
         let session = labels.and_then(|l| l.get(LABEL_SESSION));
-        let ours = labels.is_some_and(|l| l.contains_key(LABEL_OWNER));
+        let ours = labels.is_some_and(|l| l.contains_key(LABEL_OWNER))
+            && crate::names::created::is_ours(&id);
         let mine = session.is_some_and(|s| *s == session_label());
         let live_user = (!mine && session.is_some_and(|s| owner_alive(s)))
             || crate::names::claims::live_claimants(&self.container_name)

@@ -136,13 +136,25 @@ pub enum DockerError {
     /// its owner.
     #[error(
         "the container `{container}` is in use by another live process (session `{owner}`) \
-         or was not made by runner; give this environment another name"
+         or was not made by this runner (its labels alone prove nothing); give this \
+         environment another name"
     )]
     InUse {
         /// The container's name.
         container: String,
         /// Its owner's session label (`<pid>-<start time>`), empty when it has none.
         owner: String,
+    },
+    /// The container was created but could not be recorded as runner's (its state
+    /// directory is not writable, or full): it was removed again, since no sweep
+    /// could ever prove it ours.
+    #[error("could not record the container `{container}` as runner's, so it was removed again")]
+    Record {
+        /// The container's name.
+        container: String,
+        /// Why the record could not be written.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
     },
     /// The user to run as does not exist in the image.
     #[error("user `{user}` does not exist in the image (give a uid:gid, or a user the image has)")]

@@ -2,23 +2,36 @@
 
 /// Always `true` on containers we create.
 pub const LABEL_OWNER: &str = "runner.owner";
-/// `<owner pid>-<owner start time>` of the process that created the container.
+/// `<owner pid>-<owner start time>-<owner pid namespace>` of the process that created
+/// the container (the namespace is left out where there are none).
 pub const LABEL_SESSION: &str = "runner.session";
 
 /// The value of [`LABEL_SESSION`] for containers this process creates: its owner
-/// identity, `<pid>-<start time>` (empty start time if the process table cannot say).
+/// identity, `<pid>-<start time>-<pid namespace>` (empty start time if the process
+/// table cannot say; no namespace part where there are none).
 pub(crate) fn session_label() -> String {
+    let ns = runner_core::os::pid_namespace()
+        .map(|ns| format!("-{ns}"))
+        .unwrap_or_default();
     match runner_core::os::owner_identity() {
-        Ok(me) => format!("{}-{}", me.pid, me.start_time),
-        Err(_) => format!("{}-", std::process::id()),
+        Ok(me) => format!("{}-{}{ns}", me.pid, me.start_time),
+        Err(_) => format!("{}-{ns}", std::process::id()),
     }
 }
 
-/// True when `session` (a [`LABEL_SESSION`] value) names a live process.
+/// True when `session` (a [`LABEL_SESSION`] value) names a live process. An owner of
+/// another pid namespace (a runner in a sandbox, with its own pids) cannot be judged
+/// from here and counts as alive: its pid means nothing in ours.
 pub(crate) fn owner_alive(session: &str) -> bool {
-    let Some((pid, start)) = session.split_once('-') else {
+    let mut parts = session.splitn(3, '-');
+    let (Some(pid), Some(start)) = (parts.next(), parts.next()) else {
         return false;
     };
+    if let Some(ns) = parts.next() {
+        if ns.parse::<u64>().ok() != runner_core::os::pid_namespace() {
+            return true;
+        }
+    }
     let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else {
         return false;
     };
@@ -149,5 +162,96 @@ pub(crate) mod claims {
         // Removed only when empty.
         let _ = std::fs::remove_dir(&dir);
         live
+    }
+}
+
+/// Proof of creation: the ids of the containers runner created, one file each,
+/// `<state dir>/created/<container id>`, holding the container's name and the engine
+/// it was created on. Labels prove nothing (a `docker commit`ed image passes them on
+/// to every container made from it, and anyone can write them), so the sweep stops
+/// or removes, and an environment reuses or replaces, only a container recorded here:
+/// an id is the engine's, made at create, and this directory is the user's own.
+/// The record is written right after the create (a create that cannot be recorded is
+/// undone) and removed with the container.
+pub(crate) mod created {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+    use std::time::SystemTime;
+
+    fn dir() -> PathBuf {
+        runner_reaper::default_state_dir().join("created")
+    }
+
+    /// A container id as the engine gives it (hex), so never a path.
+    fn valid(id: &str) -> bool {
+        !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Record {
+        name: String,
+        engine: String,
+    }
+
+    /// Records that this runner created container `id` (named `name`) on `engine`.
+    pub(crate) fn record(id: &str, name: &str, engine: &str) -> std::io::Result<()> {
+        if !valid(id) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the engine gave the container an id that is not hex: {id:?}"),
+            ));
+        }
+        let dir = dir();
+        std::fs::create_dir_all(&dir)?;
+        let body = serde_json::to_vec(&Record {
+            name: name.to_string(),
+            engine: engine.to_string(),
+        })
+        .map_err(std::io::Error::other)?;
+        // Whole or not at all: written aside, then renamed into place.
+        let aside = dir.join(format!(".{id}.{}", std::process::id()));
+        std::fs::write(&aside, body)?;
+        std::fs::rename(&aside, dir.join(id))
+    }
+
+    /// Container `id` is gone: its record goes too.
+    pub(crate) fn forget(id: &str) {
+        if valid(id) {
+            let _ = std::fs::remove_file(dir().join(id));
+        }
+    }
+
+    /// True when runner (this user's, with this state directory) created container
+    /// `id`: its record is a regular file of ours, not a link.
+    pub(crate) fn is_ours(id: &str) -> bool {
+        valid(id)
+            && std::fs::symlink_metadata(dir().join(id))
+                .is_ok_and(|m| m.is_file() && m.uid() == nix::unistd::geteuid().as_raw())
+    }
+
+    /// Removes the records of containers on `engine` that are not among `existing`
+    /// (the engine's whole list), written before `listed` (a record written since
+    /// may be of a container created after the list).
+    pub(crate) fn prune(engine: &str, existing: &[String], listed: SystemTime) {
+        let Ok(entries) = std::fs::read_dir(dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !valid(&name) || existing.contains(&name) {
+                continue;
+            }
+            let older = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < listed);
+            let on_engine = std::fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+                .is_some_and(|r| r.engine == engine);
+            if older && on_engine {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 }

@@ -1,9 +1,10 @@
-//! The container sweep: containers whose owner died, found by label only. It lives
-//! beside the labels it reads (`names.rs`); owners are judged by the same identity
-//! as the process sweep's (`runner_core::os::OwnerIdentity`).
+//! The container sweep: containers whose owner died. It lives beside the labels and
+//! records it reads (`names.rs`); owners are judged by the same identity as the
+//! process sweep's (`runner_core::os::OwnerIdentity`).
 //!
-//! Only containers labelled `runner.owner` are looked at, and only those created on
-//! this host (`runner.host`) whose owner is dead (`runner.session` is
+//! Only containers labelled `runner.owner` are looked at, only those runner created
+//! (their id recorded in `names::created`: labels alone are inherited and forgeable),
+//! only those created on this host (`runner.host`) whose owner is dead (`runner.session` is
 //! `<pid>-<start time>`: the pid is gone, a zombie, or alive with another start
 //! time) and that no live process claims (`names::claims`: a later owner that
 //! reused it). Of those, ephemeral ones (`runner.ephemeral`) are removed and
@@ -19,7 +20,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::names::{
-    claims, hostname, owner_alive, LABEL_EPHEMERAL, LABEL_HOST, LABEL_OWNER, LABEL_SESSION,
+    claims, created, hostname, owner_alive, LABEL_EPHEMERAL, LABEL_HOST, LABEL_OWNER, LABEL_SESSION,
 };
 
 /// What a container sweep did.
@@ -114,6 +115,7 @@ pub async fn reap_containers(deadline: Duration, remove_reusable: bool) -> Conta
                 return;
             }
         };
+        let listed = std::time::SystemTime::now();
         let list = match engine.containers_labelled(LABEL_OWNER).await {
             Ok(l) => l,
             Err(e) => {
@@ -121,6 +123,8 @@ pub async fn reap_containers(deadline: Duration, remove_reusable: bool) -> Conta
                 return;
             }
         };
+        let ids: Vec<String> = list.iter().filter_map(|c| c.id.clone()).collect();
+        crate::names::created::prune(engine.endpoint(), &ids, listed);
         let host = hostname();
         for c in list {
             let labels = c.labels.clone().unwrap_or_default();
@@ -131,8 +135,14 @@ pub async fn reap_containers(deadline: Duration, remove_reusable: bool) -> Conta
                 .map(|n| n.trim_start_matches('/').to_string())
                 .or(c.id.clone())
                 .unwrap_or_default();
-            let action = verdict(&labels, &name, &host, remove_reusable);
             let Some(id) = c.id else { continue };
+            // Only what runner itself created: a label is inherited by a committed
+            // image's containers and can be written by anyone.
+            let action = if created::is_ours(&id) {
+                verdict(&labels, &name, &host, remove_reusable)
+            } else {
+                Verdict::Keep
+            };
             if action == Verdict::Keep {
                 report.kept += 1;
                 continue;
@@ -145,14 +155,21 @@ pub async fn reap_containers(deadline: Duration, remove_reusable: bool) -> Conta
                 if running {
                     match engine.stop_container(&id, None).await {
                         Ok(()) => report.stopped.push(name),
+                        // Stopped or removed meanwhile (another sweep): done.
+                        Err(e) if e.is_missing() || e.is_conflict() || e.is_unchanged() => {}
                         Err(e) => report.errors.push(format!("{name}: {e}")),
                     }
                 }
                 continue;
             }
             match engine.remove_container(&id).await {
-                Ok(()) => report.removed.push(name),
-                Err(e) if e.is_missing() => {}
+                Ok(()) => {
+                    created::forget(&id);
+                    report.removed.push(name);
+                }
+                // Gone, or being removed by another sweep at the same moment: not
+                // ours to report, and not an error.
+                Err(e) if e.is_missing() || e.is_conflict() => {}
                 Err(e) => report.errors.push(format!("{name}: {e}")),
             }
         }

@@ -38,6 +38,23 @@ async fn output(env: &DockerEnvironment, script: &str) -> (ExitStatus, String, S
     (status, cap.stdout_string(), cap.stderr_string())
 }
 
+/// Records container `id` as created by runner, as runner's create does
+/// (`<state dir>/created/<id>`): a container these tests make by hand stands for one
+/// a runner made and then died.
+fn recorded_as_created(id: &str, name: &str) {
+    let dir = std::env::var_os("RUNNER_STATE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(runner_reaper::default_state_dir)
+        .join("created");
+    std::fs::create_dir_all(&dir).unwrap();
+    let engine = runner_docker::resolve_endpoint().unwrap().host;
+    std::fs::write(
+        dir.join(id.trim()),
+        format!(r#"{{"name":"{name}","engine":"{engine}"}}"#),
+    )
+    .unwrap();
+}
+
 fn containers_named(name: &str) -> usize {
     let out = std::process::Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("name={name}")])
@@ -515,17 +532,98 @@ async fn the_sweep_leaves_a_live_owners_unstarted_container_alone() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Cleanup(name.to_string())
+        (
+            Cleanup(name.to_string()),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
     };
     let live = unique("sweep-live");
     let dead = unique("sweep-dead");
-    let _g1 = create(&live, &format!("{me}-{start}"));
-    let _g2 = create(&dead, &format!("{me}-{}", start + 1));
+    let (_g1, id) = create(&live, &format!("{me}-{start}"));
+    recorded_as_created(&id, &live);
+    let (_g2, id) = create(&dead, &format!("{me}-{}", start + 1));
+    recorded_as_created(&id, &dead);
+    // The same labels on containers runner never made (by hand, or from an image a
+    // user committed from a runner container: labels are inherited): never touched,
+    // not even by `runner reap --all`, whatever their owner label says.
+    let forged = unique("sweep-forged");
+    let (_g3, _) = create(&forged, &format!("{me}-{}", start + 1));
     let report = runner_docker::reap_stale_containers(Duration::from_secs(30)).await;
     assert!(report.removed.contains(&dead), "{report}");
     assert!(!report.removed.contains(&live), "{report}");
     assert_eq!(containers_named(&live), 1);
     assert_eq!(containers_named(&dead), 0);
+    let report = runner_docker::reap_containers(Duration::from_secs(30), true).await;
+    assert!(
+        !report.removed.contains(&forged) && !report.stopped.contains(&forged),
+        "{report}"
+    );
+    assert_eq!(containers_named(&forged), 1);
+    // Nor is it reused or replaced by an environment of that name.
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("adopt");
+    let probe = DockerEnvironment::new(&image(), dir.path(), &name)
+        .await
+        .unwrap();
+    let container = probe.container_name().to_string();
+    let (_g4, _) = create(&container, &format!("{me}-{}", start + 1));
+    let mut env = DockerEnvironment::new(&image(), dir.path(), &name)
+        .await
+        .unwrap();
+    env.with_pause();
+    let err = env.init().await.unwrap_err();
+    assert!(
+        matches!(docker_error(&err), DockerError::InUse { .. }),
+        "{}",
+        err.chain()
+    );
+    assert_eq!(containers_named(&container), 1);
+}
+
+/// Concurrent sweeps over the same dead owners' containers: each container removed
+/// once, and no sweep reports an error for one another sweep is removing.
+#[tokio::test]
+async fn concurrent_sweeps_share_the_work_without_errors() {
+    if !engine().await {
+        return;
+    }
+    let runner_core::os::OwnerIdentity {
+        pid: me,
+        start_time: start,
+    } = runner_core::os::owner_identity().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut names = Vec::new();
+    let mut guards = Vec::new();
+    for i in 0..6 {
+        let name = unique(&format!("sweep-many-{i}"));
+        let out = std::process::Command::new("docker")
+            .env_remove("DOCKER_HOST")
+            .args(["run", "-d", "--init", "--name", &name])
+            .args(["--label", "runner.owner=true"])
+            .args(["--label", &format!("runner.session={me}-{}", start + 1)])
+            .args(["--label", &format!("runner.host={host}")])
+            .args(["--label", "runner.ephemeral=true"])
+            .args([&image(), "sleep", "300"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        recorded_as_created(&String::from_utf8_lossy(&out.stdout), &name);
+        guards.push(Cleanup(name.clone()));
+        names.push(name);
+    }
+    let sweeps = (0..3).map(|_| runner_docker::reap_stale_containers(Duration::from_secs(60)));
+    let reports = futures_util::future::join_all(sweeps).await;
+    for report in &reports {
+        assert!(report.errors.is_empty(), "{report}");
+    }
+    for name in &names {
+        let removed = reports.iter().filter(|r| r.removed.contains(name)).count();
+        assert!(removed <= 1, "{name} removed {removed} times");
+        assert_eq!(containers_named(name), 0);
+    }
 }
 
 /// `stop` stops the container but keeps it known; `shutdown` after it still removes
@@ -601,6 +699,7 @@ async fn identities_never_collide_and_live_owners_keep_their_containers() {
         .output()
         .unwrap();
     assert!(created.status.success(), "{created:?}");
+    recorded_as_created(&String::from_utf8_lossy(&created.stdout), &container);
     let mut env = DockerEnvironment::new(&image(), a.path(), &taken)
         .await
         .unwrap();
@@ -746,6 +845,7 @@ async fn a_reused_container_is_kept_while_its_new_owner_lives() {
         .output()
         .unwrap();
     assert!(created.status.success(), "{created:?}");
+    recorded_as_created(&String::from_utf8_lossy(&created.stdout), &container);
     let (second, _guard2) = paused_named(&name, dir.path()).await;
     let id = inspect("{{.Id}}");
     assert_eq!(

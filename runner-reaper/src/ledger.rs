@@ -73,6 +73,12 @@ pub struct Record {
     pub owner_pid: i32,
     /// The owner's start time.
     pub owner_start_time: u64,
+    /// The owner's pid namespace ([`runner_core::os::pid_namespace`]): the pids and
+    /// group ids of this record mean something only there. A record of another
+    /// namespace (a runner in a sandbox sharing this state directory) is never judged
+    /// from here. Absent where there are no namespaces, and in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_pid_ns: Option<u64>,
     /// The command line.
     pub argv: Vec<String>,
     /// The working directory.
@@ -161,6 +167,7 @@ impl Record {
             boot_id: boot_id()?.to_string(),
             owner_pid: owner.0,
             owner_start_time: owner.1,
+            owner_pid_ns: runner_core::os::pid_namespace(),
             argv,
             cwd,
             token: None,
@@ -175,6 +182,8 @@ struct UnbornTail<'a> {
     boot_id: &'a str,
     owner_pid: i32,
     owner_start_time: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_pid_ns: Option<u64>,
     argv: &'a [String],
     cwd: &'a Path,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,6 +206,7 @@ pub(crate) fn unborn_record_tail(
         boot_id: boot_id()?,
         owner_pid: owner.0,
         owner_start_time: owner.1,
+        owner_pid_ns: runner_core::os::pid_namespace(),
         argv,
         cwd,
         token,

@@ -451,6 +451,9 @@ fn judge(path: &Path, procs: &mut ProcView) -> Verdict {
         // (whose record this is). Hands off: the record is its owner's to remove.
         return Verdict::Live;
     }
+    if !same_pid_namespace(&record) {
+        return Verdict::Live;
+    }
     match boot_id() {
         Ok(id) if id != record.boot_id => return Verdict::Gone,
         _ => {}
@@ -484,6 +487,15 @@ fn judge(path: &Path, procs: &mut ProcView) -> Verdict {
     Verdict::Gone
 }
 
+/// True unless `record`'s owner lives in another pid namespace than ours (a runner in
+/// a sandbox sharing the state directory): its pids and group ids are that
+/// namespace's, so nothing about it can be judged, or signalled, from here.
+fn same_pid_namespace(record: &Record) -> bool {
+    record
+        .owner_pid_ns
+        .is_none_or(|ns| Some(ns) == runner_core::os::pid_namespace())
+}
+
 /// A pending record (the portable spawn path wrote it before its leader existed):
 /// with its owner dead, the groups of every running process that started after the
 /// owner and carries the record's token are its group (the leader's, and any its
@@ -492,6 +504,9 @@ fn judge_pending(record: Record, procs: &mut ProcView) -> Verdict {
     let Some(token) = record.token.clone().filter(|_| record.is_pending()) else {
         return Verdict::Aside("a pending record without a token, or with a group".into());
     };
+    if !same_pid_namespace(&record) {
+        return Verdict::Live;
+    }
     match boot_id() {
         Ok(id) if id != record.boot_id => return Verdict::Gone,
         _ => {}

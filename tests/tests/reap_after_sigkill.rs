@@ -92,6 +92,9 @@ fn one_sweep_cleans_up_after_a_sigkilled_owner() {
     assert!(left.is_empty(), "{left:?}");
 
     if docker {
+        // The containers are the dead owner's by the records it left in its state
+        // directory: the sweep reads the same one, as a later runner of that user does.
+        std::env::set_var("RUNNER_STATE_DIR", &state);
         let rt = tokio::runtime::Runtime::new().unwrap();
         let swept = rt.block_on(runner_docker::reap_stale_containers(Duration::from_secs(
             60,

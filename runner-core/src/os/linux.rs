@@ -129,6 +129,13 @@ pub(super) fn cmdline(pid: i32) -> Option<Vec<u8>> {
     std::fs::read(format!("/proc/{pid}/cmdline")).ok()
 }
 
+pub(super) fn pid_namespace() -> Option<u64> {
+    // "pid:[4026531836]"
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let link = link.to_str()?;
+    link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+}
+
 pub(super) fn child_namespace_process(pid: i32) -> Option<super::NamespacedProcess> {
     // Our /proc must be our own pid namespace's (a process in `unshare --pid` without
     // its own /proc reads its parent's table, where numbers are not ours to signal).

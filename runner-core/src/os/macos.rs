@@ -261,6 +261,10 @@ pub(super) fn child_namespace_process(_pid: i32) -> Option<super::NamespacedProc
     None
 }
 
+pub(super) fn pid_namespace() -> Option<u64> {
+    None
+}
+
 pub(super) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer holds `buf.len()` bytes.

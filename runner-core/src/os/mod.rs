@@ -125,6 +125,17 @@ pub fn child_namespace_process(pid: i32) -> Option<NamespacedProcess> {
     imp::child_namespace_process(pid)
 }
 
+/// The pid namespace this process lives in, as an identity that differs between
+/// namespaces (the inode of `/proc/self/ns/pid` on Linux); `None` where there are no
+/// pid namespaces (macOS) or it cannot be read. Pids and start times name a process
+/// only within one namespace: an owner recorded in another is never judged from here.
+pub fn pid_namespace() -> Option<u64> {
+    // A process's own pid namespace never changes (entering another one moves only
+    // its later children): read once.
+    static NS: OnceLock<Option<u64>> = OnceLock::new();
+    *NS.get_or_init(imp::pid_namespace)
+}
+
 /// True when process `pid` runs the program `name`: its executable's file name, or
 /// its command name as the kernel keeps it.
 pub fn runs_program(pid: i32, name: &str) -> bool {
