@@ -1340,3 +1340,30 @@ fn reap_never_judges_an_owner_of_another_pid_namespace() {
     }
     assert_eq!(cli.records(), 0);
 }
+
+/// The docker CLI's configuration as something that is not a file (a FIFO nobody
+/// writes, left by a tool or an attacker): every command that reads it still ends,
+/// saying why it was not read, and a SIGTERM is still answered.
+#[test]
+fn a_docker_config_that_is_not_a_file_never_hangs_runner() {
+    let cli = Cli::new();
+    let config = cli.tmp.path().join("docker-config");
+    std::fs::create_dir(&config).unwrap();
+    nix::unistd::mkfifo(&config.join("config.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    for args in [
+        &["doctor"][..],
+        &["reap"],
+        &["run", "--backend", "docker", "--image", IMAGE, "--", "true"],
+    ] {
+        let mut child = cli
+            .cmd(args)
+            .env("DOCKER_CONFIG", &config)
+            .env_remove("DOCKER_HOST")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_or_kill(&mut child, 60, &format!("runner {}", args.join(" ")));
+    }
+}

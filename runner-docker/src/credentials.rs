@@ -48,8 +48,9 @@ pub(crate) async fn credentials_for(
     let lookup = {
         let key = key.clone();
         tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&config).map_err(|_| E::ConfigReadError)?;
-            docker_credential::get_credential_from_reader(std::io::BufReader::new(file), &key)
+            // Never blocks on a FIFO or a device (`read_config`).
+            let text = crate::endpoint::read_config(&config).map_err(|_| E::ConfigReadError)?;
+            docker_credential::get_credential_from_reader(text.as_bytes(), &key)
         })
     };
     let found = match lookup.await {

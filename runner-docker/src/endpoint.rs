@@ -228,9 +228,50 @@ fn digest(name: &str) -> String {
         .collect()
 }
 
+/// The docker CLI's configuration files are at most this big (a bigger one is not a
+/// configuration: a device, a log someone linked there).
+const CONFIG_LIMIT: u64 = 4 << 20;
+
+/// Reads one of the docker CLI's configuration files (`config.json`, a context's
+/// `meta.json`) without ever blocking on what is not a file: opened non-blocking (a
+/// FIFO's open would wait for a writer for ever), then only a regular file of at
+/// most [`CONFIG_LIMIT`] bytes is read. A link to a file is followed, as the CLI does.
+pub(crate) fn read_config(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    if meta.len() > CONFIG_LIMIT {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is larger than {} bytes", path.display(), CONFIG_LIMIT),
+        ));
+    }
+    let mut text = String::new();
+    file.take(CONFIG_LIMIT).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// `currentContext` of `<config dir>/config.json`.
 fn current_context(config_dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(config_dir.join("config.json")).ok()?;
+    let path = config_dir.join("config.json");
+    let text = match read_config(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the docker configuration is not read");
+            return None;
+        }
+    };
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     json.get("currentContext")?
         .as_str()
@@ -241,7 +282,7 @@ fn current_context(config_dir: &Path) -> Option<String> {
 /// `Endpoints.docker.Host` of context `name` in the store `store`
 /// (`<store>/<sha256 of name>/meta.json`).
 fn context_host(store: &Path, name: &str) -> Option<String> {
-    let text = std::fs::read_to_string(store.join(digest(name)).join("meta.json")).ok()?;
+    let text = read_config(&store.join(digest(name)).join("meta.json")).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     json.get("Endpoints")?
         .get("docker")?
