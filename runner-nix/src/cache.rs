@@ -145,6 +145,53 @@ fn all_files(dir: &Path, out: &mut Vec<PathBuf>, depth: usize, left: &mut usize)
 /// The most files of local inputs read into a fingerprint.
 const MAX_INPUT_FILES: usize = 20_000;
 
+/// Hashes one file of an input as nix copies it: a regular file by its bytes (read
+/// in pieces, opened non-blocking), a symlink by its target (nix copies the link, not
+/// what it points to), anything else (a FIFO, a device, a socket) by its kind only,
+/// never opened: reading one would block for ever or never end.
+fn hash_entry(h: &mut Sha256, path: &Path) {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        h.update(b"unreadable");
+        return;
+    };
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        h.update(b"link");
+        if let Ok(target) = fs::read_link(path) {
+            h.update(target.as_os_str().as_encoded_bytes());
+        }
+        return;
+    }
+    if !ft.is_file() {
+        let kind: &[u8] = if ft.is_fifo() {
+            b"fifo"
+        } else if ft.is_socket() {
+            b"socket"
+        } else {
+            b"device"
+        };
+        h.update(kind);
+        return;
+    }
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path);
+    // Opened, it must still be the regular file looked at (not swapped for a FIFO).
+    let file = opened
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()));
+    let Some(mut file) = file else {
+        h.update(b"unreadable");
+        return;
+    };
+    h.update(meta.len().to_le_bytes());
+    if std::io::copy(&mut file, h).is_err() {
+        h.update(b"unreadable");
+    }
+}
+
 /// The fingerprint of a flake directory under a nix binary and options: its `.nix`
 /// files and `flake.lock`, the files of its local `path` inputs (a change there
 /// invalidates the entry, a change to the project's other files does not), the nix
@@ -172,13 +219,7 @@ pub fn fingerprint(dir: &Path, nix: &Path, options: &[(String, String)]) -> Stri
                 .as_encoded_bytes(),
         );
         h.update([0]);
-        match fs::read(f) {
-            Ok(bytes) => {
-                h.update((bytes.len() as u64).to_le_bytes());
-                h.update(&bytes);
-            }
-            Err(_) => h.update(b"unreadable"),
-        }
+        hash_entry(&mut h, f);
     }
     let nix = fs::canonicalize(nix).unwrap_or_else(|_| nix.to_path_buf());
     h.update(nix.as_os_str().as_encoded_bytes());

@@ -209,6 +209,15 @@ impl NixEnvironment {
         args
     }
 
+    /// The cache fingerprint of the flake's files, read off the runtime's workers (a
+    /// big input tree is a lot of reading).
+    async fn fingerprint(&self) -> Result<String> {
+        let (dir, nix, options) = (self.dir.clone(), self.nix.clone(), self.options.clone());
+        tokio::task::spawn_blocking(move || cache::fingerprint(&dir, &nix, &options))
+            .await
+            .map_err(|e| Error::io("fingerprint the flake's files", std::io::Error::other(e)))
+    }
+
     fn flake_ref(&self) -> String {
         format!("path:{}", self.dir.display())
     }
@@ -346,7 +355,7 @@ impl RunnerEnvironment for NixEnvironment {
         if self.is_materialized() {
             return Ok(());
         }
-        let fingerprint = cache::fingerprint(&self.dir, &self.nix, &self.options);
+        let fingerprint = self.fingerprint().await?;
         let entry_path = self
             .cache_dir
             .as_ref()
@@ -405,7 +414,7 @@ impl RunnerEnvironment for NixEnvironment {
                 if let Some(path) = &entry_path {
                     // Evaluation may have written the flake.lock (a new input): the
                     // entry is for the files as they are now.
-                    let fingerprint = cache::fingerprint(&self.dir, &self.nix, &self.options);
+                    let fingerprint = self.fingerprint().await?;
                     let entry = CacheEntry {
                         schema: CACHE_SCHEMA,
                         fingerprint,

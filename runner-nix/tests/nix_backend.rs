@@ -430,3 +430,37 @@ async fn a_missing_daemon_is_not_an_evaluation_error() {
         assert!(info.status.success(), "{info:?}");
     }
 }
+
+/// A local path input holding what is not a file (a FIFO nobody writes, a link to
+/// `/dev/zero`): `init` still ends (it once blocked for ever reading the FIFO, or
+/// grew without bound reading the device, while fingerprinting the input).
+#[test]
+fn special_files_in_a_path_input_never_hang_init() {
+    if !nix_available() {
+        return;
+    }
+    let flake = Flake::new("special");
+    let lib = flake.tmp.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    nix::unistd::mkfifo(&lib.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", lib.join("zeros")).unwrap();
+    std::fs::write(
+        flake.dir().join("flake.lock"),
+        r#"{"nodes":{"lib":{"locked":{"path":"../lib","type":"path"}},
+            "root":{"inputs":{"lib":"lib"}}},"root":"root","version":7}"#,
+    )
+    .unwrap();
+    let env = flake.cached_env();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = tx.send(rt.block_on(env.init()).map_err(|e| e.chain().to_string()));
+    });
+    // Whether nix accepts the lock or not, `init` answers.
+    rx.recv_timeout(std::time::Duration::from_secs(120))
+        .expect("init did not end")
+        .ok();
+}
