@@ -1367,3 +1367,52 @@ fn a_docker_config_that_is_not_a_file_never_hangs_runner() {
         wait_or_kill(&mut child, 60, &format!("runner {}", args.join(" ")));
     }
 }
+
+/// SIGTERM to runner while its command is stopped (`kill -STOP`, a debugger, a
+/// shell's Ctrl-Z elsewhere): the signal is followed by SIGCONT, as a shell's
+/// `kill %job` and `timeout(1)` do, so the command acts on it and runner ends with
+/// 143, on every backend.
+#[test]
+fn a_stopped_command_still_ends_on_sigterm() {
+    let cli = Cli::new();
+    let mut backends: Vec<Vec<&str>> = vec![vec![]];
+    if docker_available() {
+        backends.push(vec!["--backend", "docker", "--image", IMAGE]);
+    }
+    for (n, flags) in backends.iter().enumerate() {
+        let mark = format!("stopped-mark-{}-{n}", std::process::id());
+        let script = format!("echo ready; kill -STOP $$; sleep 300; : {mark}");
+        let (mut child, _out) = start_ready_with(&cli, flags, &script);
+        // The command stopped itself: wait until the kernel says so.
+        let stopped = || {
+            std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+                let dir = e.path();
+                let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmdline).contains(&mark)
+                    && std::fs::read_to_string(dir.join("stat"))
+                        .ok()
+                        .and_then(|s| {
+                            s.rsplit(')')
+                                .next()
+                                .map(|r| r.trim_start().starts_with('T'))
+                        })
+                        .unwrap_or(false)
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !stopped() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the command never stopped"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let status = wait_or_kill(
+            &mut child,
+            30,
+            &format!("runner {flags:?} with a stopped command"),
+        );
+        assert_eq!(status.code(), Some(143), "{flags:?}");
+    }
+}

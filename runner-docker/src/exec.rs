@@ -372,10 +372,22 @@ impl ExecShared {
         self.engine_pid().await?;
         // Through the proven leader's exit descriptor: the kernel finds the group from
         // the leader itself, also after it exited while members run.
+        // A signal that asks the group to end is followed by SIGCONT, as a shell's
+        // `kill %job` does: a stopped group would keep it pending for ever.
+        let ends = matches!(
+            signal,
+            Signal::Terminate | Signal::Interrupt | Signal::Hangup | Signal::Quit
+        );
         let through_fd = self
             .local()
             .and_then(|l| l.exit_fd)
-            .map(|fd| runner_core::os::signal_group_of(&fd, signal.number()));
+            .map(|fd| -> std::io::Result<()> {
+                runner_core::os::signal_group_of(&fd, signal.number())?;
+                if ends {
+                    runner_core::os::signal_group_of(&fd, CONTINUE)?;
+                }
+                Ok(())
+            });
         match through_fd {
             Some(Ok(())) => return Ok(()),
             // The group is gone, or the host refuses: the engine decides.
@@ -391,6 +403,9 @@ impl ExecShared {
                     if (leader_is_ours || members_left)
                         && runner_core::os::signal_group(group.pgid, signal.number()).is_ok()
                     {
+                        if ends {
+                            let _ = runner_core::os::signal_group(group.pgid, CONTINUE);
+                        }
                         return Ok(());
                     }
                 }
@@ -414,12 +429,21 @@ impl ExecShared {
                 }
             }
         };
-        let cmd = vec![
-            "kill".to_string(),
-            "-s".to_string(),
-            signal.name().trim_start_matches("SIG").to_string(),
-            format!("-{pid}"),
-        ];
+        let name = signal.name().trim_start_matches("SIG");
+        let cmd = if ends {
+            vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                format!("kill -s {name} -{pid}; kill -s CONT -{pid}"),
+            ]
+        } else {
+            vec![
+                "kill".to_string(),
+                "-s".to_string(),
+                name.to_string(),
+                format!("-{pid}"),
+            ]
+        };
         self.run_helper("signal the exec's process group", cmd)
             .await?;
         Ok(())
@@ -929,6 +953,10 @@ impl ExecShared {
         })
     }
 }
+
+/// SIGCONT in the container's kernel (Linux), which is ours when the group is
+/// signalled from here.
+const CONTINUE: i32 = 18;
 
 /// Lists the processes of the container whose parent is outside it (pid 0 there) and
 /// whose environment holds exactly the entry `$1`, one pid a line, with nothing but

@@ -113,6 +113,28 @@ pub(crate) fn supervise(s: Supervised) -> Arc<Shared> {
     })
 }
 
+/// Sends `sig` to the leader's group; a signal that asks it to end is followed by
+/// SIGCONT, as a shell's `kill %job` and `timeout(1)` do: a stopped group would
+/// otherwise keep it pending for ever.
+fn deliver(leader: &Leader, sig: i32) {
+    leader.signal_group(sig);
+    if asks_to_end(sig) {
+        leader.signal_group(nix::libc::SIGCONT);
+    }
+}
+
+/// SIGTERM, SIGINT, SIGHUP, SIGQUIT: the signals that ask a process to end, which a
+/// stopped process would not act on until continued.
+fn asks_to_end(sig: i32) -> bool {
+    [
+        nix::libc::SIGTERM,
+        nix::libc::SIGINT,
+        nix::libc::SIGHUP,
+        nix::libc::SIGQUIT,
+    ]
+    .contains(&sig)
+}
+
 async fn run(
     mut s: Supervised,
     pgid: i32,
@@ -123,7 +145,7 @@ async fn run(
         tokio::select! {
             biased;
             r = s.leader.exited() => break r,
-            Some(sig) = signals.recv() => { s.leader.signal_group(sig); }
+            Some(sig) = signals.recv() => { deliver(&s.leader, sig); }
         }
     };
     // Where the group stays addressable through the leader's pidfd, the leader is
@@ -153,11 +175,11 @@ async fn run(
                 runner_core::WaitOn::Over => break,
                 runner_core::WaitOn::LookAgainAfter(pause) => tokio::select! {
                     () = tokio::time::sleep(pause) => {}
-                    Some(sig) = signals.recv() => { s.leader.signal_group(sig); }
+                    Some(sig) = signals.recv() => { deliver(&s.leader, sig); }
                 },
                 runner_core::WaitOn::Named => tokio::select! {
                     () = exits(&named) => {}
-                    Some(sig) = signals.recv() => { s.leader.signal_group(sig); }
+                    Some(sig) = signals.recv() => { deliver(&s.leader, sig); }
                 },
             }
         }
@@ -259,7 +281,7 @@ async fn clear_group(
             return;
         }
         if !termed {
-            leader.signal_group(nix::libc::SIGTERM);
+            deliver(leader, nix::libc::SIGTERM);
             termed = true;
         }
         tokio::select! {
@@ -269,7 +291,7 @@ async fn clear_group(
                 killed = true;
             }
             Some(sig) = signals.recv() => {
-                leader.signal_group(sig);
+                deliver(leader, sig);
                 killed |= sig == nix::libc::SIGKILL;
             }
         }

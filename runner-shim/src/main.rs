@@ -81,6 +81,9 @@ fn resize(master: &std::fs::File, rows: u16, cols: u16) {
 }
 
 /// Sends `sig` to the process group `pgid`.
+/// SIGCONT on Linux, where the helper runs.
+const SIGCONT: i32 = 18;
+
 fn kill_group(pgid: u32, sig: i32) {
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.
     unsafe {
@@ -491,6 +494,11 @@ fn main() {
                 let sig = Fields(&frame.payload).i32().unwrap_or(15);
                 if let Some(c) = children.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
                     kill_group(c.pgid, sig);
+                    // A signal that asks the group to end, then SIGCONT (as a shell's
+                    // `kill %job` does): a stopped group would keep it pending.
+                    if [1, 2, 3, 15].contains(&sig) {
+                        kill_group(c.pgid, SIGCONT);
+                    }
                 }
             }
             Kind::Attached => {
