@@ -142,8 +142,18 @@ pub(crate) async fn run(args: RunArgs) -> i32 {
     code
 }
 
-/// Flags that contradict the backend asked for.
+/// Flags that contradict the backend asked for, or the terminal runner has.
 fn check_backend_args(args: &RunArgs) -> Result<(), String> {
+    use std::io::IsTerminal;
+    // One rule for every backend, the docker CLI's: a terminal is handed on only when
+    // there is one. Piped input under `-t` was dropped (native) or never ended
+    // (a container's pseudo-terminal).
+    if args.tty && !std::io::stdin().is_terminal() {
+        return Err(
+            "-t needs a terminal on stdin, and stdin is not one; drop -t to pass stdin through"
+                .into(),
+        );
+    }
     let docker_only = |flag: &str| {
         format!("{flag} is for the docker backend; drop it or use --backend docker (or auto)")
     };

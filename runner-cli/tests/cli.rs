@@ -1416,3 +1416,34 @@ fn a_stopped_command_still_ends_on_sigterm() {
         assert_eq!(status.code(), Some(143), "{flags:?}");
     }
 }
+
+/// `-t` with piped input is refused the same way on every backend (as the docker
+/// CLI refuses `-it`): the input is never dropped (native once ran `cat` on
+/// /dev/null and exited 0) and runner never waits for an end that cannot come (a
+/// container's pseudo-terminal never saw the pipe's end).
+#[test]
+fn a_terminal_is_asked_for_only_with_one() {
+    let cli = Cli::new();
+    let mut backends: Vec<Vec<&str>> = vec![vec![]];
+    if docker_available() {
+        backends.push(vec!["--backend", "docker", "--image", IMAGE]);
+    }
+    for flags in backends {
+        let mut args = vec!["run", "-t"];
+        args.extend(&flags);
+        args.extend(["--", "cat"]);
+        let mut child = cli
+            .cmd(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"x\n").unwrap();
+        let status = wait_or_kill(&mut child, 60, &format!("runner {args:?}"));
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("-t needs a terminal"), "{stderr}");
+    }
+}
