@@ -61,6 +61,12 @@ pub(crate) struct Helper {
     routes: Mutex<HashMap<u32, mpsc::UnboundedSender<Event>>>,
     next: AtomicU32,
     gone: AtomicBool,
+    /// Why its stream ended, when the stream said (corrupt, broken); `None` for a
+    /// plain end.
+    ended: Mutex<Option<String>>,
+    /// The engine and container it runs in: what ends its processes when it is gone.
+    engine: Engine,
+    container: String,
     /// Its pid in the container.
     pub(crate) pid: u32,
     /// It, seen from here, when proven (`host_view.rs`) and we may open its
@@ -216,22 +222,33 @@ type ExecOutput = crate::engine::OutputStream;
 
 /// Reads frames from the helper's output until one is complete.
 async fn next_frame(output: &mut ExecOutput, decoder: &mut Decoder) -> Option<Frame> {
+    next_frame_or_why(output, decoder).await.ok()
+}
+
+/// The next frame, or why there is none: `None` for a plain end of the stream.
+async fn next_frame_or_why(
+    output: &mut ExecOutput,
+    decoder: &mut Decoder,
+) -> Result<Frame, Option<String>> {
     loop {
         match decoder.next() {
-            Ok(Some(frame)) => return Some(frame),
+            Ok(Some(frame)) => return Ok(frame),
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "the helper's stream is corrupt");
-                return None;
+                return Err(Some(format!(
+                    "its stream was corrupt ({e}): something in the container wrote to it"
+                )));
             }
         }
-        match output.next().await? {
-            Ok(LogOutput::StdOut { message }) => decoder.push(&message),
-            Ok(LogOutput::StdErr { message }) => {
+        match output.next().await {
+            None => return Err(None),
+            Some(Ok(LogOutput::StdOut { message })) => decoder.push(&message),
+            Some(Ok(LogOutput::StdErr { message })) => {
                 tracing::debug!(helper = %String::from_utf8_lossy(&message), "helper stderr");
             }
-            Ok(_) => {}
-            Err(_) => return None,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(Some(format!("its stream broke: {e}"))),
         }
     }
 }
@@ -330,6 +347,9 @@ impl Helper {
             routes: Mutex::new(HashMap::new()),
             next: AtomicU32::new(1),
             gone: AtomicBool::new(false),
+            ended: Mutex::new(None),
+            engine: engine.clone(),
+            container: id.to_string(),
             pid,
             local,
         });
@@ -404,6 +424,56 @@ impl Helper {
         }
     }
 
+    /// The helper is gone while the process whose group is `pgid` (in the container)
+    /// ran: that group has nobody to watch it any more, so it is ended through the
+    /// engine (nothing may keep running that runner reports ended). Returns what
+    /// happened, in words.
+    async fn end_orphan(&self, pgid: u32) -> String {
+        let why = self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let running = self
+            .engine
+            .inspect_container(&self.container)
+            .await
+            .ok()
+            .and_then(|c| c.state.and_then(|s| s.running))
+            .unwrap_or(false);
+        if !running {
+            return why.unwrap_or_else(|| {
+                "the container stopped (or the engine went away) while the process ran".into()
+            });
+        }
+        let kill = ExecConfig {
+            cmd: Some(vec![
+                "kill".into(),
+                "-s".into(),
+                "KILL".into(),
+                format!("-{pgid}"),
+            ]),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let ended = match self.engine.create_exec(&self.container, kill).await {
+            Ok(exec) => match self.engine.start_exec(&exec).await {
+                Ok(Some((mut output, _))) => {
+                    while output.next().await.is_some() {}
+                    true
+                }
+                _ => false,
+            },
+            Err(_) => false,
+        };
+        format!(
+            "the helper in the container ended while the process ran ({}); {}",
+            why.unwrap_or_else(|| "killed, or it exited: the container still runs".into()),
+            if ended {
+                "the process's group was killed"
+            } else {
+                "the process's group could not be killed through the engine"
+            }
+        )
+    }
+
     fn forget(&self, id: u32) {
         self.routes
             .lock()
@@ -419,7 +489,11 @@ async fn read_events(
     mut output: ExecOutput,
     mut decoder: Decoder,
 ) {
-    while let Some(frame) = next_frame(&mut output, &mut decoder).await {
+    let why = loop {
+        let frame = match next_frame_or_why(&mut output, &mut decoder).await {
+            Ok(frame) => frame,
+            Err(why) => break why,
+        };
         let Some(helper) = helper.upgrade() else {
             return;
         };
@@ -450,8 +524,9 @@ async fn read_events(
         if let Some(tx) = routes.get(&frame.id) {
             let _ = tx.send(event);
         }
-    }
+    };
     if let Some(helper) = helper.upgrade() {
+        *helper.ended.lock().unwrap_or_else(|p| p.into_inner()) = why;
         helper.gone.store(true, Ordering::SeqCst);
         for (_, tx) in helper
             .routes
@@ -731,11 +806,10 @@ async fn watch(
             Event::Signaled(sig) => outcome = Some(Ok(ExitStatus::Signaled(sig))),
             Event::StdinCredit(n) => stdin_credit.add_permits(n as usize),
             Event::Gone => {
-                outcome.get_or_insert(Err(ExecFailure::Docker(DockerError::HelperGone {
-                    reason: "its stream ended while the process ran (the container stopped, \
-                             or the engine went away)"
-                        .into(),
-                })));
+                if outcome.is_none() {
+                    let reason = shared.helper.end_orphan(shared.pid).await;
+                    outcome = Some(Err(ExecFailure::Docker(DockerError::HelperGone { reason })));
+                }
                 break;
             }
             Event::Started(..) | Event::SpawnFailed { .. } => {}

@@ -155,6 +155,11 @@ async fn a_dead_helper_is_a_typed_error_and_execs_take_over() {
     let helper_pid = env.exec_helper().await.unwrap();
     let sleeper = env.docker_process("sleep", &["1000"]).unwrap();
     let sleeper = sleeper.start().await.unwrap();
+    // A tree as well: a shell waiting for a child of its own.
+    let tree = env
+        .docker_process("sh", &["-c", "sleep 1001 & wait"])
+        .unwrap();
+    let tree = tree.start().await.unwrap();
     // The helper killed from inside the container.
     let p = env
         .docker_process("kill", &["-9", &helper_pid.to_string()])
@@ -168,7 +173,27 @@ async fn a_dead_helper_is_a_typed_error_and_execs_take_over() {
         matches!(docker_error(&err), DockerError::HelperGone { .. }),
         "{err:?}"
     );
+    // It says what happened: not "the container stopped", which it did not.
+    assert!(
+        err.chain()
+            .to_string()
+            .contains("the helper in the container ended"),
+        "{}",
+        err.chain()
+    );
+    assert!(tree.wait().await.is_err());
+    assert!(!sleeper.is_running() && !tree.is_running());
     assert!(env.exec_helper().await.is_err());
+    // Nothing it ran runs on: processes reported ended are ended.
+    let (_, listing, _, _) = run(
+        &env,
+        "for d in /proc/[0-9]*; do tr '\\0' ' ' < $d/cmdline 2>/dev/null; echo; done",
+    )
+    .await;
+    assert!(
+        !listing.contains("sleep 1000") && !listing.contains("sleep 1001"),
+        "{listing}"
+    );
     let (status, out, _, helped) = run(&env, "echo plain").await;
     assert_eq!(
         (status, out.as_str(), helped),
