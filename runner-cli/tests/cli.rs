@@ -773,20 +773,33 @@ fn yes_piped_into_head_ends() {
     use std::os::unix::process::CommandExt;
     let cli = Cli::new();
     let runner = env!("CARGO_BIN_EXE_runner");
-    let mut child = Command::new("sh")
-        .args(["-c", &format!("'{runner}' run --quiet -- yes | head -1")])
-        .env("RUNNER_STATE_DIR", cli.tmp.path().join("state"))
-        .env("HOME", cli.tmp.path())
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_or_kill(&mut child, 30, "`runner run -- yes | head -1`");
-    let mut out = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
-    assert!(status.success(), "{status}");
-    assert_eq!(out, "y\n");
-    assert_eq!(cli.records(), 0);
+    let mut backends = vec![""];
+    if docker_available() {
+        backends.push("--backend docker --image runner-test/busybox:latest");
+    }
+    for flags in backends {
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                &format!("'{runner}' run --quiet {flags} -- yes | head -1"),
+            ])
+            .env("RUNNER_STATE_DIR", cli.tmp.path().join("state"))
+            .env("HOME", cli.tmp.path())
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_or_kill(
+            &mut child,
+            60,
+            &format!("`runner run {flags} -- yes | head -1`"),
+        );
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert!(status.success(), "{flags}: {status}");
+        assert_eq!(out, "y\n", "{flags}");
+        assert_eq!(cli.records(), 0);
+    }
 }
 
 /// A command that floods stdout while nothing reads runner's stdout: SIGTERM still

@@ -83,6 +83,8 @@ pub enum Signal {
     User1,
     /// SIGUSR2 (12)
     User2,
+    /// SIGPIPE (13): what a process writing into a pipe nobody reads gets.
+    Pipe,
     /// SIGTERM (15)
     Terminate,
 }
@@ -97,6 +99,7 @@ impl Signal {
             Signal::Kill => 9,
             Signal::User1 => 10,
             Signal::User2 => 12,
+            Signal::Pipe => 13,
             Signal::Terminate => 15,
         }
     }
@@ -110,6 +113,7 @@ impl Signal {
             9 => Signal::Kill,
             10 => Signal::User1,
             12 => Signal::User2,
+            13 => Signal::Pipe,
             15 => Signal::Terminate,
             _ => return None,
         })
@@ -124,6 +128,7 @@ impl Signal {
             Signal::Kill => "SIGKILL",
             Signal::User1 => "SIGUSR1",
             Signal::User2 => "SIGUSR2",
+            Signal::Pipe => "SIGPIPE",
             Signal::Terminate => "SIGTERM",
         }
     }

@@ -786,6 +786,7 @@ async fn supervise(
     // know whether that is what they are.
     let mut first: Option<Vec<u8>> = Some(Vec::new());
     let mut stream_error = None;
+    let mut piped = false;
     while let Some(item) = output.next().await {
         let item = match item {
             Ok(item) => item,
@@ -812,7 +813,15 @@ async fn supervise(
                     raw_stdout = None;
                 }
             }
-            (Stream::Stdout, None) => out_lines.push(&bytes, &*sink),
+            (Stream::Stdout, None) => {
+                out_lines.push(&bytes, &*sink);
+                if out_lines.reader_gone() && !piped {
+                    // Nobody reads its output any more: it gets what a writer into a
+                    // pipe nobody reads gets (`yes | head -1`).
+                    piped = true;
+                    let _ = shared.signal(Signal::Pipe).await;
+                }
+            }
             (Stream::Stderr, _) => err_lines.push(&bytes, &*sink),
         }
     }

@@ -781,6 +781,7 @@ async fn watch(
     let mut outcome = None;
     let mut ended = 0;
     let mut owed = [0usize; 2];
+    let mut piped = false;
     while let Some(event) = events.recv().await {
         match event {
             Event::Output(stream, bytes) => {
@@ -790,7 +791,15 @@ async fn watch(
                         let _ = raw.send(bytes);
                         continue;
                     }
-                    (Stream::Stdout, None) => out_lines.push(&bytes, &*sink),
+                    (Stream::Stdout, None) => {
+                        out_lines.push(&bytes, &*sink);
+                        if out_lines.reader_gone() && !piped {
+                            // Nobody reads its output any more: it gets what a writer
+                            // into a pipe nobody reads gets (`yes | head -1`).
+                            piped = true;
+                            let _ = shared.signal(Signal::Pipe).await;
+                        }
+                    }
                     (Stream::Stderr, _) => err_lines.push(&bytes, &*sink),
                 }
                 let which = usize::from(stream != Stream::Stdout);
