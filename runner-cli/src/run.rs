@@ -296,7 +296,8 @@ impl Drop for RawTerminal {
 async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: TerminalMode) -> i32 {
     // Bytes as they arrive: a prompt, a `\r` progress line or a JSON-RPC body without
     // a newline is never held back.
-    proc.with_output(Arc::new(runner_core::PassthroughSink));
+    let delivery = Arc::new(DeliverySink::default());
+    proc.with_output(delivery.clone());
     // With its own terminal the command reads it itself; otherwise runner copies stdin.
     let on_terminal = terminal == TerminalMode::Own;
     if terminal != TerminalMode::Pipes {
@@ -379,11 +380,68 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: Termi
             code
         }
     };
+    // Output that could not be written is lost: the exit status says so (a command
+    // that succeeded is not a success if its output did not arrive).
+    let code = match delivery.lost() {
+        Some((stream, e)) => {
+            say(
+                Kind::Error,
+                format!("the command's {stream} could not be written, and is lost: {e}"),
+            );
+            if code == 0 {
+                i32::from(EXIT_INTERNAL)
+            } else {
+                code
+            }
+        }
+        None => code,
+    };
     // The forwarder holds the process (and through it the environment's ledger):
     // end it so everything is dropped before `runner` exits.
     forwarder.abort();
     let _ = forwarder.await;
     code
+}
+
+/// The command's output to runner's own stdout and stderr as it arrives
+/// ([`runner_core::PassthroughSink`]), remembering the first write that failed for
+/// another reason than a reader that went away (a full disk, a device that refuses):
+/// that output is lost, and runner's exit status must say so.
+#[derive(Debug, Default)]
+struct DeliverySink {
+    lost: std::sync::Mutex<Option<(runner_core::Stream, std::io::Error)>>,
+}
+
+impl DeliverySink {
+    fn lost(&self) -> Option<(&'static str, String)> {
+        let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        lost.as_ref().map(|(stream, e)| {
+            let name = match stream {
+                runner_core::Stream::Stdout => "stdout",
+                _ => "stderr",
+            };
+            (name, e.to_string())
+        })
+    }
+}
+
+impl runner_core::OutputSink for DeliverySink {
+    fn write(&self, stream: runner_core::Stream, chunk: &[u8]) -> std::io::Result<()> {
+        let written = runner_core::PassthroughSink.write(stream, chunk);
+        if let Err(e) = &written {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+                if lost.is_none() {
+                    *lost = Some((stream, std::io::Error::new(e.kind(), e.to_string())));
+                }
+            }
+        }
+        written
+    }
+
+    fn wants_lines(&self) -> bool {
+        false
+    }
 }
 
 /// Ctrl-Z for a command that has the terminal, as a shell's job control does it:

@@ -1460,3 +1460,33 @@ fn a_terminal_is_asked_for_only_with_one() {
         assert!(stderr.contains("-t needs a terminal"), "{stderr}");
     }
 }
+
+/// Output that cannot be written (a full disk: `/dev/full`) is lost, and runner's
+/// exit status says so, even with `-q` and a command that succeeded, on every
+/// backend (it exited 0, the megabyte gone).
+#[test]
+fn output_that_cannot_be_written_is_an_error() {
+    let cli = Cli::new();
+    let mut backends: Vec<Vec<&str>> = vec![vec![]];
+    if docker_available() {
+        backends.push(vec!["--backend", "docker", "--image", IMAGE]);
+    }
+    for flags in backends {
+        let mut args = vec!["run", "-q"];
+        args.extend(&flags);
+        args.extend(["--", "head", "-c", "1000000", "/dev/zero"]);
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = cli
+            .cmd(&args)
+            .stdin(Stdio::null())
+            .stdout(full)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{flags:?}: {stderr}");
+        assert!(stderr.contains("could not be written"), "{stderr}");
+    }
+}
