@@ -203,3 +203,105 @@ fn a_stalled_pull_says_so_in_a_log() {
     );
     registry.remove_local(&image);
 }
+
+/// Credential helpers (`credHelpers`, `credsStore`) are run as the docker CLI runs
+/// them: a helper's login pulls the image; a helper that never answers is ended with
+/// runner (SIGTERM), and alone is bounded and named in the error; none outlives the
+/// pull (one used to, reparented to init).
+#[test]
+fn credential_helpers_answer_or_are_ended() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((tmp, registry)) = registry_and_engine() else {
+        return;
+    };
+    let image = registry.push_layered_image("helped", 1, 1024).unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mark = format!("hang-mark-{}", std::process::id());
+    for (name, script) in [
+        (
+            "good",
+            format!(
+                "#!/bin/sh\ncat >/dev/null\nprintf '{{\"Username\":\"{}\",\"Secret\":\"{PASSWORD}\"}}'\n",
+                runner_tests::registry::USER
+            ),
+        ),
+        // It waits for a child of its own: the helper's whole group must go.
+        ("hang", "#!/bin/sh\nsleep 300 &\nwait\n".to_string()),
+    ] {
+        let path = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // The helper and its child carry the mark in their environment (from runner's);
+    // runner itself is not one of them.
+    let hanging = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("docker-credential-hang") || cmdline.starts_with("sleep"))
+                && std::fs::read(e.path().join("environ"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&mark))
+        })
+    };
+
+    // The registry's own helper logs in: the pull succeeds.
+    let config = registry.docker_config(
+        "helper-good",
+        &format!(r#"{{"credHelpers":{{"{}":"good"}}}}"#, registry.addr),
+    );
+    let out = runner(tmp.path(), &config, &image)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A store that never answers, and runner is told to stop: both end.
+    let config = registry.docker_config("helper-hang", r#"{"credsStore":"hang"}"#);
+    let image = registry.push_layered_image("helped-2", 1, 1024).unwrap();
+    let mut child = runner(tmp.path(), &config, &image)
+        .env("PATH", &path)
+        .env("HANG_MARK", &mark)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !hanging() {
+        assert!(std::time::Instant::now() < deadline, "the helper never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = runner_core::testing::wait_within(&mut child, std::time::Duration::from_secs(30))
+        .expect("runner ended");
+    assert_eq!(status.code(), Some(143));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!hanging(), "the helper outlived runner");
+
+    // Alone, it is bounded, and the error names it.
+    let out = runner(tmp.path(), &config, &image)
+        .env("PATH", &path)
+        .env("HANG_MARK", &mark)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        log.contains("docker-credential-hang") && log.contains("did not answer"),
+        "{log}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!hanging(), "the helper outlived the pull");
+}

@@ -113,6 +113,17 @@ pub enum DockerError {
         #[source]
         source: std::sync::Arc<docker_credential::CredentialRetrievalError>,
     },
+    /// The credential helper the docker configuration names for a registry failed,
+    /// or did not answer in time (it was ended).
+    #[error("the credential helper `{helper}` for {registry} gave no credentials: {reason}")]
+    CredentialHelper {
+        /// The registry.
+        registry: String,
+        /// The helper program (`docker-credential-<name>`).
+        helper: String,
+        /// What happened.
+        reason: String,
+    },
     /// An engine operation failed: the engine answered with an error.
     #[error("failed to {action}")]
     Operation {
