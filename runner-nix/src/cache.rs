@@ -193,9 +193,11 @@ fn hash_entry(h: &mut Sha256, path: &Path) {
 }
 
 /// The fingerprint of a flake directory under a nix binary and options: its `.nix`
-/// files and `flake.lock`, the files of its local `path` inputs (a change there
-/// invalidates the entry, a change to the project's other files does not), the nix
-/// binary, the platform and the options.
+/// files and `flake.lock` and the files of its local `path` inputs by content, the
+/// directory's other files by name, size and modification time (nix is handed the
+/// whole directory, and its evaluation may read any file of it), the nix binary,
+/// the platform and the options. Any change there invalidates the entry, as it
+/// makes `nix develop` evaluate again.
 pub fn fingerprint(dir: &Path, nix: &Path, options: &[(String, String)]) -> String {
     let mut h = Sha256::new();
     h.update(CACHE_SCHEMA.to_le_bytes());
@@ -220,6 +222,30 @@ pub fn fingerprint(dir: &Path, nix: &Path, options: &[(String, String)]) -> Stri
         );
         h.update([0]);
         hash_entry(&mut h, f);
+    }
+    // Every other file of the flake's directory: `path:<dir>` hands nix the whole
+    // directory, and an evaluation may read any of it (`builtins.readFile
+    // ./rust-toolchain`, `Cargo.toml`, `go.mod`). By name, size and modification time
+    // (a stat, not a read: cheap on a big project); `.git`, `target` and
+    // `node_modules` are left out.
+    let mut rest = Vec::new();
+    all_files(dir, &mut rest, 0, &mut left);
+    rest.retain(|f| !files.contains(f));
+    rest.sort();
+    for f in &rest {
+        h.update(b"stat");
+        h.update(
+            f.strip_prefix(dir)
+                .unwrap_or(f)
+                .as_os_str()
+                .as_encoded_bytes(),
+        );
+        h.update([0]);
+        if let Ok(m) = fs::symlink_metadata(f) {
+            h.update(m.size().to_le_bytes());
+            h.update(m.mtime().to_le_bytes());
+            h.update(m.mtime_nsec().to_le_bytes());
+        }
     }
     let nix = fs::canonicalize(nix).unwrap_or_else(|_| nix.to_path_buf());
     h.update(nix.as_os_str().as_encoded_bytes());
@@ -284,13 +310,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fingerprint_follows_nix_files_only() {
+    fn fingerprint_follows_every_file_nix_is_handed() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         fs::write(d.join("flake.nix"), "{}").unwrap();
         let nix = Path::new("/bin/sh");
+        let first = fingerprint(d, nix, &[]);
+        // A file the flake may read (`builtins.readFile ./rust-toolchain`).
+        fs::write(d.join("rust-toolchain"), "1.88").unwrap();
         let a = fingerprint(d, nix, &[]);
-        fs::write(d.join("README"), "not nix").unwrap();
+        assert_ne!(first, a);
+        // What is left out: git's own files, build output.
+        fs::create_dir(d.join(".git")).unwrap();
+        fs::write(d.join(".git/index"), "x").unwrap();
         assert_eq!(a, fingerprint(d, nix, &[]));
         fs::create_dir(d.join("nix")).unwrap();
         fs::write(d.join("nix/shell.nix"), "{ }").unwrap();
@@ -323,9 +355,6 @@ mod tests {
         assert_eq!(local_inputs(&d), vec![d.join("../lib")]);
         let nix = Path::new("/bin/sh");
         let a = fingerprint(&d, nix, &[]);
-        // A file of the project that is not nix: same entry.
-        fs::write(d.join("main.go"), "package main").unwrap();
-        assert_eq!(a, fingerprint(&d, nix, &[]));
         // A file of the input, nix or not: a new entry.
         fs::write(lib.join("greeting.txt"), "hello").unwrap();
         assert_ne!(a, fingerprint(&d, nix, &[]));

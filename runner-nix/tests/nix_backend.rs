@@ -464,3 +464,42 @@ fn special_files_in_a_path_input_never_hang_init() {
         .expect("init did not end")
         .ok();
 }
+
+/// A flake that reads a file of its own directory that is not nix (a toolchain
+/// file, `Cargo.toml`, `go.mod`): when that file changes, the cached shell is not
+/// served (it once was, silently): `nix develop` would evaluate again, and so does
+/// `init`.
+#[tokio::test]
+async fn a_file_the_flake_reads_is_part_of_the_cache_key() {
+    if !nix_available() {
+        return;
+    }
+    let flake = Flake::new("unused");
+    let system = format!("{}-linux", std::env::consts::ARCH);
+    std::fs::write(
+        flake.dir().join("flake.nix"),
+        format!(
+            r#"{{ outputs = {{ self }}: {{ devShells.{system}.default = builtins.derivation {{
+                name = "reads"; system = "{system}"; builder = "/bin/bash";
+                outputs = [ "out" ]; PATH = "/usr/bin:/bin";
+                TOOLCHAIN = builtins.readFile ./toolchain; }}; }}; }}"#
+        ),
+    )
+    .unwrap();
+    let toolchain = |v: &str| std::fs::write(flake.dir().join("toolchain"), v).unwrap();
+    toolchain("1.87");
+    let env = flake.cached_env();
+    env.init().await.unwrap();
+    assert_eq!(output(&env, "printenv", &["TOOLCHAIN"]).await.1, "1.87\n");
+    drop(env);
+    toolchain("1.88");
+    let env = flake.cached_env();
+    env.init().await.unwrap();
+    assert_eq!(env.materialization().unwrap().source, EnvSource::Evaluated);
+    assert_eq!(output(&env, "printenv", &["TOOLCHAIN"]).await.1, "1.88\n");
+    // Unchanged since: from the cache.
+    drop(env);
+    let env = flake.cached_env();
+    env.init().await.unwrap();
+    assert_eq!(env.materialization().unwrap().source, EnvSource::Cache);
+}
