@@ -399,17 +399,38 @@ impl RunnerEnvironment for NixEnvironment {
             "evaluating the dev shell (no cache entry, or its fingerprint differs)"
         );
         // nix makes the profile's links in the cache directory before the entry is
-        // written; a directory that cannot be made means no root (and a warning when
-        // the entry cannot be written either), not a failed evaluation.
-        let profile = entry_path
+        // written; a directory that cannot be written (missing and not makeable,
+        // read-only, full) means no root (and a warning when the entry cannot be
+        // written either), never a failed evaluation: a write is tried first, and an
+        // evaluation that fails making the root is done again without one.
+        let writable = |d: &std::path::Path| {
+            std::fs::create_dir_all(d).is_ok() && tempfile::NamedTempFile::new_in(d).is_ok()
+        };
+        let mut profile = entry_path
             .as_ref()
-            .filter(|_| {
-                self.cache_dir
-                    .as_ref()
-                    .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
-            })
+            .filter(|_| self.cache_dir.as_deref().is_some_and(writable))
             .map(|p| cache::profile_path(p));
-        match self.evaluate(profile.as_deref()).await {
+        if entry_path.is_some() && profile.is_none() {
+            cache_warning = Some(format!(
+                "the cache directory {} cannot be written: the shell is not cached, and \
+                 nothing roots it against garbage collection",
+                self.cache_dir
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("?"))
+                    .display()
+            ));
+        }
+        let mut evaluated = self.evaluate(profile.as_deref()).await;
+        if let (Err(e), Some(root)) = (&evaluated, &profile) {
+            if e.chain().contains(&root.display().to_string()) {
+                tracing::warn!(profile = %root.display(), error = %e.chain(),
+                    "the GC root could not be made; evaluating without one");
+                cache_warning = Some(format!("no GC root for the cached shell: {}", e.chain()));
+                profile = None;
+                evaluated = self.evaluate(None).await;
+            }
+        }
+        match evaluated {
             Ok(shell) => {
                 if let Some(path) = &entry_path {
                     // Evaluation may have written the flake.lock (a new input): the

@@ -503,3 +503,25 @@ async fn a_file_the_flake_reads_is_part_of_the_cache_key() {
     env.init().await.unwrap();
     assert_eq!(env.materialization().unwrap().source, EnvSource::Cache);
 }
+
+/// A cache directory that exists but cannot be written (a read-only mount; here
+/// `/proc`, which not even root writes to): the shell is evaluated and served all
+/// the same, with a warning that it is neither cached nor rooted (the evaluation
+/// once failed making its GC root there).
+#[tokio::test]
+async fn an_unwritable_cache_directory_still_gives_the_shell() {
+    if !nix_available() {
+        return;
+    }
+    let flake = Flake::new("uncached");
+    let mut env = flake.env();
+    env.with_cache_dir("/proc");
+    env.init().await.unwrap();
+    let info = env.materialization().unwrap();
+    assert_eq!(info.source, EnvSource::Evaluated);
+    assert!(info.cache_warning.is_some());
+    assert_eq!(
+        output(&env, "printenv", &["GREETING"]).await.1,
+        "uncached\n"
+    );
+}
