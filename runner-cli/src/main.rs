@@ -209,11 +209,15 @@ fn print_json(value: &impl serde::Serialize) {
 
 fn fail(e: &Error, default: i32) -> i32 {
     say(Kind::Error, e.chain());
+    // Where the engine is looked for matters, unless runner itself ran out of
+    // descriptors.
     if matches!(
         e.downcast_backend::<runner_docker::DockerError>(),
-        Some(
-            runner_docker::DockerError::EngineDown { .. } | runner_docker::DockerError::Context(_)
-        )
+        Some(runner_docker::DockerError::EngineDown { why, .. })
+            if *why != runner_docker::Unreachable::OutOfDescriptors
+    ) || matches!(
+        e.downcast_backend::<runner_docker::DockerError>(),
+        Some(runner_docker::DockerError::Context(_))
     ) {
         say(
             Kind::Hint,

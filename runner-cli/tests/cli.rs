@@ -1490,3 +1490,25 @@ fn output_that_cannot_be_written_is_an_error() {
         assert!(stderr.contains("could not be written"), "{stderr}");
     }
 }
+
+/// Out of file descriptors (`ulimit -n 11`): runner says that, not that the engine
+/// is unreachable and where to look for it.
+#[test]
+fn out_of_descriptors_is_said_as_such() {
+    if !docker_available() {
+        return;
+    }
+    let cli = Cli::new();
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=11", env!("CARGO_BIN_EXE_runner")])
+        .args(["run", "--backend", "docker", "--image", IMAGE, "--", "true"])
+        .env("RUNNER_STATE_DIR", cli.tmp.path().join("state"))
+        .env("HOME", cli.tmp.path())
+        .current_dir(cli.tmp.path())
+        .stdin(Stdio::null());
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("no file descriptor left"), "{stderr}");
+    assert!(!stderr.contains("runner doctor"), "{stderr}");
+}

@@ -654,6 +654,13 @@ fn unreachable(e: &bollard::errors::Error) -> Unreachable {
                 std::io::ErrorKind::ConnectionRefused => return Unreachable::Refused,
                 std::io::ErrorKind::PermissionDenied => return Unreachable::PermissionDenied,
                 std::io::ErrorKind::TimedOut => return Unreachable::Timeout,
+                _ if matches!(
+                    io.raw_os_error(),
+                    Some(nix::libc::EMFILE | nix::libc::ENFILE)
+                ) =>
+                {
+                    return Unreachable::OutOfDescriptors
+                }
                 _ => match io.get_ref() {
                     Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
                     None => return Unreachable::Other,

@@ -231,6 +231,9 @@ pub enum Unreachable {
     /// The TLS handshake failed (an engine certificate not signed by `ca.pem`, a
     /// client certificate it refuses) or the TLS files are missing or unreadable.
     Tls,
+    /// This process has no file descriptor left (`ulimit -n`, or the system's
+    /// table full): the engine may well be fine.
+    OutOfDescriptors,
     /// The connection failed otherwise (reset, closed mid-request).
     Other,
 }
@@ -247,6 +250,10 @@ impl std::fmt::Display for Unreachable {
             Unreachable::Tls => {
                 "TLS failed (check ca.pem, cert.pem and key.pem in DOCKER_CERT_PATH or the \
                  context's TLS material)"
+            }
+            Unreachable::OutOfDescriptors => {
+                "runner has no file descriptor left to connect with (raise `ulimit -n`; \
+                 the engine itself may be fine)"
             }
             Unreachable::Other => "the connection failed",
         })
