@@ -363,8 +363,12 @@ async fn a_local_input_is_part_of_the_cache_fingerprint() {
     );
     let (source, _) = greeting(flake.cached_env()).await;
     assert_eq!(source, EnvSource::Cache);
-    // Another file of the project: still the cached shell.
+    // Another file of the project: nix is handed the whole directory, and a flake
+    // may read any of it, so it is evaluated again (as `nix develop` would), then
+    // cached.
     std::fs::write(flake.dir().join("main.go"), "package main\n").unwrap();
+    let (source, _) = greeting(flake.cached_env()).await;
+    assert_eq!(source, EnvSource::Evaluated);
     let (source, _) = greeting(flake.cached_env()).await;
     assert_eq!(source, EnvSource::Cache);
     // A file of the input: evaluated again (this nix keeps the locked copy of the

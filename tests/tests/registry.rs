@@ -150,7 +150,8 @@ async fn pulls_use_the_users_registry_login() {
         .await
         .unwrap_err();
     refused(&err, &registry.addr, false);
-    // A helper that fails otherwise is an error naming the registry.
+    // A helper that fails otherwise is an error naming the registry, the helper and
+    // what it said.
     script(
         &bin.join("docker-credential-broken"),
         "#!/bin/sh\ncat >/dev/null\necho 'the keychain is locked' >&2\nexit 3\n",
@@ -158,9 +159,15 @@ async fn pulls_use_the_users_registry_login() {
     let broken = registry.docker_config("broken", r#"{"credsStore":"broken"}"#);
     std::env::set_var("DOCKER_CONFIG", &broken);
     match get_image_if_not_present(&docker, &image, |_| {}).await {
-        Err(DockerError::Credentials {
-            registry: named, ..
-        }) => assert_eq!(named, registry.addr),
+        Err(DockerError::CredentialHelper {
+            registry: named,
+            helper,
+            reason,
+        }) => {
+            assert_eq!(named, registry.addr);
+            assert_eq!(helper, "docker-credential-broken");
+            assert!(reason.contains("the keychain is locked"), "{reason}");
+        }
         other => panic!("{other:?}"),
     }
     std::env::set_var("PATH", path);
