@@ -1492,7 +1492,7 @@ fn output_that_cannot_be_written_is_an_error() {
 }
 
 /// Out of file descriptors (`ulimit -n 11`): runner says that, not that the engine
-/// is unreachable and where to look for it.
+/// is unreachable and where to look for it, at whichever step it runs out.
 #[test]
 fn out_of_descriptors_is_said_as_such() {
     if !docker_available() {
@@ -1509,6 +1509,10 @@ fn out_of_descriptors_is_said_as_such() {
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("no file descriptor left"), "{stderr}");
+    // Where it runs out depends on what is open already; whatever step it is, the
+    // words say descriptors, never an unreachable engine.
+    let named = stderr.contains("no file descriptor left")
+        || (stderr.contains("Too many open files") && !stderr.contains("not reachable"));
+    assert!(named, "{stderr}");
     assert!(!stderr.contains("runner doctor"), "{stderr}");
 }
