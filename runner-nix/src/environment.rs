@@ -482,18 +482,18 @@ impl RunnerEnvironment for NixEnvironment {
     }
 
     async fn new_process(&self, bin: &str, args: &[&str]) -> Result<Box<dyn Proc>> {
-        Ok(Box::new(match self.current() {
-            Some(m) => self.direct(&m.base, bin, args)?,
-            None => self.wrapped(bin, args)?,
-        }))
+        Ok(match self.current() {
+            Some(m) => Box::new(self.direct(&m.base, bin, args)?),
+            None => Box::new(Wrapped::new(self.wrapped(bin, args)?)?),
+        })
     }
 
     async fn new_process_os(&self, bin: &OsStr, args: &[&OsStr]) -> Result<Box<dyn Proc>> {
         let name = runner_native::utf8_program(bin)?;
-        Ok(Box::new(match self.current() {
-            Some(m) => self.direct_os(&m.base, name, args)?,
-            None => self.wrapped_os(name, args)?,
-        }))
+        Ok(match self.current() {
+            Some(m) => Box::new(self.direct_os(&m.base, name, args)?),
+            None => Box::new(Wrapped::new(self.wrapped_os(name, args)?)?),
+        })
     }
 
     async fn stop(&self) -> Result<()> {
@@ -554,5 +554,64 @@ mod tests {
         pin_tool_caches(&mut env, Path::new("/c"));
         assert_eq!(env[OsStr::new("GOCACHE")], OsStr::new("/mine"));
         assert_eq!(env[OsStr::new("GOMODCACHE")], OsStr::new("/c/go/mod"));
+    }
+}
+
+/// A process wrapped in `nix develop --command` (before `init`), with a temporary
+/// directory of its own as `TMPDIR`: `nix develop` makes its build directory
+/// (`nix-shell.XXXXXX`, the process's `TMPDIR` too) there and never removes it when
+/// it hands over to the command; the directory goes once the process has ended.
+#[derive(Debug)]
+struct Wrapped {
+    proc: NativeProc,
+    tmp: tempfile::TempDir,
+}
+
+impl Wrapped {
+    fn new(mut proc: NativeProc) -> Result<Wrapped> {
+        let tmp = tempfile::Builder::new()
+            .prefix("runner-nix-develop-")
+            .tempdir()
+            .map_err(|e| Error::io("create a temporary directory for nix develop", e))?;
+        // Set before the caller's variables: a TMPDIR the caller sets wins.
+        proc.with_env_vars(vec![runner_core::EnvironmentVariable::new(
+            "TMPDIR",
+            tmp.path().to_string_lossy(),
+        )?]);
+        Ok(Wrapped { proc, tmp })
+    }
+}
+
+#[async_trait]
+impl Proc for Wrapped {
+    fn with_dir(&mut self, dir: &Path) {
+        self.proc.with_dir(dir);
+    }
+
+    fn options_mut(&mut self) -> &mut runner_core::ProcOptions {
+        self.proc.options_mut()
+    }
+
+    fn wait_on(&mut self, bin: &str) {
+        self.proc.wait_on(bin);
+    }
+
+    fn stdin_pipe(&mut self) -> Result<runner_core::ProcStdin> {
+        self.proc.stdin_pipe()
+    }
+
+    fn stdout_pipe(&mut self) -> Result<runner_core::ProcStdout> {
+        self.proc.stdout_pipe()
+    }
+
+    async fn start(self: Box<Self>) -> Result<runner_core::Running> {
+        let Wrapped { proc, tmp } = *self;
+        let running = Box::new(proc).start().await?;
+        let ended = running.clone();
+        tokio::spawn(async move {
+            let _ = ended.wait().await;
+            drop(tmp);
+        });
+        Ok(running)
     }
 }

@@ -529,3 +529,29 @@ async fn an_unwritable_cache_directory_still_gives_the_shell() {
         "uncached\n"
     );
 }
+
+/// A process run before `init` (wrapped in `nix develop --command`) leaves no
+/// temporary directory behind: `nix develop` makes one per process (its
+/// `nix-shell.XXXXXX`, the process's `TMPDIR`) and never removes it; runner does once
+/// the process has ended.
+#[tokio::test]
+async fn a_wrapped_process_leaves_no_temporary_directory() {
+    if !nix_available() {
+        return;
+    }
+    let flake = Flake::new("tmp");
+    let env = flake.env();
+    let (status, tmpdir) = output(&env, "sh", &["-c", "printf %s \"$TMPDIR\""]).await;
+    assert!(status.success());
+    assert!(!tmpdir.is_empty());
+    let tmpdir = std::path::PathBuf::from(tmpdir);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tmpdir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} is still there",
+            tmpdir.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
