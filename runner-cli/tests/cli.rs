@@ -1491,7 +1491,7 @@ fn output_that_cannot_be_written_is_an_error() {
     }
 }
 
-/// Out of file descriptors (`ulimit -n 11`): runner says that, not that the engine
+/// Out of file descriptors (`ulimit -n 9`): runner says that, not that the engine
 /// is unreachable and where to look for it, at whichever step it runs out.
 #[test]
 fn out_of_descriptors_is_said_as_such() {
@@ -1499,14 +1499,30 @@ fn out_of_descriptors_is_said_as_such() {
         return;
     }
     let cli = Cli::new();
-    let mut cmd = Command::new("prlimit");
-    cmd.args(["--nofile=11", env!("CARGO_BIN_EXE_runner")])
+    // Nine: runner's runtime starts, its connection to the engine cannot be made.
+    let child = Command::new("prlimit")
+        .args(["--nofile=9", env!("CARGO_BIN_EXE_runner")])
         .args(["run", "--backend", "docker", "--image", IMAGE, "--", "true"])
         .env("RUNNER_STATE_DIR", cli.tmp.path().join("state"))
         .env("HOME", cli.tmp.path())
         .current_dir(cli.tmp.path())
-        .stdin(Stdio::null());
-    let out = cmd.output().unwrap();
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // prlimit execs runner: same pid, which names its container, if it got that far
+    // (a cleanup that itself ran out of descriptors leaves it: not this test's
+    // subject, and nothing may be left behind).
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let leftover = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("name=runner-run-{pid}-")])
+        .output()
+        .unwrap();
+    for id in String::from_utf8_lossy(&leftover.stdout).split_whitespace() {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     // Where it runs out depends on what is open already; whatever step it is, the

@@ -210,6 +210,16 @@ pub(crate) async fn create(
     config: &Config,
     body: ContainerCreateBody,
 ) -> Result<String, CreateError> {
+    let unrecorded = |e: std::io::Error, removed: bool| {
+        CreateError::Docker(DockerError::Record {
+            container: name.to_string(),
+            removed,
+            source: std::sync::Arc::new(e),
+        })
+    };
+    // A container that could not be recorded could never be proven ours: none is
+    // made when the record cannot be written.
+    crate::names::created::writable().map_err(|e| unrecorded(e, true))?;
     match engine
         .create_container(name, config.platform.clone(), body)
         .await
@@ -218,11 +228,8 @@ pub(crate) async fn create(
             Ok(()) => Ok(id),
             // Unrecorded, no sweep could ever prove it ours: undone.
             Err(e) => {
-                let _ = engine.remove_container(&id).await;
-                Err(CreateError::Docker(DockerError::Record {
-                    container: name.to_string(),
-                    source: std::sync::Arc::new(e),
-                }))
+                let removed = engine.remove_container(&id).await.is_ok();
+                Err(unrecorded(e, removed))
             }
         },
         Err(e) if e.is_conflict() => Err(CreateError::NameTaken),

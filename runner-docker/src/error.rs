@@ -156,13 +156,18 @@ pub enum DockerError {
         /// Its owner's session label (`<pid>-<start time>`), empty when it has none.
         owner: String,
     },
-    /// The container was created but could not be recorded as runner's (its state
-    /// directory is not writable, or full): it was removed again, since no sweep
-    /// could ever prove it ours.
-    #[error("could not record the container `{container}` as runner's, so it was removed again")]
+    /// The container could not be recorded as runner's (its state directory is not
+    /// writable, or full; no descriptor left): it is not made, or removed again, since
+    /// no sweep could ever prove it ours.
+    #[error(
+        "could not record the container `{container}` as runner's, so it {}",
+        if *removed { "was not kept" } else { "is left for you to remove (`docker rm -f`)" }
+    )]
     Record {
         /// The container's name.
         container: String,
+        /// False when a container was made and its removal failed too.
+        removed: bool,
         /// Why the record could not be written.
         #[source]
         source: std::sync::Arc<std::io::Error>,

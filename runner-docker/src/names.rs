@@ -214,6 +214,15 @@ pub(crate) mod created {
         std::fs::rename(&aside, dir.join(id))
     }
 
+    /// Whether a record can be written now (the directory made, a file written and
+    /// removed): asked before a create, so that a container is not made that could
+    /// not be proven ours.
+    pub(crate) fn writable() -> std::io::Result<()> {
+        let dir = dir();
+        std::fs::create_dir_all(&dir)?;
+        tempfile::NamedTempFile::new_in(&dir).map(drop)
+    }
+
     /// Container `id` is gone: its record goes too.
     pub(crate) fn forget(id: &str) {
         if valid(id) {
