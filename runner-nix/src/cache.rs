@@ -199,6 +199,17 @@ fn hash_entry(h: &mut Sha256, path: &Path) {
 /// the platform and the options. Any change there invalidates the entry, as it
 /// makes `nix develop` evaluate again.
 pub fn fingerprint(dir: &Path, nix: &Path, options: &[(String, String)]) -> String {
+    fingerprint_except(dir, nix, options, None)
+}
+
+/// [`fingerprint`], leaving out the directory `except` when it lies inside `dir`: the
+/// cache directory itself, whose entries and GC roots change with every evaluation.
+pub fn fingerprint_except(
+    dir: &Path,
+    nix: &Path,
+    options: &[(String, String)],
+    except: Option<&Path>,
+) -> String {
     let mut h = Sha256::new();
     h.update(CACHE_SCHEMA.to_le_bytes());
     let mut files = Vec::new();
@@ -230,7 +241,7 @@ pub fn fingerprint(dir: &Path, nix: &Path, options: &[(String, String)]) -> Stri
     // `node_modules` are left out.
     let mut rest = Vec::new();
     all_files(dir, &mut rest, 0, &mut left);
-    rest.retain(|f| !files.contains(f));
+    rest.retain(|f| !files.contains(f) && !except.is_some_and(|e| f.starts_with(e)));
     rest.sort();
     for f in &rest {
         h.update(b"stat");

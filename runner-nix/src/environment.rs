@@ -213,9 +213,17 @@ impl NixEnvironment {
     /// big input tree is a lot of reading).
     async fn fingerprint(&self) -> Result<String> {
         let (dir, nix, options) = (self.dir.clone(), self.nix.clone(), self.options.clone());
-        tokio::task::spawn_blocking(move || cache::fingerprint(&dir, &nix, &options))
-            .await
-            .map_err(|e| Error::io("fingerprint the flake's files", std::io::Error::other(e)))
+        // The cache directory may lie inside the flake's: its own changes are not the
+        // flake's.
+        let cache = self
+            .cache_dir
+            .as_ref()
+            .map(|c| std::path::absolute(c).unwrap_or(c.clone()));
+        tokio::task::spawn_blocking(move || {
+            cache::fingerprint_except(&dir, &nix, &options, cache.as_deref())
+        })
+        .await
+        .map_err(|e| Error::io("fingerprint the flake's files", std::io::Error::other(e)))
     }
 
     fn flake_ref(&self) -> String {

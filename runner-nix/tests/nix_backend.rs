@@ -555,3 +555,21 @@ async fn a_wrapped_process_leaves_no_temporary_directory() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A cache directory inside the flake's own (`.runner-cache` in the project): its
+/// entries and GC roots are not files of the flake, so the shell cached there is
+/// served from it.
+#[tokio::test]
+async fn a_cache_inside_the_flake_directory_is_not_part_of_its_key() {
+    if !nix_available() {
+        return;
+    }
+    let flake = Flake::new("inside");
+    let cache = flake.dir().join(".runner-cache");
+    for expected in [EnvSource::Evaluated, EnvSource::Cache, EnvSource::Cache] {
+        let mut env = flake.env();
+        env.with_cache_dir(&cache);
+        env.init().await.unwrap();
+        assert_eq!(env.materialization().unwrap().source, expected);
+    }
+}
