@@ -47,7 +47,7 @@ async fn a_cached_shell_survives_garbage_collection() {
     };
     write("first");
     let env = flake.cached_env();
-    env.init().await.unwrap();
+    init(&env).await;
     let first = output(&env, "sh", &["-c", "command -v storetool"])
         .await
         .1
@@ -58,14 +58,14 @@ async fn a_cached_shell_survives_garbage_collection() {
     gc();
     // From the cache, after the collection: the tool is still there.
     let env = flake.cached_env();
-    env.init().await.unwrap();
+    init(&env).await;
     assert_eq!(env.materialization().unwrap().source, EnvSource::Cache);
     assert_eq!(output(&env, "storetool", &[]).await.1, "first\n");
     drop(env);
     // The flake changes: the new entry has its own root, the old one is released.
     write("second");
     let env = flake.cached_env();
-    env.init().await.unwrap();
+    init(&env).await;
     assert_eq!(env.materialization().unwrap().source, EnvSource::Evaluated);
     assert_eq!(output(&env, "storetool", &[]).await.1, "second\n");
     let generations = std::fs::read_dir(flake.cache())
@@ -83,4 +83,26 @@ async fn a_cached_shell_survives_garbage_collection() {
         "the replaced shell's tool {first} is still rooted"
     );
     assert_eq!(output(&env, "storetool", &[]).await.1, "second\n");
+}
+
+/// `init`, once more if nix reports that it killed this flake's builder itself. In 3
+/// of about 12 fresh CI runs, Debian's nix 2.8 said the `storetool` builder (the
+/// only test builder that runs child programs) "failed due to signal 9 (Killed)",
+/// also with a nix-daemon as the builder's parent. A full run traced with tracefs
+/// (`signal_generate`) showed every SIGKILL a nix builder received coming from nix
+/// itself (the group kill it sends once a builder's log ends); runner never signals
+/// a builder. A failure of anything else, or twice, fails the test.
+async fn init(env: &runner_nix::NixEnvironment) {
+    use runner_core::RunnerEnvironment;
+    match env.init().await {
+        Ok(()) => {}
+        Err(e) if e.chain().contains("failed due to signal 9 (Killed)") => {
+            eprintln!(
+                "nix killed its own builder; evaluating once more: {}",
+                e.chain()
+            );
+            env.init().await.unwrap();
+        }
+        Err(e) => panic!("{}", e.chain()),
+    }
 }
