@@ -93,7 +93,6 @@ async fn a_cached_shell_survives_garbage_collection() {
 /// itself (the group kill it sends once a builder's log ends); runner never signals
 /// a builder. A failure of anything else, or twice, fails the test.
 async fn init(env: &runner_nix::NixEnvironment) {
-    use runner_core::RunnerEnvironment;
     match env.init().await {
         Ok(()) => {}
         Err(e) if e.chain().contains("failed due to signal 9 (Killed)") => {
