@@ -555,6 +555,16 @@ fn docker_available() -> bool {
 
 const IMAGE: &str = "runner-test/busybox:latest";
 
+/// The flags of every backend a behaviour is checked on: native always, docker when
+/// an engine runs.
+fn backend_flags() -> Vec<Vec<&'static str>> {
+    let mut backends = vec![vec![]];
+    if docker_available() {
+        backends.push(vec!["--backend", "docker", "--image", IMAGE]);
+    }
+    backends
+}
+
 fn runner_containers(pid: u32) -> usize {
     let out = Command::new("docker")
         .args([
@@ -1388,10 +1398,7 @@ fn a_docker_config_that_is_not_a_file_never_hangs_runner() {
 #[test]
 fn a_stopped_command_still_ends_on_sigterm() {
     let cli = Cli::new();
-    let mut backends: Vec<Vec<&str>> = vec![vec![]];
-    if docker_available() {
-        backends.push(vec!["--backend", "docker", "--image", IMAGE]);
-    }
+    let backends = backend_flags();
     for (n, flags) in backends.iter().enumerate() {
         let mark = format!("stopped-mark-{}-{n}", std::process::id());
         let script = format!("echo ready; kill -STOP $$; sleep 300; : {mark}");
@@ -1437,10 +1444,7 @@ fn a_stopped_command_still_ends_on_sigterm() {
 #[test]
 fn a_terminal_is_asked_for_only_with_one() {
     let cli = Cli::new();
-    let mut backends: Vec<Vec<&str>> = vec![vec![]];
-    if docker_available() {
-        backends.push(vec!["--backend", "docker", "--image", IMAGE]);
-    }
+    let backends = backend_flags();
     for flags in backends {
         let mut args = vec!["run", "-t"];
         args.extend(&flags);
@@ -1467,10 +1471,7 @@ fn a_terminal_is_asked_for_only_with_one() {
 #[test]
 fn output_that_cannot_be_written_is_an_error() {
     let cli = Cli::new();
-    let mut backends: Vec<Vec<&str>> = vec![vec![]];
-    if docker_available() {
-        backends.push(vec!["--backend", "docker", "--image", IMAGE]);
-    }
+    let backends = backend_flags();
     for flags in backends {
         let mut args = vec!["run", "-q"];
         args.extend(&flags);

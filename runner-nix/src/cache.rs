@@ -224,7 +224,8 @@ pub fn fingerprint_except(
         of_input.sort();
         files.extend(of_input);
     }
-    for f in &files {
+    // A file's name within the flake's directory, then what it holds.
+    let name = |h: &mut Sha256, f: &Path| {
         h.update(
             f.strip_prefix(dir)
                 .unwrap_or(f)
@@ -232,6 +233,9 @@ pub fn fingerprint_except(
                 .as_encoded_bytes(),
         );
         h.update([0]);
+    };
+    for f in &files {
+        name(&mut h, f);
         hash_entry(&mut h, f);
     }
     // Every other file of the flake's directory: `path:<dir>` hands nix the whole
@@ -245,13 +249,7 @@ pub fn fingerprint_except(
     rest.sort();
     for f in &rest {
         h.update(b"stat");
-        h.update(
-            f.strip_prefix(dir)
-                .unwrap_or(f)
-                .as_os_str()
-                .as_encoded_bytes(),
-        );
-        h.update([0]);
+        name(&mut h, f);
         if let Ok(m) = fs::symlink_metadata(f) {
             h.update(m.size().to_le_bytes());
             h.update(m.mtime().to_le_bytes());
