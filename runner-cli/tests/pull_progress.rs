@@ -287,8 +287,7 @@ fn credential_helpers_answer_or_are_ended() {
     let status = runner_core::testing::wait_within(&mut child, std::time::Duration::from_secs(30))
         .expect("runner ended");
     assert_eq!(status.code(), Some(143));
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(!hanging(), "the helper outlived runner");
+    gone_within(&hanging, "the helper outlived runner");
 
     // Alone, it is bounded, and the error names it.
     let out = runner(tmp.path(), &config, &image)
@@ -302,6 +301,15 @@ fn credential_helpers_answer_or_are_ended() {
         log.contains("docker-credential-hang") && log.contains("did not answer"),
         "{log}"
     );
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(!hanging(), "the helper outlived the pull");
+    gone_within(&hanging, "the helper outlived the pull");
+}
+
+/// Waits until `running()` says no (a SIGKILLed process is gone once the kernel has
+/// torn it down, not at the instant of the signal), failing with `what` after 10 s.
+fn gone_within(running: &dyn Fn() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while running() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

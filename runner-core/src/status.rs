@@ -119,6 +119,16 @@ impl Signal {
         })
     }
 
+    /// True for the signals that ask a process to end (SIGTERM, SIGINT, SIGHUP,
+    /// SIGQUIT): a stopped process acts on them only once continued, so every
+    /// backend follows them with SIGCONT.
+    pub fn asks_to_end(self) -> bool {
+        matches!(
+            self,
+            Signal::Terminate | Signal::Interrupt | Signal::Hangup | Signal::Quit
+        )
+    }
+
     /// The conventional name, e.g. `SIGTERM`.
     pub fn name(self) -> &'static str {
         match self {

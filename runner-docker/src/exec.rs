@@ -374,10 +374,7 @@ impl ExecShared {
         // the leader itself, also after it exited while members run.
         // A signal that asks the group to end is followed by SIGCONT, as a shell's
         // `kill %job` does: a stopped group would keep it pending for ever.
-        let ends = matches!(
-            signal,
-            Signal::Terminate | Signal::Interrupt | Signal::Hangup | Signal::Quit
-        );
+        let ends = signal.asks_to_end();
         let through_fd = self
             .local()
             .and_then(|l| l.exit_fd)

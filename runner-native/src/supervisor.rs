@@ -123,16 +123,9 @@ fn deliver(leader: &Leader, sig: i32) {
     }
 }
 
-/// SIGTERM, SIGINT, SIGHUP, SIGQUIT: the signals that ask a process to end, which a
-/// stopped process would not act on until continued.
+/// The signals that ask a process to end ([`runner_core::Signal::asks_to_end`]).
 fn asks_to_end(sig: i32) -> bool {
-    [
-        nix::libc::SIGTERM,
-        nix::libc::SIGINT,
-        nix::libc::SIGHUP,
-        nix::libc::SIGQUIT,
-    ]
-    .contains(&sig)
+    runner_core::Signal::from_number(sig).is_some_and(runner_core::Signal::asks_to_end)
 }
 
 async fn run(
