@@ -1404,29 +1404,11 @@ fn a_stopped_command_still_ends_on_sigterm() {
         let script = format!("echo ready; kill -STOP $$; sleep 300; : {mark}");
         let (mut child, _out) = start_ready_with(&cli, flags, &script);
         // The command stopped itself: wait until the kernel says so.
-        let stopped = || {
-            std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-                let dir = e.path();
-                let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
-                String::from_utf8_lossy(&cmdline).contains(&mark)
-                    && std::fs::read_to_string(dir.join("stat"))
-                        .ok()
-                        .and_then(|s| {
-                            s.rsplit(')')
-                                .next()
-                                .map(|r| r.trim_start().starts_with('T'))
-                        })
-                        .unwrap_or(false)
-            })
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !stopped() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the command never stopped"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_for(30, "the command to stop", || {
+            marked(&mark)
+                .into_iter()
+                .any(|pid| stat_of(pid).is_some_and(|(state, _)| state == 'T'))
+        });
         kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
         let status = wait_or_kill(
             &mut child,
@@ -1435,6 +1417,68 @@ fn a_stopped_command_still_ends_on_sigterm() {
         );
         assert_eq!(status.code(), Some(143), "{flags:?}");
     }
+}
+
+/// The processes that carry `mark` in their command lines, seen from here (runner's
+/// own among them).
+fn marked(mark: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(mark)
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// A process's state letter and parent pid, from `/proc/<pid>/stat`.
+fn stat_of(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((state, rest.next()?.parse().ok()?))
+}
+
+/// Polls `done` every 20 ms for up to `secs` seconds; fails naming `what`.
+fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited {secs} s for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The container's command stops runner's helper in the container (SIGSTOP to its
+/// parent), then runner gets SIGTERM: the helper does not read the signal, so runner
+/// continues it through the engine, and the command ends with 143 (runner once
+/// waited for ever). The class: a helper that does not answer.
+#[test]
+fn a_stopped_helper_does_not_keep_runner_waiting() {
+    if !docker_available() {
+        return;
+    }
+    let cli = Cli::new();
+    let mark = format!("helper-stopped-{}", std::process::id());
+    let script = format!("echo ready; kill -STOP $PPID; sleep 300; : {mark}");
+    let flags = ["--backend", "docker", "--image", IMAGE];
+    let (mut child, _out) = start_ready_with(&cli, &flags, &script);
+    wait_for(30, "the helper to stop", || {
+        marked(&mark).into_iter().any(|pid| {
+            stat_of(pid)
+                .and_then(|(_, parent)| stat_of(parent))
+                .is_some_and(|(state, _)| state == 'T')
+        })
+    });
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_or_kill(&mut child, 60, "runner with a stopped helper");
+    assert_eq!(status.code(), Some(143));
+    assert_eq!(runner_containers(child.id()), 0);
 }
 
 /// `-t` with piped input is refused the same way on every backend (as the docker

@@ -87,6 +87,8 @@ pub enum Signal {
     Pipe,
     /// SIGTERM (15)
     Terminate,
+    /// SIGCONT (18): a stopped process runs again.
+    Continue,
 }
 
 impl Signal {
@@ -101,6 +103,7 @@ impl Signal {
             Signal::User2 => 12,
             Signal::Pipe => 13,
             Signal::Terminate => 15,
+            Signal::Continue => 18,
         }
     }
 
@@ -115,6 +118,7 @@ impl Signal {
             12 => Signal::User2,
             13 => Signal::Pipe,
             15 => Signal::Terminate,
+            18 => Signal::Continue,
             _ => return None,
         })
     }
@@ -140,6 +144,7 @@ impl Signal {
             Signal::User2 => "SIGUSR2",
             Signal::Pipe => "SIGPIPE",
             Signal::Terminate => "SIGTERM",
+            Signal::Continue => "SIGCONT",
         }
     }
 }
@@ -172,7 +177,9 @@ mod tests {
             Signal::Kill,
             Signal::User1,
             Signal::User2,
+            Signal::Pipe,
             Signal::Terminate,
+            Signal::Continue,
         ] {
             assert_eq!(Signal::from_number(s.number()), Some(s));
         }

@@ -9,7 +9,7 @@
 //! kills every group it started.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,12 @@ static SHIM_WHY: &str = include_str!(concat!(env!("OUT_DIR"), "/runner-shim.why"
 
 /// How long the helper may take from copy to its first frame.
 pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(15);
+/// How long the helper may take to answer a ping (it answers in well under a
+/// millisecond when it runs) before it is taken for stopped or hung.
+const ANSWER_BOUND: Duration = Duration::from_secs(5);
+/// How long a caller waits for a frame to be written before going on without it
+/// (the frame is still written whole, by its own task, once the helper reads).
+const WRITE_BOUND: Duration = Duration::from_secs(2);
 
 /// What the helper tells one process's watcher.
 #[derive(Debug)]
@@ -69,6 +75,15 @@ pub(crate) struct Helper {
     container: String,
     /// Its pid in the container.
     pub(crate) pid: u32,
+    /// Its path in the container and the user it runs as: what signals through the
+    /// engine run (`runner-shim --signal`) when it cannot be asked.
+    path: String,
+    user: Option<String>,
+    /// Pongs received, and a wake-up for each.
+    pongs: AtomicU64,
+    pong: tokio::sync::Notify,
+    /// A check that it still answers is under way.
+    checking: AtomicBool,
     /// It, seen from here, when proven (`host_view.rs`) and we may open its
     /// descriptors (`/proc/<pid>/fd`): then processes' stdout pipes are read directly.
     local: Option<LocalProcess>,
@@ -286,7 +301,7 @@ impl Helper {
                 id,
                 ExecConfig {
                     cmd: Some(vec![path.clone()]),
-                    user,
+                    user: user.clone(),
                     attach_stdin: Some(true),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
@@ -351,6 +366,11 @@ impl Helper {
             engine: engine.clone(),
             container: id.to_string(),
             pid,
+            path,
+            user,
+            pongs: AtomicU64::new(0),
+            pong: tokio::sync::Notify::new(),
+            checking: AtomicBool::new(false),
             local,
         });
         tokio::spawn(read_events(Arc::downgrade(&helper), output, decoder));
@@ -442,27 +462,9 @@ impl Helper {
                 "the container stopped (or the engine went away) while the process ran".into()
             });
         }
-        let kill = ExecConfig {
-            cmd: Some(vec![
-                "kill".into(),
-                "-s".into(),
-                "KILL".into(),
-                format!("-{pgid}"),
-            ]),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..Default::default()
-        };
-        let ended = match self.engine.create_exec(&self.container, kill).await {
-            Ok(exec) => match self.engine.start_exec(&exec).await {
-                Ok(Some((mut output, _))) => {
-                    while output.next().await.is_some() {}
-                    true
-                }
-                _ => false,
-            },
-            Err(_) => false,
-        };
+        let ended = self
+            .signal_through_engine(Signal::Kill, &[-(pgid as i64)])
+            .await;
         format!(
             "the helper in the container ended while the process ran ({}); {}",
             why.unwrap_or_else(|| "killed, or it exited: the container still runs".into()),
@@ -472,6 +474,103 @@ impl Helper {
                 "the process's group could not be killed through the engine"
             }
         )
+    }
+
+    /// Sends `signal` to `targets` in the container (pids, or `-pgid` for groups)
+    /// through the engine, as `runner-shim --signal` (images need no `kill` of their
+    /// own): for when the helper cannot be asked. True when every one was delivered.
+    async fn signal_through_engine(&self, signal: Signal, targets: &[i64]) -> bool {
+        let mut cmd = vec![
+            self.path.clone(),
+            "--signal".into(),
+            signal.number().to_string(),
+        ];
+        cmd.extend(targets.iter().map(i64::to_string));
+        let exec = ExecConfig {
+            cmd: Some(cmd),
+            user: self.user.clone(),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let Ok(exec) = self.engine.create_exec(&self.container, exec).await else {
+            return false;
+        };
+        match self.engine.start_exec(&exec).await {
+            Ok(Some((mut output, _))) => while output.next().await.is_some() {},
+            _ => return false,
+        }
+        matches!(
+            self.engine.inspect_exec(&exec).await,
+            Ok(i) if i.exit_code == Some(0)
+        )
+    }
+
+    /// Writes a frame without waiting more than [`WRITE_BOUND`] for it: a helper
+    /// that does not read (stopped, hung) fills its input, and a caller (a stop, a
+    /// signal) must go on. The frame is still written whole by its own task.
+    async fn send_bounded(
+        self: &Arc<Self>,
+        kind: Kind,
+        id: u32,
+        payload: Vec<u8>,
+    ) -> Result<(), DockerError> {
+        let helper = Arc::clone(self);
+        let sending = tokio::spawn(async move { helper.send(kind, id, &payload).await });
+        match tokio::time::timeout(WRITE_BOUND, sending).await {
+            Ok(Ok(sent)) => sent,
+            // Still writing (or the runtime is going away): the caller goes on.
+            _ => Ok(()),
+        }
+    }
+
+    /// True when the helper answers a ping within [`ANSWER_BOUND`].
+    async fn answers(self: &Arc<Self>) -> bool {
+        let before = self.pongs.load(Ordering::SeqCst);
+        let answered = async {
+            loop {
+                let woken = self.pong.notified();
+                if self.pongs.load(Ordering::SeqCst) > before {
+                    return;
+                }
+                woken.await;
+            }
+        };
+        let helper = Arc::clone(self);
+        tokio::spawn(async move { helper.send(Kind::Ping, 0, &[]).await });
+        tokio::time::timeout(ANSWER_BOUND, answered).await.is_ok() || self.is_gone()
+    }
+
+    /// Makes sure the helper acts on what it was just sent (a signal that ends a
+    /// process): when it does not answer (the workload stopped it with SIGSTOP, or
+    /// it hangs), it is continued through the engine; when it still does not answer,
+    /// it is killed through the engine, and its processes' watchers end their groups
+    /// and say why (`end_orphan`). One check at a time; returns at once.
+    fn make_answer(self: &Arc<Self>) {
+        if self.checking.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let helper = Arc::clone(self);
+        tokio::spawn(async move {
+            if !helper.answers().await {
+                tracing::warn!(
+                    "the helper in the container does not answer (stopped?): continuing it through the engine"
+                );
+                let pid = i64::from(helper.pid);
+                helper.signal_through_engine(Signal::Continue, &[pid]).await;
+                if !helper.answers().await {
+                    *helper.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                        "it did not answer for {} s, even after SIGCONT, and was killed",
+                        2 * ANSWER_BOUND.as_secs()
+                    ));
+                    tracing::warn!(
+                        "the helper still does not answer: killing it through the engine"
+                    );
+                    helper.signal_through_engine(Signal::Kill, &[pid]).await;
+                }
+            }
+            helper.checking.store(false, Ordering::SeqCst);
+        });
     }
 
     fn forget(&self, id: u32) {
@@ -518,6 +617,11 @@ async fn read_events(
             Kind::Exited => Event::Exited(f.i32().unwrap_or(-1)),
             Kind::Signaled => Event::Signaled(f.i32().unwrap_or(9)),
             Kind::StdinCredit => Event::StdinCredit(f.u32().unwrap_or(0)),
+            Kind::Pong => {
+                helper.pongs.fetch_add(1, Ordering::SeqCst);
+                helper.pong.notify_waiters();
+                continue;
+            }
             _ => continue,
         };
         let routes = helper.routes.lock().unwrap_or_else(|p| p.into_inner());
@@ -655,8 +759,15 @@ impl HelpedShared {
         if self.is_finished() || self.helper.is_gone() {
             return Ok(());
         }
+        if signal.asks_to_end() || signal == Signal::Kill {
+            self.helper.make_answer();
+        }
         self.helper
-            .send(Kind::Signal, self.id, &signal.number().to_le_bytes())
+            .send_bounded(
+                Kind::Signal,
+                self.id,
+                signal.number().to_le_bytes().to_vec(),
+            )
             .await?;
         Ok(())
     }

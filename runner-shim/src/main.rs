@@ -452,7 +452,35 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
     });
 }
 
+/// `runner-shim --signal SIG TARGET…`: kill(2) for each target (a pid, or `-pgid`
+/// for a group), the way the owner reaches processes through the engine when the
+/// resident helper cannot (it is stopped, hung or gone), in images with no `kill`
+/// of their own. Exits 0 when every signal was delivered.
+fn signal_mode(args: &[String]) -> ! {
+    let sig = args.first().and_then(|s| s.parse::<i32>().ok());
+    let targets: Option<Vec<i32>> = args
+        .get(1..)
+        .map(|t| t.iter().filter_map(|p| p.parse().ok()).collect());
+    let (Some(sig), Some(targets)) = (sig, targets) else {
+        eprintln!("usage: runner-shim --signal SIG TARGET...");
+        std::process::exit(2);
+    };
+    let mut failed = false;
+    for target in targets {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        if unsafe { kill(target, sig) } != 0 {
+            eprintln!("kill({target}, {sig}): {}", io::Error::last_os_error());
+            failed = true;
+        }
+    }
+    std::process::exit(i32::from(failed));
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--signal") {
+        signal_mode(&args[1..]);
+    }
     let out = Out(Arc::new(Mutex::new(BufWriter::with_capacity(
         CHUNK + 9,
         io::stdout(),
@@ -490,6 +518,7 @@ fn main() {
                     }
                 }
             }
+            Kind::Ping => out.send(Kind::Pong, id, &[]),
             Kind::Signal => {
                 let sig = Fields(&frame.payload).i32().unwrap_or(15);
                 if let Some(c) = children.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {

@@ -9,7 +9,7 @@
 use std::io::{self, Read};
 
 /// Protocol version, sent in [`Kind::Ready`]; the owner refuses another.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Bytes of output a process may send per stream before the owner grants more
 /// (and of input the owner may send before the shim grants more).
 pub const WINDOW: u32 = 1 << 20;
@@ -38,6 +38,8 @@ pub enum Kind {
     Attached = 6,
     /// owner → shim: the process's terminal has a new size: rows (`u16`), columns (`u16`).
     Resize = 7,
+    /// owner → shim: are you reading? The shim answers [`Kind::Pong`] with the same id.
+    Ping = 8,
     /// shim → owner, id 0: the shim is up; payload: [`VERSION`] (`u32`), its pid (`u32`).
     Ready = 64,
     /// shim → owner: the process runs; payload: its pid in the container (`u32`),
@@ -59,6 +61,8 @@ pub enum Kind {
     OutputEnd = 71,
     /// shim → owner: more stdin credit; payload: bytes (`u32`).
     StdinCredit = 72,
+    /// shim → owner: the answer to a [`Kind::Ping`], with its id.
+    Pong = 73,
 }
 
 impl Kind {
@@ -73,6 +77,7 @@ impl Kind {
             5 => Credit,
             6 => Attached,
             7 => Resize,
+            8 => Ping,
             64 => Ready,
             65 => Started,
             66 => SpawnFailed,
@@ -82,6 +87,7 @@ impl Kind {
             70 => Signaled,
             71 => OutputEnd,
             72 => StdinCredit,
+            73 => Pong,
             _ => return None,
         })
     }
