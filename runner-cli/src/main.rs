@@ -16,6 +16,7 @@ mod pull;
 mod reap;
 mod run;
 mod say;
+mod threads;
 
 use clap::{Parser, Subcommand};
 use runner_core::{EnvironmentVariable, Error};
@@ -149,27 +150,33 @@ fn main() -> ExitCode {
     };
     let quiet = matches!(&cli.command, Command::Run(args) if args.quiet);
     say::init_logging(cli.verbose, quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    threads::say_limit_panics();
+    let runtime = match threads::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            say(
-                Kind::Error,
-                format!("failed to start the async runtime: {e}"),
-            );
+        Err(why) => {
+            if let Some(why) = why {
+                let hint = threads::descriptor_hint(&why);
+                say(Kind::Error, why);
+                if let Some(hint) = hint {
+                    say(Kind::Hint, hint);
+                }
+            }
             return ExitCode::from(EXIT_INTERNAL);
         }
     };
-    let code = runtime.block_on(async {
-        match cli.command {
-            Command::Run(args) => run(args).await,
-            Command::Reap { all, volumes, json } => reap(all, volumes, json).await,
-            Command::Doctor { json } => doctor(json).await,
-        }
-    });
+    // A panic (a thread that could not be started after all) ends runner with 125;
+    // the runtime is never dropped, which would wait for the thread blocked on our
+    // stdin.
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async {
+            match cli.command {
+                Command::Run(args) => run(args).await,
+                Command::Reap { all, volumes, json } => reap(all, volumes, json).await,
+                Command::Doctor { json } => doctor(json).await,
+            }
+        })
+    }))
+    .unwrap_or(i32::from(EXIT_INTERNAL));
     // Do not wait for the thread blocked on our stdin.
     std::process::exit(code);
 }
@@ -208,7 +215,12 @@ fn print_json(value: &impl serde::Serialize) {
 }
 
 fn fail(e: &Error, default: i32) -> i32 {
-    say(Kind::Error, e.chain());
+    let text = e.chain();
+    let hint = threads::descriptor_hint(&text);
+    say(Kind::Error, text);
+    if let Some(hint) = hint {
+        say(Kind::Hint, hint);
+    }
     // Where the engine is looked for matters, unless runner itself ran out of
     // descriptors.
     if matches!(

@@ -1481,6 +1481,116 @@ fn a_stopped_helper_does_not_keep_runner_waiting() {
     assert_eq!(runner_containers(child.id()), 0);
 }
 
+/// Under a limit on processes per user (`ulimit -u`, which counts threads), runner
+/// runs with the threads it can get or says it cannot (125, naming the limit):
+/// never a panic, never a hang (tokio once panicked at start-up and hung while
+/// unwinding). As an unprivileged user: root is not held to the limit.
+#[test]
+fn a_low_limit_on_processes_is_an_error_not_a_panic() {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: setting another user's limit needs root");
+        return;
+    }
+    let nobody = 65534;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let runner = dir.path().join("runner");
+    std::fs::copy(env!("CARGO_BIN_EXE_runner"), &runner).unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(nobody), Some(nobody)).unwrap();
+    let mut outcomes = Vec::new();
+    for limit in 1..=4 {
+        let mut child = Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg("prlimit")
+            .arg(format!("--nproc={limit}"))
+            .arg(&runner)
+            .args([
+                "run",
+                "-q",
+                "--backend",
+                "native",
+                "--",
+                "sh",
+                "-c",
+                "echo hi",
+            ])
+            .env("HOME", &home)
+            .env("RUNNER_STATE_DIR", home.join("state"))
+            .current_dir(&home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_or_kill(&mut child, 30, &format!("runner under ulimit -u {limit}"));
+        let mut out = String::new();
+        let mut err = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(!err.contains("panicked"), "ulimit -u {limit}: {err}");
+        match status.code() {
+            Some(0) => assert_eq!(out, "hi\n", "ulimit -u {limit}"),
+            Some(125) => assert!(err.contains("ulimit -u"), "ulimit -u {limit}: {err}"),
+            other => panic!("ulimit -u {limit}: exit {other:?}: {err}"),
+        }
+        outcomes.push(status.code());
+    }
+    // Both answers were seen: a refusal at 1, a run with fewer threads above.
+    assert_eq!(outcomes.first(), Some(&Some(125)));
+    assert_eq!(outcomes.last(), Some(&Some(0)));
+}
+
+/// Under a low limit on open files (`ulimit -n`) runner says so and exits 125, at
+/// every point it can run out (tokio's signal pipe once panicked); with enough it
+/// runs.
+#[test]
+fn a_low_limit_on_open_files_is_an_error_not_a_panic() {
+    let cli = Cli::new();
+    for limit in [4, 6, 7, 8, 10, 12, 16, 64] {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={limit}"))
+            .arg(env!("CARGO_BIN_EXE_runner"))
+            .args([
+                "run",
+                "-q",
+                "--backend",
+                "native",
+                "--",
+                "sh",
+                "-c",
+                "echo hi",
+            ])
+            .env("RUNNER_STATE_DIR", cli.tmp.path().join("state"))
+            .env("HOME", cli.tmp.path())
+            .stdin(Stdio::null());
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "ulimit -n {limit}: {err}");
+        match out.status.code() {
+            Some(0) => assert_eq!(out.stdout, b"hi\n", "ulimit -n {limit}"),
+            Some(125) => assert!(err.contains("`ulimit -n` is"), "ulimit -n {limit}: {err}"),
+            other => panic!("ulimit -n {limit}: exit {other:?}: {err}"),
+        }
+        if limit == 64 {
+            assert_eq!(out.status.code(), Some(0), "{err}");
+        }
+    }
+}
+
 /// `-t` with piped input is refused the same way on every backend (as the docker
 /// CLI refuses `-it`): the input is never dropped (native once ran `cat` on
 /// /dev/null and exited 0) and runner never waits for an end that cannot come (a
