@@ -69,8 +69,8 @@ fn startable(want: usize) -> (usize, Option<std::io::Error>) {
 
 /// Why runner cannot run with `startable` threads.
 fn too_few(startable: usize, refused: Option<std::io::Error>) -> String {
-    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC)
-        .map(|(soft, _)| format!(": `ulimit -u` is {soft}"))
+    let limit = process_limit()
+        .map(|soft| format!(": `ulimit -u` is {soft}"))
         .unwrap_or_default();
     format!(
         "runner could start {startable} of the {FEWEST} threads it needs at least{}: \
@@ -98,27 +98,38 @@ pub(crate) fn say_limit_panics() {
     }));
 }
 
+/// This process's soft limit on processes per user (`ulimit -u`), where nix has it.
+fn process_limit() -> Option<u64> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use nix::sys::resource::{getrlimit, Resource};
+        getrlimit(Resource::RLIMIT_NPROC).ok().map(|(soft, _)| soft)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        None
+    }
+}
+
 /// What runner says of a panic `message` that means a limit was reached.
 fn limit_reached(message: &str) -> Option<String> {
     use nix::sys::resource::{getrlimit, Resource};
-    let (what, resource, name) =
+    let (what, limit, name) =
         if message.contains("can't spawn") || message.contains("failed to spawn thread") {
-            (
-                "could not start a thread",
-                Resource::RLIMIT_NPROC,
-                "ulimit -u",
-            )
+            ("could not start a thread", process_limit(), "ulimit -u")
         } else if message.contains("Too many open files") {
             (
                 "ran out of file descriptors",
-                Resource::RLIMIT_NOFILE,
+                getrlimit(Resource::RLIMIT_NOFILE)
+                    .ok()
+                    .map(|(soft, _)| soft),
                 "ulimit -n",
             )
         } else {
             return None;
         };
-    let limit = getrlimit(resource)
-        .map(|(soft, _)| format!(" (`{name}` is {soft})"))
+    let limit = limit
+        .map(|soft| format!(" (`{name}` is {soft})"))
         .unwrap_or_default();
     Some(format!("runner {what}: {message}{limit}"))
 }
