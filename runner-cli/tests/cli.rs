@@ -1463,11 +1463,35 @@ fn a_stopped_helper_does_not_keep_runner_waiting() {
     if !docker_available() {
         return;
     }
+    use std::os::unix::process::CommandExt;
     let cli = Cli::new();
     let mark = format!("helper-stopped-{}", std::process::id());
-    let script = format!("echo ready; kill -STOP $PPID; sleep 300; : {mark}");
-    let flags = ["--backend", "docker", "--image", IMAGE];
-    let (mut child, _out) = start_ready_with(&cli, &flags, &script);
+    // The helper is stopped only once `ready` reached us (it forwards the output),
+    // on our word through stdin.
+    let script = format!("echo ready; read go; kill -STOP $PPID; sleep 300; : {mark}");
+    let mut child = cli
+        .cmd(&[
+            "run",
+            "--backend",
+            "docker",
+            "--image",
+            IMAGE,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
     wait_for(30, "the helper to stop", || {
         marked(&mark).into_iter().any(|pid| {
             stat_of(pid)
