@@ -327,3 +327,58 @@ async fn without_the_helper_processes_are_plain_execs() {
     );
     env.shutdown().await.unwrap();
 }
+
+/// `KEY=VALUE` lines as a map.
+fn env_map(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A process through the helper gets the environment `docker exec` gives in the same
+/// container (HOME, HOSTNAME, the image's and ours), and TERM with a terminal: the
+/// helper once passed PATH alone, and gopls, htop and every tool reading `~` failed.
+#[tokio::test]
+async fn a_helped_process_gets_what_docker_exec_gives() {
+    if !engine().await {
+        return;
+    }
+    let (env, _guard) = env_of(&image(), "environ", true).await;
+    let (status, helped, _, via_helper) = run(&env, "env").await;
+    assert!(via_helper && status.success());
+    let out = std::process::Command::new("docker")
+        .args(["exec", env.container_name(), "env"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let helped = env_map(&helped);
+    let exec = env_map(&String::from_utf8_lossy(&out.stdout));
+    for key in ["HOME", "HOSTNAME", "PATH"] {
+        assert!(
+            exec.contains_key(key),
+            "docker exec gave no {key}: {exec:?}"
+        );
+    }
+    for (key, value) in &exec {
+        assert_eq!(
+            helped.get(key),
+            Some(value),
+            "{key}: {helped:?} against {exec:?}"
+        );
+    }
+
+    let mut p = env
+        .docker_process("sh", &["-c", "echo \"TERM=$TERM\""])
+        .unwrap();
+    let cap = CaptureSink::new();
+    p.with_output(cap.clone());
+    p.with_terminal();
+    let p = p.start().await.unwrap();
+    assert!(p.wait().await.unwrap().success());
+    assert!(
+        cap.stdout_string().contains("TERM=xterm"),
+        "{}",
+        cap.stdout_string()
+    );
+}

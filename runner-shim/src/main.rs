@@ -321,6 +321,17 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
                 .stderr(Stdio::piped());
         }
     }
+    // What `docker exec` adds to the container's environment, which the engine gave
+    // this helper's own exec for its user: HOSTNAME, HOME (from the user's passwd
+    // entry), and TERM with a terminal. The owner's environment comes on top.
+    for key in ["HOSTNAME", "HOME"] {
+        if let Some(value) = std::env::var_os(key) {
+            cmd.env(key, value);
+        }
+    }
+    if req.tty.is_some() {
+        cmd.env("TERM", "xterm");
+    }
     for entry in &req.env {
         if let Some(eq) = entry.iter().position(|&b| b == b'=') {
             cmd.env(
