@@ -170,7 +170,13 @@ fn main() -> ExitCode {
     let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(async {
             match cli.command {
-                Command::Run(args) => run(args).await,
+                Command::Run(args) => {
+                    let code = run(args).await;
+                    // The start-up sweep of dead owners' containers is finished, not
+                    // dropped half-way by the exit (a short command is quicker).
+                    runner_companion::finish_sweep(std::time::Duration::from_secs(5)).await;
+                    code
+                }
                 Command::Reap { all, volumes, json } => reap(all, volumes, json).await,
                 Command::Doctor { json } => doctor(json).await,
             }

@@ -327,17 +327,46 @@ pub async fn sweep_stale_once() -> Option<runner_reaper::SweepReport> {
                 tracing::info!(%groups, "swept stale process groups");
             }
             #[cfg(feature = "docker")]
-            tokio::spawn(async {
-                let containers =
-                    runner_docker::reap_stale_containers(Duration::from_secs(30)).await;
-                if !containers.removed.is_empty() {
-                    tracing::info!(%containers, "swept stale containers");
-                }
-            });
+            {
+                let sweep = tokio::spawn(async {
+                    let containers =
+                        runner_docker::reap_stale_containers(Duration::from_secs(30)).await;
+                    if !containers.removed.is_empty() {
+                        tracing::info!(%containers, "swept stale containers");
+                    }
+                });
+                *CONTAINER_SWEEP.lock().unwrap_or_else(|p| p.into_inner()) = Some(sweep);
+            }
             groups
         })
         .await;
     first.then(|| groups.clone())
+}
+
+/// The start-up sweep's container part, running in the background.
+#[cfg(feature = "docker")]
+static CONTAINER_SWEEP: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>> =
+    std::sync::Mutex::new(None);
+
+/// Lets the start-up sweep's container part (see [`sweep_stale_once`]) finish, for at
+/// most `bound`: what a short-lived program (`runner run -- true`) calls before it
+/// exits, which would otherwise end the sweep half-way. Nothing to wait for without
+/// the `docker` feature, or once it finished.
+pub async fn finish_sweep(bound: Duration) {
+    #[cfg(feature = "docker")]
+    {
+        let sweep = CONTAINER_SWEEP
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(sweep) = sweep {
+            if tokio::time::timeout(bound, sweep).await.is_err() {
+                tracing::info!("the start-up container sweep did not finish within {bound:?}");
+            }
+        }
+    }
+    #[cfg(not(feature = "docker"))]
+    let _ = bound;
 }
 
 /// The backend `auto` picks, and why: what [`new_companion_runner`] builds without a

@@ -141,6 +141,9 @@ impl Config {
                 // A paused container's init (`sleep infinity`) reaps no orphan: the
                 // engine's init (tini) does, so ended exec trees leave no zombies.
                 init: self.pause.then_some(true),
+                // An ephemeral container goes when it stops (its helper stops it when
+                // its owner is gone, even a SIGKILLed one).
+                auto_remove: (self.ephemeral && self.pause).then_some(true),
                 readonly_rootfs: self.read_only.then_some(true),
                 ..Default::default()
             }),

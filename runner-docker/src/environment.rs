@@ -581,8 +581,10 @@ impl DockerEnvironment {
             self.config.user.clone(),
             self.container_name.clone(),
         );
+        let end_container = self.config.ephemeral && self.config.pause;
         tokio::spawn(async move {
-            let state = match crate::helper::Helper::start(&inner.engine, &id, user).await {
+            let started = crate::helper::Helper::start(&inner.engine, &id, user, end_container);
+            let state = match started.await {
                 Ok(h) => crate::exec::HelperState::Ready(h),
                 Err(why) => {
                     tracing::info!(container = %name, reason = %why, "processes run as plain execs: the helper cannot run");

@@ -270,12 +270,15 @@ async fn next_frame_or_why(
 
 impl Helper {
     /// Copies the helper into container `id`, starts it as `user` and waits for it
-    /// to say it is ready. `Err` is why it cannot be used (then every process runs
+    /// to say it is ready. With `end_container` (a container of this owner alone,
+    /// kept up by the engine's init) the helper stops the container when the owner
+    /// is gone. `Err` is why it cannot be used (then every process runs
     /// as a plain exec).
     pub(crate) async fn start(
         engine: &Engine,
         id: &str,
         user: Option<String>,
+        end_container: bool,
     ) -> Result<Arc<Helper>, String> {
         if SHIM.is_empty() {
             return Err(format!("no helper was built into runner: {SHIM_WHY}"));
@@ -300,7 +303,11 @@ impl Helper {
             .create_exec(
                 id,
                 ExecConfig {
-                    cmd: Some(vec![path.clone()]),
+                    cmd: Some(
+                        std::iter::once(path.clone())
+                            .chain(end_container.then(|| "--end-container".to_string()))
+                            .collect(),
+                    ),
                     user: user.clone(),
                     attach_stdin: Some(true),
                     attach_stdout: Some(true),

@@ -492,6 +492,9 @@ fn main() {
     if args.first().map(String::as_str) == Some("--signal") {
         signal_mode(&args[1..]);
     }
+    // The container exists for this owner alone (an ephemeral one, kept up by the
+    // engine's init): when the owner is gone, so is it.
+    let end_container = args.iter().any(|a| a == "--end-container");
     let out = Out(Arc::new(Mutex::new(BufWriter::with_capacity(
         CHUNK + 9,
         io::stdout(),
@@ -581,5 +584,12 @@ fn main() {
     // The owner is gone: nothing we started may outlive it.
     for c in children.lock().unwrap_or_else(|p| p.into_inner()).values() {
         kill_group(c.pgid, 9);
+    }
+    if end_container {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours. The
+        // engine's init (pid 1) passes SIGTERM to the container's command and exits.
+        unsafe {
+            kill(1, 15);
+        }
     }
 }

@@ -72,7 +72,9 @@ async fn main() {
                 // (stopped and kept for the next run).
                 env.with_pause();
                 if i == 0 {
-                    env.with_ephemeral();
+                    // Without the helper, which would stop it when this owner dies:
+                    // the sweep is what removes it here.
+                    env.with_ephemeral().with_exec_helper(false);
                 }
                 env.init().await.expect("container");
                 containers.push(env);
