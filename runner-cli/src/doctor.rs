@@ -25,6 +25,10 @@ struct RuntimeReport {
     name: String,
     found: bool,
     version: Option<String>,
+    /// Why its version command failed (then `version` is `None`): found, but it may
+    /// not work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_error: Option<String>,
 }
 
 pub(crate) async fn doctor(json: bool) -> i32 {
@@ -115,15 +119,20 @@ pub(crate) async fn doctor(json: bool) -> i32 {
         detail,
     });
     let wanted: Vec<runner_core::RuntimeRequirement> = [
-        ("Rust", "cargo"),
-        ("Go", "go"),
-        ("Node.js", "node"),
-        ("Python", "python3"),
-        ("Java", "java"),
-        ("GCC", "gcc"),
+        ("Rust", "cargo", "--version"),
+        // `go --version` is not a flag Go knows.
+        ("Go", "go", "version"),
+        ("Node.js", "node", "--version"),
+        ("Python", "python3", "--version"),
+        ("Java", "java", "--version"),
+        ("GCC", "gcc", "--version"),
     ]
     .into_iter()
-    .map(|(n, b)| runner_core::RuntimeRequirement::new(n, b))
+    .map(|(n, b, arg)| {
+        let mut r = runner_core::RuntimeRequirement::new(n, b);
+        r.version_args = Some(vec![arg.to_string()]);
+        r
+    })
     .collect();
     let found = runner_core::check_for_runtimes(&wanted).await;
     let mut runtimes: Vec<RuntimeReport> = found
@@ -133,12 +142,14 @@ pub(crate) async fn doctor(json: bool) -> i32 {
             name: f.name.to_string(),
             found: true,
             version: f.version.clone(),
+            version_error: f.version_error.clone(),
         })
         .collect();
     runtimes.extend(found.missing.iter().map(|m| RuntimeReport {
         name: m.to_string(),
         found: false,
         version: None,
+        version_error: None,
     }));
     let report = DoctorReport {
         schema: 1,
@@ -165,13 +176,12 @@ pub(crate) async fn doctor(json: bool) -> i32 {
     for r in &report.runtimes {
         match (&r.version, r.found) {
             (v, true) => {
-                let _ = writeln!(
-                    text,
-                    "{:<8} {:<10} {}",
-                    r.name,
-                    "yes",
-                    v.as_deref().unwrap_or("?")
-                );
+                let version = match (v, &r.version_error) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(e)) => format!("? (its version command failed: {e})"),
+                    (None, None) => "?".to_string(),
+                };
+                let _ = writeln!(text, "{:<8} {:<10} {version}", r.name, "yes");
             }
             (_, false) => {
                 let _ = writeln!(text, "{:<8} no", r.name);

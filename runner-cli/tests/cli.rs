@@ -671,6 +671,68 @@ fn docker_backend_forwards_sigterm() {
     assert_eq!(runner_containers(child.id()), 0);
 }
 
+/// A runtime whose version command fails (a rustup proxy without a toolchain) is
+/// found, with no version and the failure said; Go is asked `go version`, which is
+/// the command it knows. The error text once showed as the version.
+#[test]
+fn doctor_does_not_take_an_error_for_a_version() {
+    use std::os::unix::fs::PermissionsExt;
+    let cli = Cli::new();
+    let bin = cli.tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, script) in [
+        (
+            "cargo",
+            "#!/bin/sh\necho 'error: rustup could not choose a version of cargo to run' >&2\nexit 1\n",
+        ),
+        (
+            "go",
+            "#!/bin/sh\n[ \"$1\" = version ] && { echo 'go version go1.22.1 linux/amd64'; exit 0; }\necho \"flag provided but not defined: $1\" >&2\nexit 2\n",
+        ),
+    ] {
+        let path = bin.join(name);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let out = cli
+        .cmd(&["doctor", "--json"])
+        .env("PATH", &path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runtime = |name: &str| {
+        report["runtimes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let rust = runtime("Rust");
+    assert_eq!(rust["found"], true);
+    assert!(rust["version"].is_null(), "{rust}");
+    assert!(
+        rust["version_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("rustup could not choose")),
+        "{rust}"
+    );
+    assert_eq!(runtime("Go")["version"], "go version go1.22.1 linux/amd64");
+    let text = cli
+        .cmd(&["doctor"])
+        .env("PATH", &path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    let line = text.lines().find(|l| l.starts_with("Rust")).unwrap();
+    assert!(line.contains("its version command failed"), "{line}");
+}
+
 #[test]
 fn doctor_reports_every_backend() {
     let cli = Cli::new();

@@ -34,8 +34,12 @@ pub struct FoundRuntime {
     pub name: String,
     /// Where the binary is.
     pub path: PathBuf,
-    /// The first non-empty line the version command printed, if it printed one.
+    /// The first non-empty line the version command printed, when it succeeded.
     pub version: Option<String>,
+    /// Why the version command failed, when it did (a rustup proxy without a
+    /// toolchain, a binary that does not know the flag): its first line, or how it
+    /// ended. The binary is there, but may not work.
+    pub version_error: Option<String>,
 }
 
 /// The result of [`check_for_runtimes`].
@@ -54,7 +58,20 @@ impl RuntimeReport {
     }
 }
 
-/// Looks every requirement up on `PATH` and asks the found ones for their version.
+/// How long a version command may take.
+const VERSION_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The first non-empty line of `text`, trimmed.
+fn first_line(text: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
+/// Looks every requirement up on `PATH` and asks the found ones for their version:
+/// a version only from a command that succeeded, else why it failed.
 pub async fn check_for_runtimes(requirements: &[RuntimeRequirement]) -> RuntimeReport {
     let mut report = RuntimeReport::default();
     for req in requirements {
@@ -64,25 +81,35 @@ pub async fn check_for_runtimes(requirements: &[RuntimeRequirement]) -> RuntimeR
                     .version_args
                     .clone()
                     .unwrap_or_else(|| vec!["--version".to_string()]);
-                let version = tokio::process::Command::new(&path)
+                let probe = tokio::process::Command::new(&path)
                     .args(&args)
                     .stdin(Stdio::null())
                     .kill_on_drop(true)
-                    .output()
-                    .await
-                    .ok()
-                    .and_then(|out| {
-                        let text = [out.stdout, out.stderr].concat();
-                        String::from_utf8_lossy(&text)
-                            .lines()
-                            .map(str::trim)
-                            .find(|l| !l.is_empty())
-                            .map(str::to_string)
-                    });
+                    .output();
+                let (version, version_error) =
+                    match tokio::time::timeout(VERSION_DEADLINE, probe).await {
+                        Ok(Ok(out)) => {
+                            let first = first_line(&[out.stdout, out.stderr].concat());
+                            if out.status.success() {
+                                (first, None)
+                            } else {
+                                let how = crate::ExitStatus::from(out.status);
+                                let why = first
+                                    .map_or_else(|| how.to_string(), |l| format!("{how}: {l}"));
+                                (None, Some(why))
+                            }
+                        }
+                        Ok(Err(e)) => (None, Some(e.to_string())),
+                        Err(_) => (
+                            None,
+                            Some(format!("no answer within {} s", VERSION_DEADLINE.as_secs())),
+                        ),
+                    };
                 report.found.push(FoundRuntime {
                     name: req.name.clone(),
                     path,
                     version,
+                    version_error,
                 });
             }
             Err(_) => report.missing.push(req.name.clone()),
