@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use runner_companion::Reason;
-use runner_core::{Error, Proc, RunnerEnvironment, Signal};
+use runner_core::{Error, ExitStatus, Proc, RunnerEnvironment, Signal};
 use runner_docker::DockerEnvironment;
 use runner_native::NativeEnvironment;
 use runner_nix::NixEnvironment;
@@ -364,7 +364,12 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: Termi
         })
     };
     let code = match proc.wait().await {
-        Ok(status) => status.shell_code(),
+        Ok(status) => {
+            if terminal != TerminalMode::Pipes && matches!(status, ExitStatus::Signaled(_)) {
+                leave_full_screen();
+            }
+            status.shell_code()
+        }
         Err(e) => {
             let code = fail(&e, i32::from(EXIT_INTERNAL));
             if matches!(
@@ -401,6 +406,19 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: Termi
     forwarder.abort();
     let _ = forwarder.await;
     code
+}
+
+/// A full-screen program that was killed could not leave the alternate screen,
+/// application cursor keys or keypad mode: the terminal is left as the shell had it
+/// (each sequence does nothing where its mode is off; `?47l` leaves the alternate
+/// screen without moving the cursor).
+fn leave_full_screen() {
+    use std::io::{IsTerminal, Write};
+    let mut out = std::io::stdout();
+    if out.is_terminal() {
+        let _ = out.write_all(b"\x1b[?47l\x1b[?1l\x1b>");
+        let _ = out.flush();
+    }
 }
 
 /// The command's output to runner's own stdout and stderr as it arrives

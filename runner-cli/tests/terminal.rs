@@ -301,3 +301,23 @@ fn a_container_process_gets_a_pseudo_terminal_of_its_own() {
     assert_eq!(s.exit_code(), Some(0));
     assert_eq!(s.cooked(), (true, true));
 }
+
+/// A full-screen program killed with SIGKILL (it cannot clean up) leaves the
+/// terminal as the shell had it: runner takes it out of the alternate screen,
+/// application cursor keys and keypad mode, on every backend (once only its modes
+/// came back, the screen stayed alternate with the keypad on).
+#[test]
+fn a_killed_full_screen_program_leaves_the_screen_as_it_was() {
+    let script = "printf '\\033[?1049h\\033[?1h\\033='; echo ready; kill -9 $$";
+    let mut backends: Vec<&[&str]> = vec![&["--backend", "native"]];
+    if docker_available() {
+        backends.push(&DOCKER);
+    }
+    for backend in backends {
+        let mut s = Session::start_on(backend, &["sh", "-c", script]);
+        s.expect("ready");
+        assert_eq!(s.exit_code(), Some(137), "{backend:?}");
+        s.expect("\x1b[?47l\x1b[?1l\x1b>");
+        assert_eq!(s.cooked(), (true, true), "{backend:?}");
+    }
+}
