@@ -600,7 +600,16 @@ impl DockerProc {
         };
         if let Some(mut from_user) = self.stdin.take() {
             let mut input = input;
+            let lsp = !self.opts.terminal;
             tokio::spawn(async move {
+                // A language server's `processId` names the container's init, which
+                // lives as long as the container (`lsp.rs`).
+                if lsp {
+                    let first = crate::lsp::first_message(&mut from_user, 1).await;
+                    if input.write_all(&first).await.is_err() {
+                        return;
+                    }
+                }
                 let _ = tokio::io::copy(&mut from_user, &mut input).await;
                 // Half-close: the process sees end of file, its output keeps coming.
                 let _ = input.shutdown().await;

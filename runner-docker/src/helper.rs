@@ -724,7 +724,16 @@ impl HelpedShared {
         });
         let credit = Arc::new(Semaphore::new(protocol::WINDOW as usize));
         if let Some(stdin) = stdin {
-            tokio::spawn(feed(Arc::clone(helper), id, stdin, Arc::clone(&credit)));
+            // A language server's `processId` names the helper, which lives as long
+            // as the session (`lsp.rs`); a terminal never carries LSP.
+            let lsp_pid = req.tty.is_none().then_some(helper.pid);
+            tokio::spawn(feed(
+                Arc::clone(helper),
+                id,
+                stdin,
+                Arc::clone(&credit),
+                lsp_pid,
+            ));
         }
         tokio::spawn(watch(
             Arc::clone(&shared),
@@ -838,24 +847,43 @@ fn credit(stream: u8, bytes: usize) -> Vec<u8> {
 }
 
 /// Copies the user's stdin writes to the helper within the process's stdin credit,
-/// then closes the process's stdin.
+/// then closes the process's stdin. With `lsp_pid`, the first message is an LSP
+/// `initialize` made true in the container ([`crate::lsp`]).
 async fn feed(
     helper: Arc<Helper>,
     id: u32,
     mut from: impl AsyncRead + Unpin,
     credit: Arc<Semaphore>,
+    lsp_pid: Option<u32>,
 ) {
+    let send = |bytes: Vec<u8>| {
+        let (helper, credit) = (&helper, &credit);
+        async move {
+            for piece in bytes.chunks(protocol::CHUNK) {
+                match credit.acquire_many(piece.len() as u32).await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return false,
+                }
+                if helper.send(Kind::Stdin, id, piece).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    if let Some(pid) = lsp_pid {
+        let first = crate::lsp::first_message(&mut from, pid).await;
+        if !first.is_empty() && !send(first).await {
+            return;
+        }
+    }
     let mut buf = vec![0u8; protocol::CHUNK];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        match credit.acquire_many(n as u32).await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return,
-        }
-        if helper.send(Kind::Stdin, id, &buf[..n]).await.is_err() {
+        if !send(buf[..n].to_vec()).await {
             return;
         }
     }

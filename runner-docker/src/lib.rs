@@ -19,6 +19,7 @@ mod exec;
 mod helper;
 mod host_view;
 mod image;
+mod lsp;
 mod names;
 mod outcome;
 mod stats;

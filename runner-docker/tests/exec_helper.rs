@@ -382,3 +382,59 @@ async fn a_helped_process_gets_what_docker_exec_gives() {
         cap.stdout_string()
     );
 }
+
+/// A language server in the container that checks its editor's `processId` the way
+/// vscode-languageserver-node does (`kill(pid, 0)`, again 3 s later) finds it alive,
+/// through the helper and as a plain exec: the editor's pid, which does not exist in
+/// the container, is replaced by one that lives as long as the session. Such
+/// servers exited 3 s after `initialize`.
+#[tokio::test]
+async fn a_language_servers_process_id_lives_in_the_container() {
+    if !engine().await {
+        return;
+    }
+    const SERVER: &str = r#"IFS= read -r header
+len=$(printf %s "$header" | tr -dc 0-9)
+IFS= read -r blank
+body=$(head -c "$len")
+pid=$(printf %s "$body" | sed -n 's/.*"processId":\([0-9]*\).*/\1/p')
+if kill -0 "$pid" 2>/dev/null; then state=alive; else state=gone; fi
+reply="{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"parent\":\"$state\"}}"
+printf 'Content-Length: %s\r\n\r\n%s' "${#reply}" "$reply"
+sleep 3
+kill -0 "$pid" 2>/dev/null"#;
+    for helper in [true, false] {
+        let (env, _guard) = env_of(&image(), &format!("lsp-{helper}"), helper).await;
+        let mut p = env.docker_process("sh", &["-c", SERVER]).unwrap();
+        let mut stdin = p.stdin_pipe().unwrap();
+        let mut stdout = p.stdout_pipe().unwrap();
+        let p = p.start().await.unwrap();
+        assert_eq!(p.via_helper(), helper);
+        // The editor's own pid: alive here, absent in the container.
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"processId":{},"rootUri":null,"capabilities":{{}}}}}}"#,
+            std::process::id()
+        );
+        let message = format!("Content-Length: {}\r\n\r\n{body}", body.len());
+        stdin.write_all(message.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains("}}") {
+            let n = stdout.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the server said {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.contains(r#""parent":"alive""#),
+            "helper {helper}: {got}"
+        );
+        // Past the server's next check, with the session still open.
+        assert_eq!(
+            p.wait().await.unwrap(),
+            ExitStatus::Exited(0),
+            "helper {helper}"
+        );
+        drop(stdin);
+    }
+}
