@@ -132,7 +132,10 @@ pub(crate) async fn run(args: RunArgs) -> i32 {
                         (true, runner_core::Backend::Docker) => TerminalMode::Pseudo,
                         (true, _) => TerminalMode::Own,
                     };
-                    run_proc(proc, signals, terminal).await
+                    // A host process gets runner's own streams when they are not a
+                    // terminal: no relay (a container's are relayed).
+                    let direct = env.backend() != runner_core::Backend::Docker;
+                    run_proc(proc, signals, terminal, direct).await
                 }
                 Err(e) => fail(&e, i32::from(EXIT_INTERNAL)),
             }
@@ -293,7 +296,12 @@ impl Drop for RawTerminal {
     }
 }
 
-async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: TerminalMode) -> i32 {
+async fn run_proc(
+    mut proc: Box<dyn Proc>,
+    mut signals: Signals,
+    terminal: TerminalMode,
+    direct: bool,
+) -> i32 {
     // Bytes as they arrive: a prompt, a `\r` progress line or a JSON-RPC body without
     // a newline is never held back.
     let delivery = Arc::new(DeliverySink::default());
@@ -303,7 +311,13 @@ async fn run_proc(mut proc: Box<dyn Proc>, mut signals: Signals, terminal: Termi
     if terminal != TerminalMode::Pipes {
         proc.with_terminal();
     }
-    let stdin_pipe = if on_terminal {
+    // Pipes or files of runner's own, handed over as they are: nothing relayed,
+    // copied or split, and the command meets its own write errors.
+    let direct = direct && terminal == TerminalMode::Pipes;
+    if direct {
+        proc.with_inherited_stdio();
+    }
+    let stdin_pipe = if on_terminal || direct {
         None
     } else {
         match proc.stdin_pipe() {

@@ -31,6 +31,9 @@ pub struct ProcOptions {
     pub grace: Duration,
     /// The process gets the caller's terminal (see [`Proc::with_terminal`]).
     pub terminal: bool,
+    /// The process gets the caller's own stdin, stdout and stderr (see
+    /// [`Proc::with_inherited_stdio`]).
+    pub inherit_stdio: bool,
 }
 
 impl Default for ProcOptions {
@@ -40,6 +43,7 @@ impl Default for ProcOptions {
             output: std::sync::Arc::new(StdioSink),
             grace: DEFAULT_STOP_GRACE,
             terminal: false,
+            inherit_stdio: false,
         }
     }
 }
@@ -138,6 +142,15 @@ pub trait Proc: Send + Sync + fmt::Debug {
     /// [`Running::resize_terminal`]. Plain execs keep their pipes.
     fn with_terminal(&mut self) {
         self.options_mut().terminal = true;
+    }
+    /// Gives the process the caller's own stdin, stdout and stderr, whatever they are
+    /// (pipes, files, sockets): nothing is relayed, so nothing is copied, delayed or
+    /// split (a language server's header and body arrive as written), and write
+    /// errors are the process's own. Host processes (native, nix) only, when no pipe
+    /// was taken; the output sink then sees nothing. A container's process keeps its
+    /// relayed streams.
+    fn with_inherited_stdio(&mut self) {
+        self.options_mut().inherit_stdio = true;
     }
     /// Makes `run`/`wait` also wait for the process named `bin` in the process's group
     /// (for launchers that start the real program and exit).

@@ -171,8 +171,10 @@ impl NativeProc {
         let terminal = (self.opts.terminal && self.stdin.is_none() && self.stdout.is_none())
             .then(crate::terminal::Terminal::of_stdin)
             .flatten();
+        // The caller's own stdio, as they are, when asked for and no pipe was taken.
+        let inherit = self.opts.inherit_stdio && self.stdin.is_none() && self.stdout.is_none();
         let stdin = self.stdin.take();
-        let (pipes, readers) = if terminal.is_some() {
+        let (pipes, readers) = if terminal.is_some() || inherit {
             (None, Vec::new())
         } else {
             let (stdout, stdout_reader) = match self.stdout.take() {
