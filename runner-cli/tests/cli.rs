@@ -1738,7 +1738,7 @@ fn a_terminal_is_asked_for_only_with_one() {
 fn a_host_command_gets_runners_own_pipes() {
     let cli = Cli::new();
     let script = "readlink /proc/self/fd/0 /proc/self/fd/1 /proc/$PPID/fd/0 /proc/$PPID/fd/1";
-    let mut child = cli
+    let child = cli
         .cmd(&["run", "-q", "--backend", "native", "--", "sh", "-c", script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
