@@ -751,6 +751,158 @@ async fn start_tree(
     (p, out)
 }
 
+/// A language server's framing, served by busybox sh: each `Content-Length` framed
+/// request is answered with its own body at once (a fork of `tr` and `head` each).
+const LSP_ECHO_SERVER: &str = r#"while IFS= read -r header; do len=$(printf %s "$header" | tr -dc 0-9); IFS= read -r blank; body=$(head -c "$len"); printf 'Content-Length: %s\r\n\r\n%s' "${#body}" "$body"; done"#;
+
+/// Sends one framed request and reads the framed answer.
+fn lsp_round_trip(
+    stdin: &mut std::process::ChildStdin,
+    stdout: &mut std::io::BufReader<std::process::ChildStdout>,
+    id: usize,
+) {
+    use std::io::{BufRead, Read};
+    let body =
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"textDocument/hover","params":{{}}}}"#);
+    write!(stdin, "Content-Length: {}\r\n\r\n{body}", body.len()).expect("request");
+    stdin.flush().expect("flush");
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).expect("header") > 0,
+            "the server ended"
+        );
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(n) = line.strip_prefix("Content-Length: ") {
+            length = n.parse().expect("length");
+        }
+    }
+    let mut answer = vec![0u8; length];
+    stdout.read_exact(&mut answer).expect("body");
+    assert_eq!(answer, body.as_bytes());
+}
+
+/// Spawns `cmd` as a language server: its stdin and (buffered) stdout.
+fn lsp_spawn(
+    cmd: &mut std::process::Command,
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server");
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    (child, stdin, stdout)
+}
+
+/// A command that starts the server.
+type Launcher = Box<dyn Fn() -> std::process::Command>;
+/// A row's name, our launcher, the baseline's, its description and the target.
+type LspKind = (&'static str, Launcher, Launcher, &'static str, f64);
+
+/// LSP round trips through `runner run` against the same server without it (native:
+/// `sh` directly; docker: `docker run -i`), timed after the first answer, and the
+/// time to the first answer on docker against `docker run -i`.
+fn lsp_rows(quick: bool, state: &std::path::Path, docker: bool) -> Vec<Row> {
+    let runner = std::env::current_exe()
+        .expect("exe")
+        .with_file_name("runner");
+    let image = "runner-test/busybox:latest";
+    let (sessions, trips) = if quick { (2, 50) } else { (5, 200) };
+    let runner_cmd = move |backend: &'static [&'static str]| {
+        let (runner, state) = (runner.clone(), state.to_path_buf());
+        move || {
+            let mut c = std::process::Command::new(&runner);
+            c.args(["run", "-q"])
+                .args(backend)
+                .args(["--", "sh", "-c", LSP_ECHO_SERVER])
+                .env("RUNNER_STATE_DIR", &state);
+            c
+        }
+    };
+    // (ours, baseline) commands for each row.
+    let mut kinds: Vec<LspKind> = vec![(
+        "lsp_round_trip_native",
+        Box::new(runner_cmd(&["--backend", "native"])),
+        Box::new(|| {
+            let mut c = std::process::Command::new("sh");
+            c.args(["-c", LSP_ECHO_SERVER]);
+            c
+        }),
+        "the same server, spawned directly",
+        1.05,
+    )];
+    if docker {
+        kinds.push((
+            "lsp_round_trip_docker",
+            Box::new(runner_cmd(&[
+                "--backend",
+                "docker",
+                "--image",
+                "runner-test/busybox:latest",
+            ])),
+            Box::new(move || {
+                let mut c = std::process::Command::new("docker");
+                c.args(["run", "-i", "--rm", image, "sh", "-c", LSP_ECHO_SERVER]);
+                c
+            }),
+            "the same server under `docker run -i`",
+            1.2,
+        ));
+    }
+    let mut rows = Vec::new();
+    for (name, ours_cmd, base_cmd, desc, target) in kinds {
+        let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
+        let (mut ours_first, mut base_first) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..sessions {
+            for (which, make) in [(0, &ours_cmd), (1, &base_cmd)] {
+                let start = Instant::now();
+                let (mut child, mut stdin, mut stdout) = lsp_spawn(&mut make());
+                lsp_round_trip(&mut stdin, &mut stdout, 0);
+                let first = start.elapsed();
+                let t = Instant::now();
+                for id in 1..=trips {
+                    lsp_round_trip(&mut stdin, &mut stdout, id);
+                }
+                let took = t.elapsed();
+                drop(stdin);
+                assert!(child.wait().expect("wait").success());
+                if which == 0 {
+                    (ours, ours_first) = (ours + took, ours_first + first);
+                } else {
+                    (base, base_first) = (base + took, base_first + first);
+                }
+            }
+        }
+        rows.push(Row {
+            name,
+            ours: ours.as_secs_f64(),
+            baseline: base.as_secs_f64(),
+            baseline_desc: desc,
+            target,
+        });
+        if name == "lsp_round_trip_docker" {
+            rows.push(Row {
+                name: "docker_time_to_initialize",
+                ours: ours_first.as_secs_f64(),
+                baseline: base_first.as_secs_f64(),
+                baseline_desc: "`docker run -i` to its first answer",
+                target: 1.0,
+            });
+        }
+    }
+    rows
+}
+
 const TREE: &str = "sleep 300 & sleep 300 & echo ready; wait";
 
 async fn docker_rows(quick: bool) -> Vec<Row> {
@@ -1304,6 +1456,13 @@ fn main() {
         } else {
             eprintln!("docker rows SKIPPED: no Docker engine answers");
         }
+    }
+    if want("lsp_round_trip_native lsp_round_trip_docker docker_time_to_initialize") {
+        let docker = rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2)));
+        if !docker {
+            eprintln!("lsp docker rows SKIPPED: no Docker engine answers");
+        }
+        rows.extend(lsp_rows(quick, &state_path, docker));
     }
     if want("companion_detect_engine_down") {
         rows.push(companion_engine_down());
