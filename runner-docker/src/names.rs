@@ -223,6 +223,14 @@ pub(crate) mod created {
         tempfile::NamedTempFile::new_in(&dir).map(drop)
     }
 
+    /// True when any container is recorded as created here: without one, a sweep has
+    /// nothing it may remove, and need not ask the engine.
+    pub(crate) fn any() -> bool {
+        std::fs::read_dir(dir()).is_ok_and(|mut entries| {
+            entries.any(|e| e.is_ok_and(|e| valid(&e.file_name().to_string_lossy())))
+        })
+    }
+
     /// Container `id` is gone: its record goes too.
     pub(crate) fn forget(id: &str) {
         if valid(id) {

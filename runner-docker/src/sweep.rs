@@ -100,6 +100,12 @@ fn verdict(
 /// Sweeps the engine `DOCKER_HOST` (or the local socket) points at: dead owners'
 /// ephemeral containers are removed, their reusable ones stopped and kept.
 pub async fn reap_stale_containers(deadline: Duration) -> ContainerSweepReport {
+    // Only containers recorded as created here can be removed: with no record there
+    // is nothing to ask the engine (what a start-up sweep costs then: one directory
+    // listing).
+    if !created::any() {
+        return ContainerSweepReport::default();
+    }
     reap_containers(deadline, false).await
 }
 
