@@ -286,11 +286,20 @@ fn start_ready_args(
     cli: &Cli,
     args: &[&str],
 ) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    start_ready_stdin(cli, args, Stdio::null())
+}
+
+/// [`start_ready_args`] with `stdin` for runner's stdin (a pipe stays in the child).
+fn start_ready_stdin(
+    cli: &Cli,
+    args: &[&str],
+    stdin: Stdio,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
     use std::os::unix::process::CommandExt;
     let mut child = cli
         .cmd(args)
         .process_group(0)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -1551,33 +1560,23 @@ fn a_stopped_helper_does_not_keep_runner_waiting() {
     if !docker_available() {
         return;
     }
-    use std::os::unix::process::CommandExt;
     let cli = Cli::new();
     let mark = format!("helper-stopped-{}", std::process::id());
     // The helper is stopped only once `ready` reached us (it forwards the output),
     // on our word through stdin.
     let script = format!("echo ready; read go; kill -STOP $PPID; sleep 300; : {mark}");
-    let mut child = cli
-        .cmd(&[
-            "run",
-            "--backend",
-            "docker",
-            "--image",
-            IMAGE,
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .process_group(0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    let args = [
+        "run",
+        "--backend",
+        "docker",
+        "--image",
+        IMAGE,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ];
+    let (mut child, _out) = start_ready_stdin(&cli, &args, Stdio::piped());
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"go\n").unwrap();
     wait_for(30, "the helper to stop", || {
