@@ -69,13 +69,11 @@ fn startable(want: usize) -> (usize, Option<std::io::Error>) {
 
 /// Why runner cannot run with `startable` threads.
 fn too_few(startable: usize, refused: Option<std::io::Error>) -> String {
-    let limit = process_limit()
-        .map(|soft| format!(": `ulimit -u` is {soft}"))
-        .unwrap_or_default();
     format!(
         "runner could start {startable} of the {FEWEST} threads it needs at least{}: \
-         the limit on processes per user is reached{limit}",
-        refused.map(|e| format!(" ({e})")).unwrap_or_default()
+         the limit on processes per user is reached{}",
+        refused.map(|e| format!(" ({e})")).unwrap_or_default(),
+        limit_said("ulimit -u", process_limit()),
     )
 }
 
@@ -111,40 +109,50 @@ fn process_limit() -> Option<u64> {
     }
 }
 
+/// This process's soft limit on open files (`ulimit -n`).
+fn file_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, Resource};
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+}
+
+/// ` (`ulimit -X` is N)`, or nothing when the limit could not be read.
+fn limit_said(name: &str, limit: Option<u64>) -> String {
+    limit
+        .map(|soft| format!(" (`{name}` is {soft})"))
+        .unwrap_or_default()
+}
+
+/// How an error of this process's running out of descriptors (EMFILE) reads.
+const OUT_OF_DESCRIPTORS: &str = "Too many open files";
+
 /// What runner says of a panic `message` that means a limit was reached.
 fn limit_reached(message: &str) -> Option<String> {
-    use nix::sys::resource::{getrlimit, Resource};
-    let (what, limit, name) =
+    let (what, said) =
         if message.contains("can't spawn") || message.contains("failed to spawn thread") {
-            ("could not start a thread", process_limit(), "ulimit -u")
-        } else if message.contains("Too many open files") {
+            (
+                "could not start a thread",
+                limit_said("ulimit -u", process_limit()),
+            )
+        } else if message.contains(OUT_OF_DESCRIPTORS) {
             (
                 "ran out of file descriptors",
-                getrlimit(Resource::RLIMIT_NOFILE)
-                    .ok()
-                    .map(|(soft, _)| soft),
-                "ulimit -n",
+                limit_said("ulimit -n", file_limit()),
             )
         } else {
             return None;
         };
-    let limit = limit
-        .map(|soft| format!(" (`{name}` is {soft})"))
-        .unwrap_or_default();
-    Some(format!("runner {what}: {message}{limit}"))
+    Some(format!("runner {what}: {message}{said}"))
 }
 
 /// A hint for an error whose text says this process ran out of descriptors (EMFILE),
 /// naming the limit.
 pub(crate) fn descriptor_hint(text: &str) -> Option<String> {
-    use nix::sys::resource::{getrlimit, Resource};
-    if !text.contains("Too many open files") {
-        return None;
-    }
-    let limit = getrlimit(Resource::RLIMIT_NOFILE)
-        .map(|(soft, _)| format!(" (`ulimit -n` is {soft})"))
-        .unwrap_or_default();
-    Some(format!(
-        "runner ran out of file descriptors: the limit on open files is reached{limit}"
-    ))
+    text.contains(OUT_OF_DESCRIPTORS).then(|| {
+        format!(
+            "runner ran out of file descriptors: the limit on open files is reached{}",
+            limit_said("ulimit -n", file_limit())
+        )
+    })
 }

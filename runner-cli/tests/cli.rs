@@ -1181,9 +1181,11 @@ fn the_next_run_removes_a_killed_docker_runs_container() {
         .find_map(|pid| stat_of(pid).map(|(_, parent)| parent))
         .expect("the command's parent");
     kill(Pid::from_raw(helper as i32), Signal::SIGSTOP).unwrap();
+    wait_for(30, "the helper to stop", || {
+        stat_of(helper).is_some_and(|(state, _)| state == 'T')
+    });
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(
         runner_containers(child.id()),
         1,
@@ -1592,13 +1594,59 @@ fn a_stopped_helper_does_not_keep_runner_waiting() {
     assert_eq!(runner_containers(child.id()), 0);
 }
 
+/// `runner run -q --backend native -- sh -c 'echo hi'` run by `launcher` (which
+/// sets a limit, then runs the runner binary at `runner`), within 30 s: it printed
+/// `hi` (exit 0) or refused, saying which limit (`ulimit -X`) and its value (125);
+/// never a panic. Its exit code.
+fn run_under_limit(mut launcher: Command, runner: &std::path::Path, limit: &str) -> Option<i32> {
+    use std::io::Read;
+    let mut child = launcher
+        .arg(runner)
+        .args([
+            "run",
+            "-q",
+            "--backend",
+            "native",
+            "--",
+            "sh",
+            "-c",
+            "echo hi",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_or_kill(&mut child, 30, &format!("runner under {limit}"));
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("panicked"), "{limit}: {err}");
+    let (name, _) = limit.rsplit_once(' ').unwrap();
+    match status.code() {
+        Some(0) => assert_eq!(out, "hi\n", "{limit}"),
+        Some(125) => assert!(err.contains(&format!("`{name}` is")), "{limit}: {err}"),
+        other => panic!("{limit}: exit {other:?}: {err}"),
+    }
+    status.code()
+}
+
 /// Under a limit on processes per user (`ulimit -u`, which counts threads), runner
 /// runs with the threads it can get or says it cannot (125, naming the limit):
 /// never a panic, never a hang (tokio once panicked at start-up and hung while
 /// unwinding). As an unprivileged user: root is not held to the limit.
 #[test]
 fn a_low_limit_on_processes_is_an_error_not_a_panic() {
-    use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: setting another user's limit needs root");
@@ -1612,54 +1660,19 @@ fn a_low_limit_on_processes_is_an_error_not_a_panic() {
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(nobody), Some(nobody)).unwrap();
-    let mut outcomes = Vec::new();
-    for limit in 1..=4 {
-        let mut child = Command::new("setpriv")
-            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-            .arg("prlimit")
-            .arg(format!("--nproc={limit}"))
-            .arg(&runner)
-            .args([
-                "run",
-                "-q",
-                "--backend",
-                "native",
-                "--",
-                "sh",
-                "-c",
-                "echo hi",
-            ])
-            .env("HOME", &home)
-            .env("RUNNER_STATE_DIR", home.join("state"))
-            .current_dir(&home)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = wait_or_kill(&mut child, 30, &format!("runner under ulimit -u {limit}"));
-        let mut out = String::new();
-        let mut err = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert!(!err.contains("panicked"), "ulimit -u {limit}: {err}");
-        match status.code() {
-            Some(0) => assert_eq!(out, "hi\n", "ulimit -u {limit}"),
-            Some(125) => assert!(err.contains("ulimit -u"), "ulimit -u {limit}: {err}"),
-            other => panic!("ulimit -u {limit}: exit {other:?}: {err}"),
-        }
-        outcomes.push(status.code());
-    }
+    let outcomes: Vec<Option<i32>> = (1..=4)
+        .map(|limit| {
+            let mut launcher = Command::new("setpriv");
+            launcher
+                .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+                .arg("prlimit")
+                .arg(format!("--nproc={limit}"))
+                .env("HOME", &home)
+                .env("RUNNER_STATE_DIR", home.join("state"))
+                .current_dir(&home);
+            run_under_limit(launcher, &runner, &format!("ulimit -u {limit}"))
+        })
+        .collect();
     // Both answers were seen: a refusal at 1, a run with fewer threads above.
     assert_eq!(outcomes.first(), Some(&Some(125)));
     assert_eq!(outcomes.last(), Some(&Some(0)));
@@ -1671,33 +1684,16 @@ fn a_low_limit_on_processes_is_an_error_not_a_panic() {
 #[test]
 fn a_low_limit_on_open_files_is_an_error_not_a_panic() {
     let cli = Cli::new();
+    let runner = std::path::Path::new(env!("CARGO_BIN_EXE_runner"));
     for limit in [4, 6, 7, 8, 10, 12, 16, 64] {
-        let mut cmd = Command::new("prlimit");
-        cmd.arg(format!("--nofile={limit}"))
-            .arg(env!("CARGO_BIN_EXE_runner"))
-            .args([
-                "run",
-                "-q",
-                "--backend",
-                "native",
-                "--",
-                "sh",
-                "-c",
-                "echo hi",
-            ])
+        let mut launcher = Command::new("prlimit");
+        launcher
+            .arg(format!("--nofile={limit}"))
             .env("RUNNER_STATE_DIR", cli.tmp.path().join("state"))
-            .env("HOME", cli.tmp.path())
-            .stdin(Stdio::null());
-        let out = cmd.output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!err.contains("panicked"), "ulimit -n {limit}: {err}");
-        match out.status.code() {
-            Some(0) => assert_eq!(out.stdout, b"hi\n", "ulimit -n {limit}"),
-            Some(125) => assert!(err.contains("`ulimit -n` is"), "ulimit -n {limit}: {err}"),
-            other => panic!("ulimit -n {limit}: exit {other:?}: {err}"),
-        }
+            .env("HOME", cli.tmp.path());
+        let code = run_under_limit(launcher, runner, &format!("ulimit -n {limit}"));
         if limit == 64 {
-            assert_eq!(out.status.code(), Some(0), "{err}");
+            assert_eq!(code, Some(0));
         }
     }
 }
