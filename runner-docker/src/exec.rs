@@ -381,7 +381,7 @@ impl ExecShared {
             .map(|fd| -> std::io::Result<()> {
                 runner_core::os::signal_group_of(&fd, signal.number())?;
                 if ends {
-                    runner_core::os::signal_group_of(&fd, CONTINUE)?;
+                    runner_core::os::signal_group_of(&fd, Signal::Continue.number())?;
                 }
                 Ok(())
             });
@@ -401,7 +401,10 @@ impl ExecShared {
                         && runner_core::os::signal_group(group.pgid, signal.number()).is_ok()
                     {
                         if ends {
-                            let _ = runner_core::os::signal_group(group.pgid, CONTINUE);
+                            let _ = runner_core::os::signal_group(
+                                group.pgid,
+                                Signal::Continue.number(),
+                            );
                         }
                         return Ok(());
                     }
@@ -968,10 +971,6 @@ impl ExecShared {
         })
     }
 }
-
-/// SIGCONT in the container's kernel (Linux), which is ours when the group is
-/// signalled from here.
-const CONTINUE: i32 = 18;
 
 /// Lists the processes of the container whose parent is outside it (pid 0 there) and
 /// whose environment holds exactly the entry `$1`, one pid a line, with nothing but
