@@ -81,16 +81,36 @@ pub struct StdioSink;
 impl OutputSink for StdioSink {
     fn write(&self, stream: Stream, chunk: &[u8]) -> io::Result<()> {
         match stream {
-            Stream::Stdout => {
-                let mut out = io::stdout().lock();
-                out.write_all(chunk)?;
-                out.flush()
-            }
+            Stream::Stdout => write_stdout(chunk),
             Stream::Stderr => {
                 let mut err = io::stderr().lock();
                 err.write_all(chunk)?;
                 err.flush()
             }
+        }
+    }
+}
+
+/// `chunk` to our stdout in as few `write`s as the pipe takes. `io::Stdout` is
+/// line-buffered: it writes up to a chunk's last newline and then the rest, so a
+/// language server's header and body would reach the reader as two reads. What the
+/// standard library still holds goes first, under its lock (the order with other
+/// users of `io::stdout` is kept); the chunk then goes to a duplicate of fd 1, made
+/// once.
+fn write_stdout(chunk: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    static RAW: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    let stdout = io::stdout();
+    let mut locked = stdout.lock();
+    locked.flush()?;
+    match RAW
+        .get_or_init(|| stdout.as_fd().try_clone_to_owned().ok().map(Into::into))
+        .as_ref()
+    {
+        Some(raw) => (&*raw).write_all(chunk),
+        None => {
+            locked.write_all(chunk)?;
+            locked.flush()
         }
     }
 }

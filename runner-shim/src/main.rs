@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{ChildStdout, Command, Stdio};
 use std::sync::mpsc;
@@ -32,6 +32,42 @@ extern "C" {
     fn ptsname_r(fd: i32, buf: *mut u8, len: usize) -> i32;
     fn ioctl(fd: i32, request: u64, ...) -> i32;
     fn setsid() -> i32;
+    fn poll(fds: *mut PollFd, nfds: u64, timeout: i32) -> i32;
+}
+
+/// `struct pollfd`.
+#[repr(C)]
+struct PollFd {
+    fd: i32,
+    events: i16,
+    revents: i16,
+}
+
+/// True when `fd` has something to read within a few microseconds: a writer's second
+/// `write` right after its first (a header, then its body) is taken with the first.
+fn more_soon(fd: i32) -> bool {
+    let until = std::time::Instant::now() + Duration::from_micros(20);
+    loop {
+        if readable_now(fd) {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// True when `fd` has something to read (or its end) right now, without waiting.
+fn readable_now(fd: i32) -> bool {
+    const POLLIN: i16 = 1;
+    let mut p = PollFd {
+        fd,
+        events: POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout.
+    unsafe { poll(&mut p, 1, 0) == 1 }
 }
 
 /// `O_RDWR | O_NOCTTY`.
@@ -93,7 +129,9 @@ fn kill_group(pgid: u32, sig: i32) {
 
 /// The shim's stdout, shared by every thread; a frame is written whole.
 #[derive(Clone)]
-struct Out(Arc<Mutex<BufWriter<io::Stdout>>>);
+/// Frames out on fd 1, each in one `write`: `io::Stdout` is line-buffered and would
+/// split a frame at its payload's last newline (two writes the engine relays apart).
+struct Out(Arc<Mutex<BufWriter<std::fs::File>>>);
 
 impl Out {
     fn send(&self, kind: Kind, id: u32, payload: &[u8]) {
@@ -154,7 +192,7 @@ struct Child {
 
 /// Forwards one output stream on a thread of its own; `done` hears when it ends.
 fn start_forward(
-    pipe: impl Read + Send + 'static,
+    pipe: impl Read + AsRawFd + Send + 'static,
     id: u32,
     stream: u8,
     credit: Arc<Credit>,
@@ -206,27 +244,39 @@ fn members_named(pgid: u32, name: &[u8]) -> (usize, usize) {
     (members, named)
 }
 
-/// Forwards one output stream of process `id` as frames, within its credit.
-fn forward(mut from: impl Read, id: u32, stream: u8, credit: Arc<Credit>, out: Out) {
+/// Forwards one output stream of process `id` as frames, within its credit. What is
+/// readable the moment a read returns goes into the same frame: a message written as
+/// a header and then a body (as language servers do) reaches the owner as one frame,
+/// and the owner's reader as one read, as it would through a pipe.
+fn forward(mut from: impl Read + AsRawFd, id: u32, stream: u8, credit: Arc<Credit>, out: Out) {
     let kind = if stream == 1 {
         Kind::Stdout
     } else {
         Kind::Stderr
     };
+    let fd = from.as_raw_fd();
     let mut buf = vec![0u8; CHUNK];
     loop {
         let allowed = credit.take(CHUNK);
-        let n = match from.read(&mut buf[..allowed]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                credit.give(allowed as u32);
-                continue;
+        let mut n = 0;
+        let ended = loop {
+            match from.read(&mut buf[n..allowed]) {
+                Ok(0) => break true,
+                Ok(m) => n += m,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break true,
             }
-            Err(_) => break,
+            if n == allowed || !more_soon(fd) {
+                break false;
+            }
         };
         credit.give((allowed - n) as u32);
-        out.send(kind, id, &buf[..n]);
+        if n > 0 {
+            out.send(kind, id, &buf[..n]);
+        }
+        if ended {
+            break;
+        }
     }
     out.send(Kind::OutputEnd, id, &[stream]);
 }
@@ -495,9 +545,12 @@ fn main() {
     // The container exists for this owner alone (an ephemeral one, kept up by the
     // engine's init): when the owner is gone, so is it.
     let end_container = args.iter().any(|a| a == "--end-container");
+    let Ok(stdout) = io::stdout().as_fd().try_clone_to_owned() else {
+        std::process::exit(125);
+    };
     let out = Out(Arc::new(Mutex::new(BufWriter::with_capacity(
         CHUNK + 9,
-        io::stdout(),
+        std::fs::File::from(stdout),
     ))));
     let mut ready = protocol::VERSION.to_le_bytes().to_vec();
     ready.extend_from_slice(&std::process::id().to_le_bytes());
