@@ -1,5 +1,8 @@
 //! The `runner` binary, driven the way a user drives it.
 
+mod common;
+use common::*;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, Output, Stdio};
@@ -335,16 +338,6 @@ fn reap_reports_an_empty_ledger() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 reaped"));
 }
 
-fn nix_available() -> bool {
-    runner_core::testing::engine_gate("nix", which_nix())
-}
-
-fn which_nix() -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("nix").is_file()))
-        .unwrap_or(false)
-}
-
 /// A flake in `cli`'s directory whose dev shell puts a `uname` of its own on PATH and
 /// runs `hook`; and the offline nix configuration to use it with.
 fn write_flake(cli: &Cli, hook: &str) -> (std::path::PathBuf, String) {
@@ -367,12 +360,7 @@ fn write_flake(cli: &Cli, hook: &str) -> (std::path::PathBuf, String) {
         ),
     )
     .unwrap();
-    let registry = cli.tmp.path().join("registry.json");
-    std::fs::write(&registry, r#"{"flakes":[],"version":2}"#).unwrap();
-    let nix_config = format!(
-        "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false\nflake-registry = {}\n",
-        registry.display()
-    );
+    let nix_config = offline_nix_config(cli.tmp.path());
     (flake, nix_config)
 }
 
@@ -553,16 +541,6 @@ fn nix_backend_errors_name_the_reason() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("no flake.nix"));
     }
 }
-
-fn docker_available() -> bool {
-    let up = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    runner_core::testing::engine_gate("a Docker engine", up)
-}
-
-const IMAGE: &str = "runner-test/busybox:latest";
 
 /// The flags of every backend a behaviour is checked on: native always, docker when
 /// an engine runs.

@@ -5,6 +5,9 @@
 //! and the terminal's modes are restored however it ends. In a container the command
 //! gets a pseudo-terminal of its own, sized like runner's, with the same behaviour.
 
+mod common;
+use common::{docker_available, IMAGE};
+
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -244,20 +247,7 @@ fn ctrl_z_stops_the_job_and_fg_resumes_it() {
     assert_eq!(s.exit_code(), Some(0));
 }
 
-fn docker_available() -> bool {
-    let up = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    runner_core::testing::engine_gate("a Docker engine", up)
-}
-
-const DOCKER: [&str; 4] = [
-    "--backend",
-    "docker",
-    "--image",
-    "runner-test/busybox:latest",
-];
+const DOCKER: [&str; 4] = ["--backend", "docker", "--image", IMAGE];
 
 #[test]
 fn a_container_process_gets_a_pseudo_terminal_of_its_own() {

@@ -1,6 +1,7 @@
 //! Workspace automation, one module per task, `main.rs` only dispatching:
 //! `cargo xtask test` and `test-docker` (`test.rs`), `bench` (`bench.rs`),
-//! `provision` (`provision.rs`; packages through `apt.rs`), `check-macos`
+//! `provision` (`provision.rs`, the editor suite's tools in `editors.rs`; packages
+//! through `apt.rs`), `check-macos`
 //! (`macos.rs`), `check-layering` (`layering.rs`, `modules.rs`, `docs.rs`) and
 //! `check-rust-version` (`toolchain.rs`).
 #![forbid(unsafe_code)]
@@ -8,6 +9,7 @@
 mod apt;
 mod bench;
 mod docs;
+mod editors;
 mod layering;
 mod macos;
 mod modules;
@@ -149,9 +151,16 @@ fn toolchain_homes() -> Vec<(&'static str, PathBuf)> {
 }
 
 fn on_path(bin: &str) -> bool {
-    env::var_os("PATH")
-        .map(|p| env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false)
+    find_on_path(bin).is_some()
+}
+
+/// Where `bin` is on PATH, the first hit.
+fn find_on_path(bin: &str) -> Option<PathBuf> {
+    env::var_os("PATH").and_then(|p| {
+        env::split_paths(&p)
+            .map(|d| d.join(bin))
+            .find(|p| p.is_file())
+    })
 }
 
 fn is_root() -> bool {

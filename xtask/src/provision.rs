@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::editors::{build_node_image, provision_editors};
 use crate::{apt, engines_required, is_root, on_path, root, run, Result};
 
 /// Installs and configures the engines as `test` would, and leaves the dockerd it
@@ -11,6 +12,7 @@ use crate::{apt, engines_required, is_root, on_path, root, run, Result};
 pub(crate) fn provision() -> Result {
     apt_install_missing()?;
     provision_nix()?;
+    provision_editors()?;
     if let Some(d) = provision_docker()? {
         eprintln!("xtask: dockerd left running as pid {}", d.id());
     }
@@ -101,7 +103,8 @@ pub(crate) fn build_test_image() -> Result {
     run(
         "docker import of the busybox test image",
         Command::new("sh").args(["-c", &script]),
-    )
+    )?;
+    build_node_image(&root)
 }
 
 /// Makes sure an engine answers and the test image exists. Returns the dockerd we

@@ -5,6 +5,7 @@
 
 use std::process::Command;
 
+use crate::editors::{provision_editors, tools_dir};
 use crate::layering::{check_feature_combinations, check_layering};
 use crate::macos::check_macos;
 use crate::provision::{
@@ -44,6 +45,7 @@ pub(crate) fn test(extra: &[String]) -> Result {
     check_macos()?;
     apt_install_missing()?;
     provision_nix()?;
+    provision_editors()?;
     let dockerd = provision_docker()?;
 
     let scratch = root().join("target/xtask-test");
@@ -61,7 +63,8 @@ pub(crate) fn test(extra: &[String]) -> Result {
     }
     cmd.env("HOME", &home)
         .env("XDG_STATE_HOME", home.join(".local/state"))
-        .env("RUNNER_STATE_DIR", &state);
+        .env("RUNNER_STATE_DIR", &state)
+        .env("RUNNER_TEST_TOOLS", tools_dir());
     let mut tested = run("cargo test --workspace", &mut cmd);
     // Again, with one setting changed each time, the suites that setting reaches.
     let again: [(&str, &[&str], (&str, &str)); 3] = [
