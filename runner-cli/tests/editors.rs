@@ -284,6 +284,65 @@ fn case(
     })
 }
 
+/// An editor's session on one backend, run on a thread of its own (bounded); the
+/// editor's script writes each step as a line, with the server's pid (runner's).
+struct Session {
+    backend: Backend,
+    marker: String,
+    out: PathBuf,
+    editor: String,
+    run: std::thread::JoinHandle<Option<Output>>,
+}
+
+impl Session {
+    fn start(backend: Backend, marker: String, out: PathBuf, editor: Command) -> Self {
+        let name = editor.get_program().to_string_lossy().into_owned();
+        let what = name.clone();
+        Session {
+            backend,
+            marker,
+            out,
+            editor: name,
+            run: std::thread::spawn(move || run_bounded(editor, Duration::from_secs(60), &what)),
+        }
+    }
+
+    /// Checks the steps the script wrote (`pid` aside) and the editor's exit, then
+    /// waits until nothing of the session is left; returns how long that took.
+    fn finish(self, steps: &[&str]) -> Duration {
+        let Session {
+            backend,
+            marker,
+            out,
+            editor,
+            run,
+        } = self;
+        let ran = run.join().unwrap();
+        let said = std::fs::read_to_string(&out).unwrap_or_default();
+        let Some(ran) = ran else {
+            panic!("{backend:?}: {editor} did not end; it said:\n{said}");
+        };
+        let context = format!(
+            "{backend:?}: said:\n{said}\n{editor}: {}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        let lines: Vec<&str> = said.lines().collect();
+        let pid: u32 = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("pid "))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{context}"));
+        let others: Vec<&str> = lines
+            .iter()
+            .filter(|l| !l.starts_with("pid "))
+            .copied()
+            .collect();
+        assert_eq!(others, steps, "{context}");
+        assert!(ran.status.success(), "{context}");
+        nothing_left(&marker, pid, backend)
+    }
+}
+
 /// An agent's host (pytest-lsp) keeps every server through runner past the node
 /// servers' 3 s watchdog (4 s of quiet), and one session per backend past 150 s of
 /// quiet; every server answers after the quiet and exits 0 when asked to.
@@ -405,46 +464,16 @@ fn neovim_keeps_a_node_server_through_runner() {
             .env("SERVER", serde_json::to_string(&server).unwrap())
             .env("FILE", project.file("a.sh"))
             .env("IDLE_MS", "4000");
-        runs.push((
-            backend,
-            marker,
-            out,
-            std::thread::spawn(move || run_bounded(nvim, Duration::from_secs(60), "nvim")),
-        ));
+        runs.push(Session::start(backend, marker, out, nvim));
     }
-    for (backend, marker, out, run) in runs {
-        let ran = run.join().unwrap();
-        let said = std::fs::read_to_string(&out).unwrap_or_default();
-        let Some(ran) = ran else {
-            panic!("{backend:?}: nvim did not end; it said:\n{said}");
-        };
-        let context = format!(
-            "{backend:?}: said:\n{said}\nnvim: {}",
-            String::from_utf8_lossy(&ran.stderr)
-        );
-        let lines: Vec<&str> = said.lines().collect();
-        let pid: u32 = lines
-            .iter()
-            .find_map(|l| l.strip_prefix("pid "))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("{context}"));
-        assert_eq!(
-            lines
-                .iter()
-                .filter(|l| !l.starts_with("pid "))
-                .copied()
-                .collect::<Vec<_>>(),
-            [
-                "initialized true",
-                "symbols ANSWER,greet",
-                "after the idle, exited nil",
-                "symbols ANSWER,greet",
-                "exit { 0, 0 }",
-            ],
-            "{context}"
-        );
-        assert!(ran.status.success(), "{context}");
-        nothing_left(&marker, pid, backend);
+    for session in runs {
+        session.finish(&[
+            "initialized true",
+            "symbols ANSWER,greet",
+            "after the idle, exited nil",
+            "symbols ANSWER,greet",
+            "exit { 0, 0 }",
+        ]);
     }
 }
 
@@ -496,47 +525,16 @@ fn eglot_sessions_leave_nothing_behind() {
             .env("MODE", mode)
             .env("LANGUAGE", language)
             .env("IDLE", "4");
-        runs.push((
-            backend,
-            marker,
-            out,
-            symbols,
-            std::thread::spawn(move || run_bounded(emacs, Duration::from_secs(60), "emacs")),
-        ));
+        runs.push((symbols, Session::start(backend, marker, out, emacs)));
     }
-    for (backend, marker, out, symbols, run) in runs {
-        let ran = run.join().unwrap();
-        let said = std::fs::read_to_string(&out).unwrap_or_default();
-        let Some(ran) = ran else {
-            panic!("{backend:?}: emacs did not end; it said:\n{said}");
-        };
-        let context = format!(
-            "{backend:?}: said:\n{said}\nemacs: {}",
-            String::from_utf8_lossy(&ran.stderr)
-        );
-        let lines: Vec<&str> = said.lines().collect();
-        let pid: u32 = lines
-            .iter()
-            .find_map(|l| l.strip_prefix("pid "))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("{context}"));
+    for (symbols, session) in runs {
         let symbols = format!("symbols {symbols}");
-        assert_eq!(
-            lines
-                .iter()
-                .filter(|l| !l.starts_with("pid "))
-                .copied()
-                .collect::<Vec<_>>(),
-            [
-                symbols.as_str(),
-                "after the idle, running t",
-                symbols.as_str(),
-                "shut down",
-            ],
-            "{context}"
-        );
-        assert!(ran.status.success(), "{context}");
-        let took = nothing_left(&marker, pid, backend);
-        eprintln!("{backend:?}: nothing of the eglot session left {took:?} after Emacs ended");
+        let took = session.finish(&[
+            symbols.as_str(),
+            "after the idle, running t",
+            symbols.as_str(),
+            "shut down",
+        ]);
+        eprintln!("nothing of the eglot session left {took:?} after Emacs ended");
     }
 }
