@@ -44,16 +44,12 @@ pub(crate) async fn doctor(json: bool) -> i32 {
     };
     let (available, detail) = match runner_docker::connect().await {
         Ok(d) => {
-            match tokio::time::timeout(std::time::Duration::from_secs(2), d.bollard().version())
-                .await
-            {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), d.describe()).await {
                 Ok(Ok(v)) => (
                     true,
                     format!(
-                        "Docker Engine {} (API {}) at {}",
-                        v.version.unwrap_or_default(),
-                        v.api_version.unwrap_or_default(),
-                        endpoint
+                        "{} {} (API {}) at {}",
+                        v.name, v.version, v.api_version, endpoint
                     ),
                 ),
                 Ok(Err(e)) => (false, format!("the engine did not answer: {e}")),

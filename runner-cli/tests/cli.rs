@@ -742,6 +742,12 @@ fn doctor_reports_every_backend() {
             .any(|l| l.starts_with("  helper yes") && l.contains("runner-shim for linux/")),
         "{text}"
     );
+    // The engine by its own name: Docker's says `Engine` of itself (Podman's service
+    // says `Podman Engine`).
+    if docker_available() {
+        let docker = text.lines().find(|l| l.starts_with("docker")).unwrap();
+        assert!(docker.contains("yes        Docker Engine "), "{docker}");
+    }
     // Without an engine at DOCKER_HOST, docker says why.
     let out = cli
         .cmd(&["doctor"])

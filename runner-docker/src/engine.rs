@@ -175,6 +175,39 @@ impl Engine {
     pub fn bollard(&self) -> &Docker {
         &self.docker
     }
+
+    /// What the engine says it is: its product (`Docker Engine`, `Podman Engine`),
+    /// version and API version.
+    pub async fn describe(&self) -> Result<EngineDescription, EngineError> {
+        let v = self.docker.version().await?;
+        // Docker calls its first component plainly `Engine`; Podman's service
+        // calls it `Podman Engine`.
+        let name = match v
+            .components
+            .as_ref()
+            .and_then(|c| c.first())
+            .map(|c| c.name.as_str())
+        {
+            Some(name) if !name.is_empty() && name != "Engine" => name.to_string(),
+            _ => "Docker Engine".to_string(),
+        };
+        Ok(EngineDescription {
+            name,
+            version: v.version.unwrap_or_default(),
+            api_version: v.api_version.unwrap_or_default(),
+        })
+    }
+}
+
+/// What an engine says it is ([`Engine::describe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineDescription {
+    /// Its product: `Docker Engine`, `Podman Engine`.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The API version it speaks.
+    pub api_version: String,
 }
 
 /// Connects to the engine [`crate::resolve_endpoint`] finds (TLS included) and
@@ -223,6 +256,14 @@ pub(crate) type OutputStream = std::pin::Pin<
 /// An exec's stdin, as the engine's attach gives it.
 pub(crate) type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 
+/// Podman's words (4.3, its Docker-compatible API) for what Docker answers 409: a
+/// container name taken (`the container name "x" is already in use by <id>`), an exec
+/// asked of a container that is not running.
+const PODMAN_CONFLICTS: [&str; 2] = [
+    "is already in use by",
+    "can only create exec sessions on running containers",
+];
+
 /// A request the engine did not carry out: what was asked, of which engine, and the
 /// client's error, classified by [`Fault::is_missing`] and [`Fault::is_conflict`].
 /// Into a [`DockerError`]: [`DockerError::EngineDown`] when the engine never
@@ -256,9 +297,17 @@ impl Fault {
 
     /// The engine answered 409: the object is in a state that forbids the request
     /// (a name taken, a container not running or already being removed, a volume in
-    /// use).
+    /// use). Podman's Docker-compatible API answers two of these 500, in its own
+    /// words ([`PODMAN_CONFLICTS`]); this is the one place that reads them.
     pub(crate) fn is_conflict(&self) -> bool {
-        self.status() == Some(409)
+        match self.status() {
+            Some(409) => true,
+            Some(500) => {
+                let message = self.message();
+                PODMAN_CONFLICTS.iter().any(|words| message.contains(words))
+            }
+            _ => false,
+        }
     }
 
     /// The engine answered 304: the request changed nothing (a container already
@@ -670,4 +719,45 @@ fn unreachable(e: &bollard::errors::Error) -> Unreachable {
         };
     }
     Unreachable::Other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fault;
+
+    fn answered(status_code: u16, message: &str) -> Fault {
+        Fault {
+            action: "test",
+            endpoint: "unix:///test.sock".into(),
+            error: bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message: message.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn conflicts_in_both_dialects() {
+        // Docker's.
+        assert!(answered(409, "Conflict. The container name is already in use").is_conflict());
+        // Podman 4.3's, as its API service answers them.
+        assert!(answered(
+            500,
+            "creating container storage: the container name \"runner-x\" is already in use by 0123abcd. You have to remove that container to be able to reuse that name: that name is already in use"
+        )
+        .is_conflict());
+        assert!(answered(
+            500,
+            "can only create exec sessions on running containers: container state improper"
+        )
+        .is_conflict());
+        // A port taken, or any other failure, is not a conflict of the object's state.
+        assert!(!answered(
+            500,
+            "listen tcp 127.0.0.1:8080: bind: address already in use"
+        )
+        .is_conflict());
+        assert!(!answered(500, "no space left on device").is_conflict());
+        assert!(!answered(404, "no such container").is_conflict());
+    }
 }

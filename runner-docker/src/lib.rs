@@ -31,7 +31,9 @@ pub use container::LABEL_CACHE;
 pub use control::DockerRunning;
 pub use credentials::registry_of;
 pub use endpoint::{resolve_endpoint, Endpoint, EndpointSource, TlsMaterial, UnknownContext};
-pub use engine::{connect, docker_engine_running, forget_negotiated_version, Engine};
+pub use engine::{
+    connect, docker_engine_running, forget_negotiated_version, Engine, EngineDescription,
+};
 pub use environment::DockerEnvironment;
 pub use error::{DockerError, EngineError, Unreachable};
 pub use exec::DockerProc;
