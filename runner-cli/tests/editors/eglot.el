@@ -15,13 +15,17 @@
   (funcall mode)
   (let* ((server (eglot--connect (list mode) (project-current) 'eglot-lsp-server
                                  contact (getenv "LANGUAGE")))
+         ;; A server that has not taken in the file yet may refuse the request
+         ;; (clangd: "trying to get AST for non-added document"): no symbols yet.
          (symbols (lambda ()
-                    (let ((names (mapcar (lambda (s) (plist-get s :name))
-                                         (jsonrpc-request
-                                          server :textDocument/documentSymbol
-                                          (list :textDocument
-                                                (eglot--TextDocumentIdentifier))))))
-                      (mapconcat #'identity (sort names #'string<) ","))))
+                    (condition-case nil
+                        (let ((names (mapcar (lambda (s) (plist-get s :name))
+                                             (jsonrpc-request
+                                              server :textDocument/documentSymbol
+                                              (list :textDocument
+                                                    (eglot--TextDocumentIdentifier))))))
+                          (mapconcat #'identity (sort names #'string<) ","))
+                      (jsonrpc-error ""))))
          (first ""))
     (funcall say (format "pid %d" (process-id (jsonrpc--process server))))
     ;; A server may answer before it has read the file: asked again until it has.
