@@ -290,6 +290,12 @@ impl Fault {
         self.status().is_some()
     }
 
+    /// The engine reported a failure inside a streamed answer (Podman's service
+    /// reports every pull failure that way, as an `error` line of the stream).
+    pub(crate) fn in_stream(&self) -> bool {
+        matches!(self.error, bollard::errors::Error::DockerStreamError { .. })
+    }
+
     /// The engine answered 404: no such container, exec, image or volume.
     pub(crate) fn is_missing(&self) -> bool {
         self.status() == Some(404)
@@ -519,17 +525,26 @@ impl Engine {
     /// One sample of container `id`'s CPU and memory use (the engine samples ~1 s).
     pub(crate) async fn stats(&self, id: &str) -> Result<ContainerStatsResponse, Fault> {
         let options = q::StatsOptions {
-            stream: false,
+            stream: true,
             one_shot: false,
         };
-        match self.docker.stats(id, Some(options)).next().await {
+        let mut samples = self.docker.stats(id, Some(options));
+        let mut next = async || match samples.next().await {
             Some(sample) => sample.map_err(self.fault("read the container's stats")),
             None => Err(self.fault("read the container's stats")(
                 bollard::errors::Error::DockerStreamError {
                     error: "the engine sent no sample".into(),
                 },
             )),
-        }
+        };
+        // CPU is measured between two samples of one stream, about a second apart
+        // (the engine's interval). A stream's first sample has no previous one
+        // (Docker), or one taken a few milliseconds before it (Podman's service):
+        // the second sample is measured against the first, whatever it carries.
+        let first = next().await?;
+        let mut second = next().await?;
+        second.precpu_stats = first.cpu_stats;
+        Ok(second)
     }
 
     /// The output of container `id` from now on (its stdout and stderr).

@@ -238,8 +238,9 @@ pub async fn get_image_if_not_present(
     while let Some(item) = stream.next().await {
         let info = match item {
             Ok(info) => info,
-            // The engine answered with a refusal: its words decide which error.
-            Err(e) if e.answered() => {
+            // The engine answered with a refusal, up front or inside the stream:
+            // its words decide which error.
+            Err(e) if e.answered() || e.in_stream() => {
                 let message = e.message();
                 return Err(failed(message, Some(e.into_source())));
             }

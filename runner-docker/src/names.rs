@@ -231,11 +231,10 @@ pub(crate) mod created {
         })
     }
 
-    /// Container `id` is gone: its record goes too.
-    pub(crate) fn forget(id: &str) {
-        if valid(id) {
-            let _ = std::fs::remove_file(dir().join(id));
-        }
+    /// Container `id` is gone: its record goes too. True for the one caller whose
+    /// unlink took it (of sweeps removing the same container at once, one reports).
+    pub(crate) fn forget(id: &str) -> bool {
+        valid(id) && std::fs::remove_file(dir().join(id)).is_ok()
     }
 
     /// True when runner (this user's, with this state directory) created container

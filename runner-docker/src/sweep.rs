@@ -169,9 +169,13 @@ pub async fn reap_containers(deadline: Duration, remove_reusable: bool) -> Conta
                 continue;
             }
             match engine.remove_container(&id).await {
+                // Podman answers every concurrent removal of one container with
+                // success (Docker answers all but one 409): the sweep whose unlink
+                // took the record reports it.
                 Ok(()) => {
-                    created::forget(&id);
-                    report.removed.push(name);
+                    if created::forget(&id) {
+                        report.removed.push(name);
+                    }
                 }
                 // Gone, or being removed by another sweep at the same moment: not
                 // ours to report, and not an error.
