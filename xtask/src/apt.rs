@@ -72,3 +72,46 @@ pub(crate) fn installed_version(package: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
 }
+
+/// Puts back the configuration files of installed `package` that were deleted (a
+/// removed `/etc` directory: dpkg keeps a deleted conffile deleted), after bringing
+/// the package lists up to date.
+pub(crate) fn restore_configuration(package: &str) -> Result {
+    update()?;
+    eprintln!("xtask: restoring the configuration files of {package}");
+    let status = Command::new("apt-get")
+        .args([
+            "install",
+            "--reinstall",
+            "-y",
+            "-qq",
+            "-o",
+            "Dpkg::Options::=--force-confmiss",
+        ])
+        .arg(package)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .map_err(|e| format!("failed to run apt-get install --reinstall: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "apt-get install --reinstall {package} failed ({status})"
+        ))
+    }
+}
+
+/// Installs `packages` (none: nothing to do) when xtask can: as root, with apt-get;
+/// otherwise says which are missing.
+pub(crate) fn install_as_root(packages: &[&str]) -> Result {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    if !crate::is_root() || !crate::on_path("apt-get") {
+        return Err(format!(
+            "{} missing, and xtask cannot install them (it needs root and apt-get)",
+            packages.join(" ")
+        ));
+    }
+    install(packages)
+}

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{apt, engines_required, find_on_path, is_root, on_path, root, run, Result};
+use crate::{apt, engines_required, find_on_path, on_path, root, run, Result};
 
 /// The image of node and the npm language servers.
 pub(crate) const NODE_IMAGE: &str = "runner-test/node:latest";
@@ -57,15 +57,7 @@ fn install() -> Result {
     if apt::installed_version("elpa-eglot").is_none() {
         wanted.push("elpa-eglot");
     }
-    if !wanted.is_empty() {
-        if !is_root() || !on_path("apt-get") {
-            return Err(format!(
-                "{} missing, and xtask cannot install them (it needs root and apt-get)",
-                wanted.join(" ")
-            ));
-        }
-        apt::install(&wanted)?;
-    }
+    apt::install_as_root(&wanted)?;
     let tools = tools_dir();
     let npm = tools.join("npm");
     let modules = npm.join("node_modules");

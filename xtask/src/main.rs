@@ -1,7 +1,7 @@
 //! Workspace automation, one module per task, `main.rs` only dispatching:
-//! `cargo xtask test` and `test-docker` (`test.rs`), `bench` (`bench.rs`),
+//! `cargo xtask test`, `test-docker` and `test-podman` (`test.rs`), `bench` (`bench.rs`),
 //! `provision` (`provision.rs`, the editor suite's tools in `editors.rs`; packages
-//! through `apt.rs`), `check-macos`
+//! through `apt.rs`; Podman for its suite run in `podman.rs`), `check-macos`
 //! (`macos.rs`), `check-layering` (`layering.rs`, `modules.rs`, `docs.rs`) and
 //! `check-rust-version` (`toolchain.rs`).
 #![forbid(unsafe_code)]
@@ -13,6 +13,7 @@ mod editors;
 mod layering;
 mod macos;
 mod modules;
+mod podman;
 mod provision;
 mod test;
 mod toolchain;
@@ -33,13 +34,14 @@ fn main() {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("test-docker") => test_docker(),
+        Some("test-podman") => test::test_podman(),
         Some("provision") => provision(),
         Some("check-macos") => check_macos(),
         Some("check-layering") => check_layering(),
         Some("check-rust-version") => toolchain::check_declared(),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick] [ROW-NAME-PART...]\n       cargo xtask test-docker\n       cargo xtask provision\n       cargo xtask check-macos\n       cargo xtask check-layering\n       cargo xtask check-rust-version"
+                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick] [ROW-NAME-PART...]\n       cargo xtask test-docker\n       cargo xtask test-podman\n       cargo xtask provision\n       cargo xtask check-macos\n       cargo xtask check-layering\n       cargo xtask check-rust-version"
             );
             exit(2);
         }

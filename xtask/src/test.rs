@@ -8,6 +8,7 @@ use std::process::Command;
 use crate::editors::{provision_editors, tools_dir};
 use crate::layering::{check_feature_combinations, check_layering};
 use crate::macos::check_macos;
+use crate::podman::with_podman;
 use crate::provision::{
     apt_install_missing, docker_leftovers, provision_docker, provision_nix, with_nix_daemon,
 };
@@ -127,6 +128,11 @@ pub(crate) fn test(extra: &[String]) -> Result {
             result
         });
     }
+    // Podman, the second engine: the Docker backend's suite against its
+    // Docker-compatible service (checks that setup cannot make say so and skip).
+    if tested.is_ok() {
+        tested = podman_suites(&home, &state);
+    }
     // The examples users copy from: a command's output, and a JSON-RPC exchange with
     // a server over stdio through the companion.
     for (example, args) in [("run", &["echo", "hello"][..]), ("lsp_host", &[][..])] {
@@ -184,10 +190,7 @@ pub(crate) fn test(extra: &[String]) -> Result {
 pub(crate) fn test_docker() -> Result {
     apt_install_missing()?;
     let dockerd = provision_docker()?;
-    let scratch = root().join("target/xtask-test");
-    let home = scratch.join("home");
-    std::fs::create_dir_all(&home)
-        .map_err(|e| format!("failed to create {}: {e}", home.display()))?;
+    let (scratch, home) = scratch_home()?;
     let mut result = Ok(());
     for (what, args) in [
         ("runner-docker", vec!["-p", "runner-docker"]),
@@ -224,4 +227,45 @@ pub(crate) fn test_docker() -> Result {
         )),
         None => Ok(()),
     }
+}
+
+/// The Docker backend's suite against Podman (`with_podman`), when the busybox root
+/// the Docker provisioning made is there to import.
+fn podman_suites(home: &std::path::Path, state: &std::path::Path) -> Result {
+    let busybox_root = root().join("target/xtask-test-image");
+    if !busybox_root.exists() {
+        return Ok(());
+    }
+    with_podman(&busybox_root, |host| {
+        let mut cmd = scratch_cargo(home, state);
+        cmd.args(["test", "-p", "runner-docker", "--test", "docker_backend"])
+            .env("DOCKER_HOST", host)
+            .env("RUNNER_TEST_ENGINE", "podman");
+        run(
+            "cargo test -p runner-docker --test docker_backend (against Podman)",
+            &mut cmd,
+        )
+    })
+}
+
+/// The Podman run alone, with the Docker provisioning it imports its image from.
+pub(crate) fn test_podman() -> Result {
+    apt_install_missing()?;
+    let dockerd = provision_docker()?;
+    let (scratch, home) = scratch_home()?;
+    let result = podman_suites(&home, &scratch.join("state"));
+    if let Some(mut d) = dockerd {
+        let _ = Command::new("kill").arg(d.id().to_string()).status();
+        let _ = d.wait();
+    }
+    result
+}
+
+/// The single-suite tasks' scratch directory and the home inside it.
+fn scratch_home() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let scratch = root().join("target/xtask-test");
+    let home = scratch.join("home");
+    std::fs::create_dir_all(&home)
+        .map_err(|e| format!("failed to create {}: {e}", home.display()))?;
+    Ok((scratch, home))
 }
