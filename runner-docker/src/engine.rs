@@ -516,10 +516,19 @@ impl Engine {
             )])),
             ..Default::default()
         };
-        self.docker
-            .list_containers(Some(options))
-            .await
-            .map_err(self.fault("list the containers"))
+        // Podman 4.3 lists a container it is stopping as `stopped`, a state Docker's
+        // API (and so bollard) does not have: the listing cannot be read. The state
+        // lasts while the stop runs, so the listing is asked again, for up to 5 s.
+        let mut tries = 0;
+        loop {
+            match self.docker.list_containers(Some(options.clone())).await {
+                Err(e) if tries < 50 && e.to_string().contains("unknown variant `stopped`") => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                listed => return listed.map_err(self.fault("list the containers")),
+            }
+        }
     }
 
     /// One sample of container `id`'s CPU and memory use (the engine samples ~1 s).
