@@ -46,8 +46,7 @@ async fn a_cached_shell_survives_garbage_collection() {
         assert!(out.status.success(), "{out:?}");
     };
     write("first");
-    let env = flake.cached_env();
-    init(&env).await;
+    let env = init(&flake).await;
     let first = output(&env, "sh", &["-c", "command -v storetool"])
         .await
         .1
@@ -57,15 +56,13 @@ async fn a_cached_shell_survives_garbage_collection() {
     drop(env);
     gc();
     // From the cache, after the collection: the tool is still there.
-    let env = flake.cached_env();
-    init(&env).await;
+    let env = init(&flake).await;
     assert_eq!(env.materialization().unwrap().source, EnvSource::Cache);
     assert_eq!(output(&env, "storetool", &[]).await.1, "first\n");
     drop(env);
     // The flake changes: the new entry has its own root, the old one is released.
     write("second");
-    let env = flake.cached_env();
-    init(&env).await;
+    let env = init(&flake).await;
     assert_eq!(env.materialization().unwrap().source, EnvSource::Evaluated);
     assert_eq!(output(&env, "storetool", &[]).await.1, "second\n");
     let generations = std::fs::read_dir(flake.cache())
@@ -85,26 +82,31 @@ async fn a_cached_shell_survives_garbage_collection() {
     assert_eq!(output(&env, "storetool", &[]).await.1, "second\n");
 }
 
-/// `init`, once more if nix reports that it killed this flake's builder itself. In 4
-/// of about 14 fresh CI runs, Debian's nix 2.8 said the `storetool` builder (the
+/// A cached environment of `flake`, initialized; once more if nix reports that it
+/// killed this flake's builder itself. In 5 of about 16 fresh CI runs, Debian's nix 2.8 said the `storetool` builder (the
 /// only test builder that runs child programs) "failed due to signal 9 (Killed)",
 /// also with a nix-daemon as the builder's parent. A full run traced with tracefs
 /// (`signal_generate`) showed every SIGKILL a nix builder received coming from nix
 /// itself: the group kill it sends once a builder's log ends, which can land before
 /// the builder's exit is final (NixOS/nix#2176). runner never signals a builder.
 /// When a cached entry exists, a failed evaluation is not an error but a fall-back
-/// to that entry (`StaleCache`), so that outcome is retried too. A failure of
-/// anything else, or twice, fails the test.
-async fn init(env: &runner_nix::NixEnvironment) {
+/// to that entry (`StaleCache`), and that environment counts as materialized: the
+/// retry is a new environment of the same flake. A failure of anything else, or
+/// twice, fails the test.
+async fn init(flake: &Flake) -> runner_nix::NixEnvironment {
     const NIX_KILLED_ITS_BUILDER: &str = "failed due to signal 9 (Killed)";
+    let env = flake.cached_env();
     let killed = match env.init().await {
         Ok(()) => match env.materialization().map(|m| m.source) {
             Some(EnvSource::StaleCache(why)) if why.contains(NIX_KILLED_ITS_BUILDER) => why,
-            _ => return,
+            _ => return env,
         },
         Err(e) if e.chain().contains(NIX_KILLED_ITS_BUILDER) => e.chain(),
         Err(e) => panic!("{}", e.chain()),
     };
     eprintln!("nix killed its own builder; evaluating once more: {killed}");
+    drop(env);
+    let env = flake.cached_env();
     env.init().await.unwrap();
+    env
 }
