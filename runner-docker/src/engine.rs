@@ -34,10 +34,93 @@ const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request timeout of clients made with a remembered version (bollard's default).
 const REQUEST_TIMEOUT_SECS: u64 = 120;
 
-/// The API version negotiated with each host, by `DOCKER_HOST` value.
-static NEGOTIATED: Mutex<Option<HashMap<String, ClientVersion>>> = Mutex::new(None);
+/// The API version negotiated with each host, and the engine's dialect, by
+/// `DOCKER_HOST` value.
+static NEGOTIATED: Mutex<Option<HashMap<String, (ClientVersion, Dialect)>>> = Mutex::new(None);
 
-fn remembered(host: &str) -> Option<ClientVersion> {
+/// Which engine's ways an engine speaking Docker's API has where their meanings
+/// differ: read from its `/version` (Docker names its first component `Engine`,
+/// Podman's service `Podman Engine`) when the API version is negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// Docker (and engines that answer as it does).
+    Docker,
+    /// Podman's Docker-compatible service.
+    Podman,
+}
+
+/// How an engine reports, in place of an exec's output, that its runtime found no
+/// program to start: Docker writes `OCI runtime exec failed: … executable file not
+/// found in $PATH: unknown` (or `… no such file or directory …`) on stdout and gives
+/// 126 (127 in some versions) with no pid; Podman 4 writes `Error: runc: exec failed:
+/// … OCI runtime attempted to invoke a command that was not found` on stderr and
+/// gives 127, and its exec inspection never carries a pid.
+struct MissingProgram {
+    starts: &'static str,
+    says: &'static [&'static str],
+    stream: Option<runner_core::Stream>,
+    codes: &'static [i64],
+}
+
+const DOCKER_MISSING: MissingProgram = MissingProgram {
+    starts: "OCI runtime exec failed",
+    says: &["executable file not found", "no such file or directory"],
+    stream: None,
+    codes: &[126, 127],
+};
+
+const PODMAN_MISSING: MissingProgram = MissingProgram {
+    starts: "Error: ",
+    says: &["OCI runtime attempted to invoke a command that was not found"],
+    stream: Some(runner_core::Stream::Stderr),
+    codes: &[127],
+};
+
+impl Dialect {
+    fn missing_program(self) -> MissingProgram {
+        match self {
+            Dialect::Docker => DOCKER_MISSING,
+            Dialect::Podman => PODMAN_MISSING,
+        }
+    }
+
+    /// Whether an exec's first output (`first`, on `stream`) may be this engine's
+    /// report that the program is not there: held back until the exit says
+    /// ([`Dialect::missing_program_confirmed`]).
+    pub(crate) fn may_report_missing_program(
+        self,
+        stream: runner_core::Stream,
+        first: &[u8],
+    ) -> bool {
+        let words = self.missing_program();
+        let text = String::from_utf8_lossy(first);
+        words.stream.is_none_or(|s| s == stream)
+            && text.starts_with(words.starts)
+            && words.says.iter().any(|w| text.contains(w))
+    }
+
+    /// Whether an exec whose first output this engine may have written
+    /// ([`Dialect::may_report_missing_program`]) ended as the engine ends one whose
+    /// program it found missing: its exit `code`, and its `pid` (Docker gives every
+    /// process it started one; Podman gives none).
+    pub(crate) fn missing_program_confirmed(self, code: i64, pid: Option<i64>) -> bool {
+        let started = match self {
+            Dialect::Docker => pid.is_some_and(|p| p > 0),
+            Dialect::Podman => false,
+        };
+        !started && self.missing_program().codes.contains(&code)
+    }
+
+    fn of(version: &bollard::models::SystemVersion) -> Dialect {
+        let first = version.components.as_ref().and_then(|c| c.first());
+        match first.map(|c| c.name.as_str()) {
+            Some(name) if name.contains("Podman") => Dialect::Podman,
+            _ => Dialect::Docker,
+        }
+    }
+}
+
+fn remembered(host: &str) -> Option<(ClientVersion, Dialect)> {
     NEGOTIATED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -45,12 +128,12 @@ fn remembered(host: &str) -> Option<ClientVersion> {
         .and_then(|m| m.get(host).copied())
 }
 
-fn remember(host: &str, version: ClientVersion) {
+fn remember(host: &str, version: ClientVersion, dialect: Dialect) {
     NEGOTIATED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get_or_insert_with(HashMap::new)
-        .insert(host.to_string(), version);
+        .insert(host.to_string(), (version, dialect));
 }
 
 /// Forgets the version negotiated with the current `DOCKER_HOST`, so the next
@@ -63,6 +146,15 @@ pub fn forget_negotiated_version() {
     {
         m.remove(&crate::endpoint::current_host());
     }
+}
+
+/// An API version as the engine writes it (`1.41`).
+fn api_version(text: &str) -> Option<ClientVersion> {
+    let (major, minor) = text.split_once('.')?;
+    Some(ClientVersion {
+        major_version: major.parse().ok()?,
+        minor_version: minor.parse().ok()?,
+    })
 }
 
 /// A client for `endpoint` speaking API `version`: TLS when the endpoint has TLS
@@ -98,6 +190,7 @@ fn client_for(
 pub struct Engine {
     docker: Docker,
     endpoint: String,
+    dialect: Dialect,
 }
 
 impl Engine {
@@ -130,20 +223,21 @@ impl Engine {
             why: unreachable(&e),
             source: e.into(),
         };
-        let engine = |docker| Engine {
+        let engine = |docker, dialect| Engine {
             docker,
             endpoint: host.clone(),
+            dialect,
         };
-        if let Some(version) = remembered(&host) {
+        if let Some((version, dialect)) = remembered(&host) {
             return client_for(endpoint, REQUEST_TIMEOUT_SECS, &version)
-                .map(engine)
+                .map(|docker| engine(docker, dialect))
                 .map_err(down);
         }
-        let negotiate = client_for(endpoint, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-            .map_err(down)?
-            .negotiate_version();
-        let docker = match tokio::time::timeout(NEGOTIATE_TIMEOUT, negotiate).await {
-            Ok(negotiated) => negotiated.map_err(down)?,
+        // bollard's `negotiate_version`, keeping what the answer says of the engine.
+        let ask = client_for(endpoint, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            .map_err(down)?;
+        let answer = match tokio::time::timeout(NEGOTIATE_TIMEOUT, ask.version()).await {
+            Ok(answer) => answer.map_err(down)?,
             Err(_) => {
                 return Err(DockerError::EngineDown {
                     action: "connect",
@@ -153,15 +247,32 @@ impl Engine {
                 })
             }
         };
-        let version = docker.client_version();
+        let version = answer
+            .api_version
+            .as_deref()
+            .and_then(api_version)
+            .ok_or_else(|| down(bollard::errors::Error::APIVersionParseError {}))?;
         if (version.major_version, version.minor_version) < crate::error::MINIMUM_API {
             return Err(DockerError::EngineTooOld {
                 endpoint: host,
                 api: format!("{}.{}", version.major_version, version.minor_version),
             });
         }
-        remember(&host, version);
-        Ok(engine(docker))
+        let version = if version < *bollard::API_DEFAULT_VERSION {
+            version
+        } else {
+            *bollard::API_DEFAULT_VERSION
+        };
+        let dialect = Dialect::of(&answer);
+        remember(&host, version, dialect);
+        client_for(endpoint, REQUEST_TIMEOUT_SECS, &version)
+            .map(|docker| engine(docker, dialect))
+            .map_err(down)
+    }
+
+    /// Which engine's ways this engine has where Docker's and Podman's differ.
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// The engine's address (`unix://…`, `tcp://…`).

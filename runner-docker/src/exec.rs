@@ -30,8 +30,6 @@ use crate::DockerError;
 use runner_reaper::GROUP_TOKEN_VAR;
 
 const PIPE_SIZE: usize = 64 * 1024;
-/// The engine's message when the program does not exist in the container.
-const NOT_FOUND_MARKERS: [&str; 2] = ["executable file not found", "no such file or directory"];
 
 /// The container an environment runs in, once `init` made it.
 #[derive(Debug, Clone)]
@@ -785,17 +783,24 @@ impl Proc for DockerProc {
 async fn supervise(
     shared: Arc<ExecShared>,
     mut output: OutputStream,
-    mut raw_stdout: Option<DuplexStream>,
+    raw_stdout: Option<DuplexStream>,
     sink: Output,
     status_tx: ExitPublisher<ExecFailure>,
 ) {
-    let mut out_lines = LineBuffer::new(Stream::Stdout);
-    let mut err_lines = LineBuffer::new(Stream::Stderr);
-    // The engine reports a missing program as output; hold the first bytes until we
-    // know whether that is what they are.
-    let mut first: Option<Vec<u8>> = Some(Vec::new());
+    let dialect = shared.inner.engine.dialect();
+    let mut forward = Forward {
+        shared: &shared,
+        raw_stdout,
+        out_lines: LineBuffer::new(Stream::Stdout),
+        err_lines: LineBuffer::new(Stream::Stderr),
+        sink: &sink,
+        piped: false,
+    };
+    // The engine reports a missing program in place of its output: a first output
+    // that may be that report is held (with what follows it, up to 512 bytes) until
+    // the exit says whose it was. `None` once decided.
+    let mut held: Option<Vec<(Stream, bytes::Bytes)>> = Some(Vec::new());
     let mut stream_error = None;
-    let mut piped = false;
     while let Some(item) = output.next().await {
         let item = match item {
             Ok(item) => item,
@@ -807,57 +812,96 @@ async fn supervise(
         let Some((stream, bytes)) = split_frame(item) else {
             continue;
         };
-        if let Some(held) = first.as_mut() {
-            if held.len() < 512 {
-                held.extend_from_slice(&bytes);
-            }
-            if held.starts_with(b"OCI runtime exec failed") && held.len() < 512 {
+        if let Some(frames) = held.as_mut() {
+            let engines = match frames.first() {
+                None => dialect.may_report_missing_program(stream, &bytes),
+                Some(_) => frames.iter().map(|(_, b)| b.len()).sum::<usize>() + bytes.len() < 512,
+            };
+            frames.push((stream, bytes));
+            if engines {
                 continue;
             }
-            first = None;
-        }
-        match (stream, raw_stdout.as_mut()) {
-            (Stream::Stdout, Some(raw)) => {
-                if raw.write_all(&bytes).await.is_err() {
-                    raw_stdout = None;
-                }
+            for (stream, bytes) in held.take().into_iter().flatten() {
+                forward.frame(stream, &bytes).await;
             }
-            (Stream::Stdout, None) => {
-                out_lines.push(&bytes, &*sink);
-                if out_lines.reader_gone() && !piped {
-                    // Nobody reads its output any more: it gets what a writer into a
-                    // pipe nobody reads gets (`yes | head -1`).
-                    piped = true;
-                    let _ = shared.signal(Signal::Pipe).await;
-                }
-            }
-            (Stream::Stderr, _) => err_lines.push(&bytes, &*sink),
+            continue;
         }
+        forward.frame(stream, &bytes).await;
     }
-    out_lines.finish(&*sink);
-    err_lines.finish(&*sink);
-    drop(raw_stdout);
-
-    let outcome = exit_status(&shared, stream_error).await.map(|code| {
-        let sent = *shared.sent.lock().unwrap_or_else(|p| p.into_inner());
-        match sent {
-            Some(sig) if code == 128 + i64::from(sig) => ExitStatus::Signaled(sig),
-            _ => ExitStatus::Exited(code as i32),
+    let (outcome, missing) = match held.filter(|frames| !frames.is_empty()) {
+        None => {
+            // Nothing held: the readers see the end before the exit is asked for.
+            forward.finish();
+            (exit_status(&shared, stream_error).await, false)
         }
-    });
-    let engine_says_missing = first.as_ref().is_some_and(|held| {
-        let text = String::from_utf8_lossy(held);
-        text.starts_with("OCI runtime exec failed")
-            && NOT_FOUND_MARKERS.iter().any(|m| text.contains(m))
-    });
+        Some(frames) => {
+            let outcome = exit_status(&shared, stream_error).await;
+            let missing = outcome
+                .as_ref()
+                .is_ok_and(|&(code, pid)| dialect.missing_program_confirmed(code, pid));
+            if !missing {
+                for (stream, bytes) in frames {
+                    forward.frame(stream, &bytes).await;
+                }
+            }
+            forward.finish();
+            (outcome, missing)
+        }
+    };
     let outcome = match outcome {
-        Ok(ExitStatus::Exited(126 | 127)) if engine_says_missing => Err(ExecFailure::NotFound),
-        other => other,
+        _ if missing => Err(ExecFailure::NotFound),
+        Ok((code, _)) => {
+            let sent = *shared.sent.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(match sent {
+                Some(sig) if code == 128 + i64::from(sig) => ExitStatus::Signaled(sig),
+                _ => ExitStatus::Exited(code as i32),
+            })
+        }
+        Err(e) => Err(e),
     };
     if outcome.is_ok() {
         shared.wait_for_named().await;
     }
     status_tx.publish(outcome);
+}
+
+/// Where a plain exec's output goes: its raw stdout pipe when the caller took one,
+/// else line-framed into the sink.
+struct Forward<'a> {
+    shared: &'a ExecShared,
+    raw_stdout: Option<DuplexStream>,
+    out_lines: LineBuffer,
+    err_lines: LineBuffer,
+    sink: &'a Output,
+    piped: bool,
+}
+
+impl Forward<'_> {
+    async fn frame(&mut self, stream: Stream, bytes: &[u8]) {
+        match (stream, self.raw_stdout.as_mut()) {
+            (Stream::Stdout, Some(raw)) => {
+                if raw.write_all(bytes).await.is_err() {
+                    self.raw_stdout = None;
+                }
+            }
+            (Stream::Stdout, None) => {
+                self.out_lines.push(bytes, &**self.sink);
+                if self.out_lines.reader_gone() && !self.piped {
+                    // Nobody reads its output any more: it gets what a writer into a
+                    // pipe nobody reads gets (`yes | head -1`).
+                    self.piped = true;
+                    let _ = self.shared.signal(Signal::Pipe).await;
+                }
+            }
+            (Stream::Stderr, _) => self.err_lines.push(bytes, &**self.sink),
+        }
+    }
+
+    /// Ends both streams.
+    fn finish(self) {
+        self.out_lines.finish(&**self.sink);
+        self.err_lines.finish(&**self.sink);
+    }
 }
 
 /// Lists the running processes of process group `$1` whose command name is `$2`.
@@ -991,13 +1035,13 @@ fn listed_pids(listing: &[u8]) -> Vec<u32> {
 async fn exit_status(
     shared: &ExecShared,
     stream_error: Option<crate::engine::Fault>,
-) -> std::result::Result<i64, ExecFailure> {
+) -> std::result::Result<(i64, Option<i64>), ExecFailure> {
     let mut pause = Duration::from_millis(1);
     for _ in 0..200 {
         match shared.inner.engine.inspect_exec(&shared.exec_id).await {
             Ok(info) if info.running == Some(true) => {}
             Ok(info) => {
-                return info.exit_code.ok_or_else(|| {
+                return info.exit_code.map(|code| (code, info.pid)).ok_or_else(|| {
                     ExecFailure::Docker(DockerError::unexpected(
                         "observe the exec",
                         "the engine reported no exit code",

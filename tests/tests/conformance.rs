@@ -299,7 +299,28 @@ async fn a_missing_binary_is_typed(t: &Target) {
     let c = &t.companion;
     // A missing binary is a typed error.
     let p = c.new_process("no-such-binary-xyz", &[]).await.unwrap();
-    assert!(matches!(p.run().await, Err(Error::NotFound { .. })));
+    let r = p.run().await;
+    assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
+    // A program that writes what an engine writes when it cannot start one (Docker's
+    // and Podman's words, short, then 127) is the program: its status, every byte.
+    let words = "OCI runtime exec failed: exec: \"x\": executable file not found in $PATH";
+    let podman = "Error: runc: exec failed: no such file or directory: OCI runtime attempted to invoke a command that was not found";
+    for (script, out, err) in [
+        (format!("printf '%s' '{words}' >&2; exit 127"), "", words),
+        (format!("printf '%s' '{podman}'; exit 126"), podman, ""),
+        (
+            format!("printf 'OCI'; printf '{podman}\\n' >&2; exit 127"),
+            "OCI",
+            &*format!("{podman}\n"),
+        ),
+    ] {
+        let (status, o, e) = run(c, &script).await;
+        assert_eq!(
+            (status.shell_code(), o.as_str(), e.as_str()),
+            (if script.ends_with("126") { 126 } else { 127 }, out, err),
+            "{script}"
+        );
+    }
 }
 
 async fn long_lines_arrive_whole(t: &Target) {
