@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use sha2::{Digest, Sha256};
 
+use crate::engine::Dialect;
 use crate::names::{
     hostname, session_label, LABEL_CONFIG, LABEL_EPHEMERAL, LABEL_HOST, LABEL_NAME, LABEL_OWNER,
     LABEL_SESSION,
@@ -223,6 +224,13 @@ pub(crate) async fn create(
     // A container that could not be recorded could never be proven ours: none is
     // made when the record cannot be written.
     crate::names::created::writable().map_err(|e| unrecorded(e, true))?;
+    if let Some(platform) = &config.platform {
+        if engine.dialect() == Dialect::Podman {
+            image_has_platform(engine, &config.image, platform)
+                .await
+                .map_err(CreateError::Docker)?;
+        }
+    }
     match engine
         .create_container(name, config.platform.clone(), body)
         .await
@@ -241,12 +249,63 @@ pub(crate) async fn create(
                 Err(CreateError::Docker(DockerError::PlatformUnavailable {
                     image: config.image.clone(),
                     platform: platform.clone(),
-                    source: e.into_source(),
+                    found: None,
+                    source: Some(e.into_source()),
                 }))
             }
             _ => Err(CreateError::Docker(e.into())),
         },
     }
+}
+
+/// Whether `image`, as the engine has it, is for `platform` (`os/arch[/variant]`,
+/// with the usual aliases: `x86_64` is `amd64`, `aarch64` is `arm64`): for engines
+/// that create a container whatever the platform asked for (Podman 4). Docker
+/// refuses by itself, knowing every variant its image store holds.
+async fn image_has_platform(
+    engine: &Engine,
+    image: &str,
+    platform: &str,
+) -> Result<(), DockerError> {
+    let inspected =
+        engine
+            .inspect_image(image)
+            .await
+            .map_err(|e| DockerError::ImageUnavailable {
+                image: image.to_string(),
+                reason: None,
+                source: Some(e.into_source()),
+            })?;
+    let arch = |a: &str| match a {
+        "x86_64" | "x86-64" => "amd64".to_string(),
+        "aarch64" => "arm64".to_string(),
+        other => other.to_ascii_lowercase(),
+    };
+    let mut asked = platform.split('/');
+    let (os, want_arch, want_variant) = (asked.next(), asked.next(), asked.next());
+    let have_os = inspected.os.clone().unwrap_or_default();
+    let have_arch = arch(inspected.architecture.as_deref().unwrap_or_default());
+    let have_variant = inspected.variant.clone().filter(|v| !v.is_empty());
+    let matches = os.is_none_or(|os| os.eq_ignore_ascii_case(&have_os))
+        && want_arch.is_none_or(|a| arch(a) == have_arch)
+        && match (want_variant, &have_variant) {
+            (Some(want), Some(have)) => want.eq_ignore_ascii_case(have),
+            _ => true,
+        };
+    if matches {
+        return Ok(());
+    }
+    let found = [Some(have_os), Some(have_arch), have_variant]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("/");
+    Err(DockerError::PlatformUnavailable {
+        image: image.to_string(),
+        platform: platform.to_string(),
+        found: Some(found),
+        source: None,
+    })
 }
 
 /// Creates the cache volumes of `config` that do not exist yet, labelled as ours

@@ -181,16 +181,23 @@ pub enum DockerError {
         #[source]
         source: EngineError,
     },
-    /// The image has no variant for the platform asked for.
-    #[error("image `{image}` is not available for platform `{platform}`")]
+    /// The image has no variant for the platform asked for: the engine refused
+    /// (`source`), or the image it has is for another platform (`found`; Podman 4
+    /// runs an image whatever platform is asked for, so runner compares).
+    #[error(
+        "image `{image}` is not available for platform `{platform}`{}",
+        found.as_ref().map(|f| format!(" (the engine has it for `{f}`)")).unwrap_or_default()
+    )]
     PlatformUnavailable {
         /// The image.
         image: String,
         /// The platform asked for.
         platform: String,
-        /// The engine's error.
+        /// The platform of the image the engine has, when runner compared.
+        found: Option<String>,
+        /// The engine's error, when the engine refused.
         #[source]
-        source: EngineError,
+        source: Option<EngineError>,
     },
     /// A cache volume name Docker would reject (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`).
     #[error("`{0}` is not a valid cache volume name (letters, digits, `_`, `.`, `-`; a letter or digit first)")]
