@@ -7,7 +7,8 @@ use crate::{print_json, print_out};
 struct DoctorReport {
     /// The schema's version; fields are only ever added within one.
     schema: u32,
-    /// `native`, `docker`, `docker-helper`, `nix`, in that order.
+    /// `native`, `docker`, its checks (`docker-init`, `docker-rootless` for an engine
+    /// running as a user), `docker-helper`, `nix`, in that order.
     backends: Vec<BackendReport>,
     /// Language runtimes on PATH.
     runtimes: Vec<RuntimeReport>,
@@ -31,6 +32,78 @@ struct RuntimeReport {
     version_error: Option<String>,
 }
 
+/// What runner needs of an answering engine beyond its answer: an init for paused
+/// containers (`docker-init`; an engine whose runs would all fail without one), and,
+/// for one running as a user, whose user namespace its containers live in.
+async fn engine_needs(
+    engine: &runner_docker::Engine,
+    about: &runner_docker::EngineDescription,
+) -> Vec<BackendReport> {
+    let check = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        runner_docker::check_init(engine),
+    );
+    let (available, detail) = match check.await {
+        Ok(Ok(Some(image))) => (
+            true,
+            format!(
+                "the engine gives paused containers an init (checked by creating one from {})",
+                short_id(&image)
+            ),
+        ),
+        Ok(Ok(None)) => (
+            true,
+            "not checked: the engine has no image to check with yet".to_string(),
+        ),
+        Ok(Err(e)) => (false, runner_core::error_chain(&e)),
+        Err(_) => (
+            false,
+            "the engine did not create a container within 10 s".into(),
+        ),
+    };
+    let mut checks = vec![BackendReport {
+        name: "docker-init",
+        available,
+        detail,
+    }];
+    if about.rootless == Some(true) {
+        checks.push(BackendReport {
+            name: "docker-rootless",
+            available: true,
+            detail: rootless_detail(engine.endpoint()),
+        });
+    }
+    checks
+}
+
+/// An image id as the docker CLI shows it (12 hex digits).
+fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
+}
+
+/// A rootless engine's containers live in its user's user namespace: the owner of
+/// its socket, when the socket is a file here.
+fn rootless_detail(endpoint: &str) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let me = nix::unistd::geteuid().as_raw();
+    let owner = endpoint
+        .strip_prefix("unix://")
+        .and_then(|path| std::fs::metadata(path).ok())
+        .map(|m| m.uid());
+    match owner {
+        Some(uid) if uid == me => format!(
+            "rootless, as you (uid {me}): files its containers write in --dir belong to \
+             your subordinate ids unless they run as root in the container"
+        ),
+        Some(uid) => format!(
+            "rootless as uid {uid}, the socket's owner, not you (uid {me}): its containers \
+             live in uid {uid}'s user namespace, and files they write in --dir belong to it"
+        ),
+        None => "rootless: its containers live in its user's user namespace".to_string(),
+    }
+}
+
 pub(crate) async fn doctor(json: bool) -> i32 {
     let mut backends = vec![BackendReport {
         name: "native",
@@ -42,16 +115,20 @@ pub(crate) async fn doctor(json: bool) -> i32 {
         Ok(e) => e.to_string(),
         Err(e) => e.to_string(),
     };
+    let mut engine_checks = Vec::new();
     let (available, detail) = match runner_docker::connect().await {
         Ok(d) => {
             match tokio::time::timeout(std::time::Duration::from_secs(2), d.describe()).await {
-                Ok(Ok(v)) => (
-                    true,
-                    format!(
-                        "{} {} (API {}) at {}",
-                        v.name, v.version, v.api_version, endpoint
-                    ),
-                ),
+                Ok(Ok(v)) => {
+                    engine_checks = engine_needs(&d, &v).await;
+                    (
+                        true,
+                        format!(
+                            "{} {} (API {}) at {}",
+                            v.name, v.version, v.api_version, endpoint
+                        ),
+                    )
+                }
                 Ok(Err(e)) => (false, format!("the engine did not answer: {e}")),
                 Err(_) => (false, "the engine did not answer within 2 s".to_string()),
             }
@@ -66,6 +143,7 @@ pub(crate) async fn doctor(json: bool) -> i32 {
         available,
         detail,
     });
+    backends.extend(engine_checks);
     // The in-container helper: built in or not, and when it is skipped.
     let (available, detail) = match runner_docker::embedded_helper() {
         Ok(what) => (
@@ -160,10 +238,9 @@ pub(crate) async fn doctor(json: bool) -> i32 {
     let mut text = String::new();
     let _ = writeln!(text, "{:<8} {:<10} detail", "backend", "available");
     for b in &report.backends {
-        let name = if b.name == "docker-helper" {
-            "  helper"
-        } else {
-            b.name
+        let name = match b.name.strip_prefix("docker-") {
+            Some(check) => format!("  {check}"),
+            None => b.name.to_string(),
         };
         let ok = if b.available { "yes" } else { "no" };
         let _ = writeln!(text, "{name:<8} {ok:<10} {}", b.detail);

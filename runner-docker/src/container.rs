@@ -244,6 +244,10 @@ pub(crate) async fn create(
             }
         },
         Err(e) if e.is_conflict() => Err(CreateError::NameTaken),
+        Err(e) if e.is_init_missing() => Err(CreateError::Docker(DockerError::InitUnavailable {
+            endpoint: engine.endpoint().to_string(),
+            source: e.into_source(),
+        })),
         Err(e) => match &config.platform {
             Some(platform) if e.message().contains("platform") => {
                 Err(CreateError::Docker(DockerError::PlatformUnavailable {
@@ -323,6 +327,47 @@ pub(crate) async fn ensure_volumes(engine: &Engine, config: &Config) -> Result<(
         engine.create_volume(request).await?;
     }
     Ok(())
+}
+
+/// Whether the engine can give a container the init runner asks for when it pauses
+/// one ([`DockerError::InitUnavailable`] when it cannot): a container is made from an
+/// image the engine has, labelled, recorded and removed unstarted. The image used;
+/// `None` when the engine has no image to try with.
+pub async fn check_init(engine: &Engine) -> Result<Option<String>, DockerError> {
+    let Some(image) = engine.any_image().await? else {
+        return Ok(None);
+    };
+    let config = Config {
+        image: image.clone(),
+        mounts: Vec::new(),
+        ports: Vec::new(),
+        env: Vec::new(),
+        command: None,
+        work_dir: None,
+        user: None,
+        pause: true,
+        ephemeral: true,
+        entrypoint: None,
+        public_ports: false,
+        platform: None,
+        read_only: false,
+        volumes: Vec::new(),
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let name =
+        crate::names::container_name(&format!("init-check-{}-{nanos}", std::process::id()), None);
+    let body = config.create_body(&name, "init-check");
+    match create(engine, &name, &config, body).await {
+        Ok(id) => remove(engine, &id).await.map(|()| Some(image)),
+        Err(CreateError::Docker(e)) => Err(e),
+        Err(CreateError::NameTaken) => Err(DockerError::unexpected(
+            "check the engine's init",
+            "a container of that name exists",
+        )),
+    }
 }
 
 /// Removes container `id` with its anonymous volumes; one that is gone or already

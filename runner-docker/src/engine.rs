@@ -302,10 +302,17 @@ impl Engine {
             Some(name) if !name.is_empty() && name != "Engine" => name.to_string(),
             _ => "Docker Engine".to_string(),
         };
+        // Docker and Podman both list `name=rootless` among the security options of
+        // an engine running as a user; an answer that does not parse says nothing.
+        let rootless = self.docker.info().await.ok().and_then(|info| {
+            info.security_options
+                .map(|options| options.iter().any(|o| o.contains("name=rootless")))
+        });
         Ok(EngineDescription {
             name,
             version: v.version.unwrap_or_default(),
             api_version: v.api_version.unwrap_or_default(),
+            rootless,
         })
     }
 }
@@ -319,6 +326,9 @@ pub struct EngineDescription {
     pub version: String,
     /// The API version it speaks.
     pub api_version: String,
+    /// Whether it runs as a user (rootless Docker or Podman): its containers live in
+    /// that user's user namespace. `None` when it did not say.
+    pub rootless: Option<bool>,
 }
 
 /// Connects to the engine [`crate::resolve_endpoint`] finds (TLS included) and
@@ -375,6 +385,15 @@ const PODMAN_CONFLICTS: [&str; 2] = [
     "can only create exec sessions on running containers",
 ];
 
+/// Each engine's words for a container it cannot give the init asked for
+/// (`HostConfig.Init`): Podman 4 (500, `container create: container-init binary not
+/// found on the host: stat /usr/libexec/podman/catatonit: …`), Docker (`exec:
+/// "docker-init": executable file not found in $PATH`).
+const INIT_MISSING: [&str; 2] = [
+    "container-init binary not found",
+    "\"docker-init\": executable file not found",
+];
+
 /// A request the engine did not carry out: what was asked, of which engine, and the
 /// client's error, classified by [`Fault::is_missing`] and [`Fault::is_conflict`].
 /// Into a [`DockerError`]: [`DockerError::EngineDown`] when the engine never
@@ -424,6 +443,14 @@ impl Fault {
                 PODMAN_CONFLICTS.iter().any(|words| message.contains(words))
             }
             _ => false,
+        }
+    }
+
+    /// The engine has no init binary to give the container ([`INIT_MISSING`]).
+    pub(crate) fn is_init_missing(&self) -> bool {
+        self.answered() && {
+            let message = self.message();
+            INIT_MISSING.iter().any(|words| message.contains(words))
         }
     }
 
@@ -575,6 +602,20 @@ impl Engine {
         .await
         .map(|created| created.id)
         .map_err(self.fault("create the container"))
+    }
+
+    /// The id of one image the engine has, if it has any.
+    pub(crate) async fn any_image(&self) -> Result<Option<String>, Fault> {
+        let options = q::ListImagesOptions {
+            all: false,
+            ..Default::default()
+        };
+        let images = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(self.fault("list the images"))?;
+        Ok(images.into_iter().next().map(|i| i.id))
     }
 
     /// Starts container `id`.

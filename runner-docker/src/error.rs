@@ -199,6 +199,21 @@ pub enum DockerError {
         #[source]
         source: Option<EngineError>,
     },
+    /// The engine has no init binary for a container that asks for one (runner asks
+    /// for paused containers: the init reaps what their processes leave).
+    #[error(
+        "the engine at {endpoint} has no init binary for the container (runner asks for \
+         one to reap what its processes leave): on Podman install catatonit on the \
+         engine's host or set `init_path` in its containers.conf; Docker ships docker-init \
+         with the engine"
+    )]
+    InitUnavailable {
+        /// The engine's address.
+        endpoint: String,
+        /// The engine's error.
+        #[source]
+        source: EngineError,
+    },
     /// A cache volume name Docker would reject (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`).
     #[error("`{0}` is not a valid cache volume name (letters, digits, `_`, `.`, `-`; a letter or digit first)")]
     InvalidVolumeName(String),

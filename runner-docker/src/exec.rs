@@ -558,12 +558,16 @@ impl DockerProc {
         let running = self.inner.running().ok_or_else(|| {
             DockerError::NoContainer("the environment has no running container; call init".into())
         })?;
+        if let Some(helper) = self.inner.helper().await {
+            let mut env = helper.container_env.clone();
+            env.extend(running.env.clone());
+            self.env_layers.apply_to(&mut env);
+            self.opts.env.apply_to(&mut env);
+            return self.start_helped(helper, &env).await;
+        }
         let mut env = running.env.clone();
         self.env_layers.apply_to(&mut env);
         self.opts.env.apply_to(&mut env);
-        if let Some(helper) = self.inner.helper().await {
-            return self.start_helped(helper, &env).await;
-        }
         // A plain exec's output comes through the engine's stream only.
         self.direct_stdout = None;
         let engine = &self.inner.engine;

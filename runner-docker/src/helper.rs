@@ -87,6 +87,10 @@ pub(crate) struct Helper {
     /// It, seen from here, when proven (`host_view.rs`) and we may open its
     /// descriptors (`/proc/<pid>/fd`): then processes' stdout pipes are read directly.
     local: Option<LocalProcess>,
+    /// The container's environment as the engine reports it: the image's, ours, and
+    /// what the engine adds at create (Podman: `container`, `TERM`, `HOSTNAME`), which
+    /// a plain exec gets from the engine and a helped process from this.
+    pub(crate) container_env: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Helper {
@@ -138,7 +142,7 @@ pub fn embedded_helper() -> Result<String, String> {
 /// (run under emulation) or a read-only root filesystem (no place to copy it to)
 /// cannot have it, and say so. When it fits: whether the container's processes are
 /// this host's (`host_view.rs`), from the same inspection.
-async fn fits(engine: &Engine, id: &str) -> Result<Option<HostView>, String> {
+async fn fits(engine: &Engine, id: &str) -> Result<(Option<HostView>, Vec<String>), String> {
     let container = engine
         .inspect_container(id)
         .await
@@ -167,7 +171,12 @@ async fn fits(engine: &Engine, id: &str) -> Result<Option<HostView>, String> {
             ));
         }
     }
-    Ok(HostView::of(&container))
+    let env = container
+        .config
+        .as_ref()
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default();
+    Ok((HostView::of(&container), env))
 }
 
 /// The helper seen from here: the process the engine numbers `engine_pid`, proven to
@@ -283,7 +292,7 @@ impl Helper {
         if SHIM.is_empty() {
             return Err(format!("no helper was built into runner: {SHIM_WHY}"));
         }
-        let view = fits(engine, id).await?;
+        let (view, container_env) = fits(engine, id).await?;
         let digest: String = {
             use sha2::{Digest, Sha256};
             Sha256::digest(SHIM)
@@ -379,6 +388,11 @@ impl Helper {
             pong: tokio::sync::Notify::new(),
             checking: AtomicBool::new(false),
             local,
+            container_env: container_env
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         });
         tokio::spawn(read_events(Arc::downgrade(&helper), output, decoder));
         Ok(helper)

@@ -26,8 +26,8 @@ mod stats;
 mod stream;
 mod sweep;
 
-pub use container::DockerPortMapping;
 pub use container::LABEL_CACHE;
+pub use container::{check_init, DockerPortMapping};
 pub use control::DockerRunning;
 pub use credentials::registry_of;
 pub use endpoint::{resolve_endpoint, Endpoint, EndpointSource, TlsMaterial, UnknownContext};

@@ -23,10 +23,11 @@ fn catatonit() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// Runs `f` with a Podman service answering at the `DOCKER_HOST` it is given; not
+/// Runs `f` with a Podman service answering at the `DOCKER_HOST` it is given, and the
+/// service's directory (its storage, run root and `containers.conf`); not
 /// root, or no podman to be had: skipped loudly (a failure with
 /// `RUNNER_REQUIRE_ENGINES=1`).
-pub(crate) fn with_podman(busybox_root: &Path, f: impl FnOnce(&str) -> Result) -> Result {
+pub(crate) fn with_podman(busybox_root: &Path, f: impl FnOnce(&str, &Path) -> Result) -> Result {
     if let Err(why) = install() {
         if engines_required() {
             return Err(format!(
@@ -120,7 +121,7 @@ pub(crate) fn with_podman(busybox_root: &Path, f: impl FnOnce(&str) -> Result) -
         .arg(dir.join("run"))
         .env("CONTAINERS_CONF", &conf);
     let result =
-        run("podman import of the busybox test image", &mut import).and_then(|()| f(&host));
+        run("podman import of the busybox test image", &mut import).and_then(|()| f(&host, &dir));
     // Rootful containers outlive the service (conmon keeps them): none may be left.
     let mut remove = Command::new("podman");
     podman(&mut remove);
