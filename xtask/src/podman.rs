@@ -55,7 +55,7 @@ pub(crate) fn with_podman(busybox_root: &Path, f: impl FnOnce(&str, &Path) -> Re
     std::fs::write(
         &conf,
         format!(
-            "[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc={nproc}:{nproc}\"]\ninit_path = \"{}\"\n[engine]\nruntime = \"runc\"\n",
+            "[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc={nproc}:{nproc}\"]\ninit_path = \"{}\"\n[engine]\nruntime = \"runc\"\nexit_command_delay = 10\n",
             init.display()
         ),
     )
@@ -132,8 +132,10 @@ pub(crate) fn with_podman(busybox_root: &Path, f: impl FnOnce(&str, &Path) -> Re
     eprintln!("xtask: stopping the Podman service we started");
     let _ = Command::new("kill").arg(service.id().to_string()).status();
     let _ = service.wait();
-    // Podman 4.3 leaves an exec session's conmon running after its container is
-    // removed (about 150 after the suite): ended by pid, each one naming our root.
+    // Podman keeps an ended exec session (and its conmon, which waits to clean it up)
+    // for `exit_command_delay` so API clients can read its exit code, as Docker keeps
+    // its own for 5 minutes; the test's configuration says 10 s. The last seconds'
+    // are ended by pid, each one naming our root.
     let ours = dir.join("root").display().to_string();
     let mut left = 0;
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
