@@ -21,7 +21,7 @@ pub(crate) const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// Where the engine is and why that one (`runner doctor` prints both).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    /// `unix://…` or `tcp://…`.
+    /// `unix://…`, `tcp://…` or `ssh://[user@]host[:port]`.
     pub host: String,
     /// What chose it.
     pub source: EndpointSource,
@@ -162,8 +162,9 @@ fn resolve_with(
                     .join("contexts/tls")
                     .join(digest(&name))
                     .join("docker");
-                let tls = (!host.starts_with("unix://") && exists(&dir.join("ca.pem")))
-                    .then_some(TlsMaterial { dir });
+                let tls = ((host.starts_with("tcp://") || host.starts_with("https://"))
+                    && exists(&dir.join("ca.pem")))
+                .then_some(TlsMaterial { dir });
                 Ok(Endpoint { host, source, tls })
             }
             None => Err(UnknownContext {

@@ -176,6 +176,14 @@ fn client_for(
             }
             Docker::connect_with_ssl(host, &tls.key(), &tls.cert(), &tls.ca(), timeout, version)
         }
+        None if host.starts_with("ssh://") => {
+            let target = crate::ssh::SshTarget::parse(host).map_err(|why| {
+                bollard::errors::Error::IOError {
+                    err: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+                }
+            })?;
+            crate::ssh::client(target, timeout, version)
+        }
         None if host.starts_with("unix://") => Docker::connect_with_unix(host, timeout, version),
         None if host.starts_with("tcp://") || host.starts_with("http://") => {
             Docker::connect_with_http(host, timeout, version)
@@ -237,7 +245,25 @@ impl Engine {
         let ask = client_for(endpoint, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
             .map_err(down)?;
         let answer = match tokio::time::timeout(NEGOTIATE_TIMEOUT, ask.version()).await {
-            Ok(answer) => answer.map_err(down)?,
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) if host.starts_with("ssh://") => {
+                // ssh said why on its stderr: that is the error, with its words.
+                return Err(
+                    match crate::ssh::take_failure(&host, Duration::from_secs(3)).await {
+                        Some((failure, words)) => DockerError::EngineDown {
+                            action: "connect",
+                            endpoint: host.clone(),
+                            why: Unreachable::Ssh(failure),
+                            source: bollard::errors::Error::IOError {
+                                err: std::io::Error::other(words),
+                            }
+                            .into(),
+                        },
+                        None => down(e),
+                    },
+                );
+            }
+            Ok(Err(e)) => return Err(down(e)),
             Err(_) => {
                 return Err(DockerError::EngineDown {
                     action: "connect",
@@ -616,6 +642,32 @@ impl Engine {
             .await
             .map_err(self.fault("list the images"))?;
         Ok(images.into_iter().next().map(|i| i.id))
+    }
+
+    /// Whether `path` exists in container `id` (created or running; mounts included).
+    pub(crate) async fn path_exists(
+        &self,
+        id: &str,
+        path: &std::path::Path,
+    ) -> Result<bool, DockerError> {
+        let options = q::ContainerArchiveInfoOptions {
+            path: path.display().to_string(),
+        };
+        match self
+            .docker
+            .get_container_archive_info(id, Some(options))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let fault = (self.fault("look for a file in the container"))(e);
+                if fault.is_missing() {
+                    Ok(false)
+                } else {
+                    Err(fault.into())
+                }
+            }
+        }
     }
 
     /// Starts container `id`.

@@ -381,6 +381,11 @@ impl DockerEnvironment {
             }
         };
         // From here on, anything that fails removes what we created.
+        if let Err(e) = crate::sees::check(engine, &created, &self.config.mounts).await {
+            let _ = container::remove(engine, &created).await;
+            self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
+            return Err(CreateError::Docker(e));
+        }
         let logs = match self.attach(&created).await {
             Ok(logs) => logs,
             Err(e) => {

@@ -230,6 +230,21 @@ pub enum DockerError {
     /// directory in its place).
     #[error("the host path `{}` of a mount does not exist", .0.display())]
     MountSourceMissing(std::path::PathBuf),
+    /// The engine does not see a directory to bind-mount (it runs elsewhere: a VM,
+    /// another host), so the container would get an empty one.
+    #[error(
+        "the engine at {endpoint} does not see `{}` (it runs elsewhere: a VM or another \
+         host), so the container would get an empty directory there; share the path with \
+         the engine (Docker Desktop: Settings > Resources > File sharing; colima: \
+         `--mount`; Podman machine: `--volume`) or run the engine on this machine",
+        dir.display()
+    )]
+    ProjectNotVisible {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The engine's address.
+        endpoint: String,
+    },
     /// A published host port is taken by another process or container.
     #[error("host port {host_ip}:{host_port} is already in use")]
     PortInUse {
@@ -263,11 +278,14 @@ pub enum Unreachable {
     OutOfDescriptors,
     /// The connection failed otherwise (reset, closed mid-request).
     Other,
+    /// The ssh connection to an `ssh://` engine failed, for this reason.
+    Ssh(crate::ssh::SshFailure),
 }
 
 impl std::fmt::Display for Unreachable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Unreachable::Ssh(failure) => return write!(f, "{failure}"),
             Unreachable::SocketMissing => "its socket does not exist (is the engine running? `runner doctor` shows where runner looked)",
             Unreachable::Refused => "it refused the connection (is the engine running?)",
             Unreachable::PermissionDenied => {

@@ -22,6 +22,8 @@ mod image;
 mod lsp;
 mod names;
 mod outcome;
+mod sees;
+mod ssh;
 mod stats;
 mod stream;
 mod sweep;
@@ -45,6 +47,7 @@ pub use names::{
     container_name, LABEL_CONFIG, LABEL_EPHEMERAL, LABEL_HOST, LABEL_NAME, LABEL_OWNER,
     LABEL_SESSION,
 };
+pub use ssh::SshFailure;
 pub use stats::ContainerStats;
 pub use sweep::{
     reap_containers, reap_stale_containers, remove_cache_volumes, ContainerSweepReport,

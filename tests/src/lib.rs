@@ -2,3 +2,4 @@
 
 pub mod foreign_engine;
 pub mod registry;
+pub mod ssh_host;

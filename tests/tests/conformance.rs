@@ -538,6 +538,62 @@ async fn docker_elsewhere_conforms() {
     );
 }
 
+/// The contract on an engine reached over ssh (`DOCKER_HOST=ssh://…`, the user's own
+/// ssh running `docker system dial-stdio` there): a host whose pids, network and
+/// engine are its own ([`runner_tests::ssh_host`]), through the helper and with plain
+/// execs. No ssh process outlives the environments.
+#[tokio::test(flavor = "current_thread")]
+async fn docker_over_ssh_conforms() {
+    let why = runner_tests::ssh_host::unavailable();
+    if let Some(why) = &why {
+        eprintln!("ssh host: {why}");
+    }
+    if !engine_gate("a Docker host over ssh", why.is_none()) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = runner_tests::ssh_host::SshHost::start(&dir.path().join("ssh"));
+    // Only this test of this binary reaches an engine over ssh.
+    std::env::set_var("RUNNER_SSH_COMMAND", host.ssh_command());
+    let endpoint =
+        runner_tests::ssh_host::SshHost::docker_host(runner_tests::ssh_host::SshHost::HOST);
+    let mut failed = Vec::new();
+    for plain_exec in [false, true] {
+        let engine = runner_docker::Engine::connect_to(&endpoint).await.unwrap();
+        assert_eq!(engine.endpoint(), endpoint);
+        let fx = Fixture::new();
+        let mut env = runner_docker::DockerEnvironment::with_client(
+            engine,
+            IMAGE,
+            Some(&fx.src()),
+            &format!("conformance-ssh-{plain_exec}-{}", std::process::id()),
+        )
+        .await
+        .unwrap();
+        env.with_exec_helper(!plain_exec);
+        let t = Target::new(fx, Companion::from_docker(env), Backend::Docker, plain_exec).await;
+        let path = if plain_exec { "plain_exec" } else { "helper" };
+        failed.extend(every_behaviour!(caught, &t, path));
+        t.finish().await;
+    }
+    assert_eq!(host.engine().runner_containers(), Vec::<String>::new());
+    assert!(failed.is_empty(), "failed over ssh: {failed:?}");
+    // Every ssh connection closed with its environment.
+    let config = dir.path().join("ssh").join("ssh_config");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = runner_tests::ssh_host::processes_naming(&config);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh processes left: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The facade picks Nix for a flake dir, on auto and when asked.
 #[tokio::test(flavor = "current_thread")]
 async fn the_facade_picks_nix_for_a_flake() {

@@ -34,8 +34,12 @@ pub(crate) fn apt_install_missing() -> Result {
     }
     // The engine-resolution and registry tests: a TLS dockerd (certificates made
     // with openssl) and a local registry with htpasswd logins; the engine in its own
-    // namespaces: unshare and nsenter.
+    // namespaces: unshare and nsenter; the remote host over ssh: OpenSSH's client and
+    // server (the server runs per connection, in inetd mode: nothing listens).
     for (program, package) in [
+        ("ssh", "openssh-client"),
+        ("ssh-keygen", "openssh-client"),
+        ("sshd", "openssh-server"),
         ("openssl", "openssl"),
         ("docker-registry", "docker-registry"),
         ("htpasswd", "apache2-utils"),

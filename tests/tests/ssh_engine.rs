@@ -1,0 +1,148 @@
+//! Engines over ssh that cannot be used, each for its reason, as the user's own ssh
+//! reports it: every one is `DockerError::EngineDown` with a typed
+//! `Unreachable::Ssh` reason and ssh's words as its source, and leaves no process.
+//! Its own test binary: it sets `RUNNER_SSH_COMMAND`.
+
+use runner_docker::{DockerError, Engine, SshFailure, Unreachable};
+use runner_tests::ssh_host::{processes_naming, unavailable, SshHost};
+
+async fn failure(endpoint: &str) -> (SshFailure, String) {
+    let Err(e) = Engine::connect_to(endpoint).await else {
+        panic!("{endpoint} connected");
+    };
+    let chain = runner_core::error_chain(&e);
+    match e {
+        DockerError::EngineDown {
+            why: Unreachable::Ssh(failure),
+            ..
+        } => (failure, chain),
+        _ => panic!("{endpoint}: not an ssh failure: {chain}"),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_ssh_failure_is_typed_and_leaves_nothing() {
+    let why = unavailable();
+    if let Some(why) = &why {
+        eprintln!("ssh host: {why}");
+    }
+    if !runner_core::testing::engine_gate("a Docker host over ssh", why.is_none()) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = SshHost::start(&dir.path().join("ssh"));
+    std::env::set_var("RUNNER_SSH_COMMAND", host.ssh_command());
+
+    // The host that works answers, and says what it is.
+    let engine = Engine::connect_to(&SshHost::docker_host(SshHost::HOST))
+        .await
+        .unwrap();
+    let about = engine.describe().await.unwrap();
+    assert_eq!(about.name, "Docker Engine", "{about:?}");
+
+    // A project the host does not see (hidden by an empty tmpfs in its mount
+    // namespace, as a directory of a laptop is from a build box) is a typed error at
+    // init, before anything runs: no container left, no token left in the project.
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("main.go"), "package main\n").unwrap();
+    let hidden = std::process::Command::new("nsenter")
+        .args([
+            "--target",
+            &host.engine().dockerd_pid().to_string(),
+            "--mount",
+            "--",
+        ])
+        .args(["mount", "-t", "tmpfs", "none"])
+        .arg(project.path())
+        .status()
+        .unwrap();
+    assert!(hidden.success());
+    let mut env = runner_docker::DockerEnvironment::with_client(
+        engine,
+        runner_tests::foreign_engine::IMAGE,
+        Some(project.path()),
+        &format!("ssh-unseen-{}", std::process::id()),
+    )
+    .await
+    .unwrap();
+    env.with_pause();
+    let err = runner_core::RunnerEnvironment::init(&env)
+        .await
+        .unwrap_err();
+    let chain = runner_core::error_chain(&err);
+    assert!(
+        chain.contains("does not see") && chain.contains(&project.path().display().to_string()),
+        "{chain}"
+    );
+    assert_eq!(host.engine().runner_containers(), Vec::<String>::new());
+    let left: Vec<_> = std::fs::read_dir(project.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["main.go"]);
+    runner_core::RunnerEnvironment::shutdown(&env)
+        .await
+        .unwrap();
+    // The same directory seen by this host's engine (it shares this host's files) is
+    // mounted as before: the check is of the engine, not of the path.
+    if runner_docker::docker_engine_running(std::time::Duration::from_secs(3)).await {
+        let mut env = runner_docker::DockerEnvironment::new(
+            runner_tests::foreign_engine::IMAGE,
+            project.path(),
+            &format!("ssh-seen-locally-{}", std::process::id()),
+        )
+        .await
+        .unwrap();
+        env.with_pause();
+        runner_core::RunnerEnvironment::init(&env).await.unwrap();
+        let out = runner_core::RunnerEnvironment::new_process(&env, "cat", &["main.go"])
+            .await
+            .unwrap()
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, b"package main\n");
+        runner_core::RunnerEnvironment::shutdown(&env)
+            .await
+            .unwrap();
+    }
+
+    for (alias, want) in [
+        ("runner-test-unknown", SshFailure::UnknownHostKey),
+        ("runner-test-changed", SshFailure::ChangedHostKey),
+        ("runner-test-wrongkey", SshFailure::AuthenticationRefused),
+        ("runner-test-nodocker", SshFailure::NoDockerThere),
+        ("runner-test-down", SshFailure::RemoteEngineDown),
+    ] {
+        let (got, chain) = failure(&SshHost::docker_host(alias)).await;
+        assert_eq!(got, want, "{alias}: {chain}");
+        assert!(chain.contains(&format!("ssh://root@{alias}")), "{chain}");
+    }
+    // No host by that name at all: ssh's resolver says so.
+    let (got, chain) = failure("ssh://root@runner-test-no-such-host.invalid").await;
+    assert_eq!(got, SshFailure::HostUnreachable, "{chain}");
+    // No ssh to run.
+    std::env::set_var("RUNNER_SSH_COMMAND", "/nonexistent/ssh");
+    let (got, chain) = failure(&SshHost::docker_host(SshHost::HOST)).await;
+    assert_eq!(got, SshFailure::NotInstalled, "{chain}");
+    // An address ssh cannot mean is refused before any ssh runs.
+    for bad in ["ssh://me:secret@host", "ssh://host/some/path"] {
+        let e = Engine::connect_to(bad).await.err().unwrap();
+        assert!(
+            matches!(e, DockerError::EngineDown { .. }),
+            "{bad}: {}",
+            runner_core::error_chain(&e)
+        );
+    }
+
+    let config = dir.path().join("ssh").join("ssh_config");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !processes_naming(&config).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh processes left: {:?}",
+            processes_naming(&config)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
