@@ -371,6 +371,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.tls, Some(TlsMaterial { dir: context_tls }));
+        // An ssh context is an ssh endpoint, never TLS (whatever its store holds).
+        with_context(&config, "remote", "ssh://me@build-box");
+        let remote_tls = config
+            .join("contexts/tls")
+            .join(digest("remote"))
+            .join("docker");
+        let e = resolve(
+            &[("DOCKER_CONTEXT", "remote")],
+            &[remote_tls.join("ca.pem")],
+        )
+        .unwrap();
+        assert_eq!((e.host.as_str(), e.tls), ("ssh://me@build-box", None));
         // DOCKER_CONTEXT over config.json's current context.
         let e = resolve(&[("DOCKER_CONTEXT", "other")], &[]).unwrap();
         assert_eq!(e.host, "tcp://127.0.0.1:2376");

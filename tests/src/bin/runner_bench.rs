@@ -905,6 +905,81 @@ fn lsp_rows(quick: bool, state: &std::path::Path, docker: bool) -> Vec<Row> {
 
 const TREE: &str = "sleep 300 & sleep 300 & echo ready; wait";
 
+/// A process through the helper on an engine over ssh (a host made here:
+/// `runner_tests::ssh_host`) against the `docker exec` CLI over the same ssh (its ssh
+/// reads the same configuration, through a wrapper named `ssh` first on its PATH).
+async fn docker_ssh_rows(quick: bool) -> Vec<Row> {
+    use runner_tests::ssh_host::SshHost;
+    if let Some(why) = runner_tests::ssh_host::unavailable() {
+        eprintln!("docker_exec_run_ssh SKIPPED: {why}");
+        return Vec::new();
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let host = SshHost::start(&dir.path().join("ssh"));
+    std::env::set_var("RUNNER_SSH_COMMAND", host.ssh_command());
+    let endpoint = SshHost::docker_host(SshHost::HOST);
+    let engine = runner_docker::Engine::connect_to(&endpoint)
+        .await
+        .expect("the engine over ssh");
+    let mut env = runner_docker::DockerEnvironment::with_client(
+        engine,
+        runner_tests::foreign_engine::IMAGE,
+        None,
+        "bench-ssh",
+    )
+    .await
+    .expect("docker env");
+    env.with_pause();
+    env.init().await.expect("init");
+    assert!(env.exec_helper().await.is_ok(), "the helper over ssh");
+    let id = env.container_id().expect("id");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let wrapper = bin.join("ssh");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec /usr/bin/{} \"$@\"\n", host.ssh_command()),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let n = if quick { 10 } else { 40 };
+    let (mut helped, mut cli) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut p = env.new_process("echo", &["hi"]).await.expect("proc");
+        p.with_output(Arc::new(runner_core::NullSink));
+        assert!(p.run().await.expect("run").success());
+        helped += t.elapsed();
+
+        let t = Instant::now();
+        let out = std::process::Command::new("docker")
+            .args(["-H", &endpoint, "exec", &id, "echo", "hi"])
+            .env("PATH", &path)
+            .env("DOCKER_CONFIG", dir.path().join("cli-config"))
+            .output()
+            .expect("docker exec");
+        cli += t.elapsed();
+        assert!(out.status.success(), "docker exec over ssh: {out:?}");
+    }
+    env.shutdown().await.expect("shutdown");
+    vec![Row {
+        name: "docker_exec_run_ssh",
+        ours: helped.as_secs_f64(),
+        baseline: cli.as_secs_f64(),
+        baseline_desc: "the `docker exec` CLI over the same ssh (ours through the helper)",
+        target: 0.1,
+    }]
+}
+
 async fn docker_rows(quick: bool) -> Vec<Row> {
     let image = "runner-test/busybox:latest";
     let mut env = runner_docker::DockerEnvironment::new_headless(image, "bench-exec")
@@ -1456,6 +1531,9 @@ fn main() {
         } else {
             eprintln!("docker rows SKIPPED: no Docker engine answers");
         }
+    }
+    if want("docker_exec_run_ssh") {
+        rows.extend(rt.block_on(docker_ssh_rows(quick)));
     }
     if want("lsp_round_trip_native lsp_round_trip_docker docker_time_to_initialize") {
         let docker = rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2)));
