@@ -170,9 +170,9 @@ impl SshHost {
     }
 }
 
-/// The pids of this host's processes whose command line names `path` (the ssh
-/// clients of a host's configuration, their proxies and servers).
-pub fn processes_naming(path: &Path) -> Vec<u32> {
+/// This host's processes whose command line names `path` (the ssh clients of a
+/// host's configuration, their proxies and servers): pid and command line each.
+pub fn processes_naming(path: &Path) -> Vec<(u32, String)> {
     let needle = path.display().to_string();
     std::fs::read_dir("/proc")
         .into_iter()
@@ -181,9 +181,8 @@ pub fn processes_naming(path: &Path) -> Vec<u32> {
         .filter_map(|e| {
             let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
             let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline)
-                .contains(&needle)
-                .then_some(pid)
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(&needle).then_some((pid, cmdline))
         })
         .collect()
 }

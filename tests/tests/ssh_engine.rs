@@ -83,6 +83,8 @@ async fn every_ssh_failure_is_typed_and_leaves_nothing() {
     runner_core::RunnerEnvironment::shutdown(&env)
         .await
         .unwrap();
+    // Its connections (the client's pool) go with the environment.
+    drop(env);
     // The same directory seen by this host's engine (it shares this host's files) is
     // mounted as before: the check is of the engine, not of the path.
     if runner_docker::docker_engine_running(std::time::Duration::from_secs(3)).await {
@@ -121,9 +123,10 @@ async fn every_ssh_failure_is_typed_and_leaves_nothing() {
     // No host by that name at all: ssh's resolver says so.
     let (got, chain) = failure("ssh://root@runner-test-no-such-host.invalid").await;
     assert_eq!(got, SshFailure::HostUnreachable, "{chain}");
-    // No ssh to run.
+    // No ssh to run (a host not connected to before: a connection to one whose API
+    // version is remembered makes no request until it is used).
     std::env::set_var("RUNNER_SSH_COMMAND", "/nonexistent/ssh");
-    let (got, chain) = failure(&SshHost::docker_host(SshHost::HOST)).await;
+    let (got, chain) = failure("ssh://root@runner-test-never-connected").await;
     assert_eq!(got, SshFailure::NotInstalled, "{chain}");
     // An address ssh cannot mean is refused before any ssh runs.
     for bad in ["ssh://me:secret@host", "ssh://host/some/path"] {
