@@ -120,8 +120,36 @@ pub(crate) fn with_podman(busybox_root: &Path, f: impl FnOnce(&str, &Path) -> Re
         .arg(dir.join("root"))
         .arg(dir.join("run"))
         .env("CONTAINERS_CONF", &conf);
-    let result =
-        run("podman import of the busybox test image", &mut import).and_then(|()| f(&host, &dir));
+    // The editors suite's image, as the Docker provisioning built it, when it did.
+    let node_image = crate::editors::NODE_IMAGE;
+    let has_node_image = Command::new("docker")
+        .args(["image", "inspect", node_image])
+        .env_remove("DOCKER_HOST")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut load = Command::new("sh");
+    load.args([
+        "-c",
+        "docker save \"$1\" | \"$2\" --root \"$3\" --runroot \"$4\" load >/dev/null",
+        "sh",
+        node_image,
+        "podman",
+    ])
+    .arg(dir.join("root"))
+    .arg(dir.join("run"))
+    .env_remove("DOCKER_HOST")
+    .env("CONTAINERS_CONF", &conf);
+    let result = run("podman import of the busybox test image", &mut import)
+        .and_then(|()| {
+            if has_node_image {
+                run("podman load of the node image", &mut load)
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| f(&host, &dir));
     // Rootful containers outlive the service (conmon keeps them): none may be left.
     let mut remove = Command::new("podman");
     podman(&mut remove);

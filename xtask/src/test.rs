@@ -236,10 +236,8 @@ pub(crate) fn test_docker() -> Result {
 /// (`second_engine`, `foreign_engine`, `docker_host`, `engine_resolution`,
 /// `engine_down`), the pull and registry suites (their registry listens on this host's
 /// loopback, which the Podman service's network namespace cannot reach; the registry
-/// suite talks to the local Docker whatever `DOCKER_HOST` says) and the editors suite (its
-/// node image is built for Docker; the CLI suite's framed-protocol cases cover the
-/// relay on Podman).
-const PODMAN_SUITES: [(&str, &str, &[&str]); 7] = [
+/// suite talks to the local Docker whatever `DOCKER_HOST` says).
+const PODMAN_SUITES: [(&str, &str, &[&str]); 8] = [
     ("runner-docker", "docker_backend", &[]),
     ("runner-docker", "exec_helper", &[]),
     (
@@ -250,6 +248,7 @@ const PODMAN_SUITES: [(&str, &str, &[&str]); 7] = [
     ("runner-tests", "reap_after_sigkill", &[]),
     ("runner-cli", "cli", &[]),
     ("runner-cli", "terminal", &[]),
+    ("runner-cli", "editors", &[]),
     ("runner-cli", "podman", &[]),
 ];
 
