@@ -243,7 +243,7 @@ const PODMAN_SUITES: [(&str, &str, &[&str]); 8] = [
     (
         "runner-tests",
         "conformance",
-        &["docker", "--skip", "elsewhere"],
+        &["docker", "--skip", "elsewhere", "--skip", "ssh"],
     ),
     ("runner-tests", "reap_after_sigkill", &[]),
     ("runner-cli", "cli", &[]),
