@@ -43,6 +43,8 @@ pub mod testing;
 mod tracked;
 #[cfg(feature = "contract")]
 mod traits;
+#[cfg(feature = "contract")]
+pub mod tunnel;
 
 #[cfg(feature = "contract")]
 pub use env::{

@@ -178,7 +178,7 @@ impl Config {
                 return DockerError::PortInUse {
                     host_ip: p.host_ip.clone(),
                     host_port: p.host_port,
-                    source: e.into_source(),
+                    source: std::sync::Arc::new(e.into_source()),
                 };
             }
         }

@@ -52,6 +52,11 @@ pub struct DockerEnvironment {
     /// How long the engine waits after SIGTERM before it kills the container's
     /// command when the container is stopped.
     grace: std::time::Duration,
+    /// Ports are tunnelled through the helper rather than published by the engine
+    /// (decided by `init`: whenever the helper can run in the container).
+    tunnelled: std::sync::atomic::AtomicBool,
+    /// The tunnels' listeners while the container runs.
+    tunnels: Mutex<Vec<runner_core::tunnel::Tunnel>>,
 }
 
 impl DockerEnvironment {
@@ -127,6 +132,8 @@ impl DockerEnvironment {
             known: Arc::default(),
             creating: Arc::default(),
             grace: runner_core::DEFAULT_STOP_GRACE,
+            tunnelled: std::sync::atomic::AtomicBool::new(false),
+            tunnels: Mutex::new(Vec::new()),
         }
         .mounting(dir))
     }
@@ -350,7 +357,13 @@ impl DockerEnvironment {
 
     async fn create_and_start(&self, hash: &str) -> std::result::Result<String, CreateError> {
         let engine = &self.inner.engine;
-        let body = self.config.create_body(&self.name, hash);
+        let mut body = self.config.create_body(&self.name, hash);
+        if self.tunnelled.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some(host) = body.host_config.as_mut() {
+                host.port_bindings = None;
+            }
+            body.exposed_ports = None;
+        }
         // The create runs in a task of its own that records the container the moment
         // the engine made it: a cancelled `init` (a dropped future) never loses track
         // of a container, and `shutdown` removes it.
@@ -401,6 +414,84 @@ impl DockerEnvironment {
         }
         self.follow(logs);
         Ok(created)
+    }
+
+    /// Whether the ports asked for are tunnelled (`runner_core::tunnel`: this machine's
+    /// address reaches the container's port wherever the engine runs) rather than
+    /// published by the engine (which publishes on the engine's own host): whenever
+    /// runner's helper can run in the container. Without it (turned off, a read-only
+    /// root, an image of another architecture) the engine publishes them.
+    async fn tunnels_wanted(&self) -> std::result::Result<bool, DockerError> {
+        let helper_off = matches!(
+            *self.inner.helper.lock().unwrap_or_else(|p| p.into_inner()),
+            crate::exec::HelperState::Off
+        );
+        if self.config.ports.is_empty()
+            || helper_off
+            || self.config.read_only
+            || crate::helper::embedded_helper().is_err()
+        {
+            return Ok(false);
+        }
+        let image = self
+            .inner
+            .engine
+            .inspect_image(&self.config.image)
+            .await
+            .map_err(|e| e.during("inspect the image"))?;
+        let arch = image.architecture.unwrap_or_default();
+        Ok(arch.is_empty() || arch == crate::helper::docker_arch())
+    }
+
+    /// Binds every port to tunnel on this machine: a port in use is
+    /// [`DockerError::PortInUse`].
+    async fn bind_ports(
+        &self,
+    ) -> std::result::Result<Vec<(tokio::net::TcpListener, u16)>, DockerError> {
+        let mut listeners = Vec::new();
+        for p in &self.config.ports {
+            let listener = tokio::net::TcpListener::bind((p.host_ip.as_str(), p.host_port))
+                .await
+                .map_err(|e| DockerError::PortInUse {
+                    host_ip: p.host_ip.clone(),
+                    host_port: p.host_port,
+                    source: std::sync::Arc::new(e),
+                })?;
+            listeners.push((listener, p.container_port));
+        }
+        Ok(listeners)
+    }
+
+    /// Carries every connection to the bound ports to the container's port: each one
+    /// a process of the helper (`runner-shim --connect`) connected inside the
+    /// container.
+    fn serve_ports(&self, listeners: Vec<(tokio::net::TcpListener, u16)>) -> Result<()> {
+        let mut tunnels = self.tunnels.lock().unwrap_or_else(|p| p.into_inner());
+        for (listener, port) in listeners {
+            let inner = Arc::clone(&self.inner);
+            let user = self.config.user.clone();
+            let open: runner_core::tunnel::Opener = Arc::new(move || {
+                let (inner, user) = (Arc::clone(&inner), user.clone());
+                Box::pin(async move { crate::exec::connect_inside(inner, user, port).await })
+            });
+            let tunnel = runner_core::tunnel::Tunnel::serve(listener, open)
+                .map_err(|e| Error::io("serve a tunnelled port", e))?;
+            tracing::info!(local = %tunnel.local_addr(), container_port = port, "port tunnelled to the container through runner's helper");
+            tunnels.push(tunnel);
+        }
+        Ok(())
+    }
+
+    /// The ports tunnelled to the container (this machine's address, the container's
+    /// port), while it runs: empty when the engine publishes them instead.
+    pub fn tunnelled_ports(&self) -> Vec<(std::net::SocketAddr, u16)> {
+        let tunnels = self.tunnels.lock().unwrap_or_else(|p| p.into_inner());
+        self.config
+            .ports
+            .iter()
+            .zip(tunnels.iter())
+            .map(|(p, t)| (t.local_addr(), p.container_port))
+            .collect()
     }
 
     /// Like [`RunnerEnvironment::new_process`], as the concrete [`DockerProc`], whose
@@ -634,7 +725,19 @@ impl RunnerEnvironment for DockerEnvironment {
         }
         self.config.check_mounts()?;
         container::ensure_volumes(&self.inner.engine, &self.config).await?;
-        let hash = self.config.hash();
+        let tunnel = self.tunnels_wanted().await?;
+        self.tunnelled
+            .store(tunnel, std::sync::atomic::Ordering::SeqCst);
+        // A container whose ports are tunnelled is made without published ports.
+        let hash = match tunnel {
+            true => format!("{}-tunnelled", self.config.hash()),
+            false => self.config.hash(),
+        };
+        // Taken before anything is made: a port in use is an error of its own.
+        let listeners = match tunnel {
+            true => self.bind_ports().await?,
+            false => Vec::new(),
+        };
         // The common case costs one create and one start; only a name conflict makes us
         // look at the existing container.
         let id = match self.create_and_start(&hash).await {
@@ -660,6 +763,7 @@ impl RunnerEnvironment for DockerEnvironment {
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
         self.start_helper(&id);
         *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running::new(id, env));
+        self.serve_ports(listeners)?;
         Ok(())
     }
 
@@ -669,6 +773,10 @@ impl RunnerEnvironment for DockerEnvironment {
 
     /// Stops every exec and the container (it can be started again by `init`).
     async fn stop(&self) -> Result<()> {
+        self.tunnels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.stop_execs().await?;
         self.close_helper().await;
         if let Some(r) = self.inner.running() {
@@ -684,6 +792,10 @@ impl RunnerEnvironment for DockerEnvironment {
     async fn shutdown(&self) -> Result<()> {
         self.shut_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.tunnels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let stopped = self.stop_execs().await;
         self.close_helper().await;
         self.inner

@@ -252,9 +252,9 @@ pub enum DockerError {
         host_ip: String,
         /// The host port.
         host_port: u16,
-        /// The engine's error.
+        /// The engine's error, or this machine's (a tunnelled port runner binds).
         #[source]
-        source: EngineError,
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
     },
 }
 

@@ -77,7 +77,7 @@ pub(crate) struct Helper {
     pub(crate) pid: u32,
     /// Its path in the container and the user it runs as: what signals through the
     /// engine run (`runner-shim --signal`) when it cannot be asked.
-    path: String,
+    pub(crate) path: String,
     user: Option<String>,
     /// Pongs received, and a wake-up for each.
     pongs: AtomicU64,

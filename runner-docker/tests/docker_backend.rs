@@ -1,7 +1,7 @@
 //! The Docker backend against a real dockerd and a locally built busybox image.
 
 mod common;
-use common::{docker_cli, docker_error, image, skipped_on_podman, Cleanup};
+use common::{docker_cli, docker_error, image, Cleanup};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -273,11 +273,8 @@ async fn init_errors_are_typed_and_leave_nothing() {
     assert!(!env.is_container_present().await.unwrap());
     assert!(!std::path::Path::new("/definitely/missing/src").exists());
 
-    // A host port that is taken: typed, and the created container is removed.
-    if !skipped_on_podman(
-        "a port taken on this host's loopback: the Podman service runs in a network \
-         namespace of its own, whose loopback is not this host's",
-    ) {
+    // A host port that is taken: typed, and nothing is left.
+    {
         port_taken_is_typed().await;
     }
 
@@ -302,7 +299,8 @@ async fn init_errors_are_typed_and_leave_nothing() {
     assert!(!env.is_container_present().await.unwrap());
 }
 
-/// A host port that is taken: typed, and the created container is removed.
+/// A host port that is taken on this machine (where runner binds a tunnelled port):
+/// typed, and no container is made.
 async fn port_taken_is_typed() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
@@ -320,14 +318,13 @@ async fn port_taken_is_typed() {
     drop(taken);
 }
 
+/// A port mapping reaches the container's port from this machine's loopback only,
+/// tunnelled through the helper (the engine publishes nothing: the same on an engine
+/// elsewhere, and on the Podman pass's, whose network namespace is its own); many
+/// connections at once; the port is free again after shutdown.
 #[tokio::test]
 async fn published_ports_reach_the_container_on_loopback_only() {
-    if !engine().await
-        || skipped_on_podman(
-            "published ports are reached from this host's loopback: the Podman service \
-             runs in a network namespace of its own",
-        )
-    {
+    if !engine().await {
         return;
     }
     let port = runner_core::find_free_port().unwrap();
@@ -372,15 +369,39 @@ async fn published_ports_reach_the_container_on_loopback_only() {
         body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200"),
         "{body}"
     );
-    // Bound on 127.0.0.1, not on every interface.
+    // 50 connections at once, each its own answer.
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                s.write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut buf = String::new();
+                s.read_to_string(&mut buf).await.unwrap();
+                buf
+            })
+        })
+        .collect();
+    for client in clients {
+        let body = client.await.unwrap();
+        assert!(body.contains("served-from-container"), "{body}");
+    }
+    // Bound on 127.0.0.1 by runner, not on every interface, and not by the engine.
+    assert_eq!(
+        env.tunnelled_ports(),
+        [(std::net::SocketAddr::from(([127, 0, 0, 1], port)), 8080)]
+    );
     let out = docker_cli()
-        .args(["port", env.container_name(), "8080/tcp"])
+        .args(["port", env.container_name()])
         .output()
         .unwrap();
-    let bound = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(bound, format!("127.0.0.1:{port}"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
     server.stop().await.unwrap();
     env.shutdown().await.unwrap();
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
 }
 
 /// Waits (on writes, not a clock) until `cond` holds for the captured output.
@@ -770,13 +791,10 @@ async fn entrypoint_public_ports_and_the_engine_socket_are_opt_ins() {
         .0
         .success());
     assert_eq!(env.port_mappings()[0].host_ip, "0.0.0.0");
-    let inspect = docker_cli()
-        .args(["inspect", "--format", "{{json .HostConfig.PortBindings}}"])
-        .arg(env.container_name())
-        .output()
-        .unwrap();
-    let bindings = String::from_utf8_lossy(&inspect.stdout);
-    assert!(bindings.contains("\"HostIp\":\"0.0.0.0\""), "{bindings}");
+    assert_eq!(
+        env.tunnelled_ports(),
+        [(std::net::SocketAddr::from(([0, 0, 0, 0], port)), 8080)]
+    );
     // Without the opt-ins: loopback, no socket.
     let mut plain = DockerEnvironment::new(&image(), dir.path(), &unique("plain"))
         .await

@@ -537,10 +537,48 @@ fn signal_mode(args: &[String]) -> ! {
     std::process::exit(i32::from(failed));
 }
 
+/// `runner-shim --connect HOST:PORT`: one tunnelled connection, as a process of its
+/// own (the owner starts it through this helper like any process): stdin goes to a
+/// TCP connection made from inside the container, what comes back goes to stdout.
+/// The end of stdin half-closes the connection; the program ends when the far side
+/// ends it. Exit 0 after a connection, 1 (and why on stderr) when none was made.
+fn connect_mode(args: &[String]) -> ! {
+    let Some(address) = args.first() else {
+        eprintln!("runner-shim --connect: no address");
+        std::process::exit(2);
+    };
+    let stream = match std::net::TcpStream::connect(address.as_str()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("runner-shim: cannot connect to {address} in the container: {e}");
+            std::process::exit(1);
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let Ok(mut to_server) = stream.try_clone() else {
+        std::process::exit(1);
+    };
+    std::thread::spawn(move || {
+        let _ = io::copy(&mut io::stdin().lock(), &mut to_server);
+        let _ = to_server.shutdown(std::net::Shutdown::Write);
+    });
+    let mut from_server = stream;
+    // Unbuffered: every read of the connection reaches the owner as it comes.
+    let mut out = std::fs::File::from(match io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(_) => std::process::exit(1),
+    });
+    let _ = io::copy(&mut from_server, &mut out);
+    std::process::exit(0);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--signal") {
         signal_mode(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("--connect") {
+        connect_mode(&args[1..]);
     }
     // The container exists for this owner alone (an ephemeral one, kept up by the
     // engine's init): when the owner is gone, so is it.

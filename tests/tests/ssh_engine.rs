@@ -40,6 +40,70 @@ async fn every_ssh_failure_is_typed_and_leaves_nothing() {
     let about = engine.describe().await.unwrap();
     assert_eq!(about.name, "Docker Engine", "{about:?}");
 
+    // A port mapping answers on this machine's loopback, tunnelled through the helper
+    // (the host's engine publishes on its own loopback, which is not ours): an HTTP
+    // server in the container, 50 connections at once; the port is free again after.
+    let port = runner_core::find_free_port().unwrap();
+    let mut env = runner_docker::DockerEnvironment::with_client(
+        Engine::connect_to(&SshHost::docker_host(SshHost::HOST))
+            .await
+            .unwrap(),
+        runner_tests::foreign_engine::IMAGE,
+        None,
+        &format!("ssh-ports-{}", std::process::id()),
+    )
+    .await
+    .unwrap();
+    env.with_pause().with_port_mapping(port, 8080);
+    runner_core::RunnerEnvironment::init(&env).await.unwrap();
+    let server = runner_core::RunnerEnvironment::new_process(
+        &env,
+        "sh",
+        &[
+            "-c",
+            "echo served-over-ssh > /tmp/index.html && exec httpd -f -p 8080 -h /tmp",
+        ],
+    )
+    .await
+    .unwrap()
+    .start()
+    .await
+    .unwrap();
+    let get = || async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.ok()?;
+        Some(body)
+    };
+    // The server takes a moment to listen.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !get().await.is_some_and(|b| b.contains("served-over-ssh")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the port never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let clients: Vec<_> = (0..50).map(|_| tokio::spawn(get())).collect();
+    for client in clients {
+        let body = client.await.unwrap().unwrap_or_default();
+        assert!(body.contains("served-over-ssh"), "{body}");
+    }
+    server.stop().await.unwrap();
+    runner_core::RunnerEnvironment::shutdown(&env)
+        .await
+        .unwrap();
+    // The environment's connections go with the last handle on it.
+    drop((server, env));
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    assert_eq!(host.engine().runner_containers(), Vec::<String>::new());
+
     // A project the host does not see (hidden by an empty tmpfs in its mount
     // namespace, as a directory of a laptop is from a build box) is a typed error at
     // init, before anything runs: no container left, no token left in the project.
