@@ -49,6 +49,29 @@ pub(crate) struct Config {
     pub(crate) read_only: bool,
 }
 
+impl Config {
+    /// A container of `image` as the image makes it: nothing mounted, published or
+    /// changed.
+    pub(crate) fn of_image(image: &str) -> Config {
+        Config {
+            image: image.to_string(),
+            mounts: Vec::new(),
+            ports: Vec::new(),
+            env: Vec::new(),
+            command: None,
+            work_dir: None,
+            user: None,
+            pause: false,
+            ephemeral: false,
+            entrypoint: None,
+            public_ports: false,
+            platform: None,
+            read_only: false,
+            volumes: Vec::new(),
+        }
+    }
+}
+
 /// The label of the cache volumes runner makes (its value: the caller's name).
 pub const LABEL_CACHE: &str = "runner.cache";
 
@@ -271,15 +294,7 @@ async fn image_has_platform(
     image: &str,
     platform: &str,
 ) -> Result<(), DockerError> {
-    let inspected =
-        engine
-            .inspect_image(image)
-            .await
-            .map_err(|e| DockerError::ImageUnavailable {
-                image: image.to_string(),
-                reason: None,
-                source: Some(e.into_source()),
-            })?;
+    let inspected = crate::image::inspect(engine, image).await?;
     let arch = |a: &str| match a {
         "x86_64" | "x86-64" => "amd64".to_string(),
         "aarch64" => "arm64".to_string(),
@@ -338,20 +353,9 @@ pub async fn check_init(engine: &Engine) -> Result<Option<String>, DockerError> 
         return Ok(None);
     };
     let config = Config {
-        image: image.clone(),
-        mounts: Vec::new(),
-        ports: Vec::new(),
-        env: Vec::new(),
-        command: None,
-        work_dir: None,
-        user: None,
         pause: true,
         ephemeral: true,
-        entrypoint: None,
-        public_ports: false,
-        platform: None,
-        read_only: false,
-        volumes: Vec::new(),
+        ..Config::of_image(&image)
     };
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

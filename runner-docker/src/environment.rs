@@ -107,22 +107,7 @@ impl DockerEnvironment {
             }),
             name: name.to_string(),
             container_name: container_name(name, dir.as_deref()),
-            config: Config {
-                image: image.to_string(),
-                mounts: Vec::new(),
-                ports: Vec::new(),
-                env: Vec::new(),
-                command: None,
-                work_dir: None,
-                user: None,
-                pause: false,
-                ephemeral: false,
-                entrypoint: None,
-                public_ports: false,
-                platform: None,
-                read_only: false,
-                volumes: Vec::new(),
-            },
+            config: Config::of_image(image),
             layers: EnvLayers::new(),
             image_env,
             dir: None,
@@ -433,12 +418,7 @@ impl DockerEnvironment {
         {
             return Ok(false);
         }
-        let image = self
-            .inner
-            .engine
-            .inspect_image(&self.config.image)
-            .await
-            .map_err(|e| e.during("inspect the image"))?;
+        let image = crate::image::inspect(&self.inner.engine, &self.config.image).await?;
         let arch = image.architecture.unwrap_or_default();
         Ok(arch.is_empty() || arch == crate::helper::docker_arch())
     }

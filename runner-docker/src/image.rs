@@ -161,16 +161,25 @@ pub async fn image_exists(engine: &Engine, image: &str) -> Result<bool, DockerEr
     Ok(engine.inspect_image(image).await.found()?.is_some())
 }
 
-/// The image's id (`sha256:...`).
-pub async fn image_id(engine: &Engine, image: &str) -> Result<String, DockerError> {
-    let info = engine
+/// `image` as the engine describes it; one it does not have is
+/// [`DockerError::ImageUnavailable`].
+pub(crate) async fn inspect(
+    engine: &Engine,
+    image: &str,
+) -> Result<bollard::models::ImageInspect, DockerError> {
+    engine
         .inspect_image(image)
         .await
         .map_err(|e| DockerError::ImageUnavailable {
             image: image.to_string(),
             reason: None,
             source: Some(e.into_source()),
-        })?;
+        })
+}
+
+/// The image's id (`sha256:...`).
+pub async fn image_id(engine: &Engine, image: &str) -> Result<String, DockerError> {
+    let info = inspect(engine, image).await?;
     info.id.ok_or_else(|| DockerError::ImageUnavailable {
         image: image.to_string(),
         reason: Some("the engine reported no id".into()),
@@ -187,14 +196,7 @@ pub(crate) async fn ensure_image_env(
         Some(i) => i,
         None => {
             get_image_if_not_present(engine, image, |_| {}).await?;
-            engine
-                .inspect_image(image)
-                .await
-                .map_err(|e| DockerError::ImageUnavailable {
-                    image: image.to_string(),
-                    reason: None,
-                    source: Some(e.into_source()),
-                })?
+            inspect(engine, image).await?
         }
     };
     Ok(inspected.config.and_then(|c| c.env).unwrap_or_default())

@@ -498,6 +498,33 @@ macro_rules! caught {
     }};
 }
 
+/// Every behaviour on the engine `connect` gives, through the helper and with plain
+/// execs, each caught on its own: the failures, named `<path>::<behaviour>`.
+async fn every_behaviour_on<F, Fut>(connect: F, label: &str) -> Vec<String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = runner_docker::Engine>,
+{
+    let mut failed = Vec::new();
+    for plain_exec in [false, true] {
+        let fx = Fixture::new();
+        let mut env = runner_docker::DockerEnvironment::with_client(
+            connect().await,
+            IMAGE,
+            Some(&fx.src()),
+            &format!("conformance-{label}-{plain_exec}-{}", std::process::id()),
+        )
+        .await
+        .unwrap();
+        env.with_exec_helper(!plain_exec);
+        let t = Target::new(fx, Companion::from_docker(env), Backend::Docker, plain_exec).await;
+        let path = if plain_exec { "plain_exec" } else { "helper" };
+        failed.extend(every_behaviour!(caught, &t, path));
+        t.finish().await;
+    }
+    failed
+}
+
 /// The contract on an engine whose pids are not this host's (a dockerd in pid, mount
 /// and network namespaces of its own, as Docker Desktop, colima or a remote host is),
 /// through the helper and with plain execs: every signal, stop and lookup goes through
@@ -514,23 +541,7 @@ async fn docker_elsewhere_conforms() {
     }
     let dir = tempfile::tempdir().unwrap();
     let engine = runner_tests::foreign_engine::ForeignEngine::start(&dir.path().join("engine"));
-    let mut failed = Vec::new();
-    for plain_exec in [false, true] {
-        let fx = Fixture::new();
-        let mut env = runner_docker::DockerEnvironment::with_client(
-            engine.engine().await,
-            IMAGE,
-            Some(&fx.src()),
-            &format!("conformance-elsewhere-{plain_exec}-{}", std::process::id()),
-        )
-        .await
-        .unwrap();
-        env.with_exec_helper(!plain_exec);
-        let t = Target::new(fx, Companion::from_docker(env), Backend::Docker, plain_exec).await;
-        let path = if plain_exec { "plain_exec" } else { "helper" };
-        failed.extend(every_behaviour!(caught, &t, path));
-        t.finish().await;
-    }
+    let failed = every_behaviour_on(|| engine.engine(), "elsewhere").await;
     assert_eq!(engine.runner_containers(), Vec::<String>::new());
     assert!(
         failed.is_empty(),
@@ -557,25 +568,12 @@ async fn docker_over_ssh_conforms() {
     std::env::set_var("RUNNER_SSH_COMMAND", host.ssh_command());
     let endpoint =
         runner_tests::ssh_host::SshHost::docker_host(runner_tests::ssh_host::SshHost::HOST);
-    let mut failed = Vec::new();
-    for plain_exec in [false, true] {
+    let connect = || async {
         let engine = runner_docker::Engine::connect_to(&endpoint).await.unwrap();
         assert_eq!(engine.endpoint(), endpoint);
-        let fx = Fixture::new();
-        let mut env = runner_docker::DockerEnvironment::with_client(
-            engine,
-            IMAGE,
-            Some(&fx.src()),
-            &format!("conformance-ssh-{plain_exec}-{}", std::process::id()),
-        )
-        .await
-        .unwrap();
-        env.with_exec_helper(!plain_exec);
-        let t = Target::new(fx, Companion::from_docker(env), Backend::Docker, plain_exec).await;
-        let path = if plain_exec { "plain_exec" } else { "helper" };
-        failed.extend(every_behaviour!(caught, &t, path));
-        t.finish().await;
-    }
+        engine
+    };
+    let failed = every_behaviour_on(connect, "ssh").await;
     assert_eq!(host.engine().runner_containers(), Vec::<String>::new());
     assert!(failed.is_empty(), "failed over ssh: {failed:?}");
     // Every ssh connection closed with its environment.
