@@ -40,6 +40,31 @@ async fn every_ssh_failure_is_typed_and_leaves_nothing() {
     let about = engine.describe().await.unwrap();
     assert_eq!(about.name, "Docker Engine", "{about:?}");
 
+    // The same host as a docker context (made by the docker CLI, current in its
+    // config): found as the CLI finds it, and reached over ssh.
+    let config = dir.path().join("docker-config");
+    let made = std::process::Command::new("docker")
+        .arg("--config")
+        .arg(&config)
+        .args(["context", "create", "remote-box", "--docker"])
+        .arg(format!("host={}", SshHost::docker_host(SshHost::HOST)))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "docker context create: {made:?}");
+    std::fs::write(
+        config.join("config.json"),
+        r#"{"currentContext":"remote-box"}"#,
+    )
+    .unwrap();
+    std::env::set_var("DOCKER_CONFIG", &config);
+    std::env::remove_var("DOCKER_HOST");
+    let endpoint = runner_docker::resolve_endpoint().unwrap();
+    assert_eq!(endpoint.host, SshHost::docker_host(SshHost::HOST));
+    let by_context = runner_docker::connect().await.unwrap();
+    assert_eq!(by_context.describe().await.unwrap().name, "Docker Engine");
+    drop(by_context);
+    std::env::remove_var("DOCKER_CONFIG");
+
     // A port mapping answers on this machine's loopback, tunnelled through the helper
     // (the host's engine publishes on its own loopback, which is not ours): an HTTP
     // server in the container, 50 connections at once; the port is free again after.
