@@ -980,6 +980,82 @@ async fn docker_ssh_rows(quick: bool) -> Vec<Row> {
     }]
 }
 
+/// 100 MiB from a server in the container through a tunnelled port (this machine's
+/// 127.0.0.1, through the helper) against the same bytes read straight from the
+/// container's address on the engine's network (the engine is this host's here).
+async fn docker_tunnel_rows(quick: bool) -> Vec<Row> {
+    use tokio::io::AsyncReadExt;
+    let image = "runner-test/busybox:latest";
+    let port = runner_core::find_free_port().expect("port");
+    let mut env = runner_docker::DockerEnvironment::new_headless(image, "bench-tunnel")
+        .await
+        .expect("docker env");
+    env.with_pause().with_port_mapping(port, 9000);
+    env.init().await.expect("init");
+    assert_eq!(env.tunnelled_ports().len(), 1, "the port is tunnelled");
+    let id = env.container_id().expect("id");
+    let inspect = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &id])
+        .output()
+        .expect("docker inspect");
+    let ip = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+    let bytes: u64 = 100 << 20;
+    // One connection a server: `nc -l` serves one and exits.
+    let read_from = |addr: (String, u16)| async move {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = tokio::net::TcpStream::connect((addr.0.as_str(), addr.1)).await {
+                let t = Instant::now();
+                let mut buf = vec![0u8; 1 << 16];
+                let mut got = 0u64;
+                loop {
+                    let n = s.read(&mut buf).await.expect("read");
+                    if n == 0 {
+                        break;
+                    }
+                    got += n as u64;
+                }
+                if got == bytes {
+                    return t.elapsed();
+                }
+            }
+            assert!(Instant::now() < deadline, "the server never served");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let rounds = if quick { 1 } else { 3 };
+    let (mut tunnelled, mut direct) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        for which in 0..2 {
+            let server = env
+                .new_process("sh", &["-c", "head -c 104857600 /dev/zero | nc -l -p 9000"])
+                .await
+                .expect("server");
+            let server = server.start().await.expect("start");
+            let took = if which == 0 {
+                read_from(("127.0.0.1".to_string(), port)).await
+            } else {
+                read_from((ip.clone(), 9000)).await
+            };
+            let _ = server.stop().await;
+            if which == 0 {
+                tunnelled += took;
+            } else {
+                direct += took;
+            }
+        }
+    }
+    env.shutdown().await.expect("shutdown");
+    vec![Row {
+        name: "remote_tunnel_throughput",
+        ours: tunnelled.as_secs_f64(),
+        baseline: direct.as_secs_f64(),
+        baseline_desc:
+            "the same 100 MiB read from the container's own address (ours through the tunnel)",
+        target: 1.5,
+    }]
+}
+
 async fn docker_rows(quick: bool) -> Vec<Row> {
     let image = "runner-test/busybox:latest";
     let mut env = runner_docker::DockerEnvironment::new_headless(image, "bench-exec")
@@ -1534,6 +1610,11 @@ fn main() {
     }
     if want("docker_exec_run_ssh") {
         rows.extend(rt.block_on(docker_ssh_rows(quick)));
+    }
+    if want("remote_tunnel_throughput")
+        && rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2)))
+    {
+        rows.extend(rt.block_on(docker_tunnel_rows(quick)));
     }
     if want("lsp_round_trip_native lsp_round_trip_docker docker_time_to_initialize") {
         let docker = rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2)));
