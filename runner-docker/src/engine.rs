@@ -148,6 +148,27 @@ pub fn forget_negotiated_version() {
     }
 }
 
+/// A client of the `ssh://` engine `target` whose every connection is the user's ssh
+/// running `docker system dial-stdio` there (`ssh.rs`), pooled.
+fn ssh_client(
+    target: crate::ssh::SshTarget,
+    timeout: u64,
+    version: &ClientVersion,
+) -> Result<Docker, bollard::errors::Error> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(crate::ssh::SshConnector::new(target));
+    let transport = move |request: bollard::BollardRequest| {
+        let client = client.clone();
+        async move {
+            client
+                .request(request)
+                .await
+                .map_err(bollard::errors::Error::from)
+        }
+    };
+    Docker::connect_with_custom_transport(transport, Some("http://docker.ssh"), timeout, version)
+}
+
 /// An API version as the engine writes it (`1.41`).
 fn api_version(text: &str) -> Option<ClientVersion> {
     let (major, minor) = text.split_once('.')?;
@@ -182,7 +203,7 @@ fn client_for(
                     err: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
                 }
             })?;
-            crate::ssh::client(target, timeout, version)
+            ssh_client(target, timeout, version)
         }
         None if host.starts_with("unix://") => Docker::connect_with_unix(host, timeout, version),
         None if host.starts_with("tcp://") || host.starts_with("http://") => {

@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::process::{ChildStdin, ChildStdout, Command};
 
@@ -226,37 +226,20 @@ impl SshTarget {
     }
 }
 
-/// A client of the engine at `target` whose every connection is an ssh process.
-pub(crate) fn client(
-    target: SshTarget,
-    timeout: u64,
-    version: &bollard::ClientVersion,
-) -> Result<bollard::Docker, bollard::errors::Error> {
-    let client =
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(SshConnector {
-            target: Arc::new(target),
-        });
-    let transport = move |request: bollard::BollardRequest| {
-        let client = client.clone();
-        async move {
-            client
-                .request(request)
-                .await
-                .map_err(bollard::errors::Error::from)
-        }
-    };
-    bollard::Docker::connect_with_custom_transport(
-        transport,
-        Some("http://docker.ssh"),
-        timeout,
-        version,
-    )
+/// Opens a connection: starts ssh, hands over its stdin and stdout. The engine's
+/// client (`engine.rs`) pools what it opens.
+#[derive(Debug, Clone)]
+pub(crate) struct SshConnector {
+    target: Arc<SshTarget>,
 }
 
-/// Opens a connection: starts ssh, hands over its stdin and stdout.
-#[derive(Debug, Clone)]
-struct SshConnector {
-    target: Arc<SshTarget>,
+impl SshConnector {
+    /// Connections to `target`.
+    pub(crate) fn new(target: SshTarget) -> SshConnector {
+        SshConnector {
+            target: Arc::new(target),
+        }
+    }
 }
 
 impl tower_service::Service<hyper::Uri> for SshConnector {
@@ -276,7 +259,7 @@ impl tower_service::Service<hyper::Uri> for SshConnector {
 
 /// One connection: an ssh process's stdin and stdout. Dropping it closes its stdin;
 /// the task that owns the process ends it if it has not exited 2 s later.
-struct SshStream {
+pub(crate) struct SshStream {
     io: TokioIo<Pipes>,
     /// Dropped with the stream: tells the owning task the connection is closed.
     _closed: tokio::sync::oneshot::Sender<()>,
