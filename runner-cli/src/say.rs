@@ -80,6 +80,9 @@ pub(crate) fn init_logging(verbose: u8, quiet: bool) {
     let from_env = ["RUNNER_LOG", "RUST_LOG"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    // What the libraries say aloud (`runner_core::tunnel::NOTE_TARGET`), unless -q.
+    let notes = format!("{},{}=info", default, runner_core::tunnel::NOTE_TARGET);
+    let default = if quiet { default } else { notes.as_str() };
     let filter = match &from_env {
         Some(spec) if verbose == 0 => match tracing_subscriber::EnvFilter::try_new(spec) {
             Ok(f) => f,
@@ -123,6 +126,11 @@ where
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
         let meta = event.metadata();
+        if meta.target() == runner_core::tunnel::NOTE_TARGET {
+            write!(writer, "{}", Kind::Note.prefix(self.color))?;
+            ctx.field_format().format_fields(writer.by_ref(), event)?;
+            return writeln!(writer);
+        }
         let kind = match *meta.level() {
             tracing::Level::ERROR => Kind::Error,
             tracing::Level::WARN => Kind::Warning,

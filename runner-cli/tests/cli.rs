@@ -575,6 +575,65 @@ fn runner_containers(pid: u32) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
+/// `-p HOST:CONTAINER` on the docker backend: the port answers on this machine's
+/// loopback (tunnelled through the helper) and runner says so, unless `-q`.
+#[test]
+fn a_tunnelled_port_answers_and_is_said_aloud() {
+    if !docker_available() {
+        return;
+    }
+    let cli = Cli::new();
+    let port = runner_core::find_free_port().unwrap();
+    let mapping = format!("{port}:8080");
+    // The command serves one request (busybox nc) and ends.
+    let server = "printf 'HTTP/1.0 200 OK\\r\\n\\r\\nthrough the tunnel' | nc -l -p 8080";
+    for quiet in [false, true] {
+        let mut args = vec![
+            "run",
+            "--backend",
+            "docker",
+            "--image",
+            IMAGE,
+            "-p",
+            &mapping,
+        ];
+        if quiet {
+            args.push("-q");
+        }
+        args.extend(["--", "sh", "-c", server]);
+        let child = cli
+            .cmd(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let body = loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                let mut body = String::new();
+                let _ = std::io::Read::read_to_string(&mut s, &mut body);
+                if body.contains("through the tunnel") {
+                    break body;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the port never answered"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let note = format!(
+            "runner: note: 127.0.0.1:{port} reaches the container's port 8080 through runner's helper"
+        );
+        assert_eq!(err.contains(&note), !quiet, "quiet {quiet}: {err}");
+    }
+}
+
 #[test]
 fn docker_backend_runs_in_a_container_and_removes_it() {
     if !docker_available() {

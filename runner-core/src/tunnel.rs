@@ -16,6 +16,11 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// The `tracing` target of what a backend did that its user should hear of without
+/// asking (a port tunnelled, later a project synced): front-ends say these aloud
+/// (`runner: note: …`), at `info`.
+pub const NOTE_TARGET: &str = "runner::note";
+
 /// The far side of one tunnelled connection: where to write what the client sends,
 /// and where to read what goes back to it.
 pub type FarSide = (

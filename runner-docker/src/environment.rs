@@ -456,7 +456,11 @@ impl DockerEnvironment {
             });
             let tunnel = runner_core::tunnel::Tunnel::serve(listener, open)
                 .map_err(|e| Error::io("serve a tunnelled port", e))?;
-            tracing::info!(local = %tunnel.local_addr(), container_port = port, "port tunnelled to the container through runner's helper");
+            tracing::info!(
+                target: runner_core::tunnel::NOTE_TARGET,
+                "{} reaches the container's port {port} through runner's helper",
+                tunnel.local_addr()
+            );
             tunnels.push(tunnel);
         }
         Ok(())
