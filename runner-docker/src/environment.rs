@@ -147,8 +147,11 @@ impl DockerEnvironment {
         self
     }
 
-    /// Publishes container port `container` on 127.0.0.1:`host` (all interfaces
-    /// after [`with_public_ports`](Self::with_public_ports)).
+    /// Makes container port `container` reachable at this machine's 127.0.0.1:`host`
+    /// (all interfaces after [`with_public_ports`](Self::with_public_ports)), wherever
+    /// the engine runs: tunnelled through runner's helper when it runs in the
+    /// container ([`tunnelled_ports`](Self::tunnelled_ports)), else published by the
+    /// engine on its own host.
     pub fn with_port_mapping(&mut self, host: u16, container: u16) -> &mut Self {
         let host_ip = if self.config.public_ports {
             "0.0.0.0"
@@ -163,7 +166,7 @@ impl DockerEnvironment {
         self
     }
 
-    /// Publishes `port` on 127.0.0.1 under the same number.
+    /// [`with_port_mapping`](Self::with_port_mapping) of `port` to the same number.
     pub fn with_port(&mut self, port: u16) -> &mut Self {
         self.with_port_mapping(port, port)
     }
