@@ -52,9 +52,6 @@ pub struct DockerEnvironment {
     /// How long the engine waits after SIGTERM before it kills the container's
     /// command when the container is stopped.
     grace: std::time::Duration,
-    /// Ports are tunnelled through the helper rather than published by the engine
-    /// (decided by `init`: whenever the helper can run in the container).
-    tunnelled: std::sync::atomic::AtomicBool,
     /// The tunnels' listeners while the container runs.
     tunnels: Mutex<Vec<runner_core::tunnel::Tunnel>>,
 }
@@ -117,7 +114,6 @@ impl DockerEnvironment {
             known: Arc::default(),
             creating: Arc::default(),
             grace: runner_core::DEFAULT_STOP_GRACE,
-            tunnelled: std::sync::atomic::AtomicBool::new(false),
             tunnels: Mutex::new(Vec::new()),
         }
         .mounting(dir))
@@ -343,10 +339,16 @@ impl DockerEnvironment {
         Ok(found.is_none())
     }
 
-    async fn create_and_start(&self, hash: &str) -> std::result::Result<String, CreateError> {
+    /// Creates and starts the container; `tunnel`: its ports are tunnelled, so the
+    /// engine publishes none.
+    async fn create_and_start(
+        &self,
+        hash: &str,
+        tunnel: bool,
+    ) -> std::result::Result<String, CreateError> {
         let engine = &self.inner.engine;
         let mut body = self.config.create_body(&self.name, hash);
-        if self.tunnelled.load(std::sync::atomic::Ordering::SeqCst) {
+        if tunnel {
             if let Some(host) = body.host_config.as_mut() {
                 host.port_bindings = None;
             }
@@ -559,7 +561,11 @@ impl DockerEnvironment {
 
     /// A container by our name exists: reuse it when its configuration hash matches
     /// (starting it if stopped), else replace it.
-    async fn reuse_or_replace(&self, hash: &str) -> std::result::Result<String, DockerError> {
+    async fn reuse_or_replace(
+        &self,
+        hash: &str,
+        tunnel: bool,
+    ) -> std::result::Result<String, DockerError> {
         let engine = &self.inner.engine;
         let existing = engine.inspect_container(&self.container_name).await?;
         let id = existing.id.clone().unwrap_or_default();
@@ -601,7 +607,7 @@ impl DockerEnvironment {
         }
         tracing::info!(container = %self.container_name, "configuration changed; recreating");
         container::remove(engine, &id).await?;
-        match self.create_and_start(hash).await {
+        match self.create_and_start(hash, tunnel).await {
             Ok(id) => Ok(id),
             Err(CreateError::NameTaken) => Err(DockerError::unexpected(
                 "create the container",
@@ -713,8 +719,6 @@ impl RunnerEnvironment for DockerEnvironment {
         self.config.check_mounts()?;
         container::ensure_volumes(&self.inner.engine, &self.config).await?;
         let tunnel = self.tunnels_wanted().await?;
-        self.tunnelled
-            .store(tunnel, std::sync::atomic::Ordering::SeqCst);
         // A container whose ports are tunnelled is made without published ports.
         let hash = match tunnel {
             true => format!("{}-tunnelled", self.config.hash()),
@@ -727,9 +731,9 @@ impl RunnerEnvironment for DockerEnvironment {
         };
         // The common case costs one create and one start; only a name conflict makes us
         // look at the existing container.
-        let id = match self.create_and_start(&hash).await {
+        let id = match self.create_and_start(&hash, tunnel).await {
             Ok(id) => id,
-            Err(CreateError::NameTaken) => self.reuse_or_replace(&hash).await?,
+            Err(CreateError::NameTaken) => self.reuse_or_replace(&hash, tunnel).await?,
             Err(CreateError::Docker(e)) => return Err(e.into()),
         };
         // The container's environment: the image's, then ours (as the engine builds it).

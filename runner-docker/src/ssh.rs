@@ -116,28 +116,43 @@ pub(crate) fn classify(stderr: &str, code: Option<i32>) -> Option<SshFailure> {
 /// The last failure of an ssh connection to each host, with ssh's last words.
 static FAILURES: Mutex<Option<HashMap<String, (SshFailure, String)>>> = Mutex::new(None);
 
+/// Woken whenever a failure is noted.
+static NOTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 fn note_failure(host: &str, failure: SshFailure, words: String) {
     FAILURES
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get_or_insert_with(HashMap::new)
         .insert(host.to_string(), (failure, words));
+    NOTED.notify_waiters();
 }
 
 /// Takes the last failure of an ssh connection to `host`, waiting up to `within` for
 /// one that is still being read (an ssh that is exiting).
 pub(crate) async fn take_failure(host: &str, within: Duration) -> Option<(SshFailure, String)> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let taken = FAILURES
+    let take = || {
+        FAILURES
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_mut()
-            .and_then(|m| m.remove(host));
-        if taken.is_some() || tokio::time::Instant::now() >= deadline {
-            return taken;
+            .and_then(|m| m.remove(host))
+    };
+    let waiting = async {
+        loop {
+            // Registered before looking, so a failure noted in between wakes it.
+            let noted = NOTED.notified();
+            tokio::pin!(noted);
+            noted.as_mut().enable();
+            if let Some(failure) = take() {
+                return failure;
+            }
+            noted.await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    match tokio::time::timeout(within, waiting).await {
+        Ok(failure) => Some(failure),
+        Err(_) => take(),
     }
 }
 
