@@ -1188,8 +1188,11 @@ fn a_signal_to_a_docker_run_reaches_the_whole_tree() {
     let cli = Cli::new();
     let mut child = docker_run_until_ready(
         &cli,
-        "for i in 1 2; do (trap 'echo $i >> ended; exit 0' TERM; sleep 3002 & wait) & done; \
-         echo ready; wait",
+        // Ready once each child says its trap is set (through a FIFO held open): a
+        // child that had not yet run `trap` when the signal came could not say it.
+        "mkfifo up; exec 3<>up; \
+         for i in 1 2; do (trap 'echo $i >> ended; exit 0' TERM; echo $i >&3; sleep 3002 & wait) & done; \
+         read a <&3; read b <&3; echo ready; wait",
     );
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let status = wait_or_kill(&mut child, 60, "runner after SIGTERM on a docker run");
