@@ -11,6 +11,7 @@ fn main() {
     let shim = out.join("runner-shim");
     println!("cargo:rerun-if-changed={}", runner_shim::MAIN_SOURCE);
     println!("cargo:rerun-if-changed={}", runner_shim::PROTOCOL_SOURCE);
+    println!("cargo:rerun-if-changed={}", runner_shim::SOURCE_DIR);
     println!("cargo:rerun-if-env-changed=RUNNER_NO_SHIM_BUILD");
     let target = std::env::var("TARGET").unwrap_or_default();
     let why_not = if !target.contains("-linux-") {

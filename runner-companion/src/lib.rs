@@ -108,13 +108,14 @@ pub trait CompanionRunner: Send + Sync + std::fmt::Debug {
 
 #[derive(Debug)]
 enum Env {
-    // Also the fallback machinery; constructed only with the `native` feature.
+    // Also the fallback machinery; constructed only with the `native` feature. The
+    // others are boxed: each is several times its size.
     #[cfg_attr(not(feature = "native"), allow(dead_code))]
     Native(runner_native::NativeEnvironment),
     #[cfg(feature = "nix")]
-    Nix(runner_nix::NixEnvironment),
+    Nix(Box<runner_nix::NixEnvironment>),
     #[cfg(feature = "docker")]
-    Docker(runner_docker::DockerEnvironment),
+    Docker(Box<runner_docker::DockerEnvironment>),
 }
 
 /// The [`CompanionRunner`] every backend is wrapped in.
@@ -137,7 +138,7 @@ impl Companion {
     #[cfg(feature = "nix")]
     pub fn from_nix(env: runner_nix::NixEnvironment) -> Self {
         Companion {
-            env: Env::Nix(env),
+            env: Env::Nix(Box::new(env)),
             work_dir: None,
         }
     }
@@ -146,7 +147,7 @@ impl Companion {
     #[cfg(feature = "docker")]
     pub fn from_docker(env: runner_docker::DockerEnvironment) -> Self {
         Companion {
-            env: Env::Docker(env),
+            env: Env::Docker(Box::new(env)),
             work_dir: None,
         }
     }
@@ -155,9 +156,9 @@ impl Companion {
         match &self.env {
             Env::Native(e) => e,
             #[cfg(feature = "nix")]
-            Env::Nix(e) => e,
+            Env::Nix(e) => &**e,
             #[cfg(feature = "docker")]
-            Env::Docker(e) => e,
+            Env::Docker(e) => &**e,
         }
     }
 }
@@ -219,9 +220,9 @@ impl CompanionRunner for Companion {
         match &mut self.env {
             Env::Native(e) => e,
             #[cfg(feature = "nix")]
-            Env::Nix(e) => e,
+            Env::Nix(e) => &mut **e,
             #[cfg(feature = "docker")]
-            Env::Docker(e) => e,
+            Env::Docker(e) => &mut **e,
         }
     }
 
@@ -273,7 +274,7 @@ async fn docker(opts: &CompanionOpts, preferred: bool) -> Result<Option<Companio
         env.with_user_spec(user);
     }
     Ok(Some(Companion {
-        env: Env::Docker(env),
+        env: Env::Docker(Box::new(env)),
         work_dir: None,
     }))
 }
@@ -291,7 +292,7 @@ fn nix(opts: &CompanionOpts, preferred: bool) -> Result<Option<Companion>> {
         Some(r) if preferred => Err(unavailable(Backend::Nix, r)),
         Some(_) => Ok(None),
         None => Ok(Some(Companion {
-            env: Env::Nix(runner_nix::NixEnvironment::new(&opts.source_dir)?),
+            env: Env::Nix(Box::new(runner_nix::NixEnvironment::new(&opts.source_dir)?)),
             work_dir: None,
         })),
     }

@@ -37,6 +37,8 @@ mod runtimes;
 mod start;
 mod state;
 mod status;
+#[cfg(feature = "sync")]
+pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 #[cfg(feature = "contract")]

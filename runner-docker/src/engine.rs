@@ -817,6 +817,28 @@ impl Engine {
             .map_err(self.fault("copy into the container"))
     }
 
+    /// Copies the tar archive arriving in `chunks` into container `id` under `path`,
+    /// while it is made (as `tar c | docker cp - ID:PATH`). Not bounded in time: its
+    /// producer is this process, and it ends the stream.
+    pub(crate) async fn upload_stream(
+        &self,
+        id: &str,
+        path: &str,
+        chunks: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    ) -> Result<(), Fault> {
+        let options = q::UploadToContainerOptions {
+            path: path.into(),
+            ..Default::default()
+        };
+        let stream = futures_util::stream::unfold(chunks, |mut rx| async move {
+            rx.recv().await.map(|c| (c.map(bytes::Bytes::from), rx))
+        });
+        self.docker
+            .upload_to_container(id, Some(options), bollard::body_try_stream(stream))
+            .await
+            .map_err(self.fault("copy the project into the container"))
+    }
+
     /// Creates an exec of `config` in container `id`: its id.
     pub(crate) async fn create_exec(&self, id: &str, config: ExecConfig) -> Result<String, Fault> {
         self.docker

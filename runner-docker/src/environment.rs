@@ -20,6 +20,9 @@ use crate::names::{
 use crate::stream::forward_logs;
 use crate::{image, DockerError};
 
+/// How long ending a sync waits for what is left to be carried across.
+const SYNC_FLUSH_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs processes as `exec`s in one container.
 ///
 /// The container is created by [`init`](RunnerEnvironment::init) with the labels
@@ -54,6 +57,10 @@ pub struct DockerEnvironment {
     grace: std::time::Duration,
     /// The tunnels' listeners while the container runs.
     tunnels: Mutex<Vec<runner_core::tunnel::Tunnel>>,
+    /// What a synced project leaves out.
+    sync_options: runner_core::sync::SyncOptions,
+    /// The project's sync while the container runs, when the engine does not see it.
+    sync: tokio::sync::Mutex<Option<runner_core::sync::Session>>,
 }
 
 impl DockerEnvironment {
@@ -115,6 +122,8 @@ impl DockerEnvironment {
             creating: Arc::default(),
             grace: runner_core::DEFAULT_STOP_GRACE,
             tunnels: Mutex::new(Vec::new()),
+            sync_options: runner_core::sync::SyncOptions::default(),
+            sync: tokio::sync::Mutex::new(None),
         }
         .mounting(dir))
     }
@@ -343,11 +352,12 @@ impl DockerEnvironment {
     /// engine publishes none.
     async fn create_and_start(
         &self,
+        config: &Config,
         hash: &str,
         tunnel: bool,
     ) -> std::result::Result<String, CreateError> {
         let engine = &self.inner.engine;
-        let mut body = self.config.create_body(&self.name, hash);
+        let mut body = config.create_body(&self.name, hash);
         if tunnel {
             if let Some(host) = body.host_config.as_mut() {
                 host.port_bindings = None;
@@ -358,11 +368,8 @@ impl DockerEnvironment {
         // the engine made it: a cancelled `init` (a dropped future) never loses track
         // of a container, and `shutdown` removes it.
         let task = {
-            let (engine, name, config) = (
-                engine.clone(),
-                self.container_name.clone(),
-                self.config.clone(),
-            );
+            let (engine, name, config) =
+                (engine.clone(), self.container_name.clone(), config.clone());
             let (known, creating) = (Arc::clone(&self.known), Arc::clone(&self.creating));
             let guard = Arc::clone(&creating).lock_owned().await;
             tokio::spawn(async move {
@@ -384,7 +391,7 @@ impl DockerEnvironment {
             }
         };
         // From here on, anything that fails removes what we created.
-        if let Err(e) = crate::sees::check(engine, &created, &self.config.mounts).await {
+        if let Err(e) = crate::sees::check(engine, &created, &config.mounts).await {
             let _ = container::remove(engine, &created).await;
             self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
             return Err(CreateError::Docker(e));
@@ -400,10 +407,107 @@ impl DockerEnvironment {
         if let Err(e) = engine.start_container(&created).await {
             let _ = container::remove(engine, &created).await;
             self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
-            return Err(CreateError::Docker(self.config.start_error(e)));
+            return Err(CreateError::Docker(config.start_error(e)));
         }
         self.follow(logs);
         Ok(created)
+    }
+
+    /// The configuration to create: without the project's mount when it is synced.
+    fn config_for(&self, synced: bool) -> Config {
+        let mut config = self.config.clone();
+        if synced {
+            config.mounts.retain(|(h, _)| Some(h) != self.dir.as_ref());
+        }
+        config
+    }
+
+    fn is_project_not_seen(&self, e: &DockerError) -> bool {
+        matches!(e, DockerError::ProjectNotVisible { dir, .. } if Some(dir) == self.dir.as_ref())
+    }
+
+    /// Copies the project into container `id` (as `docker cp` would) and keeps it in
+    /// sync both ways while the container runs ([`runner_core::sync`]): the engine
+    /// does not see this machine's files.
+    async fn start_sync(&self, id: &str) -> Result<()> {
+        let Some(dir) = self.dir.clone() else {
+            return Ok(());
+        };
+        let failed = |what: &'static str, source: std::io::Error| DockerError::SyncFailed {
+            dir: dir.clone(),
+            what,
+            source: Arc::new(source),
+        };
+        let began = std::time::Instant::now();
+        let prepared = runner_core::sync::prepare(&dir, self.sync_options.clone())
+            .map_err(|e| failed("watch it", e))?;
+        let prefix = dir.strip_prefix("/").unwrap_or(&dir).to_path_buf();
+        let (chunks, copied) = prepared.archive(&prefix);
+        let uploaded = self.inner.engine.upload_stream(id, "/", chunks).await;
+        let copied = match copied.await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(failed("read it", e).into()),
+            Err(e) => return Err(failed("read it", std::io::Error::other(e)).into()),
+        };
+        uploaded.map_err(DockerError::from)?;
+        let copy_took = began.elapsed();
+        let mut args = vec!["--sync".to_string(), dir.display().to_string()];
+        for name in self.sync_options.plain_names() {
+            args.extend(["--skip".to_string(), name]);
+        }
+        let (stdin, stdout) = crate::exec::helper_mode(
+            Arc::clone(&self.inner),
+            self.config.user.clone(),
+            "it carries the sync",
+            args,
+        )
+        .await
+        .map_err(|e| failed("start the agent in the container", e))?;
+        let (files, bytes) = (copied.files, copied.bytes);
+        let session = prepared
+            .run(copied, stdin, Box::new(stdout))
+            .await
+            .map_err(|e| failed("hear from the agent in the container", e))?;
+        tracing::info!(
+            target: runner_core::tunnel::NOTE_TARGET,
+            "{} is synced with the container (the engine does not see this machine's files): {} files, {:.1} MB copied in {:.1} s; changes go both ways while it runs",
+            dir.display(),
+            files,
+            bytes as f64 / 1e6,
+            copy_took.as_secs_f64()
+        );
+        *self.sync.lock().await = Some(session);
+        Ok(())
+    }
+
+    /// Carries what is left across and ends the project's sync (bounded: a far side
+    /// that does not answer is not waited for).
+    async fn end_sync(&self) {
+        if let Some(session) = self.sync.lock().await.take() {
+            let _ = tokio::time::timeout(SYNC_FLUSH_BOUND, session.flush()).await;
+        }
+    }
+
+    /// Whether the project is synced into the container (the engine does not see this
+    /// machine's files) rather than mounted.
+    pub async fn is_synced(&self) -> bool {
+        self.sync.lock().await.is_some()
+    }
+
+    /// Returns once every change made to the synced project before the call, on this
+    /// machine or in the container, has been carried to the other side. At once when
+    /// the project is mounted.
+    pub async fn flush_sync(&self) {
+        if let Some(session) = self.sync.lock().await.as_ref() {
+            session.flush().await;
+        }
+    }
+
+    /// What a synced project leaves out (by default `.git` and what its `.gitignore`
+    /// files say); used by the next `init`.
+    pub fn with_sync_options(&mut self, options: runner_core::sync::SyncOptions) -> &mut Self {
+        self.sync_options = options;
+        self
     }
 
     /// Whether the ports asked for are tunnelled (`runner_core::tunnel`: this machine's
@@ -563,6 +667,7 @@ impl DockerEnvironment {
     /// (starting it if stopped), else replace it.
     async fn reuse_or_replace(
         &self,
+        config: &Config,
         hash: &str,
         tunnel: bool,
     ) -> std::result::Result<String, DockerError> {
@@ -600,14 +705,14 @@ impl DockerEnvironment {
                 engine
                     .start_container(&id)
                     .await
-                    .map_err(|e| self.config.start_error(e))?;
+                    .map_err(|e| config.start_error(e))?;
             }
             self.follow(logs);
             return Ok(id);
         }
         tracing::info!(container = %self.container_name, "configuration changed; recreating");
         container::remove(engine, &id).await?;
-        match self.create_and_start(hash, tunnel).await {
+        match self.create_and_start(config, hash, tunnel).await {
             Ok(id) => Ok(id),
             Err(CreateError::NameTaken) => Err(DockerError::unexpected(
                 "create the container",
@@ -719,22 +824,38 @@ impl RunnerEnvironment for DockerEnvironment {
         self.config.check_mounts()?;
         container::ensure_volumes(&self.inner.engine, &self.config).await?;
         let tunnel = self.tunnels_wanted().await?;
-        // A container whose ports are tunnelled is made without published ports.
-        let hash = match tunnel {
-            true => format!("{}-tunnelled", self.config.hash()),
-            false => self.config.hash(),
-        };
         // Taken before anything is made: a port in use is an error of its own.
         let listeners = match tunnel {
             true => self.bind_ports().await?,
             false => Vec::new(),
         };
-        // The common case costs one create and one start; only a name conflict makes us
-        // look at the existing container.
-        let id = match self.create_and_start(&hash, tunnel).await {
-            Ok(id) => id,
-            Err(CreateError::NameTaken) => self.reuse_or_replace(&hash, tunnel).await?,
-            Err(CreateError::Docker(e)) => return Err(e.into()),
+        // The project is synced when the engine is known not to see it, or found so.
+        let mut synced = self.dir.as_deref().is_some_and(|d| {
+            crate::sees::remembered(self.inner.engine.endpoint(), d) == Some(false)
+        });
+        let id = loop {
+            let config = self.config_for(synced);
+            // A container whose ports are tunnelled is made without published ports.
+            let hash = match tunnel {
+                true => format!("{}-tunnelled", config.hash()),
+                false => config.hash(),
+            };
+            // The common case costs one create and one start; only a name conflict
+            // makes us look at the existing container.
+            match self.create_and_start(&config, &hash, tunnel).await {
+                Ok(id) => break id,
+                Err(CreateError::NameTaken) => {
+                    match self.reuse_or_replace(&config, &hash, tunnel).await {
+                        Ok(id) => break id,
+                        Err(e) if !synced && self.is_project_not_seen(&e) => synced = true,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(CreateError::Docker(e)) if !synced && self.is_project_not_seen(&e) => {
+                    synced = true;
+                }
+                Err(CreateError::Docker(e)) => return Err(e.into()),
+            }
         };
         // The container's environment: the image's, then ours (as the engine builds it).
         let env = self
@@ -753,8 +874,12 @@ impl RunnerEnvironment for DockerEnvironment {
         }
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
         self.start_helper(&id);
-        *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running::new(id, env));
+        *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Running::new(id.clone(), env));
         self.serve_ports(listeners)?;
+        if synced {
+            self.start_sync(&id).await?;
+        }
         Ok(())
     }
 
@@ -768,6 +893,7 @@ impl RunnerEnvironment for DockerEnvironment {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.end_sync().await;
         self.stop_execs().await?;
         self.close_helper().await;
         if let Some(r) = self.inner.running() {
@@ -787,6 +913,7 @@ impl RunnerEnvironment for DockerEnvironment {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.end_sync().await;
         let stopped = self.stop_execs().await;
         self.close_helper().await;
         self.inner

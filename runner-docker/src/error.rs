@@ -231,7 +231,8 @@ pub enum DockerError {
     #[error("the host path `{}` of a mount does not exist", .0.display())]
     MountSourceMissing(std::path::PathBuf),
     /// The engine does not see a directory to bind-mount (it runs elsewhere: a VM,
-    /// another host), so the container would get an empty one.
+    /// another host), so the container would get an empty one. The project directory
+    /// itself is synced instead; this is for the other mounts (`with_mount`).
     #[error(
         "the engine at {endpoint} does not see `{}` (it runs elsewhere: a VM or another \
          host), so the container would get an empty directory there; share the path with \
@@ -244,6 +245,17 @@ pub enum DockerError {
         dir: std::path::PathBuf,
         /// The engine's address.
         endpoint: String,
+    },
+    /// The project could not be synced into a container whose engine does not see it.
+    #[error("cannot sync `{}` with the container: cannot {what}", dir.display())]
+    SyncFailed {
+        /// The project directory.
+        dir: std::path::PathBuf,
+        /// What could not be done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
     },
     /// A published host port is taken by another process or container.
     #[error("host port {host_ip}:{host_port} is already in use")]

@@ -917,16 +917,34 @@ pub(crate) async fn connect_inside(
     user: Option<String>,
     port: u16,
 ) -> std::io::Result<runner_core::tunnel::FarSide> {
+    let (stdin, stdout) = helper_mode(
+        inner,
+        user,
+        "no tunnel",
+        vec!["--connect".to_string(), format!("localhost:{port}")],
+    )
+    .await?;
+    Ok((stdin, Box::new(stdout)))
+}
+
+/// A process of runner's helper program itself in one of its modes (`args`: such as
+/// `--connect ADDRESS`, `--sync DIR`), started through the helper as `user`: its
+/// stdin, and its stdout holding the process (killed when that is dropped). `what`
+/// says what is missing without the helper.
+pub(crate) async fn helper_mode(
+    inner: Arc<Inner>,
+    user: Option<String>,
+    what: &str,
+    args: Vec<String>,
+) -> std::io::Result<(runner_core::ProcStdin, WhileRunning)> {
     let helper = inner.helper().await.ok_or_else(|| {
-        std::io::Error::other("runner's helper does not run in the container: no tunnel")
+        std::io::Error::other(format!(
+            "runner's helper does not run in the container: {what}"
+        ))
     })?;
     let mut proc = DockerProc::new(
         inner,
-        vec![
-            helper.path.clone(),
-            "--connect".to_string(),
-            format!("localhost:{port}"),
-        ],
+        std::iter::once(helper.path.clone()).chain(args).collect(),
         EnvLayers::new(),
         None,
         user,
@@ -945,15 +963,15 @@ pub(crate) async fn connect_inside(
     running.kill_on_drop(true);
     Ok((
         stdin,
-        Box::new(WhileRunning {
+        WhileRunning {
             stdout,
             _running: running,
-        }),
+        },
     ))
 }
 
 /// A process's stdout that keeps the process's handle for as long as it is read.
-struct WhileRunning {
+pub(crate) struct WhileRunning {
     stdout: runner_core::ProcStdout,
     _running: runner_core::Running,
 }

@@ -16,7 +16,8 @@ use crate::{DockerError, Engine};
 /// What each engine (by endpoint) was seen to see, by directory.
 static SEEN: Mutex<Option<HashMap<(String, PathBuf), bool>>> = Mutex::new(None);
 
-fn remembered(endpoint: &str, dir: &Path) -> Option<bool> {
+/// What engine `endpoint` was seen to see of `dir`, if it was looked at.
+pub(crate) fn remembered(endpoint: &str, dir: &Path) -> Option<bool> {
     SEEN.lock()
         .unwrap_or_else(|p| p.into_inner())
         .as_ref()

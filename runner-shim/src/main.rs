@@ -10,6 +10,10 @@
 // Shared with the owner, whose half (encoding requests) the helper does not use.
 #[allow(dead_code)]
 mod protocol;
+// Shared with the owner, which uses all of it.
+#[allow(dead_code)]
+mod sync;
+mod sync_agent;
 
 use std::collections::HashMap;
 use std::io::{self, BufWriter, Read, Write};
@@ -579,6 +583,9 @@ fn main() {
     }
     if args.first().map(String::as_str) == Some("--connect") {
         connect_mode(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("--sync") {
+        sync_agent::run(&args[1..]);
     }
     // The container exists for this owner alone (an ephemeral one, kept up by the
     // engine's init): when the owner is gone, so is it.

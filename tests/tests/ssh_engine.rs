@@ -129,9 +129,10 @@ async fn every_ssh_failure_is_typed_and_leaves_nothing() {
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
     assert_eq!(host.engine().runner_containers(), Vec::<String>::new());
 
-    // A project the host does not see (hidden by an empty tmpfs in its mount
-    // namespace, as a directory of a laptop is from a build box) is a typed error at
-    // init, before anything runs: no container left, no token left in the project.
+    // A directory the host does not see (hidden by an empty tmpfs in its mount
+    // namespace, as a directory of a laptop is from a build box), mounted besides the
+    // project (which is synced: tests/sync_engine.rs), is a typed error at init, before
+    // anything runs: no container left, no token left in it.
     let project = tempfile::tempdir().unwrap();
     std::fs::write(project.path().join("main.go"), "package main\n").unwrap();
     let hidden = std::process::Command::new("nsenter")
@@ -149,12 +150,12 @@ async fn every_ssh_failure_is_typed_and_leaves_nothing() {
     let mut env = runner_docker::DockerEnvironment::with_client(
         engine,
         runner_tests::foreign_engine::IMAGE,
-        Some(project.path()),
+        None,
         &format!("ssh-unseen-{}", std::process::id()),
     )
     .await
     .unwrap();
-    env.with_pause();
+    env.with_pause().with_mount(project.path(), "/data");
     let err = runner_core::RunnerEnvironment::init(&env)
         .await
         .unwrap_err();

@@ -10,8 +10,8 @@ use crate::{cargo, docs, modules, run, Result};
 /// depend on (normal dependencies). Four floors: core and reaper at the bottom,
 /// native and docker beside each other, nix on native, then companion and CLI.
 pub(crate) const LAYERS: [(&str, &[&str]); 8] = [
-    ("runner-core", &[]),
     ("runner-shim", &[]),
+    ("runner-core", &["runner-shim"]),
     ("runner-reaper", &["runner-core"]),
     ("runner-native", &["runner-core", "runner-reaper"]),
     (
