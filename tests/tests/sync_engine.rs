@@ -173,7 +173,10 @@ async fn an_unseen_project_is_synced_both_ways() {
     std::fs::write(p.join("debug.log"), "noise").unwrap();
     std::fs::write(p.join("marker"), "after the log\n").unwrap();
     there(&env, "cat marker", "after the log\n").await;
-    assert!(!sh(&env, "ls debug.log").await.0, "an ignored file was carried");
+    assert!(
+        !sh(&env, "ls debug.log").await.0,
+        "an ignored file was carried"
+    );
 
     // Written there (generated code, a build output): seen here, deleted and renamed.
     assert!(

@@ -933,24 +933,7 @@ async fn docker_ssh_rows(quick: bool) -> Vec<Row> {
     env.init().await.expect("init");
     assert!(env.exec_helper().await.is_ok(), "the helper over ssh");
     let id = env.container_id().expect("id");
-    let bin = dir.path().join("bin");
-    std::fs::create_dir_all(&bin).expect("bin");
-    let wrapper = bin.join("ssh");
-    std::fs::write(
-        &wrapper,
-        format!("#!/bin/sh\nexec /usr/bin/{} \"$@\"\n", host.ssh_command()),
-    )
-    .expect("wrapper");
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = ssh_cli_path(dir.path(), &host);
     let n = if quick { 10 } else { 40 };
     let (mut helped, mut cli) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..n {
@@ -978,6 +961,186 @@ async fn docker_ssh_rows(quick: bool) -> Vec<Row> {
         baseline_desc: "the `docker exec` CLI over the same ssh (ours through the helper)",
         target: 0.1,
     }]
+}
+
+/// A `PATH` whose `ssh` (a wrapper in `dir`) is the host's ssh command, for the
+/// docker CLI, which runs `ssh` by that name.
+fn ssh_cli_path(dir: &std::path::Path, host: &runner_tests::ssh_host::SshHost) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let wrapper = bin.join("ssh");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec /usr/bin/{} \"$@\"\n", host.ssh_command()),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// A project the engine over ssh does not see (hidden by an empty tmpfs in its mount
+/// namespace), synced: 20,000 files (100 MB) copied in at `init` (what the synced
+/// `init` costs beyond the same `init` without a project) against
+/// `tar c | docker cp -` of the same tree over the same ssh; and one saved file to
+/// seen by a process in the container (p95) against the 200 ms budget.
+async fn remote_sync_rows(quick: bool) -> Vec<Row> {
+    use runner_tests::ssh_host::SshHost;
+    use tokio::io::AsyncBufReadExt;
+    if let Some(why) = runner_tests::ssh_host::unavailable() {
+        eprintln!("remote_sync rows SKIPPED: {why}");
+        return Vec::new();
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let host = SshHost::start(&dir.path().join("ssh"));
+    std::env::set_var("RUNNER_SSH_COMMAND", host.ssh_command());
+    let endpoint = SshHost::docker_host(SshHost::HOST);
+    let path = ssh_cli_path(dir.path(), &host);
+    let project = tempfile::tempdir().expect("project");
+    let body = vec![b'x'; 5000];
+    for d in 0..200 {
+        let sub = project.path().join(format!("pkg{d:03}"));
+        std::fs::create_dir_all(&sub).expect("dir");
+        for f in 0..100 {
+            std::fs::write(sub.join(format!("f{f:03}.go")), &body).expect("file");
+        }
+    }
+    let hidden = std::process::Command::new("nsenter")
+        .args([
+            "--target",
+            &host.engine().dockerd_pid().to_string(),
+            "--mount",
+            "--",
+        ])
+        .args(["mount", "-t", "tmpfs", "none"])
+        .arg(project.path())
+        .status()
+        .expect("nsenter");
+    assert!(hidden.success(), "hide the project from the engine");
+    let env_of = |dir: Option<std::path::PathBuf>, name: &'static str| {
+        let endpoint = endpoint.clone();
+        async move {
+            let engine = runner_docker::Engine::connect_to(&endpoint)
+                .await
+                .expect("the engine over ssh");
+            let mut env = runner_docker::DockerEnvironment::with_client(
+                engine,
+                runner_tests::foreign_engine::IMAGE,
+                dir.as_deref(),
+                name,
+            )
+            .await
+            .expect("docker env");
+            env.with_pause();
+            env
+        }
+    };
+    let rounds = if quick { 1 } else { 3 };
+    let (mut synced, mut cli) = (Duration::ZERO, Duration::ZERO);
+    let mut kept = None;
+    for round in 0..rounds {
+        let plain = env_of(None, "bench-sync-plain").await;
+        let t = Instant::now();
+        plain.init().await.expect("init");
+        let plain_init = t.elapsed();
+        let id = plain.container_id().expect("id");
+        let t = Instant::now();
+        let copied = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "tar -C \"$1\" -cf - . | docker -H \"$2\" cp - \"$3:/tmp\"",
+                "sh",
+            ])
+            .arg(project.path())
+            .arg(&endpoint)
+            .arg(&id)
+            .env("PATH", &path)
+            .env("DOCKER_CONFIG", dir.path().join("cli-config"))
+            .output()
+            .expect("tar | docker cp");
+        cli += t.elapsed();
+        assert!(copied.status.success(), "tar | docker cp: {copied:?}");
+        plain.shutdown().await.expect("shutdown");
+
+        let env = env_of(Some(project.path().to_path_buf()), "bench-sync").await;
+        let t = Instant::now();
+        env.init().await.expect("synced init");
+        synced += t.elapsed().saturating_sub(plain_init);
+        assert!(env.is_synced().await, "the project is synced");
+        if round + 1 == rounds {
+            kept = Some(env);
+        } else {
+            env.shutdown().await.expect("shutdown");
+        }
+    }
+    let env = kept.expect("the last synced environment");
+    // One saved file to seen in the container: a process there prints the file each
+    // time it changes (a loop of `cat`, about a millisecond a turn).
+    let file = project.path().join("edited.go");
+    std::fs::write(&file, "0").expect("write");
+    env.flush_sync().await;
+    let mut watcher = env
+        .new_process(
+            "sh",
+            &["-c", "last=; while :; do c=$(cat edited.go 2>/dev/null); if [ \"$c\" != \"$last\" ]; then echo \"$c\"; last=$c; fi; done"],
+        )
+        .await
+        .expect("watcher");
+    let out = watcher.stdout_pipe().expect("pipe");
+    let watcher = watcher.start().await.expect("start");
+    let mut lines = tokio::io::BufReader::new(out).lines();
+    assert_eq!(lines.next_line().await.expect("line").as_deref(), Some("0"));
+    let edits = if quick { 30 } else { 100 };
+    let mut took = Vec::new();
+    for i in 1..=edits {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let t = Instant::now();
+        std::fs::write(&file, i.to_string()).expect("write");
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+                .await
+                .expect("the edit never arrived")
+                .expect("line")
+                .expect("the watcher ended");
+            if line == i.to_string() {
+                break;
+            }
+        }
+        took.push(t.elapsed());
+    }
+    let _ = watcher.stop().await;
+    env.shutdown().await.expect("shutdown");
+    took.sort();
+    let p95 = took[(took.len() * 95).div_ceil(100) - 1];
+    eprintln!(
+        "remote_sync_edit_latency: median {:?}, p95 {:?}, max {:?}",
+        took[took.len() / 2],
+        p95,
+        took[took.len() - 1]
+    );
+    vec![
+        Row {
+            name: "remote_sync_initial",
+            ours: synced.as_secs_f64(),
+            baseline: cli.as_secs_f64(),
+            baseline_desc: "`tar c | docker cp -` of the 20,000 files (100 MB) over the same ssh (ours: what syncing adds to init)",
+            target: 1.0,
+        },
+        Row {
+            name: "remote_sync_edit_latency",
+            ours: p95.as_secs_f64(),
+            baseline: 0.2,
+            baseline_desc: "the 200 ms budget (ours: p95 of one saved file to seen in the container, over ssh)",
+            target: 1.0,
+        },
+    ]
 }
 
 /// 100 MiB from a server in the container through a tunnelled port (this machine's
@@ -1610,6 +1773,9 @@ fn main() {
     }
     if want("docker_exec_run_ssh") {
         rows.extend(rt.block_on(docker_ssh_rows(quick)));
+    }
+    if want("remote_sync_initial remote_sync_edit_latency") {
+        rows.extend(rt.block_on(remote_sync_rows(quick)));
     }
     if want("remote_tunnel_throughput")
         && rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2)))
