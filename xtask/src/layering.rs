@@ -7,8 +7,9 @@ use crate::{cargo, docs, modules, run, Result};
 /// no Nix code (and the reverse); the ledger crate carries no engine client and no
 /// async runtime.
 /// The crate graph drawn from the manifests: which workspace crates each one may
-/// depend on (normal dependencies). Four floors: core and reaper at the bottom,
-/// native and docker beside each other, nix on native, then companion and CLI.
+/// depend on (normal dependencies). The shim (standard library only) at the bottom,
+/// core on it (the sync's wire), reaper on core, native and docker beside each
+/// other, nix on native, then companion and CLI.
 pub(crate) const LAYERS: [(&str, &[&str]); 8] = [
     ("runner-shim", &[]),
     ("runner-core", &["runner-shim"]),
