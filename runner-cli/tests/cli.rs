@@ -634,6 +634,71 @@ fn a_tunnelled_port_answers_and_is_said_aloud() {
     }
 }
 
+/// `runner run` on an engine over ssh that does not see the project (an empty tmpfs
+/// over it in the engine's mount namespace): the project is synced, said aloud
+/// (unless `-q`); the command reads what is here, and what it writes there (a code
+/// generator's output) is here once `runner run` has returned.
+#[test]
+fn a_project_the_engine_does_not_see_is_synced_by_runner_run() {
+    use runner_tests::ssh_host::SshHost;
+    let why = runner_tests::ssh_host::unavailable();
+    if let Some(why) = &why {
+        eprintln!("ssh host: {why}");
+    }
+    if !runner_core::testing::engine_gate("a Docker host over ssh", why.is_none()) {
+        return;
+    }
+    let cli = Cli::new();
+    let host = SshHost::start(&cli.tmp.path().join("ssh"));
+    let project = cli.tmp.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join("schema.txt"), "user\n").unwrap();
+    let hidden = Command::new("nsenter")
+        .args([
+            "--target",
+            &host.engine().dockerd_pid().to_string(),
+            "--mount",
+            "--",
+        ])
+        .args(["mount", "-t", "tmpfs", "none"])
+        .arg(&project)
+        .status()
+        .unwrap();
+    assert!(hidden.success());
+    for (quiet, out_dir) in [(false, "gen"), (true, "gen-quiet")] {
+        let script = format!(
+            "mkdir -p {out_dir} && sed 's/^/type /' schema.txt > {out_dir}/types.go && cat {out_dir}/types.go"
+        );
+        let mut args = vec!["run", "--backend", "docker", "--image", IMAGE];
+        if quiet {
+            args.push("-q");
+        }
+        args.extend(["--", "sh", "-c", &script]);
+        let out = cli
+            .cmd(&args)
+            .current_dir(&project)
+            .env("DOCKER_HOST", SshHost::docker_host(SshHost::HOST))
+            .env("RUNNER_SSH_COMMAND", host.ssh_command())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "type user\n");
+        assert_eq!(
+            std::fs::read_to_string(project.join(out_dir).join("types.go")).unwrap(),
+            "type user\n",
+            "the generated file is not here"
+        );
+        let note = format!(
+            "runner: note: {} is synced with the container",
+            project.display()
+        );
+        assert_eq!(err.contains(&note), !quiet, "quiet {quiet}: {err}");
+    }
+    assert_eq!(host.engine().runner_containers(), Vec::<String>::new());
+}
+
 #[test]
 fn docker_backend_runs_in_a_container_and_removes_it() {
     if !docker_available() {

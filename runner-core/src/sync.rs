@@ -501,7 +501,14 @@ impl State {
                     quiet_since = tokio::time::Instant::now();
                 }
                 msg = far.recv() => {
-                    let Some(msg) = msg else { break };
+                    let Some(msg) = msg else {
+                        tracing::warn!(
+                            target: NOTE_TARGET,
+                            "the sync of {} ended: the far side is gone (changes are no longer carried)",
+                            self.root.display()
+                        );
+                        break;
+                    };
                     match msg {
                         Msg::Barrier(n) => {
                             for w in barriers.remove(&n).unwrap_or_default() {
