@@ -271,27 +271,19 @@ fn reap_dead_records(n: usize, rounds: usize) -> Row {
     }
 }
 
-/// `reap_50_live_groups` and `reap_50_live_groups_vs_kill`.
+/// `reap_50_live_groups_vs_kill`: sweeping 50 live groups against SIGTERM to them
+/// (sweeping one group instead measured nothing we decide).
 fn reap_live_groups(n: usize, rounds: usize) -> Vec<Row> {
     let t = reap_groups(n, rounds, orphan_group);
-    vec![
-        Row {
-            name: "reap_50_live_groups",
-            ours: t.many.as_secs_f64(),
-            baseline: t.one.as_secs_f64(),
-            baseline_desc: "sweeping a single live group",
-            target: 2.0,
-        },
-        Row {
-            name: "reap_50_live_groups_vs_kill",
-            ours: t.many.as_secs_f64(),
-            baseline: t.bare_kill.as_secs_f64(),
-            baseline_desc: "SIGTERM to the same groups, awaiting every known pid's exit",
-            // The sweep's own work (50 records read and removed, a read of the process
-            // table) may cost as much as the kernel's; one group at a time would be ~13.
-            target: 2.0,
-        },
-    ]
+    vec![Row {
+        name: "reap_50_live_groups_vs_kill",
+        ours: t.many.as_secs_f64(),
+        baseline: t.bare_kill.as_secs_f64(),
+        baseline_desc: "SIGTERM to the same groups, awaiting every known pid's exit",
+        // The sweep's own work (50 records read and removed, a read of the process
+        // table) may cost as much as the kernel's; one group at a time would be ~13.
+        target: 2.0,
+    }]
 }
 
 /// Like `reap_live_groups`, with groups that take 50 ms to clean up after SIGTERM (as
@@ -1689,6 +1681,47 @@ async fn docker_pull_rows(quick: bool) -> Vec<Row> {
     }]
 }
 
+/// Every row's name.
+const ROWS: &[&str] = &[
+    "cli_overhead",
+    "cli_overhead_vs_timeout",
+    "native_spawn_wait",
+    "native_spawn_wait_portable",
+    "forward_throughput",
+    "forward_long_line_memory",
+    "reap_1000_dead_records",
+    "reap_50_live_groups_vs_kill",
+    "reap_50_slow_exit_groups",
+    "docker_pull_local_registry",
+    "docker_exec_run",
+    "docker_exec_run_plain",
+    "docker_exec_overhead",
+    "docker_exec_vs_native",
+    "docker_exec_throughput",
+    "docker_exec_throughput_framed",
+    "docker_stop_tree",
+    "docker_stop_tree_helper",
+    "docker_init",
+    "docker_init_overhead",
+    "docker_init_helper_cost",
+    "companion_detect",
+    "docker_exec_run_ssh",
+    "remote_sync_initial",
+    "remote_sync_edit_latency",
+    "remote_tunnel_throughput",
+    "lsp_round_trip_native",
+    "lsp_round_trip_docker",
+    "docker_time_to_initialize",
+    "companion_detect_engine_down",
+    "nix_materialized_run",
+    "nix_wrapped_vs_materialized",
+    "nix_cached_init",
+    "nix_cached_init_with_inputs",
+];
+
+/// The rows `docker_rows` measures together.
+const DOCKER_ROWS: &str = "docker_exec_run docker_exec_run_plain docker_exec_overhead docker_exec_vs_native docker_exec_throughput docker_exec_throughput_framed docker_stop_tree docker_stop_tree_helper docker_init docker_init_overhead docker_init_helper_cost";
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -1713,13 +1746,30 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    // Any other argument selects the row groups whose names contain it.
+    // Any other argument selects rows: a row's whole name that row alone, another
+    // beginning of names every row it begins. Only the groups of selected rows run.
     let filters: Vec<&str> = args
         .iter()
         .filter(|a| !a.starts_with("--"))
         .map(String::as_str)
         .collect();
-    let want = |group: &str| filters.is_empty() || filters.iter().any(|f| group.contains(f));
+    if let Some(unknown) = filters
+        .iter()
+        .find(|f| !ROWS.iter().any(|r| r.starts_with(**f)))
+    {
+        eprintln!(
+            "no row begins with `{unknown}`; the rows: {}",
+            ROWS.join(" ")
+        );
+        std::process::exit(2);
+    }
+    let selected = |row: &str| {
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|f| *f == row || (!ROWS.contains(f) && row.starts_with(*f)))
+    };
+    let want = |group: &str| group.split_whitespace().any(selected);
     let state = tempfile::tempdir().expect("state dir");
     let state_path = state.path().to_path_buf();
     let mut rows = Vec::new();
@@ -1750,18 +1800,18 @@ fn main() {
         ));
     }
     let reap_rounds = if quick { 2 } else { 5 };
-    if want("reap_50_live_groups reap_50_live_groups_vs_kill") {
+    if want("reap_50_live_groups_vs_kill") {
         rows.extend(reap_live_groups(50, reap_rounds));
     }
     if want("reap_50_slow_exit_groups") {
         rows.push(reap_slow_exit_groups(50, reap_rounds));
     }
-    if want("docker_exec_run docker_exec_overhead docker_exec_vs_native docker_exec_throughput docker_stop_tree_helper docker_init companion_detect docker_pull_local_registry") {
+    if want(DOCKER_ROWS) || want("companion_detect docker_pull_local_registry") {
         if rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2))) {
             if want("docker_pull_local_registry") {
                 rows.extend(rt.block_on(docker_pull_rows(quick)));
             }
-            if want("docker_exec_run docker_exec_overhead docker_exec_vs_native docker_exec_throughput docker_stop_tree_helper docker_init") {
+            if want(DOCKER_ROWS) {
                 rows.extend(rt.block_on(docker_rows(quick)));
             }
             if want("companion_detect") {
@@ -1800,6 +1850,8 @@ fn main() {
         }
     }
 
+    // Rows measured together with a selected one but not selected themselves.
+    rows.retain(|r| selected(r.name));
     let out_dir = std::env::var_os("RUNNER_BENCH_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/bench"));
