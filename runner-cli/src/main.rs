@@ -155,7 +155,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(why) => {
             if let Some(why) = why {
-                let hint = threads::descriptor_hint(&why);
+                let hint = threads::limit_hint(&why);
                 say(Kind::Error, why);
                 if let Some(hint) = hint {
                     say(Kind::Hint, hint);
@@ -222,7 +222,7 @@ fn print_json(value: &impl serde::Serialize) {
 
 fn fail(e: &Error, default: i32) -> i32 {
     let text = e.chain();
-    let hint = threads::descriptor_hint(&text);
+    let hint = threads::limit_hint(&text);
     say(Kind::Error, text);
     if let Some(hint) = hint {
         say(Kind::Hint, hint);

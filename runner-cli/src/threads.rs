@@ -1,80 +1,20 @@
-//! The async runtime, sized to the threads this process may start. A limit on
-//! processes (`ulimit -u`, which counts threads too) can leave too few: tokio then
-//! panics ("OS can't spawn worker thread") and can hang while unwinding. So runner
-//! first counts what it can start, runs with fewer workers when it must, refuses
-//! to run (exit 125, saying why) when it cannot work at all, and turns a thread
-//! that still cannot be started later into that same error instead of a panic.
-
-use std::sync::mpsc;
+//! The async runtime: one thread, the main one. Threads for blocking work (reading
+//! runner's stdin, the start-up sweep) are started when that work comes, so a native
+//! `runner run` starts none it does not use (a multi-threaded runtime and a probe of
+//! how many threads could be started cost about a millisecond of start-up, a third
+//! of what runner adds to a short command). A limit on processes (`ulimit -u`, which
+//! counts threads) can refuse such a thread: tokio then panics, and that panic is
+//! said as runner's error, naming the limit (exit 125), never as a panic or a hang.
 
 use tokio::runtime::{Builder, Runtime};
 
-/// Threads beyond the main one that a run uses normally: two workers and one for
-/// blocking work.
-const WANTED: usize = 4;
-/// The fewest it can work with: one for blocking reads (stdin) and one for the
-/// rest of the blocking work, the runtime on the main thread.
-const FEWEST: usize = 2;
-
-/// The runtime, with as many workers as the threads that can be started allow;
-/// `Err` says why runner cannot run (`None`: the panic hook already said it).
+/// The runtime; `Err` says why runner cannot run (`None`: the panic hook already
+/// said it).
 pub(crate) fn runtime() -> Result<Runtime, Option<String>> {
-    let (startable, refused) = startable(WANTED);
-    if startable < FEWEST {
-        return Err(Some(too_few(startable, refused)));
-    }
-    if startable < WANTED {
-        tracing::debug!(startable, "fewer threads than usual: a smaller runtime");
-    }
     // tokio panics when its signal pipe cannot be made (no descriptor left).
-    std::panic::catch_unwind(|| match startable {
-        n if n >= WANTED => Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build(),
-        n if n > FEWEST => Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build(),
-        _ => Builder::new_current_thread().enable_all().build(),
-    })
-    .map_err(|_| None)?
-    .map_err(|e| Some(format!("failed to start the async runtime: {e}")))
-}
-
-/// How many more threads this process can start now, up to `want` (each started,
-/// counted, then ended), and the error of the first that could not be.
-fn startable(want: usize) -> (usize, Option<std::io::Error>) {
-    let mut parked = Vec::new();
-    let mut refused = None;
-    for _ in 0..want {
-        let (tx, rx) = mpsc::channel::<()>();
-        match std::thread::Builder::new().spawn(move || {
-            let _ = rx.recv();
-        }) {
-            Ok(handle) => parked.push((tx, handle)),
-            Err(e) => {
-                refused = Some(e);
-                break;
-            }
-        }
-    }
-    let n = parked.len();
-    for (tx, handle) in parked {
-        drop(tx);
-        let _ = handle.join();
-    }
-    (n, refused)
-}
-
-/// Why runner cannot run with `startable` threads.
-fn too_few(startable: usize, refused: Option<std::io::Error>) -> String {
-    format!(
-        "runner could start {startable} of the {FEWEST} threads it needs at least{}: \
-         the limit on processes per user is reached{}",
-        refused.map(|e| format!(" ({e})")).unwrap_or_default(),
-        limit_said("ulimit -u", process_limit()),
-    )
+    std::panic::catch_unwind(|| Builder::new_current_thread().enable_all().build())
+        .map_err(|_| None)?
+        .map_err(|e| Some(format!("failed to start the async runtime: {e}")))
 }
 
 /// A panic that says a limit was reached (tokio's, when a thread or its signal pipe
@@ -146,13 +86,23 @@ fn limit_reached(message: &str) -> Option<String> {
     Some(format!("runner {what}: {message}{said}"))
 }
 
-/// A hint for an error whose text says this process ran out of descriptors (EMFILE),
-/// naming the limit.
-pub(crate) fn descriptor_hint(text: &str) -> Option<String> {
-    text.contains(OUT_OF_DESCRIPTORS).then(|| {
-        format!(
+/// How an error of a process or thread that could not be made (EAGAIN) reads.
+const OUT_OF_PROCESSES: &str = "Resource temporarily unavailable";
+
+/// A hint for an error whose text says a limit of this process was reached: it ran
+/// out of descriptors (EMFILE), or a process or thread could not be made (EAGAIN,
+/// the limit on processes per user); naming the limit.
+pub(crate) fn limit_hint(text: &str) -> Option<String> {
+    if text.contains(OUT_OF_DESCRIPTORS) {
+        return Some(format!(
             "runner ran out of file descriptors: the limit on open files is reached{}",
             limit_said("ulimit -n", file_limit())
+        ));
+    }
+    text.contains(OUT_OF_PROCESSES).then(|| {
+        format!(
+            "a process or thread could not be started: the limit on processes per user may be reached{}",
+            limit_said("ulimit -u", process_limit())
         )
     })
 }
