@@ -319,11 +319,17 @@ pub async fn sweep_stale_once() -> Option<runner_reaper::SweepReport> {
     let groups = SWEPT
         .get_or_init(|| async {
             first = true;
-            let groups = tokio::task::spawn_blocking(|| {
-                runner_reaper::reap_stale_process_groups(Duration::from_secs(5))
-            })
-            .await
-            .unwrap_or_default();
+            // A thread for the sweep only when the ledger holds something to judge
+            // (one listing of it here; nothing, in the common case).
+            let groups = if runner_reaper::ledger_needs_sweep() {
+                tokio::task::spawn_blocking(|| {
+                    runner_reaper::reap_stale_process_groups(Duration::from_secs(5))
+                })
+                .await
+                .unwrap_or_default()
+            } else {
+                runner_reaper::SweepReport::default()
+            };
             if !groups.reaped.is_empty() || !groups.errors.is_empty() {
                 tracing::info!(%groups, "swept stale process groups");
             }

@@ -14,5 +14,6 @@ pub use ledger::{
 };
 pub use prepared::PreparedRecord;
 pub use sweep::{
-    reap_stale_process_groups, running_members, ReapedGroup, SetAside, SweepReport, SWEEP_GRACE,
+    ledger_needs_sweep, reap_stale_process_groups, running_members, ReapedGroup, SetAside,
+    SweepReport, SWEEP_GRACE,
 };

@@ -111,6 +111,13 @@ pub fn reap_stale_process_groups(deadline: Duration) -> SweepReport {
     Ledger::default().reap_stale(deadline, SWEEP_GRACE)
 }
 
+/// Whether the default ledger holds anything a sweep would look at: a record, or a
+/// spare file of an owner that is gone. One listing of its directory, no lock: a
+/// caller that finds nothing (the common case) need not start the sweep at all.
+pub fn ledger_needs_sweep() -> bool {
+    Ledger::default().needs_sweep()
+}
+
 /// The members of process group `pgid` that still run (see
 /// [`process_running`](crate::ledger::process_running)), from one read of the process
 /// table.
@@ -217,6 +224,30 @@ enum Verdict {
 }
 
 impl Ledger {
+    /// Whether this ledger holds anything a sweep would look at (see
+    /// [`ledger_needs_sweep`]).
+    pub fn needs_sweep(&self) -> bool {
+        if fs::symlink_metadata(self.runs_dir()).is_err() {
+            return false;
+        }
+        // A directory the sweep refuses (a symlink, not ours): the sweep says why.
+        if self.ensure_dir().is_err() {
+            return true;
+        }
+        let Ok(entries) = fs::read_dir(self.runs_dir()) else {
+            return true;
+        };
+        entries.filter_map(|e| e.ok()).any(|e| {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else {
+                return false;
+            };
+            (!name.starts_with('.') && name.ends_with(".json"))
+                || spare_owner(name)
+                    .is_some_and(|(pid, start)| !runner_core::os::process_is(pid, start))
+        })
+    }
+
     /// Sweeps this ledger: see the module documentation.
     pub fn reap_stale(&self, deadline: Duration, grace: Duration) -> SweepReport {
         let started = Instant::now();

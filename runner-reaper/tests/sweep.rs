@@ -283,7 +283,10 @@ fn concurrent_sweeps_reap_each_group_once() {
 fn spare_files_are_reused_and_only_a_dead_owners_are_swept() {
     let tmp = tempfile::tempdir().unwrap();
     let ledger = Ledger::at(tmp.path());
+    // Nothing to sweep: no directory, then an empty one.
+    assert!(!ledger.needs_sweep());
     ledger.ensure_dir().unwrap();
+    assert!(!ledger.needs_sweep());
     let me = std::process::id() as i32;
     let mine = start_time(me).unwrap();
     let runs = ledger.runs_dir();
@@ -304,6 +307,8 @@ fn spare_files_are_reused_and_only_a_dead_owners_are_swept() {
     // A missing record recycles to nothing.
     ledger.recycle_record(pgid).unwrap();
     assert_eq!(ledger.take_spare(), None);
+    // A live owner's spare is nothing to sweep; a record, or a dead owner's spare, is.
+    assert!(!ledger.needs_sweep());
 
     // Spares named after a dead owner (pid gone, or pid reused: start time differs)
     // are removed by a sweep; a live owner's are kept.
@@ -317,6 +322,7 @@ fn spare_files_are_reused_and_only_a_dead_owners_are_swept() {
     for f in [&dead, &reused, &dead_tmp, &live_tmp] {
         std::fs::write(f, "{}").unwrap();
     }
+    assert!(ledger.needs_sweep());
     let report = ledger.reap_stale(Duration::from_secs(5), Duration::from_secs(1));
     assert!(report.errors.is_empty(), "{report:?}");
     assert!(
@@ -324,6 +330,11 @@ fn spare_files_are_reused_and_only_a_dead_owners_are_swept() {
         "{report:?}"
     );
     assert!(!dead.exists() && !reused.exists() && !dead_tmp.exists());
+    assert!(!ledger.needs_sweep(), "only live owners' files are left");
+    let record = runs.join(format!("{}.json", dead_pid()));
+    std::fs::write(&record, "{}").unwrap();
+    assert!(ledger.needs_sweep(), "a record is judged by a sweep");
+    std::fs::remove_file(&record).unwrap();
     assert!(spare.exists(), "a live owner's spare was removed");
     assert!(
         live_tmp.exists(),
