@@ -175,6 +175,28 @@ impl Config {
         }
     }
 
+    /// Adds a read-only bind mount of `source` (this machine's directory) at `target`
+    /// to `body`: a mount, not a bind, so an engine without that path refuses the
+    /// create instead of making an empty directory on its own host.
+    pub(crate) fn mount_read_only(
+        body: &mut ContainerCreateBody,
+        source: &std::path::Path,
+        target: &str,
+    ) {
+        let mount = bollard::models::Mount {
+            typ: Some(bollard::models::MountType::BIND),
+            source: Some(source.display().to_string()),
+            target: Some(target.to_string()),
+            read_only: Some(true),
+            ..Default::default()
+        };
+        body.host_config
+            .get_or_insert_with(HostConfig::default)
+            .mounts
+            .get_or_insert_with(Vec::new)
+            .push(mount);
+    }
+
     /// A start failure, typed: a published port that is taken becomes `PortInUse`.
     pub(crate) fn start_error(&self, e: crate::engine::Fault) -> DockerError {
         let message = e.message();

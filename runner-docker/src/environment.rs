@@ -57,6 +57,9 @@ pub struct DockerEnvironment {
     grace: std::time::Duration,
     /// The tunnels' listeners while the container runs.
     tunnels: Mutex<Vec<runner_core::tunnel::Tunnel>>,
+    /// Where the helper is bind-mounted in the container the last create made, when
+    /// the engine sees it; `None`: it is copied in.
+    helper_mounted: Mutex<Option<String>>,
     /// What a synced project leaves out.
     sync_options: runner_core::sync::SyncOptions,
     /// The project's sync while the container runs, when the engine does not see it.
@@ -122,6 +125,7 @@ impl DockerEnvironment {
             creating: Arc::default(),
             grace: runner_core::DEFAULT_STOP_GRACE,
             tunnels: Mutex::new(Vec::new()),
+            helper_mounted: Mutex::new(None),
             sync_options: runner_core::sync::SyncOptions::default(),
             sync: tokio::sync::Mutex::new(None),
         }
@@ -358,6 +362,12 @@ impl DockerEnvironment {
     ) -> std::result::Result<String, CreateError> {
         let engine = &self.inner.engine;
         let mut body = config.create_body(&self.name, hash);
+        // The helper bind-mounted from this machine when the engine may see it (as
+        // `docker run --init` mounts its init): no upload when the helper starts.
+        let helper_mount = self.helper_mount_wanted();
+        if let Some((source, target)) = &helper_mount {
+            Config::mount_read_only(&mut body, source, target);
+        }
         if tunnel {
             if let Some(host) = body.host_config.as_mut() {
                 host.port_bindings = None;
@@ -382,7 +392,15 @@ impl DockerEnvironment {
             })
         };
         let created = match task.await {
-            Ok(created) => created?,
+            Ok(Ok(created)) => created,
+            // An engine that does not have the helper's directory refuses the mount:
+            // once more without it (and never again with it on this engine).
+            Ok(Err(CreateError::Docker(e))) if helper_mount.is_some() => {
+                tracing::debug!(error = %e, "the create with the helper mounted was refused");
+                crate::sees::remember_helper(engine.endpoint(), false);
+                return Box::pin(self.create_and_start(config, hash, tunnel)).await;
+            }
+            Ok(Err(e)) => return Err(e),
             Err(e) => {
                 return Err(CreateError::Docker(DockerError::unexpected(
                     "create the container",
@@ -396,6 +414,28 @@ impl DockerEnvironment {
             self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
             return Err(CreateError::Docker(e));
         }
+        let mounted = match helper_mount {
+            Some((_, target)) => {
+                let path = format!("{target}/runner-shim");
+                let seen = match crate::sees::helper_seen(engine.endpoint()) {
+                    Some(seen) => seen,
+                    None => {
+                        let seen = engine
+                            .path_exists(&created, Path::new(&path))
+                            .await
+                            .unwrap_or(false);
+                        crate::sees::remember_helper(engine.endpoint(), seen);
+                        seen
+                    }
+                };
+                seen.then_some(path)
+            }
+            None => None,
+        };
+        *self
+            .helper_mounted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = mounted;
         let logs = match self.attach(&created).await {
             Ok(logs) => logs,
             Err(e) => {
@@ -411,6 +451,19 @@ impl DockerEnvironment {
         }
         self.follow(logs);
         Ok(created)
+    }
+
+    /// The helper's directory on this machine and where to mount it, unless the
+    /// helper is off or this engine was seen not to see it.
+    fn helper_mount_wanted(&self) -> Option<(PathBuf, String)> {
+        let off = matches!(
+            *self.inner.helper.lock().unwrap_or_else(|p| p.into_inner()),
+            crate::exec::HelperState::Off
+        );
+        if off || crate::sees::helper_seen(self.inner.engine.endpoint()) == Some(false) {
+            return None;
+        }
+        crate::helper::host_copy()
     }
 
     /// The configuration to create: without the project's mount when it is synced.
@@ -776,8 +829,14 @@ impl DockerEnvironment {
             self.container_name.clone(),
         );
         let end_container = self.config.ephemeral && self.config.pause;
+        let mounted = self
+            .helper_mounted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         tokio::spawn(async move {
-            let started = crate::helper::Helper::start(&inner.engine, &id, user, end_container);
+            let started =
+                crate::helper::Helper::start(&inner.engine, &id, user, end_container, mounted);
             let state = match started.await {
                 Ok(h) => crate::exec::HelperState::Ready(h),
                 Err(why) => {

@@ -32,6 +32,62 @@ static SHIM_WHY: &str = include_str!(concat!(env!("OUT_DIR"), "/runner-shim.why"
 
 /// How long the helper may take from copy to its first frame.
 pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The first bytes of the embedded helper's SHA-256, in hex: names its copies.
+fn digest() -> &'static str {
+    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIGEST.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(SHIM)
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    })
+}
+
+/// The helper on this machine, to bind-mount into containers of an engine that sees
+/// this machine's files (as `docker run --init` mounts its init): the directory
+/// `<state dir>/helper/<digest>` holding `runner-shim`, written once, and where it
+/// is mounted in a container. `None` without an embedded helper or when it cannot
+/// be written.
+pub(crate) fn host_copy() -> Option<(std::path::PathBuf, String)> {
+    static COPY: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let dir = COPY
+        .get_or_init(|| {
+            if SHIM.is_empty() {
+                return None;
+            }
+            let dir = runner_reaper::default_state_dir()
+                .join("helper")
+                .join(digest());
+            let file = dir.join("runner-shim");
+            if std::fs::metadata(&file).is_ok_and(|m| m.len() == SHIM.len() as u64) {
+                return Some(dir);
+            }
+            let written = (|| -> std::io::Result<()> {
+                use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(&dir)?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+                let temp = dir.join(format!(".runner-shim-{}", std::process::id()));
+                std::fs::write(&temp, SHIM)?;
+                std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755))?;
+                std::fs::rename(&temp, &file)
+            })();
+            match written {
+                Ok(()) => Some(dir),
+                Err(e) => {
+                    tracing::debug!(dir = %dir.display(), error = %e, "the helper is copied into each container: it could not be written here");
+                    None
+                }
+            }
+        })
+        .clone()?;
+    Some((dir, format!("/.runner-helper-{}", digest())))
+}
 /// How long the helper may take to answer a ping (it answers in well under a
 /// millisecond when it runs) before it is taken for stopped or hung.
 const ANSWER_BOUND: Duration = Duration::from_secs(5);
@@ -142,16 +198,21 @@ pub fn embedded_helper() -> Result<String, String> {
 /// (run under emulation) or a read-only root filesystem (no place to copy it to)
 /// cannot have it, and say so. When it fits: whether the container's processes are
 /// this host's (`host_view.rs`), from the same inspection.
-async fn fits(engine: &Engine, id: &str) -> Result<(Option<HostView>, Vec<String>), String> {
+async fn fits(
+    engine: &Engine,
+    id: &str,
+    mounted: bool,
+) -> Result<(Option<HostView>, Vec<String>), String> {
     let container = engine
         .inspect_container(id)
         .await
         .map_err(|e| format!("the container could not be inspected: {e}"))?;
-    if container
-        .host_config
-        .as_ref()
-        .and_then(|h| h.readonly_rootfs)
-        .unwrap_or(false)
+    if !mounted
+        && container
+            .host_config
+            .as_ref()
+            .and_then(|h| h.readonly_rootfs)
+            .unwrap_or(false)
     {
         return Err(
             "the container's root filesystem is read-only: the helper cannot be copied in".into(),
@@ -288,26 +349,28 @@ impl Helper {
         id: &str,
         user: Option<String>,
         end_container: bool,
+        mounted: Option<String>,
     ) -> Result<Arc<Helper>, String> {
         if SHIM.is_empty() {
             return Err(format!("no helper was built into runner: {SHIM_WHY}"));
         }
-        let (view, container_env) = fits(engine, id).await?;
-        let digest: String = {
-            use sha2::{Digest, Sha256};
-            Sha256::digest(SHIM)
-                .iter()
-                .take(6)
-                .map(|b| format!("{b:02x}"))
-                .collect()
+        let (view, container_env) = fits(engine, id, mounted.is_some()).await?;
+        let path = match mounted {
+            // Bind-mounted at create time (the engine sees this machine's files):
+            // nothing to copy.
+            Some(path) => path,
+            None => {
+                let dir = format!(".runner-shim-{}", digest());
+                let body = archive(&dir).map_err(|e| format!("failed to pack the helper: {e}"))?;
+                engine
+                    .upload(id, "/tmp", body, READY_DEADLINE)
+                    .await
+                    .map_err(|e| {
+                        format!("the helper could not be copied to /tmp in the container: {e}")
+                    })?;
+                format!("/tmp/{dir}/runner-shim")
+            }
         };
-        let dir = format!(".runner-shim-{digest}");
-        let body = archive(&dir).map_err(|e| format!("failed to pack the helper: {e}"))?;
-        engine
-            .upload(id, "/tmp", body, READY_DEADLINE)
-            .await
-            .map_err(|e| format!("the helper could not be copied to /tmp in the container: {e}"))?;
-        let path = format!("/tmp/{dir}/runner-shim");
         let exec = engine
             .create_exec(
                 id,

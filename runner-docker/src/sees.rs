@@ -13,6 +13,28 @@ use std::sync::Mutex;
 
 use crate::{DockerError, Engine};
 
+/// Whether each engine (by endpoint) sees the helper's copy on this machine
+/// (`helper::host_copy`), once looked at.
+static HELPER_SEEN: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);
+
+/// Whether engine `endpoint` was seen to see the helper's copy on this machine.
+pub(crate) fn helper_seen(endpoint: &str) -> Option<bool> {
+    HELPER_SEEN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(endpoint).copied())
+}
+
+/// Remembers whether engine `endpoint` sees the helper's copy on this machine.
+pub(crate) fn remember_helper(endpoint: &str, seen: bool) {
+    HELPER_SEEN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(endpoint.to_string(), seen);
+}
+
 /// What each engine (by endpoint) was seen to see, by directory.
 static SEEN: Mutex<Option<HashMap<(String, PathBuf), bool>>> = Mutex::new(None);
 

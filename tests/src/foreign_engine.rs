@@ -109,9 +109,31 @@ impl ForeignEngine {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        engine.hide_state_dir();
         engine.import(IMAGE, None);
         engine.import(OTHER_ARCH_IMAGE, Some(other_arch()));
         engine
+    }
+
+    /// An engine elsewhere does not see where runner keeps its own files on this
+    /// machine (the helper's copy among them, which an engine that sees them gets
+    /// bind-mounted): an empty tmpfs over runner's state directory in the engine's
+    /// mount namespace, so the helper is copied in, as it is there.
+    fn hide_state_dir(&self) {
+        use std::os::unix::fs::DirBuilderExt;
+        let state = runner_reaper::default_state_dir();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&state)
+            .unwrap();
+        let hidden = Command::new("nsenter")
+            .args(["--target", &self.dockerd.to_string(), "--mount", "--"])
+            .args(["mount", "-t", "tmpfs", "none"])
+            .arg(&state)
+            .status()
+            .unwrap();
+        assert!(hidden.success(), "hide {} from the engine", state.display());
     }
 
     /// `unix://<its socket>`, for `DOCKER_HOST`.
