@@ -58,15 +58,20 @@ pub(crate) fn host_copy() -> Option<(std::path::PathBuf, String)> {
             if SHIM.is_empty() {
                 return None;
             }
-            let dir = runner_reaper::default_state_dir()
-                .join("helper")
-                .join(digest());
+            let state = runner_reaper::default_state_dir();
+            let dir = state.join("helper").join(digest());
             let file = dir.join("runner-shim");
             if std::fs::metadata(&file).is_ok_and(|m| m.len() == SHIM.len() as u64) {
                 return Some(dir);
             }
             let written = (|| -> std::io::Result<()> {
                 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+                // The state directory stays private; only the helper's is readable
+                // (by the engine and by a container's user).
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&state)?;
                 std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o755)
