@@ -653,18 +653,7 @@ fn a_project_the_engine_does_not_see_is_synced_by_runner_run() {
     let project = cli.tmp.path().join("project");
     std::fs::create_dir_all(&project).unwrap();
     std::fs::write(project.join("schema.txt"), "user\n").unwrap();
-    let hidden = Command::new("nsenter")
-        .args([
-            "--target",
-            &host.engine().dockerd_pid().to_string(),
-            "--mount",
-            "--",
-        ])
-        .args(["mount", "-t", "tmpfs", "none"])
-        .arg(&project)
-        .status()
-        .unwrap();
-    assert!(hidden.success());
+    host.engine().hide(&project);
     for (quiet, out_dir) in [(false, "gen"), (true, "gen-quiet")] {
         let script = format!(
             "mkdir -p {out_dir} && sed 's/^/type /' schema.txt > {out_dir}/types.go && cat {out_dir}/types.go"

@@ -122,22 +122,30 @@ impl Frame {
 
     /// Reads one frame; `None` at a clean end of the stream.
     pub fn read_from(r: &mut impl Read) -> io::Result<Option<Frame>> {
-        let mut header = [0u8; 9];
-        let mut got = 0;
-        while got < header.len() {
-            match r.read(&mut header[got..]) {
-                Ok(0) if got == 0 => return Ok(None),
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let Some(header) = read_header(r)? else {
+            return Ok(None);
+        };
         let (kind, id, len) = parse_header(&header)?;
         let mut payload = vec![0u8; len as usize];
         r.read_exact(&mut payload)?;
         Ok(Some(Frame { kind, id, payload }))
     }
+}
+
+/// Reads a 9-byte header; `None` at a clean end of the stream (before its first byte).
+pub fn read_header(r: &mut impl Read) -> io::Result<Option<[u8; 9]>> {
+    let mut header = [0u8; 9];
+    let mut got = 0;
+    while got < header.len() {
+        match r.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(header))
 }
 
 /// Kind, id and payload length of a 9-byte header.

@@ -13,7 +13,8 @@
 //! already has the new one) and answers [`Msg::Ack`], else answers [`Msg::Nack`]
 //! followed by a change ([`Msg::Put`] with sequence 0) carrying what is there, so the
 //! owner can apply its conflict rule. Standard library only: this file is compiled
-//! into the static shim binary as well as into the owner.
+//! into the static shim binary as well as into the owner, beside `protocol.rs`,
+//! whose header reader it shares.
 
 use std::hash::Hasher;
 use std::io::{self, Read, Write};
@@ -262,17 +263,9 @@ impl Msg {
 
     /// Reads one message; `None` at a clean end of the stream.
     pub fn read_from(r: &mut impl Read) -> io::Result<Option<Msg>> {
-        let mut header = [0u8; 9];
-        let mut got = 0;
-        while got < header.len() {
-            match r.read(&mut header[got..]) {
-                Ok(0) if got == 0 => return Ok(None),
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let Some(header) = crate::protocol::read_header(r)? else {
+            return Ok(None);
+        };
         let (kind, seq, len) = header_of(&header)?;
         let mut payload = vec![0u8; len as usize];
         r.read_exact(&mut payload)?;

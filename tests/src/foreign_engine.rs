@@ -117,8 +117,8 @@ impl ForeignEngine {
 
     /// An engine elsewhere does not see where runner keeps its own files on this
     /// machine (the helper's copy among them, which an engine that sees them gets
-    /// bind-mounted): an empty tmpfs over runner's state directory in the engine's
-    /// mount namespace, so the helper is copied in, as it is there.
+    /// bind-mounted): runner's state directory is hidden from it, so the helper is
+    /// copied in, as it is there.
     fn hide_state_dir(&self) {
         use std::os::unix::fs::DirBuilderExt;
         let state = runner_reaper::default_state_dir();
@@ -127,13 +127,20 @@ impl ForeignEngine {
             .mode(0o700)
             .create(&state)
             .unwrap();
+        self.hide(&state);
+    }
+
+    /// Hides directory `dir` of this machine from the engine, as a directory of a
+    /// laptop is from a build box: an empty tmpfs over it in the engine's mount
+    /// namespace.
+    pub fn hide(&self, dir: &Path) {
         let hidden = Command::new("nsenter")
             .args(["--target", &self.dockerd.to_string(), "--mount", "--"])
             .args(["mount", "-t", "tmpfs", "none"])
-            .arg(&state)
+            .arg(dir)
             .status()
             .unwrap();
-        assert!(hidden.success(), "hide {} from the engine", state.display());
+        assert!(hidden.success(), "hide {} from the engine", dir.display());
     }
 
     /// `unix://<its socket>`, for `DOCKER_HOST`.

@@ -135,18 +135,7 @@ async fn every_ssh_failure_is_typed_and_leaves_nothing() {
     // anything runs: no container left, no token left in it.
     let project = tempfile::tempdir().unwrap();
     std::fs::write(project.path().join("main.go"), "package main\n").unwrap();
-    let hidden = std::process::Command::new("nsenter")
-        .args([
-            "--target",
-            &host.engine().dockerd_pid().to_string(),
-            "--mount",
-            "--",
-        ])
-        .args(["mount", "-t", "tmpfs", "none"])
-        .arg(project.path())
-        .status()
-        .unwrap();
-    assert!(hidden.success());
+    host.engine().hide(project.path());
     let mut env = runner_docker::DockerEnvironment::with_client(
         engine,
         runner_tests::foreign_engine::IMAGE,

@@ -61,22 +61,6 @@ fn read(p: &Path) -> Option<String> {
 /// match it.
 const AGENT: &str = r#"s=--sy; s="${s}nc"; for d in /proc/[0-9]*; do case " $(tr '\0' ' ' < $d/cmdline 2>/dev/null)" in *" $s "*) echo ${d#/proc/};; esac; done"#;
 
-/// Hides `dir` from the engine: an empty tmpfs over it in the engine's mount namespace.
-fn hide(host: &SshHost, dir: &Path) {
-    let hidden = std::process::Command::new("nsenter")
-        .args([
-            "--target",
-            &host.engine().dockerd_pid().to_string(),
-            "--mount",
-            "--",
-        ])
-        .args(["mount", "-t", "tmpfs", "none"])
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(hidden.success());
-}
-
 /// Every file under `dir` whose name says runner put it there for its own use.
 fn runner_leftovers(dir: &Path) -> Vec<String> {
     let mut left = Vec::new();
@@ -127,7 +111,7 @@ async fn an_unseen_project_is_synced_both_ways() {
     std::fs::write(p.join("build/big.o"), "object").unwrap();
     std::fs::create_dir_all(p.join(".git")).unwrap();
     std::fs::write(p.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
-    hide(&host, &p);
+    host.engine().hide(&p);
 
     let mut env = DockerEnvironment::with_client(
         Engine::connect_to(&endpoint).await.unwrap(),
@@ -256,7 +240,7 @@ async fn an_unseen_project_is_synced_both_ways() {
             std::fs::write(sub.join(format!("f{f:03}.txt")), format!("{d}/{f}\n")).unwrap();
         }
     }
-    hide(&host, big.path());
+    host.engine().hide(big.path());
     let mut env = DockerEnvironment::with_client(
         Engine::connect_to(&endpoint).await.unwrap(),
         runner_tests::foreign_engine::IMAGE,

@@ -1004,18 +1004,7 @@ async fn remote_sync_rows(quick: bool) -> Vec<Row> {
             std::fs::write(sub.join(format!("f{f:03}.go")), &body).expect("file");
         }
     }
-    let hidden = std::process::Command::new("nsenter")
-        .args([
-            "--target",
-            &host.engine().dockerd_pid().to_string(),
-            "--mount",
-            "--",
-        ])
-        .args(["mount", "-t", "tmpfs", "none"])
-        .arg(project.path())
-        .status()
-        .expect("nsenter");
-    assert!(hidden.success(), "hide the project from the engine");
+    host.engine().hide(project.path());
     let env_of = |dir: Option<std::path::PathBuf>, name: &'static str| {
         let endpoint = endpoint.clone();
         async move {
