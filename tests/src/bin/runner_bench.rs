@@ -178,6 +178,69 @@ async fn memory_probe(state: PathBuf) {
     println!("{}", peak.saturating_sub(before));
 }
 
+/// Runs in a fresh process: `argv` with 200 MB on its stdin and its stdout to
+/// /dev/null; prints the peak RSS (KiB) of the largest process of its tree.
+fn rss_probe(argv: &[String]) {
+    let mut child = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let block = vec![b'x'; 1 << 20];
+        for _ in 0..200 {
+            std::io::Write::write_all(&mut stdin, &block).expect("write");
+        }
+    });
+    writer.join().expect("writer");
+    assert!(child.wait().expect("wait").success());
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    println!("{}", usage.max_rss());
+}
+
+/// The peak RSS of `runner run -q --backend native -- cat` moving 200 MB against
+/// `cat` alone, each the largest process of its tree, measured in a fresh process.
+fn cli_peak_rss(state: &std::path::Path) -> Row {
+    let runner = std::env::current_exe()
+        .expect("exe")
+        .with_file_name("runner");
+    let probe = |argv: &[&str]| -> f64 {
+        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .arg("--rss-probe")
+            .args(argv)
+            .env("RUNNER_STATE_DIR", state)
+            .output()
+            .expect("probe");
+        assert!(out.status.success(), "rss probe: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<f64>()
+            .unwrap_or(f64::NAN)
+            / 1024.0
+    };
+    let ours = probe(&[
+        runner.to_str().expect("path"),
+        "run",
+        "-q",
+        "--backend",
+        "native",
+        "--",
+        "cat",
+    ]);
+    let cat = probe(&["cat"]);
+    eprintln!("cli_peak_rss: runner run -- cat {ours:.1} MiB, cat alone {cat:.1} MiB");
+    Row {
+        name: "cli_peak_rss",
+        ours,
+        baseline: cat,
+        baseline_desc: "`cat` alone moving the same 200 MB (ours_s and baseline_s are MiB of peak RSS; reported, no target)",
+        target: f64::INFINITY,
+    }
+}
+
 fn forward_long_line_memory(state: &std::path::Path) -> Row {
     let out = std::process::Command::new(std::env::current_exe().expect("exe"))
         .arg("--memory-probe")
@@ -1674,6 +1737,7 @@ async fn docker_pull_rows(quick: bool) -> Vec<Row> {
 const ROWS: &[&str] = &[
     "cli_overhead",
     "cli_overhead_vs_timeout",
+    "cli_peak_rss",
     "native_spawn_wait",
     "native_spawn_wait_portable",
     "forward_throughput",
@@ -1730,6 +1794,10 @@ fn main() {
         println!("{} {}", row.ours, row.baseline);
         return;
     }
+    if args.first().map(String::as_str) == Some("--rss-probe") {
+        rss_probe(&args[1..]);
+        return;
+    }
     if args.first().map(String::as_str) == Some("--memory-probe") {
         rt.block_on(memory_probe(PathBuf::from(&args[1])));
         return;
@@ -1769,6 +1837,9 @@ fn main() {
     };
     if want("cli_overhead cli_overhead_vs_timeout") {
         rows.extend(cli_overhead(if quick { 20 } else { 100 }, &state_path));
+    }
+    if want("cli_peak_rss") {
+        rows.push(cli_peak_rss(&state_path));
     }
     if want("native_spawn_wait") {
         rows.push(rt.block_on(native_spawn_wait(spawns, &state_path)));
