@@ -641,11 +641,7 @@ fn a_tunnelled_port_answers_and_is_said_aloud() {
 #[test]
 fn a_project_the_engine_does_not_see_is_synced_by_runner_run() {
     use runner_tests::ssh_host::SshHost;
-    let why = runner_tests::ssh_host::unavailable();
-    if let Some(why) = &why {
-        eprintln!("ssh host: {why}");
-    }
-    if !runner_core::testing::engine_gate("a Docker host over ssh", why.is_none()) {
+    if !runner_tests::ssh_host::gate() {
         return;
     }
     let cli = Cli::new();

@@ -20,6 +20,13 @@ use crate::names::{
 use crate::stream::forward_logs;
 use crate::{image, DockerError};
 
+/// A container `init` made or reused, and where runner's helper is bind-mounted in
+/// it (`None`: the helper is copied in).
+struct Made {
+    id: String,
+    helper_at: Option<String>,
+}
+
 /// How long ending a sync waits for what is left to be carried across.
 const SYNC_FLUSH_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -57,9 +64,6 @@ pub struct DockerEnvironment {
     grace: std::time::Duration,
     /// The tunnels' listeners while the container runs.
     tunnels: Mutex<Vec<runner_core::tunnel::Tunnel>>,
-    /// Where the helper is bind-mounted in the container the last create made, when
-    /// the engine sees it; `None`: it is copied in.
-    helper_mounted: Mutex<Option<String>>,
     /// What a synced project leaves out.
     sync_options: runner_core::sync::SyncOptions,
     /// The project's sync while the container runs, when the engine does not see it.
@@ -125,7 +129,6 @@ impl DockerEnvironment {
             creating: Arc::default(),
             grace: runner_core::DEFAULT_STOP_GRACE,
             tunnels: Mutex::new(Vec::new()),
-            helper_mounted: Mutex::new(None),
             sync_options: runner_core::sync::SyncOptions::default(),
             sync: tokio::sync::Mutex::new(None),
         }
@@ -359,7 +362,7 @@ impl DockerEnvironment {
         config: &Config,
         hash: &str,
         tunnel: bool,
-    ) -> std::result::Result<String, CreateError> {
+    ) -> std::result::Result<Made, CreateError> {
         let engine = &self.inner.engine;
         let mut body = config.create_body(&self.name, hash);
         // The helper bind-mounted from this machine when the engine may see it (as
@@ -432,10 +435,6 @@ impl DockerEnvironment {
             }
             None => None,
         };
-        *self
-            .helper_mounted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = mounted;
         let logs = match self.attach(&created).await {
             Ok(logs) => logs,
             Err(e) => {
@@ -450,7 +449,10 @@ impl DockerEnvironment {
             return Err(CreateError::Docker(config.start_error(e)));
         }
         self.follow(logs);
-        Ok(created)
+        Ok(Made {
+            id: created,
+            helper_at: mounted,
+        })
     }
 
     /// The helper's directory on this machine and where to mount it, unless the
@@ -723,7 +725,7 @@ impl DockerEnvironment {
         config: &Config,
         hash: &str,
         tunnel: bool,
-    ) -> std::result::Result<String, DockerError> {
+    ) -> std::result::Result<Made, DockerError> {
         let engine = &self.inner.engine;
         let existing = engine.inspect_container(&self.container_name).await?;
         let id = existing.id.clone().unwrap_or_default();
@@ -761,12 +763,23 @@ impl DockerEnvironment {
                     .map_err(|e| config.start_error(e))?;
             }
             self.follow(logs);
-            return Ok(id);
+            // Made with the helper mounted (by us, on an engine seen to see it)?
+            let helper_at = crate::helper::host_copy()
+                .filter(|_| crate::sees::helper_seen(engine.endpoint()) == Some(true))
+                .filter(|(_, target)| {
+                    let mounts = existing
+                        .host_config
+                        .as_ref()
+                        .and_then(|h| h.mounts.as_ref());
+                    mounts.is_some_and(|m| m.iter().any(|m| m.target.as_ref() == Some(target)))
+                })
+                .map(|(_, target)| format!("{target}/runner-shim"));
+            return Ok(Made { id, helper_at });
         }
         tracing::info!(container = %self.container_name, "configuration changed; recreating");
         container::remove(engine, &id).await?;
         match self.create_and_start(config, hash, tunnel).await {
-            Ok(id) => Ok(id),
+            Ok(made) => Ok(made),
             Err(CreateError::NameTaken) => Err(DockerError::unexpected(
                 "create the container",
                 "another process created one by the same name meanwhile",
@@ -808,8 +821,9 @@ impl DockerEnvironment {
 
     /// Starts the helper in container `id` in the background unless it is off or
     /// already runs there: `init` does not wait for the copy and start (about 100 ms),
-    /// the first process does if it comes sooner.
-    fn start_helper(&self, id: &str) {
+    /// the first process does if it comes sooner. `mounted`: where it is bind-mounted
+    /// there, else it is copied in.
+    fn start_helper(&self, id: &str, mounted: Option<String>) {
         let mut state = self.inner.helper.lock().unwrap_or_else(|p| p.into_inner());
         let wanted = match &*state {
             crate::exec::HelperState::Off | crate::exec::HelperState::Starting(_) => false,
@@ -829,11 +843,6 @@ impl DockerEnvironment {
             self.container_name.clone(),
         );
         let end_container = self.config.ephemeral && self.config.pause;
-        let mounted = self
-            .helper_mounted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         tokio::spawn(async move {
             let started =
                 crate::helper::Helper::start(&inner.engine, &id, user, end_container, mounted);
@@ -892,7 +901,7 @@ impl RunnerEnvironment for DockerEnvironment {
         let mut synced = self.dir.as_deref().is_some_and(|d| {
             crate::sees::remembered(self.inner.engine.endpoint(), d) == Some(false)
         });
-        let id = loop {
+        let Made { id, helper_at } = loop {
             let config = self.config_for(synced);
             // A container whose ports are tunnelled is made without published ports.
             let hash = match tunnel {
@@ -902,10 +911,10 @@ impl RunnerEnvironment for DockerEnvironment {
             // The common case costs one create and one start; only a name conflict
             // makes us look at the existing container.
             match self.create_and_start(&config, &hash, tunnel).await {
-                Ok(id) => break id,
+                Ok(made) => break made,
                 Err(CreateError::NameTaken) => {
                     match self.reuse_or_replace(&config, &hash, tunnel).await {
-                        Ok(id) => break id,
+                        Ok(made) => break made,
                         Err(e) if !synced && self.is_project_not_seen(&e) => synced = true,
                         Err(e) => return Err(e.into()),
                     }
@@ -932,7 +941,7 @@ impl RunnerEnvironment for DockerEnvironment {
             tracing::warn!(container = %self.container_name, error = %e, "failed to claim the container");
         }
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
-        self.start_helper(&id);
+        self.start_helper(&id, helper_at);
         *self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Running::new(id.clone(), env));
         self.serve_ports(listeners)?;

@@ -39,6 +39,16 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
+/// Whether a test may use an ssh host: says why not when it cannot be made, and
+/// fails instead of skipping when engines are required (`runner_core::testing`).
+pub fn gate() -> bool {
+    let why = unavailable();
+    if let Some(why) = &why {
+        eprintln!("ssh host: {why}");
+    }
+    runner_core::testing::engine_gate("a Docker host over ssh", why.is_none())
+}
+
 /// The remote host: an engine in its own namespaces and the ssh server in front of it.
 #[derive(Debug)]
 pub struct SshHost {

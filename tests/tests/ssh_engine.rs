@@ -4,7 +4,7 @@
 //! Its own test binary: it sets `RUNNER_SSH_COMMAND`.
 
 use runner_docker::{DockerError, Engine, SshFailure, Unreachable};
-use runner_tests::ssh_host::{processes_naming, unavailable, SshHost};
+use runner_tests::ssh_host::{processes_naming, SshHost};
 
 async fn failure(endpoint: &str) -> (SshFailure, String) {
     let Err(e) = Engine::connect_to(endpoint).await else {
@@ -22,11 +22,7 @@ async fn failure(endpoint: &str) -> (SshFailure, String) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn every_ssh_failure_is_typed_and_leaves_nothing() {
-    let why = unavailable();
-    if let Some(why) = &why {
-        eprintln!("ssh host: {why}");
-    }
-    if !runner_core::testing::engine_gate("a Docker host over ssh", why.is_none()) {
+    if !runner_tests::ssh_host::gate() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

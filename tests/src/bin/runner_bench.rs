@@ -964,15 +964,9 @@ const TREE: &str = "sleep 300 & sleep 300 & echo ready; wait";
 /// `runner_tests::ssh_host`) against the `docker exec` CLI over the same ssh (its ssh
 /// reads the same configuration, through a wrapper named `ssh` first on its PATH).
 async fn docker_ssh_rows(quick: bool) -> Vec<Row> {
-    use runner_tests::ssh_host::SshHost;
-    if let Some(why) = runner_tests::ssh_host::unavailable() {
-        eprintln!("docker_exec_run_ssh SKIPPED: {why}");
+    let Some((dir, host, endpoint)) = ssh_bench_host("docker_exec_run_ssh") else {
         return Vec::new();
-    }
-    let dir = tempfile::tempdir().expect("dir");
-    let host = SshHost::start(&dir.path().join("ssh"));
-    std::env::set_var("RUNNER_SSH_COMMAND", host.ssh_command());
-    let endpoint = SshHost::docker_host(SshHost::HOST);
+    };
     let engine = runner_docker::Engine::connect_to(&endpoint)
         .await
         .expect("the engine over ssh");
@@ -1018,6 +1012,23 @@ async fn docker_ssh_rows(quick: bool) -> Vec<Row> {
     }]
 }
 
+/// An ssh host made here (`runner_tests::ssh_host`), this process's ssh command set
+/// to reach it, and its `ssh://` endpoint; `None` (and why, for `rows`) when it
+/// cannot be made.
+fn ssh_bench_host(
+    rows: &str,
+) -> Option<(tempfile::TempDir, runner_tests::ssh_host::SshHost, String)> {
+    use runner_tests::ssh_host::SshHost;
+    if let Some(why) = runner_tests::ssh_host::unavailable() {
+        eprintln!("{rows} SKIPPED: {why}");
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let host = SshHost::start(&dir.path().join("ssh"));
+    std::env::set_var("RUNNER_SSH_COMMAND", host.ssh_command());
+    Some((dir, host, SshHost::docker_host(SshHost::HOST)))
+}
+
 /// A `PATH` whose `ssh` (a wrapper in `dir`) is the host's ssh command, for the
 /// docker CLI, which runs `ssh` by that name.
 fn ssh_cli_path(dir: &std::path::Path, host: &runner_tests::ssh_host::SshHost) -> String {
@@ -1047,16 +1058,10 @@ fn ssh_cli_path(dir: &std::path::Path, host: &runner_tests::ssh_host::SshHost) -
 /// `tar c | docker cp -` of the same tree over the same ssh; and one saved file to
 /// seen by a process in the container (p95) against the 200 ms budget.
 async fn remote_sync_rows(quick: bool) -> Vec<Row> {
-    use runner_tests::ssh_host::SshHost;
     use tokio::io::AsyncBufReadExt;
-    if let Some(why) = runner_tests::ssh_host::unavailable() {
-        eprintln!("remote_sync rows SKIPPED: {why}");
+    let Some((dir, host, endpoint)) = ssh_bench_host("remote_sync rows") else {
         return Vec::new();
-    }
-    let dir = tempfile::tempdir().expect("dir");
-    let host = SshHost::start(&dir.path().join("ssh"));
-    std::env::set_var("RUNNER_SSH_COMMAND", host.ssh_command());
-    let endpoint = SshHost::docker_host(SshHost::HOST);
+    };
     let path = ssh_cli_path(dir.path(), &host);
     let project = tempfile::tempdir().expect("project");
     let body = vec![b'x'; 5000];
