@@ -1,13 +1,24 @@
 //! ARCHITECTURE.md stays true where it can be checked: every file path it names
-//! (`crate/src/file.rs` in backticks) exists.
+//! (`crate/src/file.rs` in backticks) exists, and it stays a map (at most 8 KiB):
+//! mechanism goes to module docs and `docs/design/`.
 
 use crate::Result;
 
-/// Fails naming the paths ARCHITECTURE.md names that do not exist.
+/// The most ARCHITECTURE.md may hold.
+const MAP_LIMIT: usize = 8 * 1024;
+
+/// Fails naming the paths ARCHITECTURE.md names that do not exist, or when it has
+/// grown past [`MAP_LIMIT`].
 pub(crate) fn check_architecture_paths() -> Result {
     let root = crate::root();
     let text = std::fs::read_to_string(root.join("ARCHITECTURE.md"))
         .map_err(|e| format!("failed to read ARCHITECTURE.md: {e}"))?;
+    if text.len() > MAP_LIMIT {
+        return Err(format!(
+            "ARCHITECTURE.md is {} bytes, over its {MAP_LIMIT}: it is a map; move mechanism into module docs or docs/design/",
+            text.len()
+        ));
+    }
     let missing: Vec<&str> = named_paths(&text)
         .into_iter()
         .filter(|p| !root.join(p).exists())

@@ -3,9 +3,6 @@
 
 use crate::{cargo, docs, modules, run, Result};
 
-/// Each backend feature of the facade builds alone, and a docker-only build carries
-/// no Nix code (and the reverse); the ledger crate carries no engine client and no
-/// async runtime.
 /// The crate graph drawn from the manifests: which workspace crates each one may
 /// depend on (normal dependencies). The shim (standard library only) at the bottom,
 /// core on it (the sync's wire), reaper on core, native and docker beside each
@@ -45,7 +42,7 @@ pub(crate) const LAYERS: [(&str, &[&str]); 8] = [
 
 /// Fails when a crate depends on a workspace crate its floor does not allow, when
 /// modules of a crate import each other in a circle, or when ARCHITECTURE.md names a
-/// path that does not exist.
+/// path that does not exist or outgrows a map.
 pub(crate) fn check_layering() -> Result {
     for (krate, allowed) in LAYERS {
         let tree = cargo()
@@ -112,6 +109,9 @@ fn check_one_engine_module() -> Result {
     Ok(())
 }
 
+/// Each backend feature of the facade builds alone, and a docker-only build carries
+/// no Nix code (and the reverse); the ledger crate carries no engine client and no
+/// async runtime.
 pub(crate) fn check_feature_combinations() -> Result {
     let tree = cargo()
         .args(["tree", "--quiet", "-e", "normal", "-p", "runner-reaper"])
