@@ -456,3 +456,68 @@ kill -0 "$pid" 2>/dev/null"#;
         drop(stdin);
     }
 }
+
+/// The helper starts processes itself (`posix_spawn`, not `fork`): each program is
+/// still found and run as `execvp` would run it, on the process's own `PATH`, a
+/// script without `#!` through `/bin/sh`, a file that cannot run a typed error, and
+/// every signal at its default (the helper itself ignores SIGPIPE).
+#[tokio::test]
+async fn a_helped_process_starts_as_execvp_would() {
+    if !engine().await {
+        return;
+    }
+    let (env, _guard) = env_of(&image(), "execvp", true).await;
+    let (status, _, err, helped) = run(
+        &env,
+        "mkdir -p /tmp/own/bin /tmp/work && printf 'echo scripted $1 in $(pwd)\\n' > /tmp/own/bin/plain \
+         && chmod 755 /tmp/own/bin/plain && printf x > /tmp/own/bin/noexec && printf x > /tmp/own/bin/true \
+         && chmod 644 /tmp/own/bin/noexec /tmp/own/bin/true",
+    )
+    .await;
+    assert!(helped);
+    assert_eq!(status, ExitStatus::Exited(0), "{err}");
+    let path = |dirs: &str| vec![runner_core::EnvironmentVariable::new("PATH", dirs).unwrap()];
+
+    // Found on the process's own PATH, in the working directory asked for.
+    let mut p = env.docker_process("plain", &["arg"]).unwrap();
+    p.with_env_vars(path("/no/such:/tmp/own/bin:/bin"));
+    p.with_dir(std::path::Path::new("/tmp/work"));
+    let cap = CaptureSink::new();
+    p.with_output(cap.clone());
+    let status = p.start().await.unwrap().wait().await.unwrap();
+    assert_eq!(
+        (status, cap.stdout_string().as_str()),
+        (ExitStatus::Exited(0), "scripted arg in /tmp/work\n"),
+        "{}",
+        cap.stderr_string()
+    );
+
+    // A file that is not executable is passed over on PATH (as execvp does: the
+    // next directory's runs), and is a typed error when nothing else is found or
+    // when named; a program found nowhere is NotFound.
+    let mut p = env.docker_process("true", &[]).unwrap();
+    p.with_env_vars(path("/tmp/own/bin:/bin"));
+    assert_eq!(
+        p.start().await.unwrap().wait().await.unwrap(),
+        ExitStatus::Exited(0)
+    );
+    for (program, dirs) in [
+        ("noexec", "/tmp/own/bin:/bin"),
+        ("/tmp/own/bin/noexec", "/bin"),
+    ] {
+        let mut p = env.docker_process(program, &[]).unwrap();
+        p.with_env_vars(path(dirs));
+        let started = p.start().await;
+        assert!(
+            matches!(started, Err(Error::NotExecutable { .. })),
+            "{program}: {started:?}"
+        );
+    }
+    let mut p = env.docker_process("nowhere", &[]).unwrap();
+    p.with_env_vars(path("/tmp/own/bin:/bin"));
+    assert!(matches!(p.start().await, Err(Error::NotFound { .. })));
+
+    // Default dispositions: SIGPIPE ends a shell that sends it to itself.
+    let (status, out, _, _) = run(&env, "kill -PIPE $$; echo survived").await;
+    assert_eq!((status, out.as_str()), (ExitStatus::Signaled(13), ""));
+}

@@ -11,6 +11,7 @@
 #[allow(dead_code)]
 mod protocol;
 // Shared with the owner, which uses all of it.
+mod launch;
 #[allow(dead_code)]
 mod sync;
 mod sync_agent;
@@ -21,7 +22,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -189,7 +190,7 @@ struct Child {
     credit: [Arc<Credit>; 2],
     /// The stdout pipe's read end while the owner decides whether it reads the
     /// pipe itself ([`Kind::Attached`]), and the signal that the stream is done.
-    pending_stdout: Option<(ChildStdout, mpsc::Sender<()>)>,
+    pending_stdout: Option<(io::PipeReader, mpsc::Sender<()>)>,
     /// The master of the process's pseudo-terminal, for resizes.
     tty: Option<std::fs::File>,
 }
@@ -300,6 +301,79 @@ fn feed(mut to: impl Write, id: u32, chunks: mpsc::Receiver<Option<Vec<u8>>>, ou
     }
 }
 
+/// A process just started: its pid (its group's id), its pipes or terminal, and the
+/// `Command` child to wait on when it was started through one.
+struct Started {
+    pid: u32,
+    stdin: Option<Box<dyn Write + Send>>,
+    stdout: Option<io::PipeReader>,
+    stderr: Option<io::PipeReader>,
+    master: Option<std::fs::File>,
+    child: Option<std::process::Child>,
+}
+
+/// Starts a process on a new pseudo-terminal, leading a session of its own with the
+/// terminal as its controlling one (`fork`, for the `ioctl` between fork and exec).
+fn spawn_on_terminal(
+    program: &[u8],
+    args: &[Vec<u8>],
+    dir: &std::ffi::OsStr,
+    env: &[Vec<u8>],
+    rows: u16,
+    cols: u16,
+) -> Result<Started, (SpawnStage, io::Error)> {
+    let (master, slave) = open_pty(rows, cols).map_err(|e| {
+        let why = io::Error::new(e.kind(), format!("no pseudo-terminal: {e}"));
+        (SpawnStage::Terminal, why)
+    })?;
+    let dup = |_| (SpawnStage::Terminal, io::Error::other("dup"));
+    let (a, b) = (
+        slave.try_clone().map_err(dup)?,
+        slave.try_clone().map_err(dup)?,
+    );
+    let mut cmd = Command::new(std::ffi::OsStr::from_bytes(program));
+    cmd.args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
+        .current_dir(dir)
+        .env_clear()
+        .stdin(Stdio::from(slave))
+        .stdout(Stdio::from(a))
+        .stderr(Stdio::from(b));
+    for entry in env {
+        if let Some(eq) = entry.iter().position(|&b| b == b'=') {
+            cmd.env(
+                std::ffi::OsStr::from_bytes(&entry[..eq]),
+                std::ffi::OsStr::from_bytes(&entry[eq + 1..]),
+            );
+        }
+    }
+    // SAFETY: setsid and an ioctl on the child's own stdin, between fork and exec: a
+    // session (and group) of its own, the terminal its controlling one.
+    unsafe {
+        cmd.pre_exec(|| {
+            if setsid() < 0 || ioctl(0, TIOCSCTTY, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| (SpawnStage::Program, e))?;
+    // The parent's copies of the slave are closed with `cmd`: the master reads EIO
+    // once the process and its children have closed theirs.
+    drop(cmd);
+    let stdin = master
+        .try_clone()
+        .ok()
+        .map(|m| Box::new(m) as Box<dyn Write + Send>);
+    Ok(Started {
+        pid: child.id(),
+        stdin,
+        stdout: None,
+        stderr: None,
+        master: Some(master),
+        child: Some(child),
+    })
+}
+
 fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child>>>) {
     let dir = std::ffi::OsStr::from_bytes(&req.dir);
     if let Err(e) = std::fs::read_dir(dir) {
@@ -319,114 +393,68 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
         );
         return;
     };
-    let mut cmd = Command::new(std::ffi::OsStr::from_bytes(program));
-    cmd.args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
-        .current_dir(dir)
-        .env_clear();
-    let mut master = None;
-    match req.tty {
-        Some((rows, cols)) => {
-            let (m, slave) = match open_pty(rows, cols) {
-                Ok(pair) => pair,
-                Err(e) => {
-                    let payload = protocol::spawn_failed(
-                        SpawnStage::Terminal,
-                        e.raw_os_error().unwrap_or(0),
-                        &format!("no pseudo-terminal: {e}"),
-                    );
-                    out.send(Kind::SpawnFailed, id, &payload);
-                    return;
-                }
-            };
-            let (a, b) = match (slave.try_clone(), slave.try_clone()) {
-                (Ok(a), Ok(b)) => (a, b),
-                _ => {
-                    out.send(
-                        Kind::SpawnFailed,
-                        id,
-                        &protocol::spawn_failed(SpawnStage::Terminal, 0, "dup"),
-                    );
-                    return;
-                }
-            };
-            cmd.stdin(Stdio::from(slave))
-                .stdout(Stdio::from(a))
-                .stderr(Stdio::from(b));
-            // SAFETY: setsid and an ioctl on the child's own stdin, between fork and
-            // exec: a session (and group) of its own, the terminal its controlling one.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if setsid() < 0 || ioctl(0, TIOCSCTTY, 0) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            master = Some(m);
-        }
-        None => {
-            cmd.process_group(0)
-                .stdin(if req.stdin {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-        }
-    }
     // What `docker exec` adds to the container's environment, which the engine gave
     // this helper's own exec for its user: HOSTNAME, HOME (from the user's passwd
     // entry), and TERM with a terminal. The owner's environment comes on top.
+    let mut env: Vec<Vec<u8>> = Vec::new();
+    let mut set = |entry: Vec<u8>| {
+        let Some(eq) = entry.iter().position(|&b| b == b'=') else {
+            return;
+        };
+        env.retain(|e| e.get(..=eq) != Some(&entry[..=eq]));
+        env.push(entry);
+    };
     for key in ["HOSTNAME", "HOME"] {
         if let Some(value) = std::env::var_os(key) {
-            cmd.env(key, value);
+            set([key.as_bytes(), b"=", value.as_bytes()].concat());
         }
     }
     if req.tty.is_some() {
-        cmd.env("TERM", "xterm");
+        set(b"TERM=xterm".to_vec());
     }
     for entry in &req.env {
-        if let Some(eq) = entry.iter().position(|&b| b == b'=') {
-            cmd.env(
-                std::ffi::OsStr::from_bytes(&entry[..eq]),
-                std::ffi::OsStr::from_bytes(&entry[eq + 1..]),
-            );
-        }
+        set(entry.clone());
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let payload = protocol::spawn_failed(
-                SpawnStage::Program,
-                e.raw_os_error().unwrap_or(0),
-                &e.to_string(),
-            );
+    let started = match req.tty {
+        Some((rows, cols)) => spawn_on_terminal(program, args, dir, &env, rows, cols),
+        None => launch::launch(&req.argv, &env, &req.dir, req.stdin)
+            .map(|l| Started {
+                pid: l.pid,
+                stdin: l.stdin.map(|w| Box::new(w) as Box<dyn Write + Send>),
+                stdout: Some(l.stdout),
+                stderr: Some(l.stderr),
+                master: None,
+                child: None,
+            })
+            .map_err(|e| match e {
+                Ok(launch::Refused(e)) => (SpawnStage::Program, e),
+                Err(e) => (SpawnStage::Setup, e),
+            }),
+    };
+    let Started {
+        pid,
+        stdin,
+        stdout,
+        stderr,
+        master,
+        child,
+    } = match started {
+        Ok(s) => s,
+        Err((stage, e)) => {
+            let payload =
+                protocol::spawn_failed(stage, e.raw_os_error().unwrap_or(0), &e.to_string());
             out.send(Kind::SpawnFailed, id, &payload);
             return;
         }
     };
-    // The parent's copies of the slave are closed with `cmd`: the master reads EIO
-    // once the process and its children have closed theirs.
-    drop(cmd);
-    let pid = child.id();
     let credit = [Credit::new(WINDOW), Credit::new(WINDOW)];
-    let stdin = match &master {
-        Some(m) => m.try_clone().ok().map(|to| {
-            let (tx, rx) = mpsc::channel();
-            let out = out.clone();
-            std::thread::spawn(move || feed(to, id, rx, out));
-            tx
-        }),
-        None => child.stdin.take().map(|to| {
-            let (tx, rx) = mpsc::channel();
-            let out = out.clone();
-            std::thread::spawn(move || feed(to, id, rx, out));
-            tx
-        }),
-    };
+    let stdin = stdin.map(|to| {
+        let (tx, rx) = mpsc::channel();
+        let out = out.clone();
+        std::thread::spawn(move || feed(to, id, rx, out));
+        tx
+    });
     let (done_tx, done_rx) = mpsc::channel();
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let tty_reader = master.as_ref().and_then(|m| m.try_clone().ok());
     // The owner hears of the process before any of its output.
     let (direct_fd, pending_stdout, forwarded_stdout) = match stdout {
@@ -469,7 +497,10 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
     let (out, children) = (out.clone(), Arc::clone(children));
     let wait_on = req.wait_on;
     std::thread::spawn(move || {
-        let status = child.wait();
+        let status = match child {
+            Some(mut child) => child.wait(),
+            None => launch::wait(pid),
+        };
         // A program named by `wait_on` left in the group keeps the run alive.
         if !wait_on.is_empty() {
             // A member forked just before the leader exited may not have executed

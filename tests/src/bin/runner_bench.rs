@@ -1743,6 +1743,12 @@ const ROWS: &[&str] = &[
     "cli_overhead",
     "cli_overhead_vs_timeout",
     "cli_peak_rss",
+    "cli_300_live_records",
+    "cli_10k_stale_records",
+    "scale_300_alive_native",
+    "scale_300_alive_helper",
+    "scale_20_envs_native",
+    "scale_20_envs_docker",
     "native_spawn_wait",
     "native_spawn_wait_portable",
     "forward_throughput",
@@ -1904,6 +1910,14 @@ fn main() {
         }
         rows.extend(lsp_rows(quick, &state_path, docker));
     }
+    let scale = "scale_300_alive_native scale_300_alive_helper scale_20_envs_native scale_20_envs_docker cli_300_live_records cli_10k_stale_records";
+    if want(scale) {
+        let docker = rt.block_on(runner_docker::docker_engine_running(Duration::from_secs(2)));
+        if !docker && want("scale_300_alive_helper scale_20_envs_docker") {
+            eprintln!("scale docker rows SKIPPED: no Docker engine answers");
+        }
+        rows.extend(rt.block_on(scale_rows(quick, &state_path, docker, &want)));
+    }
     if want("companion_detect_engine_down") {
         rows.push(companion_engine_down());
     }
@@ -1952,4 +1966,211 @@ fn main() {
         );
     }
     let _ = writeln!(out, "results: {}", path.display());
+}
+
+/// How cost grows with the work: a process started with 300 others alive against
+/// with 1 (natively and through one helper); a process started in one of 20 live
+/// environments against in the only one; `runner run` with a ledger full of others'
+/// records against an empty one.
+async fn scale_rows(
+    quick: bool,
+    state: &std::path::Path,
+    docker: bool,
+    want: &dyn Fn(&str) -> bool,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let k = if quick { 40 } else { 200 };
+    let rounds = if quick { 2 } else { 3 };
+    let many = 300;
+    let native_state = state.join("scale-native");
+    let native = env_in(&native_state);
+    let mut helper_env = None;
+    if docker && want("scale_300_alive_helper scale_20_envs_docker") {
+        let mut env = runner_docker::DockerEnvironment::new_headless(
+            "runner-test/busybox:latest",
+            "bench-scale",
+        )
+        .await
+        .expect("docker env");
+        env.with_pause();
+        env.init().await.expect("init");
+        assert!(env.exec_helper().await.is_ok(), "the helper");
+        helper_env = Some(env);
+    }
+    // One echo, its output dropped: the process started, run and waited for.
+    async fn one(e: &dyn RunnerEnvironment) -> Duration {
+        let t = Instant::now();
+        let mut p = e.new_process("echo", &["hi"]).await.expect("proc");
+        p.with_output(Arc::new(runner_core::NullSink));
+        assert!(p.run().await.expect("run").success());
+        t.elapsed()
+    }
+    async fn sleepers(e: &dyn RunnerEnvironment, n: usize) -> Vec<runner_core::Running> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut p = e.new_process("sleep", &["600"]).await.expect("proc");
+            p.with_output(Arc::new(runner_core::NullSink));
+            out.push(p.start().await.expect("start"));
+        }
+        out
+    }
+    let runner = std::env::current_exe()
+        .expect("exe")
+        .with_file_name("runner");
+    let cli = |state: &std::path::Path| {
+        let t = Instant::now();
+        let s = std::process::Command::new(&runner)
+            .args(["run", "-q", "--backend", "native", "--", "true"])
+            .env("RUNNER_STATE_DIR", state)
+            .stdin(Stdio::null())
+            .status()
+            .expect("runner");
+        assert!(s.success());
+        t.elapsed()
+    };
+    let empty = tempfile::tempdir().expect("empty state");
+    let mut targets: Vec<(&'static str, &dyn RunnerEnvironment)> = vec![("native", &native)];
+    if let Some(env) = &helper_env {
+        targets.push(("helper", env));
+    }
+    if want("scale_300_alive_native scale_300_alive_helper cli_300_live_records") {
+        for (which, e) in targets.iter().copied() {
+            if which == "helper" && !want("scale_300_alive_helper") {
+                continue;
+            }
+            let (mut few, mut lots, mut cli_empty, mut cli_full) = (
+                Duration::ZERO,
+                Duration::ZERO,
+                Duration::ZERO,
+                Duration::ZERO,
+            );
+            let base = sleepers(e, 1).await;
+            for _ in 0..rounds {
+                for _ in 0..k {
+                    few += one(e).await;
+                }
+                let rest = sleepers(e, many - 1).await;
+                for _ in 0..k {
+                    lots += one(e).await;
+                }
+                if which == "native" {
+                    // `runner run` beside a runner with 300 processes: their records
+                    // are in the ledger it sweeps at start-up.
+                    for _ in 0..k / 4 {
+                        cli_empty += cli(empty.path());
+                        cli_full += cli(&native_state);
+                    }
+                }
+                for r in rest {
+                    r.stop().await.expect("stop");
+                }
+            }
+            for r in base {
+                r.stop().await.expect("stop");
+            }
+            rows.push(Row {
+                name: if which == "native" {
+                    "scale_300_alive_native"
+                } else {
+                    "scale_300_alive_helper"
+                },
+                ours: lots.as_secs_f64(),
+                baseline: few.as_secs_f64(),
+                baseline_desc: "the same echo with 1 process alive, not 300 (per process started)",
+                target: 1.5,
+            });
+            if which == "native" {
+                rows.push(Row {
+                    name: "cli_300_live_records",
+                    ours: cli_full.as_secs_f64(),
+                    baseline: cli_empty.as_secs_f64(),
+                    baseline_desc: "`runner run -- true` with an empty ledger (ours: 300 live records of another runner)",
+                    target: 1.2,
+                });
+            }
+        }
+    }
+    if want("scale_20_envs_native scale_20_envs_docker") {
+        for (which, first) in targets.iter().copied() {
+            if which == "helper" && !want("scale_20_envs_docker") {
+                continue;
+            }
+            let mut others: Vec<Box<dyn RunnerEnvironment>> = Vec::new();
+            for i in 1..20 {
+                if which == "native" {
+                    others.push(Box::new(env_in(&native_state)));
+                } else {
+                    let mut env = runner_docker::DockerEnvironment::new_headless(
+                        "runner-test/busybox:latest",
+                        &format!("bench-scale-{i}"),
+                    )
+                    .await
+                    .expect("docker env");
+                    env.with_pause();
+                    env.init().await.expect("init");
+                    assert!(env.exec_helper().await.is_ok(), "the helper");
+                    others.push(Box::new(env));
+                }
+            }
+            let (mut alone, mut spread) = (Duration::ZERO, Duration::ZERO);
+            for _ in 0..rounds {
+                for i in 0..k {
+                    alone += one(first).await;
+                    let e: &dyn RunnerEnvironment = if i % 20 == 0 {
+                        first
+                    } else {
+                        others[i % 20 - 1].as_ref()
+                    };
+                    spread += one(e).await;
+                }
+            }
+            for e in others {
+                e.shutdown().await.expect("shutdown");
+            }
+            rows.push(Row {
+                name: if which == "native" {
+                    "scale_20_envs_native"
+                } else {
+                    "scale_20_envs_docker"
+                },
+                ours: spread.as_secs_f64(),
+                baseline: alone.as_secs_f64(),
+                baseline_desc: "every process in one environment (ours: spread over 20 live ones)",
+                target: 1.3,
+            });
+        }
+    }
+    if let Some(env) = helper_env {
+        env.shutdown().await.expect("shutdown");
+    }
+    if want("cli_10k_stale_records") {
+        // 10,000 records of a dead owner whose groups are gone, planted before each
+        // run: the start-up sweep judges and removes every one.
+        let me = std::process::id() as i32;
+        let template = Record::for_group(me, me, vec!["x".into()], "/".into()).expect("record");
+        let owner = dead_pid();
+        let (mut full, mut clean) = (Duration::ZERO, Duration::ZERO);
+        let stale = tempfile::tempdir().expect("stale state");
+        let ledger = Ledger::at(stale.path());
+        for _ in 0..(if quick { 3 } else { 10 }) {
+            for i in 0..10_000 {
+                let mut r = template.clone();
+                // Above any pid_max: no such group.
+                r.pgid = 5_000_000 + i;
+                r.leader_pid = r.pgid;
+                r.owner_pid = owner;
+                ledger.write_record(&r).expect("write");
+            }
+            clean += cli(empty.path());
+            full += cli(stale.path());
+        }
+        rows.push(Row {
+            name: "cli_10k_stale_records",
+            ours: full.as_secs_f64(),
+            baseline: clean.as_secs_f64(),
+            baseline_desc: "`runner run -- true` with an empty ledger (ours: 10,000 stale records to sweep first)",
+            target: 1.2,
+        });
+    }
+    rows
 }
