@@ -1071,7 +1071,7 @@ fn nested_runners_are_reaped_after_the_outer_is_killed() {
         .unwrap()
         .filter_map(|e| {
             let name = e.ok()?.file_name().to_string_lossy().into_owned();
-            name.strip_suffix(".json")?.parse().ok()
+            name.strip_suffix(".json")?.split('.').next()?.parse().ok()
         })
         .collect();
     assert_eq!(groups.len(), 2, "{groups:?}");

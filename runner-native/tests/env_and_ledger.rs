@@ -57,12 +57,12 @@ async fn the_group_is_registered_before_the_program_runs_and_removed_after() {
     let runs = fx.state().join("runs");
     let check = if common::portable_spawn() {
         format!(
-            // Pending first: completing renames the pending record to `$$.json`.
-            "{{ grep -qs \"\\\"$RUNNER_GROUP_TOKEN\\\"\" {0}/pending-*.json || test -f {0}/$$.json; }}",
+            // Pending first: completing renames the pending record to `$$.<owner>.json`.
+            "{{ grep -qs \"\\\"$RUNNER_GROUP_TOKEN\\\"\" {0}/pending-*.json || ls {0}/$$.*.json; }} >/dev/null",
             runs.display()
         )
     } else {
-        format!("test -f {}/$$.json", runs.display())
+        format!("ls {}/$$.*.json >/dev/null", runs.display())
     };
     let script = format!("{check} && echo registered");
     let (p, cap) = fx.sh(&script).await;

@@ -2,7 +2,10 @@
 //!
 //! Records live in `$RUNNER_STATE_DIR/runs` (default `$XDG_STATE_HOME/runner/runs`,
 //! else `~/.local/state/runner/runs`), a directory of mode 0700; each file is
-//! `<pgid>.json`, mode 0600, written atomically (a temporary file renamed into place).
+//! `<pgid>.<owner pid>-<owner start time>.json` (older runners wrote `<pgid>.json`),
+//! mode 0600, written atomically (a temporary file renamed into place). The owner in
+//! the name lets a caller see from one listing that every record's owner is alive,
+//! so nothing needs a sweep, without reading a record (see `sweep.rs`).
 //! A record is written *before* the group's leader runs its program and removed when
 //! the group ends, so a crash of the owner at any moment leaves a record behind.
 
@@ -144,7 +147,7 @@ pub fn carries_token(pid: i32, token: &str) -> bool {
 impl Record {
     /// True for a *pending* record: written by the portable spawn path before its
     /// leader exists (`pgid`, `leader_pid` and `leader_start_time` are 0, the token
-    /// is set), completed into `<pgid>.json` once the spawn returned. A sweep finds
+    /// is set), completed into the group's record once the spawn returned. A sweep finds
     /// the group of a pending record whose owner died by its token alone.
     pub fn is_pending(&self) -> bool {
         self.pgid == 0 && self.leader_pid == 0
@@ -334,6 +337,23 @@ pub(crate) fn spare_owner(file_name: &str) -> Option<(i32, u64)> {
     Some((pid, start))
 }
 
+/// The owner a record's file name gives, `<pgid>.<owner pid>-<owner start>.json` or
+/// `pending-<owner pid>-<owner start>-<n>.json`; `None` for an older runner's
+/// `<pgid>.json` and anything else.
+pub(crate) fn record_owner(file_name: &str) -> Option<(i32, u64)> {
+    let stem = file_name.strip_suffix(".json")?;
+    let owner = match stem.strip_prefix(PENDING_PREFIX) {
+        Some(rest) => rest.rsplit_once('-')?.0,
+        None => {
+            let (pgid, owner) = stem.split_once('.')?;
+            pgid.parse::<i32>().ok()?;
+            owner
+        }
+    };
+    let (pid, start) = owner.split_once('-')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
+}
+
 impl Default for Ledger {
     fn default() -> Self {
         Ledger::at(default_state_dir())
@@ -382,9 +402,43 @@ impl Ledger {
         &self.runs
     }
 
-    /// Where the record of `pgid` lives.
+    /// Where this process's record of `pgid` lives: named after its group and its
+    /// owner, this process (see the module documentation).
     pub fn record_path(&self, pgid: i32) -> PathBuf {
-        self.runs.join(format!("{pgid}.json"))
+        match current_owner() {
+            Ok((pid, start)) => self.record_path_of(pgid, pid, start),
+            Err(_) => self.runs.join(format!("{pgid}.json")),
+        }
+    }
+
+    /// Where the record of `pgid` started by the owner `(owner_pid, owner_start)`
+    /// lives.
+    pub fn record_path_of(&self, pgid: i32, owner_pid: i32, owner_start: u64) -> PathBuf {
+        self.runs
+            .join(format!("{pgid}.{owner_pid}-{owner_start}.json"))
+    }
+
+    /// The record of `pgid` whoever wrote it: this process's name, an older runner's
+    /// `<pgid>.json`, else another owner's (one listing).
+    fn find_record(&self, pgid: i32) -> Option<PathBuf> {
+        let mine = self.record_path(pgid);
+        if fs::symlink_metadata(&mine).is_ok() {
+            return Some(mine);
+        }
+        let legacy = self.runs.join(format!("{pgid}.json"));
+        if fs::symlink_metadata(&legacy).is_ok() {
+            return Some(legacy);
+        }
+        let prefix = format!("{pgid}.");
+        fs::read_dir(&self.runs)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && record_owner(n).is_some())
+            })
     }
 
     /// Creates the runs directory (mode 0700) if needed and checks it is ours and
@@ -432,10 +486,11 @@ impl Ledger {
         Ok(())
     }
 
-    /// Writes (or replaces) the record of `record.pgid` atomically.
+    /// Writes (or replaces) the record of `record.pgid` atomically, named after its
+    /// group and its owner.
     pub fn write_record(&self, record: &Record) -> Result<PathBuf, LedgerError> {
         let body = serde_json::to_vec_pretty(record)?;
-        let target = self.record_path(record.pgid);
+        let target = self.record_path_of(record.pgid, record.owner_pid, record.owner_start_time);
         self.put(&target, &body)?;
         Ok(target)
     }
@@ -561,7 +616,9 @@ impl Ledger {
 
     /// Removes the record of `pgid`; a missing record is not an error.
     pub fn remove_record(&self, pgid: i32) -> Result<(), LedgerError> {
-        let path = self.record_path(pgid);
+        let Some(path) = self.find_record(pgid) else {
+            return Ok(());
+        };
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -575,7 +632,9 @@ impl Ledger {
 
     /// Reads the record of `pgid`, if there is one.
     pub fn read_record(&self, pgid: i32) -> Result<Option<Record>, LedgerError> {
-        let path = self.record_path(pgid);
+        let Some(path) = self.find_record(pgid) else {
+            return Ok(None);
+        };
         match fs::read(&path) {
             Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -36,6 +36,8 @@ pub struct PreparedRecord {
     json: Vec<u8>,
     tmp_path: Vec<u8>,
     path: Vec<u8>,
+    /// What the record's name has after the leader's pid: `.<owner>.json`, NUL.
+    suffix: Vec<u8>,
     /// A spare record file to overwrite (NUL-terminated), or empty.
     spare: Vec<u8>,
     /// Nanoseconds per clock tick (0: start times always come from `/proc`).
@@ -76,12 +78,19 @@ impl PreparedRecord {
     fn new(ledger: &Ledger, rest: Vec<u8>, tmp_prefix: PathBuf, spare: Option<&Path>) -> Self {
         let mut dir = ledger.runs_dir().as_os_str().as_encoded_bytes().to_vec();
         dir.push(b'/');
+        // The record's name after the leader's pid: `.<owner>.json` (this process).
+        let suffix = match crate::ledger::current_owner() {
+            Ok((pid, start)) => format!(".{pid}-{start}.json\0"),
+            Err(_) => ".json\0".to_string(),
+        }
+        .into_bytes();
         let tmp_prefix = tmp_prefix.into_os_string().into_encoded_bytes();
         PreparedRecord {
             tmp_path: Vec::with_capacity(tmp_prefix.len() + 24),
             tmp_prefix,
             json: Vec::with_capacity(rest.len() + 128),
-            path: Vec::with_capacity(dir.len() + 40),
+            path: Vec::with_capacity(dir.len() + suffix.len() + 24),
+            suffix,
             spare: spare
                 .map(|p| {
                     let mut bytes = p.as_os_str().as_bytes().to_vec();
@@ -129,7 +138,7 @@ impl PreparedRecord {
 
     /// The portable spawn path's second half, once the spawn returned: writes the
     /// whole record of the leader `pid` (whose group id it is) started at
-    /// `start_time`, in place as `<pid>.json`, then retires the pending record.
+    /// `start_time`, in place under the group's name, then retires the pending record.
     ///
     /// The pending record's head has fixed-width fields, so completing it is one
     /// write of its first bytes in place (within one page: a signal cannot tear it)
@@ -231,7 +240,7 @@ impl PreparedRecord {
             self.path.clear();
             self.path.extend_from_slice(&self.dir);
             self.path.extend_from_slice(decimal(pid as u64, &mut num));
-            self.path.extend_from_slice(b".json\0");
+            self.path.extend_from_slice(&self.suffix);
 
             // A spare is overwritten in place (no new inode); without one, or if it
             // is gone, a fresh temporary file.

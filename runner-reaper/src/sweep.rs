@@ -29,7 +29,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::ledger::{boot_id, carries_token, spare_owner, Ledger, Record, PENDING_PREFIX};
+use crate::ledger::{
+    boot_id, carries_token, record_owner, spare_owner, Ledger, Record, PENDING_PREFIX,
+};
 
 /// The default time a group gets between SIGTERM and SIGKILL during a sweep.
 pub const SWEEP_GRACE: Duration = Duration::from_secs(2);
@@ -237,14 +239,27 @@ impl Ledger {
         let Ok(entries) = fs::read_dir(self.runs_dir()) else {
             return true;
         };
+        // A record whose owner lives is that owner's (the sweep would judge it live
+        // without acting): the owner is in its name, and each owner is looked up once.
+        let mut owners: Vec<((i32, u64), bool)> = Vec::new();
+        let mut gone = |owner: (i32, u64)| match owners.iter().find(|(o, _)| *o == owner) {
+            Some((_, gone)) => *gone,
+            None => {
+                let gone = !runner_core::os::process_is(owner.0, owner.1);
+                owners.push((owner, gone));
+                gone
+            }
+        };
         entries.filter_map(|e| e.ok()).any(|e| {
             let name = e.file_name();
             let Some(name) = name.to_str() else {
                 return false;
             };
-            (!name.starts_with('.') && name.ends_with(".json"))
-                || spare_owner(name)
-                    .is_some_and(|(pid, start)| !runner_core::os::process_is(pid, start))
+            if !name.starts_with('.') && name.ends_with(".json") {
+                // An older runner's record names no owner: judged by reading it.
+                return record_owner(name).is_none_or(&mut gone);
+            }
+            spare_owner(name).is_some_and(&mut gone)
         })
     }
 
@@ -426,8 +441,13 @@ fn describe(e: &crate::LedgerError) -> String {
     }
 }
 
+/// The group a record's file name gives: `<pgid>.<owner>.json` or `<pgid>.json`.
 fn pgid_of(path: &Path) -> Option<i32> {
-    path.file_stem()?.to_str()?.parse().ok()
+    let stem = path.file_name()?.to_str()?.strip_suffix(".json")?;
+    stem.split_once('.')
+        .map_or(stem, |(pgid, _)| pgid)
+        .parse()
+        .ok()
 }
 
 fn judge(path: &Path, procs: &mut ProcView) -> Verdict {
@@ -473,6 +493,15 @@ fn judge(path: &Path, procs: &mut ProcView) -> Verdict {
     // two steps of completing it) is judged as a record.
     if !pending && pgid_of(path) != Some(record.pgid) {
         return Verdict::Aside("the file name does not match the record's group".into());
+    }
+    // The owner its name gives is the record's: a sweep that skips records by the
+    // owners in their names skips only what their owners would keep.
+    let named_owner = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(record_owner);
+    if named_owner.is_some_and(|o| o != (record.owner_pid, record.owner_start_time)) {
+        return Verdict::Aside("the file name does not match the record's owner".into());
     }
     if record.pgid <= 1 || record.leader_pid != record.pgid {
         return Verdict::Aside(format!("it names process group {}", record.pgid));

@@ -80,7 +80,11 @@ fn orphaned_groups_are_reaped_and_live_owners_left_alone() {
     assert!(report.errors.is_empty(), "{report}");
     assert_eq!(finish(orphan).code(), None);
     assert!(alive(pid));
-    assert_eq!(records(tmp.path()), vec![format!("{pid}.json")]);
+    let me = runner_core::os::owner_identity().unwrap();
+    assert_eq!(
+        records(tmp.path()),
+        vec![format!("{pid}.{}-{}.json", me.pid, me.start_time)]
+    );
     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
     finish(owned);
 }
@@ -343,6 +347,71 @@ fn spare_files_are_reused_and_only_a_dead_owners_are_swept() {
     std::fs::remove_file(&live_tmp).unwrap();
     assert!(alive(pgid));
     finish_killed(child);
+}
+
+/// A record names its owner, so a ledger holding only records of live owners (a
+/// busy runner beside this one) needs no sweep, decided from one listing, and a
+/// record whose name gives another owner than its content is set aside, not
+/// trusted either way.
+#[test]
+fn records_of_live_owners_need_no_sweep() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = Ledger::at(tmp.path());
+    let live = group("sleep 300");
+    let pid = live.id() as i32;
+    for _ in 0..3 {
+        // Ours (this process is their owner), of live groups.
+        ledger
+            .write_record(&Record::for_group(pid, pid, vec![], "/".into()).unwrap())
+            .unwrap();
+    }
+    assert!(!ledger.needs_sweep(), "{:?}", records(tmp.path()));
+    let report = ledger.reap_stale(Duration::from_secs(5), Duration::from_secs(1));
+    assert_eq!((report.live, report.reaped.len()), (1, 0), "{report}");
+
+    // A dead owner's record is judged (and its live group ended).
+    let orphan = group("sleep 300");
+    let path = ledger.write_record(&orphan_record(&orphan)).unwrap();
+    assert!(ledger.needs_sweep());
+    let report = ledger.reap_stale(Duration::from_secs(20), Duration::from_secs(5));
+    assert_eq!(report.reaped.len(), 1, "{report}");
+    assert!(!path.exists());
+    assert_eq!(finish(orphan).code(), None);
+
+    // An older runner's name, without its owner: judged by reading it.
+    let me = runner_core::os::owner_identity().unwrap();
+    let mine = tmp
+        .path()
+        .join(format!("runs/{pid}.{}-{}.json", me.pid, me.start_time));
+    let legacy = tmp.path().join(format!("runs/{pid}.json"));
+    std::fs::rename(&mine, &legacy).unwrap();
+    assert!(ledger.needs_sweep());
+    assert_eq!(ledger.read_record(pid).unwrap().unwrap().pgid, pid);
+    let report = ledger.reap_stale(Duration::from_secs(5), Duration::from_secs(1));
+    assert_eq!((report.live, report.reaped.len()), (1, 0), "{report}");
+
+    // A dead owner's record under a live owner's name: set aside, group untouched.
+    let victim = group("sleep 300");
+    let forged = orphan_record(&victim);
+    std::fs::write(
+        tmp.path().join(format!(
+            "runs/{}.{}-{}.json",
+            forged.pgid, me.pid, me.start_time
+        )),
+        serde_json::to_vec(&forged).unwrap(),
+    )
+    .unwrap();
+    let report = ledger.reap_stale(Duration::from_secs(5), Duration::from_secs(1));
+    assert!(report.reaped.is_empty(), "{report}");
+    assert_eq!(report.set_aside.len(), 1, "{report}");
+    assert!(report.set_aside[0].reason.contains("owner"), "{report}");
+    assert!(alive(victim.id() as i32));
+
+    ledger.remove_record(pid).unwrap();
+    assert!(ledger.read_record(pid).unwrap().is_none());
+    assert!(!ledger.needs_sweep());
+    finish_killed(victim);
+    finish_killed(live);
 }
 
 /// SIGKILLs `child`'s group and reaps the leader.
