@@ -124,7 +124,13 @@ type Writer = crate::engine::ExecInput;
 
 /// A running helper.
 pub(crate) struct Helper {
-    writer: tokio::sync::Mutex<Writer>,
+    /// Where requests go: its stdin pipe itself when it is proven local (opened
+    /// through `/proc`), else the engine's stream.
+    /// `None` once closed.
+    writer: tokio::sync::Mutex<Option<Writer>>,
+    /// The engine's stream's input while requests go straight into the pipe: kept
+    /// open, and closed with ours, so the helper sees its input end only then.
+    stream_input: tokio::sync::Mutex<Option<Writer>>,
     routes: Mutex<HashMap<u32, mpsc::UnboundedSender<Event>>>,
     next: AtomicU32,
     gone: AtomicBool,
@@ -274,6 +280,18 @@ async fn exec_host_pid(engine: &Engine, exec_id: &str) -> Option<u32> {
 fn open_pipe(helper: &LocalProcess, fd: i32) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
     let pipe = tokio::net::unix::pipe::OpenOptions::new()
         .open_receiver(format!("/proc/{}/fd/{fd}", helper.pid))?;
+    if helper.alive() {
+        Ok(pipe)
+    } else {
+        Err(std::io::Error::other("the helper is gone"))
+    }
+}
+
+/// A writer of `helper`'s stdin pipe, opened through `/proc` (the helper proven the
+/// process seen from here, and still it after the open).
+fn open_input(helper: &LocalProcess) -> std::io::Result<tokio::net::unix::pipe::Sender> {
+    let pipe = tokio::net::unix::pipe::OpenOptions::new()
+        .open_sender(format!("/proc/{}/fd/0", helper.pid))?;
     if helper.alive() {
         Ok(pipe)
     } else {
@@ -441,8 +459,20 @@ impl Helper {
                 "from its stream"
             }
         );
+        // Proven local: requests skip the engine's relay (the stream's stdin pipe
+        // opened through /proc, a writer of the same pipe; the helper reads no
+        // differently). Output still comes through the stream.
+        let (writer, stream_input) = match local.as_ref().map(open_input) {
+            Some(Ok(direct)) => (Box::pin(direct) as Writer, Some(input)),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "requests go through the engine's stream");
+                (input, None)
+            }
+            None => (input, None),
+        };
         let helper = Arc::new(Helper {
-            writer: tokio::sync::Mutex::new(input),
+            writer: tokio::sync::Mutex::new(Some(writer)),
+            stream_input: tokio::sync::Mutex::new(stream_input),
             routes: Mutex::new(HashMap::new()),
             next: AtomicU32::new(1),
             gone: AtomicBool::new(false),
@@ -473,6 +503,11 @@ impl Helper {
 
     async fn send(&self, kind: Kind, id: u32, payload: &[u8]) -> Result<(), DockerError> {
         let mut w = self.writer.lock().await;
+        let Some(w) = w.as_mut() else {
+            return Err(DockerError::HelperGone {
+                reason: "its input was closed".into(),
+            });
+        };
         let frame = Frame::new(kind, id, payload.to_vec()).encode();
         let written = async {
             w.write_all(&frame).await?;
@@ -485,8 +520,13 @@ impl Helper {
 
     /// Closes the helper's input: it kills every group it started and exits.
     pub(crate) async fn close(&self) {
-        let mut w = self.writer.lock().await;
-        let _ = w.shutdown().await;
+        // Dropped, not only shut down: a pipe's writer closes with its descriptor.
+        if let Some(mut w) = self.writer.lock().await.take() {
+            let _ = w.shutdown().await;
+        }
+        if let Some(mut stream) = self.stream_input.lock().await.take() {
+            let _ = stream.shutdown().await;
+        }
     }
 
     /// Starts a process; its events arrive on the returned receiver.

@@ -116,6 +116,17 @@ async fn processes_run_through_the_helper() {
     assert!(rest.len() == 20_000_000 && rest.iter().all(|&b| b == 0));
     assert_eq!(p.wait().await.unwrap(), ExitStatus::Exited(0));
 
+    // Likewise requests go straight into the helper's stdin pipe, not through the
+    // engine's relay: we hold a writer of it.
+    let (_, helper_stdin, _, _) = run(&env, &format!("readlink /proc/{helper_pid}/fd/0")).await;
+    let helper_stdin = helper_stdin.trim();
+    assert!(helper_stdin.starts_with("pipe:["), "{helper_stdin}");
+    let held = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|l| l.to_string_lossy() == helper_stdin);
+    assert_eq!(held, local_root, "{helper_stdin} among our descriptors");
+
     // Bad input: typed, as on every path.
     let p = env.docker_process("no-such-program", &[]).unwrap();
     assert!(matches!(p.start().await, Err(Error::NotFound { .. })));
