@@ -525,7 +525,7 @@ fn cli_overhead(n: usize, state: &std::path::Path) -> Vec<Row> {
             ours: ours.as_secs_f64(),
             baseline: supervisor.as_secs_f64(),
             baseline_desc: "`timeout 60 true`: a supervisor that also spawns and waits",
-            target: 1.5,
+            target: 1.3,
         },
     ]
 }
@@ -1598,7 +1598,7 @@ async fn docker_rows(quick: bool) -> Vec<Row> {
         ours: ours.as_secs_f64(),
         baseline: no_helper.as_secs_f64(),
         baseline_desc: "the same init + shutdown with_exec_helper(false), nothing run",
-        target: 1.1,
+        target: 1.05,
     });
     rows
 }
