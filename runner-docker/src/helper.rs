@@ -275,11 +275,18 @@ async fn exec_host_pid(engine: &Engine, exec_id: &str) -> Option<u32> {
     None
 }
 
-/// Opens the read end of a process's stdout pipe through the helper's descriptor,
-/// and keeps it only if the helper was still the proven process after the open.
-fn open_pipe(helper: &LocalProcess, fd: i32) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
-    let pipe = tokio::net::unix::pipe::OpenOptions::new()
-        .open_receiver(format!("/proc/{}/fd/{fd}", helper.pid))?;
+/// Opens a pipe the helper holds, as descriptor `fd`, through `/proc` (the helper
+/// proven the process seen from here): `open` is the receiving or sending end's
+/// open. Kept only if the helper was still the proven process after the open.
+fn open_held<P>(
+    helper: &LocalProcess,
+    fd: i32,
+    open: impl FnOnce(&tokio::net::unix::pipe::OpenOptions, String) -> std::io::Result<P>,
+) -> std::io::Result<P> {
+    let pipe = open(
+        &tokio::net::unix::pipe::OpenOptions::new(),
+        format!("/proc/{}/fd/{fd}", helper.pid),
+    )?;
     if helper.alive() {
         Ok(pipe)
     } else {
@@ -287,16 +294,14 @@ fn open_pipe(helper: &LocalProcess, fd: i32) -> std::io::Result<tokio::net::unix
     }
 }
 
-/// A writer of `helper`'s stdin pipe, opened through `/proc` (the helper proven the
-/// process seen from here, and still it after the open).
+/// The read end of a process's stdout pipe, through the helper's descriptor `fd`.
+fn open_pipe(helper: &LocalProcess, fd: i32) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    open_held(helper, fd, |o, path| o.open_receiver(path))
+}
+
+/// A writer of the helper's own stdin pipe.
 fn open_input(helper: &LocalProcess) -> std::io::Result<tokio::net::unix::pipe::Sender> {
-    let pipe = tokio::net::unix::pipe::OpenOptions::new()
-        .open_sender(format!("/proc/{}/fd/0", helper.pid))?;
-    if helper.alive() {
-        Ok(pipe)
-    } else {
-        Err(std::io::Error::other("the helper is gone"))
-    }
+    open_held(helper, 0, |o, path| o.open_sender(path))
 }
 
 /// Turns the exec's output chunks into frames.

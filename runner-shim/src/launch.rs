@@ -24,6 +24,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
+use crate::protocol::SpawnStage;
+
 /// `posix_spawn_file_actions_t` (80 bytes in glibc's 64-bit ABIs; room to spare).
 #[repr(C, align(8))]
 struct FileActions([u8; 256]);
@@ -73,9 +75,6 @@ pub(crate) struct Launched {
     pub(crate) stdout: PipeReader,
     pub(crate) stderr: PipeReader,
 }
-
-/// Why a start failed: an errno, and whether it was the program (else the setup).
-pub(crate) struct Refused(pub(crate) io::Error);
 
 /// The spawn's attributes and file actions, destroyed when dropped.
 struct Spawning {
@@ -175,15 +174,16 @@ fn c_string(bytes: &[u8]) -> io::Result<CString> {
 
 /// Starts `argv` in `dir` with exactly `env` (`KEY=VALUE` entries), leading a new
 /// process group, its stdin a pipe when `stdin` (else `/dev/null`), stdout and
-/// stderr pipes. `Err(Ok(_))` is the program's failure (not found, not executable),
-/// `Err(Err(_))` the setup's.
+/// stderr pipes. An error says whether the program failed (not found, not
+/// executable) or the setup did.
 pub(crate) fn launch(
     argv: &[Vec<u8>],
     env: &[Vec<u8>],
     dir: &[u8],
     stdin: bool,
-) -> Result<Launched, Result<Refused, io::Error>> {
-    let setup = |e: io::Error| Err(e);
+) -> Result<Launched, (SpawnStage, io::Error)> {
+    let setup = |e: io::Error| (SpawnStage::Setup, e);
+    let refused = |errno: i32| (SpawnStage::Program, io::Error::from_raw_os_error(errno));
     let program = argv
         .first()
         .ok_or_else(|| setup(io::Error::from_raw_os_error(ENOENT)))?;
@@ -253,12 +253,12 @@ pub(crate) fn launch(
                         started = Some(pid);
                         break;
                     }
-                    Err(e) => return Err(Ok(Refused(io::Error::from_raw_os_error(e)))),
+                    Err(e) => return Err(refused(e)),
                 }
             }
             Err(EACCES) if !program.contains(&b'/') => denied = Some(EACCES),
             Err(e) if e == ENOENT || e == 20 => {}
-            Err(e) => return Err(Ok(Refused(io::Error::from_raw_os_error(e)))),
+            Err(e) => return Err(refused(e)),
         }
         if program.contains(&b'/') {
             break;
@@ -266,9 +266,7 @@ pub(crate) fn launch(
     }
     drop(spawning);
     let Some(pid) = started else {
-        return Err(Ok(Refused(io::Error::from_raw_os_error(
-            denied.unwrap_or(ENOENT),
-        ))));
+        return Err(refused(denied.unwrap_or(ENOENT)));
     };
     Ok(Launched {
         pid,

@@ -8,10 +8,10 @@
 //! Standard library only, built static by runner-docker's build script.
 
 // Shared with the owner, whose half (encoding requests) the helper does not use.
+mod launch;
 #[allow(dead_code)]
 mod protocol;
 // Shared with the owner, which uses all of it.
-mod launch;
 #[allow(dead_code)]
 mod sync;
 mod sync_agent;
@@ -301,6 +301,19 @@ fn feed(mut to: impl Write, id: u32, chunks: mpsc::Receiver<Option<Vec<u8>>>, ou
     }
 }
 
+/// Why a process did not start: the stage, its errno and what to say.
+struct Refusal(SpawnStage, i32, String);
+
+impl Refusal {
+    fn new(stage: SpawnStage, e: &io::Error, context: &str) -> Refusal {
+        Refusal(
+            stage,
+            e.raw_os_error().unwrap_or(0),
+            format!("{context}{e}"),
+        )
+    }
+}
+
 /// A process just started: its pid (its group's id), its pipes or terminal, and the
 /// `Command` child to wait on when it was started through one.
 struct Started {
@@ -321,12 +334,10 @@ fn spawn_on_terminal(
     env: &[Vec<u8>],
     rows: u16,
     cols: u16,
-) -> Result<Started, (SpawnStage, io::Error)> {
-    let (master, slave) = open_pty(rows, cols).map_err(|e| {
-        let why = io::Error::new(e.kind(), format!("no pseudo-terminal: {e}"));
-        (SpawnStage::Terminal, why)
-    })?;
-    let dup = |_| (SpawnStage::Terminal, io::Error::other("dup"));
+) -> Result<Started, Refusal> {
+    let (master, slave) = open_pty(rows, cols)
+        .map_err(|e| Refusal::new(SpawnStage::Terminal, &e, "no pseudo-terminal: "))?;
+    let dup = |e: io::Error| Refusal::new(SpawnStage::Terminal, &e, "dup: ");
     let (a, b) = (
         slave.try_clone().map_err(dup)?,
         slave.try_clone().map_err(dup)?,
@@ -356,7 +367,9 @@ fn spawn_on_terminal(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| (SpawnStage::Program, e))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| Refusal::new(SpawnStage::Program, &e, ""))?;
     // The parent's copies of the slave are closed with `cmd`: the master reads EIO
     // once the process and its children have closed theirs.
     drop(cmd);
@@ -426,10 +439,7 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
                 master: None,
                 child: None,
             })
-            .map_err(|e| match e {
-                Ok(launch::Refused(e)) => (SpawnStage::Program, e),
-                Err(e) => (SpawnStage::Setup, e),
-            }),
+            .map_err(|(stage, e)| Refusal::new(stage, &e, "")),
     };
     let Started {
         pid,
@@ -440,10 +450,12 @@ fn spawn(id: u32, req: Spawn, out: &Out, children: &Arc<Mutex<HashMap<u32, Child
         child,
     } = match started {
         Ok(s) => s,
-        Err((stage, e)) => {
-            let payload =
-                protocol::spawn_failed(stage, e.raw_os_error().unwrap_or(0), &e.to_string());
-            out.send(Kind::SpawnFailed, id, &payload);
+        Err(Refusal(stage, errno, message)) => {
+            out.send(
+                Kind::SpawnFailed,
+                id,
+                &protocol::spawn_failed(stage, errno, &message),
+            );
             return;
         }
     };

@@ -1997,17 +1997,19 @@ async fn scale_rows(
     let native_state = state.join("scale-native");
     let native = env_in(&native_state);
     let mut helper_env = None;
-    if docker && want("scale_300_alive_helper scale_20_envs_docker") {
-        let mut env = runner_docker::DockerEnvironment::new_headless(
-            "runner-test/busybox:latest",
-            "bench-scale",
-        )
-        .await
-        .expect("docker env");
+    // A paused busybox container with its helper running.
+    async fn helped(name: &str) -> runner_docker::DockerEnvironment {
+        let mut env =
+            runner_docker::DockerEnvironment::new_headless("runner-test/busybox:latest", name)
+                .await
+                .expect("docker env");
         env.with_pause();
         env.init().await.expect("init");
         assert!(env.exec_helper().await.is_ok(), "the helper");
-        helper_env = Some(env);
+        env
+    }
+    if docker && want("scale_300_alive_helper scale_20_envs_docker") {
+        helper_env = Some(helped("bench-scale").await);
     }
     // One echo, its output dropped: the process started, run and waited for.
     async fn one(e: &dyn RunnerEnvironment) -> Duration {
@@ -2112,16 +2114,7 @@ async fn scale_rows(
                 if which == "native" {
                     others.push(Box::new(env_in(&native_state)));
                 } else {
-                    let mut env = runner_docker::DockerEnvironment::new_headless(
-                        "runner-test/busybox:latest",
-                        &format!("bench-scale-{i}"),
-                    )
-                    .await
-                    .expect("docker env");
-                    env.with_pause();
-                    env.init().await.expect("init");
-                    assert!(env.exec_helper().await.is_ok(), "the helper");
-                    others.push(Box::new(env));
+                    others.push(Box::new(helped(&format!("bench-scale-{i}")).await));
                 }
             }
             let (mut alone, mut spread) = (Duration::ZERO, Duration::ZERO);
