@@ -366,6 +366,99 @@ async fn next_frame_or_why(
     }
 }
 
+/// Where the helper's frames come from: the engine's stream, or (the helper proven
+/// local) a pipe of its own whose read end we opened (`move_output`).
+enum Events {
+    Stream(ExecOutput),
+    Pipe(tokio::net::unix::pipe::Receiver, Vec<u8>),
+}
+
+impl Events {
+    /// The next frame, or why there is none: `None` for a plain end.
+    async fn next(&mut self, decoder: &mut Decoder) -> Result<Frame, Option<String>> {
+        let (pipe, buf) = match self {
+            Events::Stream(output) => return next_frame_or_why(output, decoder).await,
+            Events::Pipe(pipe, buf) => (pipe, buf),
+        };
+        loop {
+            match decoder.next() {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Some(format!(
+                    "its frames were corrupt ({e}): something in the container wrote to their pipe"
+                )))
+                }
+            }
+            match pipe.read(buf).await {
+                Ok(0) => return Err(None),
+                Ok(n) => decoder.push(&buf[..n]),
+                Err(e) => return Err(Some(format!("its pipe broke: {e}"))),
+            }
+        }
+    }
+}
+
+/// Writes one frame and flushes it.
+async fn write_frame(w: &mut Writer, kind: Kind, id: u32, payload: &[u8]) -> std::io::Result<()> {
+    w.write_all(&Frame::new(kind, id, payload.to_vec()).encode())
+        .await?;
+    w.flush().await
+}
+
+/// Asks the helper (proven local, its requests already written into its stdin pipe)
+/// to send its frames into a pipe of its own, opened here through `/proc`, so its
+/// answers skip the engine's relay too. `Ok(None)`: they stay on the stream. `Err`:
+/// the helper was told the pipe is ours, but it did not say it moved (unusable).
+async fn move_output(
+    local: &LocalProcess,
+    writer: &mut Writer,
+    output: &mut ExecOutput,
+    decoder: &mut Decoder,
+) -> Result<Option<tokio::net::unix::pipe::Receiver>, String> {
+    let answer = async {
+        write_frame(writer, Kind::MoveOutput, 0, &[]).await.ok()?;
+        tokio::time::timeout(READY_DEADLINE, next_frame(output, decoder))
+            .await
+            .ok()?
+    };
+    let Some(answer) = answer.await.filter(|f| f.kind == Kind::OutputPipe) else {
+        return Err("it did not answer where its frames would go".into());
+    };
+    let fd = Fields(&answer.payload).i32().unwrap_or(-1);
+    let pipe = if fd >= 0 {
+        open_pipe(local, fd)
+            .map_err(|e| tracing::debug!(error = %e, "the helper's frames stay on the stream"))
+            .ok()
+    } else {
+        None
+    };
+    write_frame(writer, Kind::OutputOpened, 0, &[u8::from(pipe.is_some())])
+        .await
+        .map_err(|e| format!("writing to it failed: {e}"))?;
+    let Some(pipe) = pipe else {
+        return Ok(None);
+    };
+    match tokio::time::timeout(READY_DEADLINE, next_frame(output, decoder)).await {
+        Ok(Some(f)) if f.kind == Kind::OutputMoved => Ok(Some(pipe)),
+        _ => Err("it did not move its frames to the pipe it named".into()),
+    }
+}
+
+/// Reads what is left of the helper's stream once its frames moved to a pipe (only
+/// its stderr, if anything), so the engine never holds it back.
+async fn drain(mut output: ExecOutput) {
+    while let Some(chunk) = output.next().await {
+        match chunk {
+            Ok(LogOutput::StdErr { message }) => {
+                tracing::debug!(helper = %String::from_utf8_lossy(&message), "helper stderr")
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
 impl Helper {
     /// Copies the helper into container `id`, starts it as `user` and waits for it
     /// to say it is ready. With `end_container` (a container of this owner alone,
@@ -467,13 +560,25 @@ impl Helper {
         // Proven local: requests skip the engine's relay (the stream's stdin pipe
         // opened through /proc, a writer of the same pipe; the helper reads no
         // differently). Output still comes through the stream.
-        let (writer, stream_input) = match local.as_ref().map(open_input) {
+        let (mut writer, stream_input) = match local.as_ref().map(open_input) {
             Some(Ok(direct)) => (Box::pin(direct) as Writer, Some(input)),
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "requests go through the engine's stream");
                 (input, None)
             }
             None => (input, None),
+        };
+        // And answers: the helper's frames through a pipe of its own.
+        let moved = match (&local, stream_input.is_some()) {
+            (Some(l), true) => move_output(l, &mut writer, &mut output, &mut decoder).await?,
+            _ => None,
+        };
+        let events = match moved {
+            Some(pipe) => {
+                tokio::spawn(drain(output));
+                Events::Pipe(pipe, vec![0; protocol::CHUNK + 9])
+            }
+            None => Events::Stream(output),
         };
         let helper = Arc::new(Helper {
             writer: tokio::sync::Mutex::new(Some(writer)),
@@ -497,7 +602,7 @@ impl Helper {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         });
-        tokio::spawn(read_events(Arc::downgrade(&helper), output, decoder));
+        tokio::spawn(read_events(Arc::downgrade(&helper), events, decoder));
         Ok(helper)
     }
 
@@ -513,14 +618,11 @@ impl Helper {
                 reason: "its input was closed".into(),
             });
         };
-        let frame = Frame::new(kind, id, payload.to_vec()).encode();
-        let written = async {
-            w.write_all(&frame).await?;
-            w.flush().await
-        };
-        written.await.map_err(|e| DockerError::HelperGone {
-            reason: format!("writing to it failed: {e}"),
-        })
+        write_frame(w, kind, id, payload)
+            .await
+            .map_err(|e| DockerError::HelperGone {
+                reason: format!("writing to it failed: {e}"),
+            })
     }
 
     /// Closes the helper's input: it kills every group it started and exits.
@@ -717,13 +819,9 @@ impl Helper {
 
 /// Routes the helper's frames to the processes' watchers; at the stream's end every
 /// watcher learns the helper is gone.
-async fn read_events(
-    helper: std::sync::Weak<Helper>,
-    mut output: ExecOutput,
-    mut decoder: Decoder,
-) {
+async fn read_events(helper: std::sync::Weak<Helper>, mut events: Events, mut decoder: Decoder) {
     let why = loop {
-        let frame = match next_frame_or_why(&mut output, &mut decoder).await {
+        let frame = match events.next(&mut decoder).await {
             Ok(frame) => frame,
             Err(why) => break why,
         };

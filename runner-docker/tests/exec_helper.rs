@@ -126,6 +126,21 @@ async fn processes_run_through_the_helper() {
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .any(|l| l.to_string_lossy() == helper_stdin);
     assert_eq!(held, local_root, "{helper_stdin} among our descriptors");
+    // And its answers come back through a pipe of its own that we read.
+    let (_, helper_fds, _, _) = run(
+        &env,
+        &format!("for f in /proc/{helper_pid}/fd/*; do readlink $f; done"),
+    )
+    .await;
+    let ours: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .collect();
+    let answers = helper_fds
+        .lines()
+        .any(|l| l.starts_with("pipe:[") && l != helper_stdin && ours.iter().any(|o| o == l));
+    assert_eq!(answers, local_root, "the helper's pipes: {helper_fds}");
 
     // Bad input: typed, as on every path.
     let p = env.docker_process("no-such-program", &[]).unwrap();

@@ -139,6 +139,17 @@ fn kill_group(pgid: u32, sig: i32) {
 struct Out(Arc<Mutex<BufWriter<std::fs::File>>>);
 
 impl Out {
+    /// Sends [`Kind::OutputMoved`] where frames went so far, then every later frame
+    /// to `to` (a pipe the owner reads itself).
+    fn move_to(&self, to: std::fs::File) {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut header = [0u8; 9];
+        header[0] = Kind::OutputMoved as u8;
+        let _ = w.write_all(&header);
+        let _ = w.flush();
+        *w = BufWriter::with_capacity(CHUNK + 9, to);
+    }
+
     fn send(&self, kind: Kind, id: u32, payload: &[u8]) {
         let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let mut header = [0u8; 9];
@@ -644,6 +655,8 @@ fn main() {
     ready.extend_from_slice(&std::process::id().to_le_bytes());
     out.send(Kind::Ready, 0, &ready);
     let children: Arc<Mutex<HashMap<u32, Child>>> = Arc::default();
+    // The pipe for our frames while the owner opens its read end (`MoveOutput`).
+    let mut output_pipe: Option<(io::PipeReader, io::PipeWriter)> = None;
     let mut input = io::BufReader::with_capacity(CHUNK + 9, io::stdin().lock());
     while let Ok(Some(frame)) = Frame::read_from(&mut input) {
         let id = frame.id;
@@ -674,6 +687,19 @@ fn main() {
                 }
             }
             Kind::Ping => out.send(Kind::Pong, id, &[]),
+            Kind::MoveOutput => {
+                output_pipe = io::pipe().ok();
+                let fd = output_pipe.as_ref().map_or(-1, |(r, _)| r.as_raw_fd());
+                out.send(Kind::OutputPipe, 0, &fd.to_le_bytes());
+            }
+            Kind::OutputOpened => {
+                // Our read end closes either way: the owner holds its own.
+                if let Some((_, w)) = output_pipe.take() {
+                    if frame.payload.first() == Some(&1) {
+                        out.move_to(std::fs::File::from(std::os::fd::OwnedFd::from(w)));
+                    }
+                }
+            }
             Kind::Signal => {
                 let sig = Fields(&frame.payload).i32().unwrap_or(15);
                 if let Some(c) = children.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {

@@ -9,7 +9,7 @@
 use std::io::{self, Read};
 
 /// Protocol version, sent in [`Kind::Ready`]; the owner refuses another.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Bytes of output a process may send per stream before the owner grants more
 /// (and of input the owner may send before the shim grants more).
 pub const WINDOW: u32 = 1 << 20;
@@ -40,6 +40,13 @@ pub enum Kind {
     Resize = 7,
     /// owner → shim: are you reading? The shim answers [`Kind::Pong`] with the same id.
     Ping = 8,
+    /// owner → shim, id 0, once before any process: make a pipe for your frames and
+    /// say its read end ([`Kind::OutputPipe`]); the owner, on this host, opens it.
+    MoveOutput = 9,
+    /// owner → shim, id 0: whether the owner opened the pipe of [`Kind::OutputPipe`]
+    /// (`u8`: 1 yes, 0 no). Yes: the shim sends [`Kind::OutputMoved`] and every later
+    /// frame into the pipe.
+    OutputOpened = 10,
     /// shim → owner, id 0: the shim is up; payload: [`VERSION`] (`u32`), its pid (`u32`).
     Ready = 64,
     /// shim → owner: the process runs; payload: its pid in the container (`u32`),
@@ -63,6 +70,11 @@ pub enum Kind {
     StdinCredit = 72,
     /// shim → owner: the answer to a [`Kind::Ping`], with its id.
     Pong = 73,
+    /// shim → owner, id 0: the answer to [`Kind::MoveOutput`]: the shim's descriptor
+    /// of the read end of its frames' pipe (`i32`, -1 when it has none).
+    OutputPipe = 74,
+    /// shim → owner, id 0: the last frame on the stream; the next come through the pipe.
+    OutputMoved = 75,
 }
 
 impl Kind {
@@ -78,6 +90,8 @@ impl Kind {
             6 => Attached,
             7 => Resize,
             8 => Ping,
+            9 => MoveOutput,
+            10 => OutputOpened,
             64 => Ready,
             65 => Started,
             66 => SpawnFailed,
@@ -88,6 +102,8 @@ impl Kind {
             71 => OutputEnd,
             72 => StdinCredit,
             73 => Pong,
+            74 => OutputPipe,
+            75 => OutputMoved,
             _ => return None,
         })
     }
