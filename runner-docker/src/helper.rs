@@ -370,15 +370,26 @@ async fn next_frame_or_why(
 /// local) a pipe of its own whose read end we opened (`move_output`).
 enum Events {
     Stream(ExecOutput),
-    Pipe(tokio::net::unix::pipe::Receiver, Vec<u8>),
+    /// The pipe, a buffer, and the end of the engine's stream (still drained;
+    /// `None` once it ended).
+    Pipe(
+        tokio::net::unix::pipe::Receiver,
+        Vec<u8>,
+        Option<tokio::sync::oneshot::Receiver<()>>,
+    ),
 }
 
 impl Events {
     /// The next frame, or why there is none: `None` for a plain end.
+    ///
+    /// With frames in a pipe, the end of the engine's stream still ends them, as it
+    /// did on the stream (the engine is gone or let go of the helper: nothing it ran
+    /// can be ended or removed through it), after what the pipe already holds: the
+    /// frames a helper wrote before it exited come first.
     async fn next(&mut self, decoder: &mut Decoder) -> Result<Frame, Option<String>> {
-        let (pipe, buf) = match self {
+        let (pipe, buf, stream_end) = match self {
             Events::Stream(output) => return next_frame_or_why(output, decoder).await,
-            Events::Pipe(pipe, buf) => (pipe, buf),
+            Events::Pipe(pipe, buf, stream_end) => (pipe, buf, stream_end),
         };
         loop {
             match decoder.next() {
@@ -390,7 +401,21 @@ impl Events {
                 )))
                 }
             }
-            match pipe.read(buf).await {
+            let read = match stream_end {
+                None => match pipe.try_read(buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(None),
+                    other => other,
+                },
+                Some(end) => tokio::select! {
+                    biased;
+                    read = pipe.read(buf) => read,
+                    _ = end => {
+                        *stream_end = None;
+                        continue;
+                    }
+                },
+            };
+            match read {
                 Ok(0) => return Err(None),
                 Ok(n) => decoder.push(&buf[..n]),
                 Err(e) => return Err(Some(format!("its pipe broke: {e}"))),
@@ -446,17 +471,15 @@ async fn move_output(
 }
 
 /// Reads what is left of the helper's stream once its frames moved to a pipe (only
-/// its stderr, if anything), so the engine never holds it back.
-async fn drain(mut output: ExecOutput) {
-    while let Some(chunk) = output.next().await {
-        match chunk {
-            Ok(LogOutput::StdErr { message }) => {
-                tracing::debug!(helper = %String::from_utf8_lossy(&message), "helper stderr")
-            }
-            Ok(_) => {}
-            Err(_) => return,
+/// its stderr, if anything), so the engine never holds it back; `ended` hears when
+/// it ends (dropped).
+async fn drain(mut output: ExecOutput, ended: tokio::sync::oneshot::Sender<()>) {
+    while let Some(Ok(chunk)) = output.next().await {
+        if let LogOutput::StdErr { message } = chunk {
+            tracing::debug!(helper = %String::from_utf8_lossy(&message), "helper stderr")
         }
     }
+    drop(ended);
 }
 
 impl Helper {
@@ -575,8 +598,9 @@ impl Helper {
         };
         let events = match moved {
             Some(pipe) => {
-                tokio::spawn(drain(output));
-                Events::Pipe(pipe, vec![0; protocol::CHUNK + 9])
+                let (ended, stream_end) = tokio::sync::oneshot::channel();
+                tokio::spawn(drain(output, ended));
+                Events::Pipe(pipe, vec![0; protocol::CHUNK + 9], Some(stream_end))
             }
             None => Events::Stream(output),
         };
