@@ -330,11 +330,18 @@ pub(crate) fn spare_owner(file_name: &str) -> Option<(i32, u64)> {
     let rest = file_name
         .strip_prefix(SPARE_PREFIX)
         .or_else(|| file_name.strip_prefix(TEMP_PREFIX))?;
-    let mut parts = rest.splitn(3, '-');
+    let (owner, unique) = owner_in(rest)?;
+    unique.filter(|unique| !unique.is_empty())?;
+    Some(owner)
+}
+
+/// The owner `<owner pid>-<owner start>` a file name's part begins with, and what
+/// follows it after a `-`, if anything.
+fn owner_in(part: &str) -> Option<((i32, u64), Option<&str>)> {
+    let mut parts = part.splitn(3, '-');
     let pid = parts.next()?.parse().ok()?;
     let start = parts.next()?.parse().ok()?;
-    parts.next().filter(|unique| !unique.is_empty())?;
-    Some((pid, start))
+    Some(((pid, start), parts.next()))
 }
 
 /// The owner a record's file name gives, `<pgid>.<owner pid>-<owner start>.json` or
@@ -342,16 +349,17 @@ pub(crate) fn spare_owner(file_name: &str) -> Option<(i32, u64)> {
 /// `<pgid>.json` and anything else.
 pub(crate) fn record_owner(file_name: &str) -> Option<(i32, u64)> {
     let stem = file_name.strip_suffix(".json")?;
-    let owner = match stem.strip_prefix(PENDING_PREFIX) {
-        Some(rest) => rest.rsplit_once('-')?.0,
+    match stem.strip_prefix(PENDING_PREFIX) {
+        Some(rest) => owner_in(rest).map(|(owner, _)| owner),
         None => {
             let (pgid, owner) = stem.split_once('.')?;
             pgid.parse::<i32>().ok()?;
-            owner
+            match owner_in(owner)? {
+                (owner, None) => Some(owner),
+                _ => None,
+            }
         }
-    };
-    let (pid, start) = owner.split_once('-')?;
-    Some((pid.parse().ok()?, start.parse().ok()?))
+    }
 }
 
 impl Default for Ledger {
