@@ -315,6 +315,17 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// The next whole frame, if one is; `Err` says why the frames cannot be read
+    /// (something in the container wrote among them).
+    fn complete(&mut self) -> Result<Option<Frame>, Option<String>> {
+        self.next().map_err(|e| {
+            tracing::warn!(error = %e, "the helper's frames are corrupt");
+            Some(format!(
+                "its frames were corrupt ({e}): something in the container wrote among them"
+            ))
+        })
+    }
+
     fn next(&mut self) -> std::io::Result<Option<Frame>> {
         let Some(header) = self.buf.get(..9) else {
             return Ok(None);
@@ -344,15 +355,8 @@ async fn next_frame_or_why(
     decoder: &mut Decoder,
 ) -> Result<Frame, Option<String>> {
     loop {
-        match decoder.next() {
-            Ok(Some(frame)) => return Ok(frame),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "the helper's stream is corrupt");
-                return Err(Some(format!(
-                    "its stream was corrupt ({e}): something in the container wrote to it"
-                )));
-            }
+        if let Some(frame) = decoder.complete()? {
+            return Ok(frame);
         }
         match output.next().await {
             None => return Err(None),
@@ -392,14 +396,8 @@ impl Events {
             Events::Pipe(pipe, buf, stream_end) => (pipe, buf, stream_end),
         };
         loop {
-            match decoder.next() {
-                Ok(Some(frame)) => return Ok(frame),
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(Some(format!(
-                    "its frames were corrupt ({e}): something in the container wrote to their pipe"
-                )))
-                }
+            if let Some(frame) = decoder.complete()? {
+                return Ok(frame);
             }
             let read = match stream_end {
                 None => match pipe.try_read(buf) {
