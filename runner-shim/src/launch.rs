@@ -43,6 +43,7 @@ const EINTR: i32 = 4;
 const ENOENT: i32 = 2;
 const EACCES: i32 = 13;
 const ENOEXEC: i32 = 8;
+const ENOTDIR: i32 = 20;
 
 extern "C" {
     fn posix_spawn_file_actions_init(fa: *mut FileActions) -> c_int;
@@ -220,15 +221,18 @@ pub(crate) fn launch(
         .rev()
         .find_map(|e| e.strip_prefix(b"PATH="))
         .unwrap_or(b"/bin:/usr/bin");
+    // A program named by a path is run as named; one named by its name alone is
+    // looked for on PATH.
+    let searched = !program.contains(&b'/');
     let mut denied = None;
     let mut started = None;
     for candidate in candidates(program, path_var) {
         let Ok(path) = c_string(candidate.as_os_str().as_bytes()) else {
             continue;
         };
-        // Looked at from the child's directory, where the exec resolves it.
-        let seen = Path::new(std::ffi::OsStr::from_bytes(dir)).join(&candidate);
-        if !program.contains(&b'/') {
+        if searched {
+            // Looked at from the child's directory, where the exec resolves it.
+            let seen = Path::new(std::ffi::OsStr::from_bytes(dir)).join(&candidate);
             match std::fs::metadata(&seen) {
                 Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
                 // As execvp: passed over, but said if nothing else is found.
@@ -239,29 +243,23 @@ pub(crate) fn launch(
                 _ => continue,
             }
         }
-        match spawning.spawn(&path, &c_argv, &c_env) {
-            Ok(pid) => {
-                started = Some(pid);
-                break;
-            }
+        let spawned = match spawning.spawn(&path, &c_argv, &c_env) {
             Err(ENOEXEC) => {
                 // As execvp: a file without `#!` is a shell script.
                 let mut sh = vec![c_string(b"sh").map_err(setup)?, path.clone()];
                 sh.extend(c_argv.iter().skip(1).cloned());
-                match spawning.spawn(&c_string(b"/bin/sh").map_err(setup)?, &sh, &c_env) {
-                    Ok(pid) => {
-                        started = Some(pid);
-                        break;
-                    }
-                    Err(e) => return Err(refused(e)),
-                }
+                spawning.spawn(&c_string(b"/bin/sh").map_err(setup)?, &sh, &c_env)
             }
-            Err(EACCES) if !program.contains(&b'/') => denied = Some(EACCES),
-            Err(e) if e == ENOENT || e == 20 => {}
+            other => other,
+        };
+        match spawned {
+            Ok(pid) => {
+                started = Some(pid);
+                break;
+            }
+            Err(EACCES) if searched => denied = Some(EACCES),
+            Err(ENOENT | ENOTDIR) => {}
             Err(e) => return Err(refused(e)),
-        }
-        if program.contains(&b'/') {
-            break;
         }
     }
     drop(spawning);
