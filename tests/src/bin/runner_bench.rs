@@ -2011,6 +2011,14 @@ async fn scale_rows(
     if docker && want("scale_300_alive_helper scale_20_envs_docker") {
         helper_env = Some(helped("bench-scale").await);
     }
+    // A row's name for the target measured.
+    fn by(which: &str, native: &'static str, helper: &'static str) -> &'static str {
+        if which == "native" {
+            native
+        } else {
+            helper
+        }
+    }
     // One echo, its output dropped: the process started, run and waited for.
     async fn one(e: &dyn RunnerEnvironment) -> Duration {
         let t = Instant::now();
@@ -2083,11 +2091,7 @@ async fn scale_rows(
                 r.stop().await.expect("stop");
             }
             rows.push(Row {
-                name: if which == "native" {
-                    "scale_300_alive_native"
-                } else {
-                    "scale_300_alive_helper"
-                },
+                name: by(which, "scale_300_alive_native", "scale_300_alive_helper"),
                 ours: lots.as_secs_f64(),
                 baseline: few.as_secs_f64(),
                 baseline_desc: "the same echo with 1 process alive, not 300 (per process started)",
@@ -2133,11 +2137,7 @@ async fn scale_rows(
                 e.shutdown().await.expect("shutdown");
             }
             rows.push(Row {
-                name: if which == "native" {
-                    "scale_20_envs_native"
-                } else {
-                    "scale_20_envs_docker"
-                },
+                name: by(which, "scale_20_envs_native", "scale_20_envs_docker"),
                 ours: spread.as_secs_f64(),
                 baseline: alone.as_secs_f64(),
                 baseline_desc: "every process in one environment (ours: spread over 20 live ones)",
