@@ -279,7 +279,11 @@ const SPARE_PREFIX: &str = ".spare-";
 /// is renamed to a spare name instead of being unlinked, and the next group's
 /// leader overwrites a spare and renames it into place. Creating a file is the most
 /// expensive step of registration on journaling file systems (an inode each time);
-/// a rename costs a fraction of it. Spares are named after their owner, never read
+/// a rename costs a fraction of it. The first record a pool ends is removed all the
+/// same: a process that ends one group may start no other (`runner run`), and a
+/// spare it kept would cost a rename and an unlink for nothing; from the second on,
+/// the process is one that starts groups again and again. Spares are named after
+/// their owner, never read
 /// as records, removed when the last clone of the ledger is dropped, and removed by
 /// any sweep once their owner is dead.
 #[derive(Debug, Clone)]
@@ -300,6 +304,8 @@ impl Eq for Ledger {}
 struct SparePool {
     /// The pool's owner pid; a forked child has another and starts its own.
     files: Mutex<(i32, Vec<PathBuf>)>,
+    /// Whether a record was ended through this pool (the first is removed).
+    ended_one: std::sync::atomic::AtomicBool,
 }
 
 /// The numbers of spare file names, one sequence for the whole process: every ledger
@@ -389,7 +395,8 @@ impl Ledger {
 
     /// Ends the record of `pgid` like [`remove_record`](Self::remove_record), but
     /// keeps the file as a spare for this process's next record while the pool has
-    /// room. A missing record is not an error.
+    /// room (from the second record it ends, see [`Ledger`]). A missing record is
+    /// not an error.
     pub fn recycle_record(&self, pgid: i32) -> Result<(), LedgerError> {
         self.retire(&self.record_path(pgid))
     }
@@ -574,12 +581,14 @@ impl Ledger {
     }
 
     /// Retires the file at `path` (a record of this process): renamed to a spare
-    /// while the pool has room, else removed. A missing file is not an error.
+    /// while the pool has room (after its first, see [`Ledger`]), else removed. A
+    /// missing file is not an error.
     pub(crate) fn retire(&self, path: &Path) -> Result<(), LedgerError> {
         let owner = current_owner().ok();
         let mut files = self.spares.files.lock().unwrap_or_else(|p| p.into_inner());
+        let again = self.spares.ended_one.swap(true, Ordering::Relaxed);
         let spare = match owner {
-            Some(owner) if files.1.len() < MAX_SPARES || files.0 != owner.0 => {
+            Some(owner) if again && (files.1.len() < MAX_SPARES || files.0 != owner.0) => {
                 if files.0 != owner.0 {
                     *files = (owner.0, Vec::new());
                 }

@@ -295,12 +295,27 @@ fn spare_files_are_reused_and_only_a_dead_owners_are_swept() {
     let mine = start_time(me).unwrap();
     let runs = ledger.runs_dir();
 
-    // A record of a group that ended becomes this process's spare, not a deletion.
+    // The first record a ledger ends is removed (a one-shot process would only
+    // remove its spare at exit); the next becomes this process's spare.
     let child = group("sleep 30");
     let pgid = child.id() as i32;
-    ledger
-        .write_record(&Record::for_group(pgid, pgid, vec!["sleep".into()], "/".into()).unwrap())
-        .unwrap();
+    let record = Record::for_group(pgid, pgid, vec!["sleep".into()], "/".into()).unwrap();
+    ledger.write_record(&record).unwrap();
+    ledger.recycle_record(pgid).unwrap();
+    assert!(records(tmp.path()).is_empty());
+    assert_eq!(ledger.take_spare(), None);
+    let kept = std::fs::read_dir(runs)
+        .unwrap()
+        .filter(|f| {
+            f.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".spare-")
+        })
+        .count();
+    assert_eq!(kept, 0, "the first record ended was kept as a spare");
+    ledger.write_record(&record).unwrap();
     ledger.recycle_record(pgid).unwrap();
     assert!(records(tmp.path()).is_empty());
     let spare = ledger.take_spare().expect("a spare");
@@ -430,7 +445,7 @@ fn the_last_clone_of_a_ledger_removes_its_spares() {
     ledger.ensure_dir().unwrap();
     let mut spares = Vec::new();
     let clone = ledger.clone();
-    for pgid in [1_000_001, 1_000_002] {
+    for pgid in [1_000_001, 1_000_002, 1_000_003] {
         let mut rec = Record::for_group(
             std::process::id() as i32,
             std::process::id() as i32,
@@ -441,8 +456,9 @@ fn the_last_clone_of_a_ledger_removes_its_spares() {
         rec.pgid = pgid;
         ledger.write_record(&rec).unwrap();
     }
-    // Retired after both are written: a write takes a spare when there is one.
-    for pgid in [1_000_001, 1_000_002] {
+    // Retired after all are written: a write takes a spare when there is one. The
+    // first is removed, the others kept.
+    for pgid in [1_000_001, 1_000_002, 1_000_003] {
         clone.recycle_record(pgid).unwrap();
     }
     for f in std::fs::read_dir(ledger.runs_dir()).unwrap() {
