@@ -5,6 +5,8 @@
 
 use std::io::IsTerminal;
 
+use tracing::level_filters::LevelFilter;
+
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -70,42 +72,156 @@ pub(crate) fn say(kind: Kind, message: impl std::fmt::Display) {
 /// `tracing` filter such as `runner_docker=debug`) into the libraries' events on
 /// stderr. Without any: warnings and errors only (`-q`: errors).
 pub(crate) fn init_logging(verbose: u8, quiet: bool) {
-    let default = match (verbose, quiet) {
-        (0, true) => "error",
-        (0, false) => "warn",
-        (1, _) => "info",
-        (2, _) => "debug",
-        _ => "trace",
+    let level = match (verbose, quiet) {
+        (0, true) => LevelFilter::ERROR,
+        (0, false) => LevelFilter::WARN,
+        (1, _) => LevelFilter::INFO,
+        (2, _) => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
     let from_env = ["RUNNER_LOG", "RUST_LOG"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
-    // What the libraries say aloud (`runner_core::tunnel::NOTE_TARGET`), unless -q.
-    let notes = format!("{},{}=info", default, runner_core::tunnel::NOTE_TARGET);
-    let default = if quiet { default } else { notes.as_str() };
-    let filter = match &from_env {
-        Some(spec) if verbose == 0 => match tracing_subscriber::EnvFilter::try_new(spec) {
-            Ok(f) => f,
-            Err(e) => {
+    let detailed = verbose > 0 || from_env.is_some();
+    let _ = match from_env {
+        Some(spec) if verbose == 0 => {
+            let filter = tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
                 say(
                     Kind::Warning,
                     format!("ignoring the log filter `{spec}`: {e}"),
                 );
-                tracing_subscriber::EnvFilter::new(default)
-            }
-        },
-        _ => tracing_subscriber::EnvFilter::new(default),
+                default_filter(level, quiet)
+            });
+            tracing::subscriber::set_global_default(subscriber(filter, detailed))
+        }
+        _ => tracing::subscriber::set_global_default(OnFirstEvent {
+            level,
+            notes: !quiet,
+            built: std::sync::OnceLock::new(),
+            build: move || subscriber(default_filter(level, quiet), detailed),
+        }),
     };
-    let detailed = verbose > 0 || from_env.is_some();
-    let _ = tracing_subscriber::fmt()
+}
+
+/// `level` for everything, and what the libraries say aloud
+/// (`runner_core::tunnel::NOTE_TARGET`) unless `-q`.
+fn default_filter(level: LevelFilter, quiet: bool) -> tracing_subscriber::EnvFilter {
+    let level = level.to_string().to_lowercase();
+    if quiet {
+        tracing_subscriber::EnvFilter::new(level)
+    } else {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},{}=info",
+            runner_core::tunnel::NOTE_TARGET
+        ))
+    }
+}
+
+/// The subscriber that writes events: `fmt` with [`Lines`], filtered by `filter`.
+fn subscriber(
+    filter: tracing_subscriber::EnvFilter,
+    targets: bool,
+) -> impl tracing::Subscriber + Send + Sync {
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(color())
         .event_format(Lines {
             color: color(),
-            targets: detailed,
+            targets,
         })
-        .try_init();
+        .finish()
+}
+
+/// The default filter's subscriber, built when the first event or span it could
+/// write comes: a run that says nothing never builds it (its span registry and
+/// filter took 50 µs of every start, a tenth of what runner adds to a short
+/// command). Until then it answers `enabled` from the level alone, a superset of
+/// what the built one writes, which decides every event itself.
+struct OnFirstEvent<F> {
+    level: LevelFilter,
+    notes: bool,
+    built: std::sync::OnceLock<tracing::Dispatch>,
+    build: F,
+}
+
+impl<F, S> OnFirstEvent<F>
+where
+    F: Fn() -> S,
+    S: tracing::Subscriber + Send + Sync + 'static,
+{
+    fn built(&self) -> &tracing::Dispatch {
+        self.built
+            .get_or_init(|| tracing::Dispatch::new((self.build)()))
+    }
+
+    fn may_write(&self, meta: &tracing::Metadata<'_>) -> bool {
+        *meta.level() <= self.level
+            || (self.notes
+                && *meta.level() <= tracing::Level::INFO
+                && meta.target().starts_with(runner_core::tunnel::NOTE_TARGET))
+    }
+}
+
+impl<F, S> tracing::Subscriber for OnFirstEvent<F>
+where
+    F: Fn() -> S + Send + Sync + 'static,
+    S: tracing::Subscriber + Send + Sync + 'static,
+{
+    fn register_callsite(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if self.may_write(meta) {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(if self.notes {
+            self.level.max(LevelFilter::INFO)
+        } else {
+            self.level
+        })
+    }
+
+    fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+        self.may_write(meta) && self.built().enabled(meta)
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        self.built().new_span(span)
+    }
+
+    fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        self.built().record(span, values)
+    }
+
+    fn record_follows_from(&self, span: &tracing::span::Id, follows: &tracing::span::Id) {
+        self.built().record_follows_from(span, follows)
+    }
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        self.built().event(event)
+    }
+
+    fn enter(&self, span: &tracing::span::Id) {
+        self.built().enter(span)
+    }
+
+    fn exit(&self, span: &tracing::span::Id) {
+        self.built().exit(span)
+    }
+
+    fn clone_span(&self, id: &tracing::span::Id) -> tracing::span::Id {
+        self.built().clone_span(id)
+    }
+
+    fn try_close(&self, id: tracing::span::Id) -> bool {
+        self.built().try_close(id)
+    }
 }
 
 /// One event per line: `runner: <level>: [<target>: ]<message> <fields>`.
