@@ -22,7 +22,7 @@ impl Cli {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_runner"));
+        let mut c = Command::new(common::runner_bin());
         c.args(args)
             .env("RUNNER_STATE_DIR", self.tmp.path().join("state"))
             .env("HOME", self.tmp.path())
@@ -972,7 +972,7 @@ fn wait_or_kill(
 fn yes_piped_into_head_ends() {
     use std::os::unix::process::CommandExt;
     let cli = Cli::new();
-    let runner = env!("CARGO_BIN_EXE_runner");
+    let runner = common::runner_bin();
     let mut backends = vec![""];
     if docker_available() {
         backends.push("--backend docker --image runner-test/busybox:latest");
@@ -1058,7 +1058,7 @@ fn a_symlinked_ledger_is_refused_and_reported() {
 #[test]
 fn nested_runners_are_reaped_after_the_outer_is_killed() {
     let cli = Cli::new();
-    let runner = env!("CARGO_BIN_EXE_runner");
+    let runner = common::runner_bin();
     let (mut outer, _stdout) = start_ready_args(
         &cli,
         &[
@@ -1502,20 +1502,15 @@ fn output_is_streamed_as_bytes_nix() {
 fn reap_never_judges_an_owner_of_another_pid_namespace() {
     let sandboxed = |cli: &Cli, flags: &[&str]| {
         let mut cmd = Command::new("unshare");
-        cmd.args([
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            env!("CARGO_BIN_EXE_runner"),
-        ])
-        .arg("run")
-        .args(flags)
-        .args(["--", "sh", "-c", "echo ready; exec sleep 300"])
-        .env("RUNNER_STATE_DIR", cli.tmp.path().join("state"))
-        .env("HOME", cli.tmp.path())
-        .current_dir(cli.tmp.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
+        cmd.args(["--pid", "--fork", "--mount-proc", common::runner_bin()])
+            .arg("run")
+            .args(flags)
+            .args(["--", "sh", "-c", "echo ready; exec sleep 300"])
+            .env("RUNNER_STATE_DIR", cli.tmp.path().join("state"))
+            .env("HOME", cli.tmp.path())
+            .current_dir(cli.tmp.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
@@ -1778,7 +1773,7 @@ fn a_low_limit_on_processes_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let runner = dir.path().join("runner");
-    std::fs::copy(env!("CARGO_BIN_EXE_runner"), &runner).unwrap();
+    std::fs::copy(common::runner_bin(), &runner).unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(nobody), Some(nobody)).unwrap();
@@ -1806,7 +1801,7 @@ fn a_low_limit_on_processes_is_an_error_not_a_panic() {
 #[test]
 fn a_low_limit_on_open_files_is_an_error_not_a_panic() {
     let cli = Cli::new();
-    let runner = std::path::Path::new(env!("CARGO_BIN_EXE_runner"));
+    let runner = std::path::Path::new(common::runner_bin());
     for limit in [4, 6, 7, 8, 10, 12, 16, 64] {
         let mut launcher = Command::new("prlimit");
         launcher
@@ -1919,7 +1914,7 @@ fn out_of_descriptors_is_said_as_such() {
     let cli = Cli::new();
     // Nine: runner's runtime starts, its connection to the engine cannot be made.
     let child = Command::new("prlimit")
-        .args(["--nofile=9", env!("CARGO_BIN_EXE_runner")])
+        .args(["--nofile=9", common::runner_bin()])
         .args(["run", "--backend", "docker", "--image", IMAGE, "--", "true"])
         .env("RUNNER_STATE_DIR", cli.tmp.path().join("state"))
         .env("HOME", cli.tmp.path())

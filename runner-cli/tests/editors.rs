@@ -158,7 +158,7 @@ impl Project {
     /// `runner run` of `server` on `backend`, as the editor's server command.
     fn through_runner(&self, backend: Backend, server: &[String]) -> Vec<String> {
         let mut argv = vec![
-            env!("CARGO_BIN_EXE_runner").to_string(),
+            common::runner_bin().to_string(),
             "run".into(),
             "-q".into(),
             "--dir".into(),

@@ -88,7 +88,7 @@ impl NoInitPodman {
 
     /// `runner args…` against this engine, with a state directory of its own.
     fn runner(&self, state: &Path, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_runner"))
+        Command::new(common::runner_bin())
             .args(args)
             .env("DOCKER_HOST", self.host())
             .env("RUNNER_STATE_DIR", state)

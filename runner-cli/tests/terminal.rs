@@ -44,7 +44,7 @@ impl Session {
         };
         let pty = openpty(Some(&size), None).unwrap();
         let slave = pty.slave;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
+        let mut cmd = Command::new(common::runner_bin());
         cmd.args(["run", "-q"])
             .args(backend)
             .arg("--")

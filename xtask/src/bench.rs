@@ -1,13 +1,10 @@
-//! `cargo xtask bench`: the benchmark binary in release mode.
+//! `cargo xtask bench`: the benchmark binary in release mode, and the `runner`
+//! command as it is installed (`cargo xtask dist`) for the rows that run it.
 
 use crate::{cargo, root, run, Result};
 
 pub(crate) fn bench(args: &[String]) -> Result {
-    // `cli_overhead` runs the release `runner` next to the bench binary.
-    run(
-        "cargo build --release -p runner-cli",
-        cargo().args(["build", "--release", "--quiet", "-p", "runner-cli"]),
-    )?;
+    let runner = crate::dist::dist()?;
     let mut cmd = cargo();
     cmd.args([
         "run",
@@ -20,6 +17,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
         "--",
     ])
     .args(args)
-    .env("RUNNER_BENCH_OUT", root().join("target/bench"));
+    .env("RUNNER_BENCH_OUT", root().join("target/bench"))
+    .env("RUNNER_BENCH_CLI", runner);
     run("runner-bench (release)", &mut cmd)
 }

@@ -1,5 +1,6 @@
 //! Workspace automation, one module per task, `main.rs` only dispatching:
 //! `cargo xtask test`, `test-docker` and `test-podman` (`test.rs`), `bench` (`bench.rs`),
+//! `dist` (`dist.rs`),
 //! `provision` (`provision.rs`, the editor suite's tools in `editors.rs`; packages
 //! through `apt.rs`; Podman for its suite run in `podman.rs`), `check-macos`
 //! (`macos.rs`), `check-layering` (`layering.rs`, `modules.rs`, `docs.rs`) and
@@ -8,6 +9,7 @@
 
 mod apt;
 mod bench;
+mod dist;
 mod docs;
 mod editors;
 mod layering;
@@ -33,6 +35,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("dist") => dist::dist().map(|bin| println!("{}", bin.display())),
         Some("test-docker") => test_docker(),
         Some("test-podman") => test::test_podman(),
         Some("provision") => provision(),
@@ -41,7 +44,7 @@ fn main() {
         Some("check-rust-version") => toolchain::check_declared(),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick] [ROW-NAME-PART...]\n       cargo xtask test-docker\n       cargo xtask test-podman\n       cargo xtask provision\n       cargo xtask check-macos\n       cargo xtask check-layering\n       cargo xtask check-rust-version"
+                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--quick] [ROW-NAME-PART...]\n       cargo xtask dist\n       cargo xtask test-docker\n       cargo xtask test-podman\n       cargo xtask provision\n       cargo xtask check-macos\n       cargo xtask check-layering\n       cargo xtask check-rust-version"
             );
             exit(2);
         }

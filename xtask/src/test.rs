@@ -1,6 +1,7 @@
 //! `cargo xtask test`: formatting, clippy, the docs, the structure checks, the
 //! provisioning, every suite (and again under other settings: without pidfd group
-//! signals, on the portable spawn path, against a nix-daemon), the examples, and
+//! signals, on the portable spawn path, the CLI's against the command as installed,
+//! against a nix-daemon), the examples, and
 //! nothing left behind; `cargo xtask test-docker`: the Docker suites alone.
 
 use std::process::Command;
@@ -105,6 +106,29 @@ pub(crate) fn test(extra: &[String]) -> Result {
         let mut cmd = scratch_cargo(&home, &state);
         cmd.arg("test").args(args).env(key, value);
         tested = run(&format!("cargo test {} ({why})", args.join(" ")), &mut cmd);
+    }
+    // The command as installed (`cargo xtask dist`: LTO, and on Linux with glibc
+    // linked statically): the CLI's suites again, against that build.
+    if tested.is_ok() {
+        tested = crate::dist::dist().and_then(|runner| {
+            let mut result = Ok(());
+            for suite in ["cli", "terminal"] {
+                if result.is_err() {
+                    break;
+                }
+                let mut cmd = scratch_cargo(&home, &state);
+                cmd.args(["test", "-p", "runner-cli", "--test", suite])
+                    .env("RUNNER_TEST_CLI", &runner);
+                result = run(
+                    &format!(
+                        "cargo test -p runner-cli --test {suite} (against {})",
+                        runner.display()
+                    ),
+                    &mut cmd,
+                );
+            }
+            result
+        });
     }
     // Multi-user nix, as most people run it: the nix suites again, as clients of a
     // nix-daemon (NIX_REMOTE=daemon) that builds as the build users xtask creates.

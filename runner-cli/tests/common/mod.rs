@@ -5,6 +5,19 @@
 use std::path::Path;
 use std::process::Command;
 
+/// The `runner` command under test: `$RUNNER_TEST_CLI` (`cargo xtask test` runs the
+/// CLI suite again against `cargo xtask dist`'s build, the command as installed),
+/// else the one cargo built for this test.
+pub fn runner_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("RUNNER_TEST_CLI")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_runner").to_string())
+    })
+}
+
 /// The busybox image `cargo xtask provision` builds.
 pub const IMAGE: &str = "runner-test/busybox:latest";
 

@@ -17,6 +17,25 @@ use runner_native::NativeEnvironment;
 use runner_reaper::{Ledger, Record};
 use tokio::io::AsyncReadExt;
 
+/// The `runner` command the CLI rows run: `$RUNNER_BENCH_CLI` (`cargo xtask bench`
+/// sets it to `cargo xtask dist`'s build, the command as installed), else the one
+/// next to this binary.
+fn runner_cli() -> PathBuf {
+    let runner = std::env::var_os("RUNNER_BENCH_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::current_exe()
+                .expect("exe")
+                .with_file_name("runner")
+        });
+    assert!(
+        runner.is_file(),
+        "{} is missing: build it with `cargo xtask dist` (or `cargo build --release -p runner-cli`)",
+        runner.display()
+    );
+    runner
+}
+
 struct Row {
     name: &'static str,
     ours: f64,
@@ -204,9 +223,7 @@ fn rss_probe(argv: &[String]) {
 /// The peak RSS of `runner run -q --backend native -- cat` moving 200 MB against
 /// `cat` alone, each the largest process of its tree, measured in a fresh process.
 fn cli_peak_rss(state: &std::path::Path) -> Row {
-    let runner = std::env::current_exe()
-        .expect("exe")
-        .with_file_name("runner");
+    let runner = runner_cli();
     let probe = |argv: &[&str]| -> f64 {
         let out = std::process::Command::new(std::env::current_exe().expect("exe"))
             .arg("--rss-probe")
@@ -472,19 +489,12 @@ fn bare_kill(n: usize, spawn: fn() -> std::process::Child) -> Duration {
     d
 }
 
-/// `runner run -q --backend native -- true` (the release binary next to this one:
+/// `runner run -q --backend native -- true` (the command as installed, [`runner_cli`]:
 /// clap, the runtime, the start-up sweep, the ledger, the spawn) against spawning
 /// `true` directly, and against `timeout 60 true` (a C supervisor that also forks,
 /// forwards signals and waits), all to their exit.
 fn cli_overhead(n: usize, state: &std::path::Path) -> Vec<Row> {
-    let runner = std::env::current_exe()
-        .expect("exe")
-        .with_file_name("runner");
-    assert!(
-        runner.is_file(),
-        "{} is missing: build it with `cargo build --release -p runner-cli`",
-        runner.display()
-    );
+    let runner = runner_cli();
     let (mut ours, mut base, mut supervisor) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for _ in 0..n {
         let t = Instant::now();
@@ -868,9 +878,7 @@ type LspKind = (&'static str, Launcher, Launcher, &'static str, f64);
 /// `sh` directly; docker: `docker run -i`), timed after the first answer, and the
 /// time to the first answer on docker against `docker run -i`.
 fn lsp_rows(quick: bool, state: &std::path::Path, docker: bool) -> Vec<Row> {
-    let runner = std::env::current_exe()
-        .expect("exe")
-        .with_file_name("runner");
+    let runner = runner_cli();
     let image = "runner-test/busybox:latest";
     let (sessions, trips) = if quick { (2, 50) } else { (5, 200) };
     let runner_cmd = move |backend: &'static [&'static str]| {
@@ -2036,9 +2044,7 @@ async fn scale_rows(
         }
         out
     }
-    let runner = std::env::current_exe()
-        .expect("exe")
-        .with_file_name("runner");
+    let runner = runner_cli();
     let cli = |state: &std::path::Path| {
         let t = Instant::now();
         let s = std::process::Command::new(&runner)
