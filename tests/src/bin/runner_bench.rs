@@ -36,6 +36,21 @@ fn runner_cli() -> PathBuf {
     runner
 }
 
+/// How long `runner run -q --backend native -- true` takes, to its exit, with the
+/// ledger in `state`.
+fn runner_true(runner: &std::path::Path, state: &std::path::Path) -> Duration {
+    let t = Instant::now();
+    let s = std::process::Command::new(runner)
+        .args(["run", "-q", "--backend", "native", "--", "true"])
+        .env("RUNNER_STATE_DIR", state)
+        .stdin(Stdio::null())
+        .status()
+        .expect("runner");
+    let took = t.elapsed();
+    assert!(s.success());
+    took
+}
+
 struct Row {
     name: &'static str,
     ours: f64,
@@ -505,15 +520,7 @@ fn cli_overhead(n: usize, state: &std::path::Path) -> Vec<Row> {
             .expect("timeout");
         supervisor += t.elapsed();
         assert!(s.success());
-        let t = Instant::now();
-        let s = std::process::Command::new(&runner)
-            .args(["run", "-q", "--backend", "native", "--", "true"])
-            .env("RUNNER_STATE_DIR", state)
-            .stdin(Stdio::null())
-            .status()
-            .expect("runner");
-        ours += t.elapsed();
-        assert!(s.success());
+        ours += runner_true(&runner, state);
         let t = Instant::now();
         let s = std::process::Command::new("true")
             .stdin(Stdio::null())
@@ -2045,17 +2052,7 @@ async fn scale_rows(
         out
     }
     let runner = runner_cli();
-    let cli = |state: &std::path::Path| {
-        let t = Instant::now();
-        let s = std::process::Command::new(&runner)
-            .args(["run", "-q", "--backend", "native", "--", "true"])
-            .env("RUNNER_STATE_DIR", state)
-            .stdin(Stdio::null())
-            .status()
-            .expect("runner");
-        assert!(s.success());
-        t.elapsed()
-    };
+    let cli = |state: &std::path::Path| runner_true(&runner, state);
     let empty = tempfile::tempdir().expect("empty state");
     let mut targets: Vec<(&'static str, &dyn RunnerEnvironment)> = vec![("native", &native)];
     if let Some(env) = &helper_env {
