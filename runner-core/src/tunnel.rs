@@ -5,8 +5,10 @@
 //! another host; nothing is asked of the engine's own port publishing.
 //!
 //! Each connection copies both ways until both ends are done: the end of one
-//! direction is passed on as a half-close. Dropping the [`Tunnel`] closes the listener
-//! and every connection it carries.
+//! direction is passed on as a half-close. [`Tunnel::finish`] stops listening and
+//! lets the connections deliver what their far side sent (a server that answered and
+//! exited: its answer must not lose a race with its exit); dropping the [`Tunnel`]
+//! closes the listener and every connection it carries at once.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,12 +39,15 @@ pub type Opener =
 pub struct Tunnel {
     local: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    /// Stops the listening; the task then waits for its connections to end.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Tunnel {
     /// Carries every connection `listener` accepts through a connection `open` makes.
     pub fn serve(listener: TcpListener, open: Opener) -> std::io::Result<Tunnel> {
         let local = listener.local_addr()?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
@@ -53,10 +58,27 @@ impl Tunnel {
                         connections.spawn(carry(client, open));
                     }
                     Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                    _ = &mut stopped => break,
                 }
             }
+            drop(listener);
+            while connections.join_next().await.is_some() {}
         });
-        Ok(Tunnel { local, task })
+        Ok(Tunnel {
+            local,
+            task,
+            stop: Some(stop),
+        })
+    }
+
+    /// Stops listening and waits, for at most `bound`, until every connection has
+    /// ended; then ends the rest. Called when the far side's processes are done, so
+    /// that what they sent last still reaches the client.
+    pub async fn finish(mut self, bound: std::time::Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(bound, &mut self.task).await;
     }
 
     /// The address it listens on.

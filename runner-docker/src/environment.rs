@@ -30,6 +30,10 @@ struct Made {
 /// How long ending a sync waits for what is left to be carried across.
 const SYNC_FLUSH_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a stopping environment lets its tunnels' open connections deliver what
+/// their far side sent (a connection whose client keeps it open is ended then).
+const TUNNEL_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs processes as `exec`s in one container.
 ///
 /// The container is created by [`init`](RunnerEnvironment::init) with the labels
@@ -957,10 +961,17 @@ impl RunnerEnvironment for DockerEnvironment {
 
     /// Stops every exec and the container (it can be started again by `init`).
     async fn stop(&self) -> Result<()> {
-        self.tunnels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        // What a tunnelled connection's far side sent before its server ended still
+        // reaches the client, before the processes that carry it are stopped (runner
+        // saw `nc` exit before the helper had carried its answer, and the answer was
+        // lost).
+        let tunnels = std::mem::take(&mut *self.tunnels.lock().unwrap_or_else(|p| p.into_inner()));
+        let deadline = tokio::time::Instant::now() + TUNNEL_DRAIN;
+        for tunnel in tunnels {
+            tunnel
+                .finish(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                .await;
+        }
         self.end_sync().await;
         self.stop_execs().await?;
         self.close_helper().await;
